@@ -1,0 +1,271 @@
+//! Configuration: embedded defaults, an optional TOML file, then command-line overrides.
+//!
+//! Every field has a default that is safe for a single machine, so `wasmroom serve` works
+//! with no file at all. A config file uses the same names as the fields below:
+//!
+//! ```toml
+//! bind = "127.0.0.1"
+//! ports = "8000-8003"
+//! plugins = "plugins"
+//! idle_grace_secs = 30
+//!
+//! [limits]
+//! max_message_bytes = 1048576
+//! guest_deadline_ms = 100
+//! max_memory_bytes = 67108864
+//! max_timers = 1000
+//! max_documents = 10000
+//! ```
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a configuration is unusable. The message names the offending value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read: check the path and its permissions.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has unknown or mistyped keys.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// A port list such as `8000-8003` or `8000,8002` is malformed.
+    #[error(
+        "invalid port list {0:?}: use a port, a range like 8000-8003, or a comma-separated list"
+    )]
+    Ports(String),
+    /// A value is out of its allowed range.
+    #[error("invalid {name}: {reason}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+/// The whole server configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The address every lane listens on.
+    pub bind: IpAddr,
+    /// One lane per port. Port 0 picks a free port (used by tests).
+    #[serde(deserialize_with = "de_ports")]
+    pub ports: Vec<u16>,
+    /// The directory of `{plugin}.wasm` files.
+    pub plugins: PathBuf,
+    /// How long a document without connections stays in memory.
+    pub idle_grace_secs: u64,
+    /// How long shutdown waits for clients to acknowledge their close frames.
+    pub shutdown_timeout_secs: u64,
+    /// Limits that protect the lanes from guests and clients.
+    pub limits: Limits,
+}
+
+/// Limits. Defaults follow Daphne where it has one (message size, handshake timeout).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest WebSocket message or HTTP body, in either direction.
+    pub max_message_bytes: usize,
+    /// Longest a single guest call may run before it traps.
+    pub guest_deadline_ms: u64,
+    /// Largest linear memory of one document's instance.
+    pub max_memory_bytes: usize,
+    /// Most pending timers per document.
+    pub max_timers: u32,
+    /// Most live documents in the whole process (sizes the instance pool).
+    pub max_documents: u32,
+    /// Time allowed for a client to send its complete HTTP request head.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            ports: vec![8000],
+            plugins: PathBuf::from("plugins"),
+            idle_grace_secs: 30,
+            shutdown_timeout_secs: 10,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 1 << 20,
+            guest_deadline_ms: 100,
+            max_memory_bytes: 64 << 20,
+            max_timers: 1000,
+            max_documents: 10_000,
+            handshake_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML config file; missing keys keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name, reason| Err(ConfigError::Invalid { name, reason });
+        if self.ports.is_empty() {
+            return invalid("ports", "at least one port is needed");
+        }
+        let mut fixed: Vec<u16> = self.ports.iter().copied().filter(|&p| p != 0).collect();
+        fixed.sort_unstable();
+        if fixed.windows(2).any(|w| w[0] == w[1]) {
+            return invalid("ports", "a port is listed twice");
+        }
+        let l = &self.limits;
+        if l.max_message_bytes < 125 {
+            return invalid("limits.max_message_bytes", "must be at least 125 bytes");
+        }
+        if l.guest_deadline_ms == 0 {
+            return invalid("limits.guest_deadline_ms", "must be above 0");
+        }
+        if l.max_memory_bytes < (1 << 16) {
+            return invalid(
+                "limits.max_memory_bytes",
+                "must be at least one page (64 KiB)",
+            );
+        }
+        if l.max_documents == 0 {
+            return invalid("limits.max_documents", "must be above 0");
+        }
+        Ok(())
+    }
+
+    /// How long an idle document stays in memory.
+    pub fn idle_grace(&self) -> Duration {
+        Duration::from_secs(self.idle_grace_secs)
+    }
+
+    /// How long shutdown waits for clients.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+impl Limits {
+    /// The guest call deadline.
+    pub fn guest_deadline(&self) -> Duration {
+        Duration::from_millis(self.guest_deadline_ms)
+    }
+
+    /// The handshake timeout.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+}
+
+/// Parses `8000`, `8000-8003`, or `8000,8002,9000-9001`.
+pub fn parse_ports(spec: &str) -> Result<Vec<u16>, ConfigError> {
+    let bad = || ConfigError::Ports(spec.to_owned());
+    let mut ports = Vec::new();
+    for part in spec.split(',').map(str::trim) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let a: u16 = a.trim().parse().map_err(|_| bad())?;
+                let b: u16 = b.trim().parse().map_err(|_| bad())?;
+                if a == 0 || b < a {
+                    return Err(bad());
+                }
+                ports.extend(a..=b);
+            }
+            None => ports.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if ports.is_empty() {
+        return Err(bad());
+    }
+    Ok(ports)
+}
+
+fn de_ports<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<u16>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Ports {
+        Spec(String),
+        One(u16),
+        List(Vec<u16>),
+    }
+    match Ports::deserialize(de)? {
+        Ports::Spec(s) => parse_ports(&s).map_err(serde::de::Error::custom),
+        Ports::One(p) => Ok(vec![p]),
+        Ports::List(l) => Ok(l),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_lists() {
+        assert_eq!(parse_ports("8000").unwrap(), vec![8000]);
+        assert_eq!(
+            parse_ports("8000-8003").unwrap(),
+            vec![8000, 8001, 8002, 8003]
+        );
+        assert_eq!(
+            parse_ports("8000, 9000-9001").unwrap(),
+            vec![8000, 9000, 9001]
+        );
+        assert!(parse_ports("8003-8000").is_err());
+        assert!(parse_ports("http").is_err());
+        assert!(parse_ports("").is_err());
+    }
+
+    #[test]
+    fn toml_keeps_defaults_and_rejects_unknown_keys() {
+        let c: Config = toml::from_str("ports = \"9000-9001\"\n[limits]\nmax_timers = 5").unwrap();
+        assert_eq!(c.ports, vec![9000, 9001]);
+        assert_eq!(c.limits.max_timers, 5);
+        assert_eq!(c.limits.max_message_bytes, 1 << 20);
+        assert!(toml::from_str::<Config>("prots = 1").is_err());
+    }
+
+    #[test]
+    fn duplicate_ports_are_refused() {
+        let c = Config {
+            ports: vec![8000, 8000],
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let zeros = Config {
+            ports: vec![0, 0],
+            ..Config::default()
+        };
+        assert!(zeros.validate().is_ok());
+    }
+}

@@ -1,0 +1,354 @@
+//! One accepted TCP connection: its request head, then either a plain HTTP answer or a
+//! WebSocket that lives until either side closes it.
+//!
+//! A WebSocket has two tasks on its lane: this one reads frames and calls the document
+//! directly; a writer task drains the connection's [`Outbox`], feeding every queued frame
+//! and flushing once per batch.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use crate::document::{DocumentCell, DocumentError};
+use crate::guest::{ConnectInfo, Decision, HttpRequest, Message};
+use crate::http::{self, HeadError, RequestHead, Route};
+use crate::lane::{ConnectionGuard, Lane};
+use crate::outbox::{Ending, Outbox};
+use crate::plugin::{Lookup, Plugin};
+
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Bytes a connection may have queued before it counts as a slow reader (1008).
+const MAX_QUEUED_BYTES: usize = 8 << 20;
+
+/// Serves one accepted connection to the end.
+pub async fn serve(
+    lane: Rc<Lane>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    _guard: ConnectionGuard,
+) {
+    let limits = &lane.shared.config.limits;
+    let head = match http::read_head(&mut stream, limits.handshake_timeout()).await {
+        Ok(head) => head,
+        Err(HeadError::TooLarge) => {
+            let _ = http::write_text(&mut stream, 431, "request head too large").await;
+            return;
+        }
+        Err(HeadError::Malformed(why)) => {
+            let _ = http::write_text(&mut stream, 400, &format!("malformed request: {why}")).await;
+            return;
+        }
+        Err(e) => {
+            tracing::debug!(lane = lane.index, %peer, "dropped before a request: {e}");
+            return;
+        }
+    };
+    let route = match http::route(&head.path) {
+        Ok(route) => route,
+        Err(e @ http::RouteError::BadDocument(_)) => {
+            let _ = http::write_text(&mut stream, 400, &e.to_string()).await;
+            return;
+        }
+        Err(e) => {
+            let _ = http::write_text(&mut stream, 404, &e.to_string()).await;
+            return;
+        }
+    };
+    match route {
+        Route::Health => {
+            let _ = http::write_text(&mut stream, 200, "ok").await;
+        }
+        Route::Socket { plugin, document } => {
+            serve_socket(lane, stream, peer, head, &plugin, &document).await;
+        }
+        Route::Document { plugin, document } => {
+            serve_request(lane, stream, head, &plugin, &document).await;
+        }
+    }
+}
+
+/// Finds the plugin, answering 404/503 itself when there is none to serve.
+async fn find_plugin(
+    lane: &Lane,
+    stream: &mut TcpStream,
+    name: &str,
+) -> Option<std::sync::Arc<Plugin>> {
+    if lane.is_shutting_down() {
+        let _ = http::write_text(stream, 503, "server shutting down").await;
+        return None;
+    }
+    match lane.shared.registry.get(name) {
+        Lookup::Ready(plugin) => Some(plugin),
+        Lookup::Failed(why) => {
+            let _ = http::write_text(
+                stream,
+                503,
+                &format!("plugin '{name}' failed to load: {why}"),
+            )
+            .await;
+            None
+        }
+        Lookup::Missing => {
+            let _ = http::write_text(stream, 404, &format!("no plugin named '{name}'")).await;
+            None
+        }
+    }
+}
+
+/// Opens the document, answering 503/500 itself when it cannot.
+async fn open_document(
+    lane: &Rc<Lane>,
+    stream: &mut TcpStream,
+    plugin: &std::sync::Arc<Plugin>,
+    document: &str,
+) -> Option<DocumentCell> {
+    match lane.document(plugin, document) {
+        Ok(doc) => Some(doc),
+        Err(e) => {
+            let status = if matches!(e, DocumentError::PoolExhausted(_)) {
+                503
+            } else {
+                500
+            };
+            if !matches!(e, DocumentError::PoolExhausted(_)) {
+                tracing::error!(lane = lane.index, plugin = %plugin.name, doc = %document, "{e}");
+            }
+            let _ = http::write_text(stream, status, &e.to_string()).await;
+            None
+        }
+    }
+}
+
+async fn serve_request(
+    lane: Rc<Lane>,
+    mut stream: TcpStream,
+    head: RequestHead,
+    plugin: &str,
+    document: &str,
+) {
+    let limits = &lane.shared.config.limits;
+    let body = match http::read_body(
+        &mut stream,
+        &head,
+        limits.max_message_bytes,
+        limits.handshake_timeout(),
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(e) => {
+            let status = match e {
+                http::BodyError::LengthRequired => 411,
+                http::BodyError::BadLength => 400,
+                http::BodyError::TooLarge(_) => 413,
+                http::BodyError::Timeout | http::BodyError::Io(_) => return,
+            };
+            let _ = http::write_text(&mut stream, status, &e.to_string()).await;
+            return;
+        }
+    };
+    let Some(plugin) = find_plugin(&lane, &mut stream, plugin).await else {
+        return;
+    };
+    let Some(doc) = open_document(&lane, &mut stream, &plugin, document).await else {
+        return;
+    };
+    let request = HttpRequest {
+        method: head.method,
+        path: head.path,
+        query: head.query,
+        headers: head.headers,
+        body,
+    };
+    let response = doc.borrow_mut().request(&request);
+    drop(doc);
+    match response {
+        Ok(r) => {
+            let _ = http::write_response(&mut stream, r.status, &r.headers, &r.body).await;
+        }
+        Err(e) => {
+            let _ = http::write_text(&mut stream, 500, &e.to_string()).await;
+        }
+    }
+}
+
+async fn serve_socket(
+    lane: Rc<Lane>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    head: RequestHead,
+    plugin: &str,
+    document: &str,
+) {
+    let accept_key = match http::websocket_accept_key(&head) {
+        Ok(key) => key,
+        Err(why) => {
+            let status = if head.header("upgrade").is_none() {
+                426
+            } else {
+                400
+            };
+            let _ = http::write_text(&mut stream, status, why).await;
+            return;
+        }
+    };
+    let Some(plugin) = find_plugin(&lane, &mut stream, plugin).await else {
+        return;
+    };
+    let Some(doc) = open_document(&lane, &mut stream, &plugin, document).await else {
+        return;
+    };
+
+    let id = lane.shared.next_connection_id();
+    let offered = head.subprotocols();
+    let info = ConnectInfo {
+        id,
+        path: head.path,
+        query: head.query,
+        headers: head.headers,
+        subprotocols: offered.clone(),
+        remote_address: peer.to_string(),
+    };
+    let outbox = Rc::new(Outbox::new(MAX_QUEUED_BYTES));
+    let decision = doc.borrow_mut().connect(info, outbox.clone());
+    let subprotocol = match decision {
+        Ok(Decision::Accept(choice)) => match choice {
+            Some(p) if !offered.contains(&p) => {
+                tracing::warn!(plugin = %plugin.name, doc = %document, "consumer chose subprotocol {p:?}, which the client did not offer; ignored");
+                None
+            }
+            other => other,
+        },
+        Ok(Decision::Reject(r)) => {
+            let status = if (400..=599).contains(&r.status) {
+                r.status
+            } else {
+                403
+            };
+            let _ = http::write_text(&mut stream, status, &r.reason).await;
+            return;
+        }
+        Err(e) => {
+            let _ = http::write_text(&mut stream, 500, &e.to_string()).await;
+            return;
+        }
+    };
+    if http::write_switching_protocols(&mut stream, &accept_key, subprotocol.as_deref())
+        .await
+        .is_err()
+    {
+        outbox.finish();
+        doc.borrow_mut().disconnect(id, 1006);
+        return;
+    }
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(lane.shared.config.limits.max_message_bytes))
+        .max_frame_size(Some(lane.shared.config.limits.max_message_bytes))
+        // Small buffers keep an idle connection cheap; they grow for large messages.
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let ws =
+        WebSocketStream::from_partially_read(stream, head.rest, Role::Server, Some(config)).await;
+    let (sink, mut frames) = ws.split();
+    tokio::task::spawn_local(write_loop(sink, outbox.clone()));
+
+    let mut code = 1006;
+    loop {
+        let next = tokio::select! {
+            biased;
+            next = frames.next() => next,
+            _ = outbox.abort.notified() => break,
+        };
+        let result = match next {
+            Some(Ok(Frame::Text(text))) => doc
+                .borrow_mut()
+                .message(id, &Message::Text(text.as_str().to_owned())),
+            Some(Ok(Frame::Binary(bytes))) => doc
+                .borrow_mut()
+                .message(id, &Message::Binary(bytes.to_vec())),
+            Some(Ok(Frame::Close(frame))) => {
+                code = frame.map_or(1005, |f| u16::from(f.code));
+                continue;
+            }
+            Some(Ok(_)) => continue, // ping, pong: tungstenite answers pings itself
+            Some(Err(e)) => {
+                // The writer still sends this close frame after the reader is done.
+                if let Some((close_code, reason)) = close_for_error(&e) {
+                    code = close_code;
+                    outbox.close(close_code, reason);
+                }
+                break;
+            }
+            None => break,
+        };
+        if result.is_err() {
+            // The document crashed: the outbox is closing with 1011; keep reading until
+            // the client answers the close frame or the writer gives up.
+            continue;
+        }
+        if outbox.reader_aborted() {
+            break;
+        }
+    }
+    outbox.finish();
+    doc.borrow_mut().disconnect(id, code);
+}
+
+/// The close code and reason to answer a read error with, if the socket is still usable.
+fn close_for_error(e: &WsError) -> Option<(u16, &'static str)> {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            Some((1009, "message too large"))
+        }
+        WsError::Capacity(_) => Some((1009, "frame too large")),
+        WsError::Utf8(_) => Some((1007, "invalid UTF-8 in a text message")),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(_) => Some((1002, "protocol error")),
+        _ => None,
+    }
+}
+
+/// Drains the outbox into the socket: feed every queued frame, flush once per batch.
+async fn write_loop(mut sink: SplitSink<WebSocketStream<TcpStream>, Frame>, outbox: Rc<Outbox>) {
+    loop {
+        while let Some(frame) = outbox.pop() {
+            if sink.feed(frame).await.is_err() {
+                outbox.abort_reader();
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            outbox.abort_reader();
+            return;
+        }
+        match outbox.ending() {
+            Ending::Open => outbox.wake.notified().await,
+            Ending::Gone => return,
+            Ending::Close(code, reason) => {
+                let frame = CloseFrame {
+                    code: code.into(),
+                    reason: reason.into(),
+                };
+                let _ = sink.send(Frame::Close(Some(frame))).await;
+                // The reader ends when the client answers; if it never does, stop it.
+                let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+                    while !outbox.reader_done() {
+                        outbox.wake.notified().await;
+                    }
+                })
+                .await;
+                outbox.abort_reader();
+                return;
+            }
+        }
+    }
+}

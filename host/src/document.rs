@@ -1,0 +1,350 @@
+//! One live document: its consumer instance, its connections and its timers.
+//!
+//! A document belongs to exactly one lane and is only touched from that lane's thread, so
+//! it lives in an `Rc<RefCell<_>>`. Every guest call is synchronous and bounded by the
+//! epoch deadline; no borrow of a document is ever held across an `.await`. After each
+//! call the document applies the guest's [effects](crate::guest::Effect) in order.
+//!
+//! A trap (deadline, memory cap, panic, `unreachable`) ends this document only: its
+//! instance is dropped at once, its clients are closed with 1011, and the lane forgets
+//! it, so the next connection opens a fresh instance.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::Notify;
+use wasmtime::Store;
+
+use crate::guest::{
+    ConnectInfo, Decision, Effect, GuestState, HttpRequest, HttpResponse, Message, Room,
+};
+use crate::outbox::Outbox;
+use crate::plugin::Plugin;
+
+/// A document shared between the tasks of its lane.
+pub type DocumentCell = Rc<RefCell<Document>>;
+
+/// Why a document could not be opened or served.
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    /// Every slot of the instance pool is in use: raise `limits.max_documents` or add
+    /// lanes/machines. Clients get 503.
+    #[error("server at capacity: {0}")]
+    PoolExhausted(String),
+    /// The instance could not be created (other than pool exhaustion). Clients get 500.
+    #[error("cannot instantiate the consumer: {0}")]
+    Instantiate(String),
+    /// The consumer's `open` or `restore` refused the document. Clients get 500.
+    #[error("the consumer refused to open the document: {0}")]
+    Refused(String),
+    /// The consumer trapped; the document is gone. Clients get 500 (HTTP) or 1011.
+    #[error("the consumer crashed: {0}")]
+    Crashed(String),
+}
+
+/// The instance of a live document. `None` once it crashed.
+struct Instance {
+    store: Store<GuestState>,
+    room: Room,
+}
+
+/// A live document.
+pub struct Document {
+    plugin: Arc<Plugin>,
+    id: String,
+    instance: Option<Instance>,
+    outboxes: HashMap<u64, Rc<Outbox>>,
+    deadline_ticks: u64,
+    /// When the last connection left (or the document opened without one).
+    idle_since: Option<Instant>,
+    /// Wakes the document's driver task: timers changed, it went idle, or it crashed.
+    pub wake: Rc<Notify>,
+}
+
+impl std::fmt::Debug for Document {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Document")
+            .field("plugin", &self.plugin.name)
+            .field("id", &self.id)
+            .field("connections", &self.outboxes.len())
+            .field("crashed", &self.instance.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Limits a document applies to its instance.
+#[derive(Debug, Clone, Copy)]
+pub struct DocumentLimits {
+    /// Linear memory cap.
+    pub max_memory_bytes: usize,
+    /// Largest message the guest may send.
+    pub max_message_bytes: usize,
+    /// Pending timers cap.
+    pub max_timers: u32,
+    /// Guest call deadline, in epoch ticks.
+    pub deadline_ticks: u64,
+}
+
+impl Document {
+    /// Instantiates `plugin` for document `id` and calls its `open`.
+    pub fn open(
+        plugin: Arc<Plugin>,
+        id: &str,
+        limits: DocumentLimits,
+    ) -> Result<Document, DocumentError> {
+        let tag: Arc<str> = format!("{}/{}", plugin.name, id).into();
+        let engine = plugin.pre.instance_pre().engine().clone();
+        let mut store = Store::new(
+            &engine,
+            GuestState::new(
+                tag,
+                limits.max_memory_bytes,
+                limits.max_message_bytes,
+                limits.max_timers,
+            ),
+        );
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(limits.deadline_ticks);
+        let room = plugin.pre.instantiate(&mut store).map_err(|e| {
+            if e.is::<wasmtime::PoolConcurrencyLimitError>() {
+                DocumentError::PoolExhausted(format!("{e}"))
+            } else {
+                DocumentError::Instantiate(format!("{e:#}"))
+            }
+        })?;
+        store.set_epoch_deadline(limits.deadline_ticks);
+        let opened = room
+            .wasmroom_consumer_consumer()
+            .call_open(&mut store, id)
+            .map_err(|e| DocumentError::Crashed(format!("{e:#}")))?;
+        opened.map_err(DocumentError::Refused)?;
+        // Effects of `open` (logs only: there are no connections yet) are dropped.
+        store.data_mut().effects.clear();
+        Ok(Document {
+            plugin,
+            id: id.to_owned(),
+            instance: Some(Instance { store, room }),
+            outboxes: HashMap::new(),
+            deadline_ticks: limits.deadline_ticks,
+            idle_since: Some(Instant::now()),
+            wake: Rc::new(Notify::new()),
+        })
+    }
+
+    /// The plugin version serving this document.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// The document id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether the consumer crashed.
+    pub fn is_crashed(&self) -> bool {
+        self.instance.is_none()
+    }
+
+    /// The number of open connections.
+    pub fn connection_count(&self) -> usize {
+        self.outboxes.len()
+    }
+
+    /// Since when the document has had no connections, if it has none.
+    pub fn idle_since(&self) -> Option<Instant> {
+        self.idle_since
+    }
+
+    /// Runs one guest call with the deadline armed, then applies its effects. A trap
+    /// crashes the document.
+    fn call<R>(
+        &mut self,
+        what: &'static str,
+        f: impl FnOnce(&Room, &mut Store<GuestState>) -> wasmtime::Result<R>,
+    ) -> Result<R, DocumentError> {
+        let Some(instance) = self.instance.as_mut() else {
+            return Err(DocumentError::Crashed(
+                "the consumer crashed earlier".into(),
+            ));
+        };
+        instance.store.set_epoch_deadline(self.deadline_ticks);
+        let timers_before = instance.store.data().timers.next_deadline();
+        // A panic in a host function (a wasmroom bug) must not take the lane down with it:
+        // wasmtime resumes it here, and it ends this document like a trap.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            f(&instance.room, &mut instance.store)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(wasmtime::Error::msg(format!("host panicked: {what}")))
+        });
+        match result {
+            Ok(value) => {
+                let state = instance.store.data_mut();
+                for effect in state.effects.drain(..) {
+                    apply(&self.outboxes, effect);
+                }
+                if state.timers.next_deadline() != timers_before {
+                    self.wake.notify_one();
+                }
+                Ok(value)
+            }
+            Err(e) => {
+                let reason = format!("{e:#}");
+                self.crash(what, &reason);
+                Err(DocumentError::Crashed(reason))
+            }
+        }
+    }
+
+    /// Drops the instance and closes every connection with 1011.
+    fn crash(&mut self, what: &str, reason: &str) {
+        tracing::error!(
+            plugin = %self.plugin.name,
+            version = %self.plugin.version,
+            doc = %self.id,
+            "consumer trapped in {what}; closing its {} connection(s): {reason}",
+            self.outboxes.len()
+        );
+        self.instance = None;
+        for outbox in self.outboxes.values() {
+            outbox.close(1011, "consumer crashed");
+        }
+        self.wake.notify_one();
+    }
+
+    /// A connection asks to join. `outbox` receives what the guest sends it, even before
+    /// the upgrade completes. On rejection the connection is forgotten.
+    pub fn connect(
+        &mut self,
+        info: ConnectInfo,
+        outbox: Rc<Outbox>,
+    ) -> Result<Decision, DocumentError> {
+        let id = info.id;
+        self.attach(id, outbox);
+        let decision = self.call("on-connect", |room, store| {
+            room.wasmroom_consumer_consumer()
+                .call_on_connect(store, &info)
+        });
+        if !matches!(decision, Ok(Decision::Accept(_))) {
+            self.detach(id);
+        }
+        decision
+    }
+
+    fn attach(&mut self, id: u64, outbox: Rc<Outbox>) {
+        if let Some(instance) = self.instance.as_mut() {
+            instance.store.data_mut().connections.insert(id);
+        }
+        self.outboxes.insert(id, outbox);
+        self.idle_since = None;
+    }
+
+    fn detach(&mut self, id: u64) -> bool {
+        if let Some(instance) = self.instance.as_mut() {
+            let state = instance.store.data_mut();
+            state.connections.remove(&id);
+            state.closing.remove(&id);
+        }
+        let known = self.outboxes.remove(&id).is_some();
+        if self.outboxes.is_empty() && self.idle_since.is_none() {
+            self.idle_since = Some(Instant::now());
+            self.wake.notify_one();
+        }
+        known
+    }
+
+    /// A message from connection `id`.
+    pub fn message(&mut self, id: u64, msg: &Message) -> Result<(), DocumentError> {
+        self.call("on-message", |room, store| {
+            room.wasmroom_consumer_consumer()
+                .call_on_message(store, id, msg)
+        })
+    }
+
+    /// Connection `id` left with `code`.
+    pub fn disconnect(&mut self, id: u64, code: u16) {
+        if self.detach(id) && self.instance.is_some() {
+            let _ = self.call("on-disconnect", |room, store| {
+                room.wasmroom_consumer_consumer()
+                    .call_on_disconnect(store, id, code)
+            });
+        }
+    }
+
+    /// An HTTP request to the document.
+    pub fn request(&mut self, req: &HttpRequest) -> Result<HttpResponse, DocumentError> {
+        self.call("on-request", |room, store| {
+            room.wasmroom_consumer_consumer()
+                .call_on_request(store, req)
+        })
+    }
+
+    /// When the next timer is due.
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.instance
+            .as_ref()
+            .and_then(|i| i.store.data().timers.next_deadline())
+    }
+
+    /// Calls `on-timer` for every timer due at `now`. Timers the guest sets meanwhile are
+    /// due later than `now`, so a guest cannot keep the lane here.
+    pub fn fire_due_timers(&mut self, now: Instant) {
+        loop {
+            let Some(instance) = self.instance.as_mut() else {
+                return;
+            };
+            let Some(timer) = instance.store.data_mut().timers.pop_due(now) else {
+                return;
+            };
+            if self
+                .call("on-timer", |room, store| {
+                    room.wasmroom_consumer_consumer()
+                        .call_on_timer(store, timer)
+                })
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Closes every connection (shutdown). The guest is told through `on-disconnect` as
+    /// each connection ends.
+    pub fn close_all(&mut self, code: u16, reason: &str) {
+        for outbox in self.outboxes.values() {
+            outbox.close(code, reason);
+        }
+    }
+}
+
+fn apply(outboxes: &HashMap<u64, Rc<Outbox>>, effect: Effect) {
+    match effect {
+        Effect::Send(id, frame) => {
+            if let Some(outbox) = outboxes.get(&id) {
+                outbox.push(frame);
+            }
+        }
+        Effect::Broadcast(frame, except) => {
+            for (id, outbox) in outboxes {
+                if !except.contains(id) {
+                    outbox.push(frame.clone());
+                }
+            }
+        }
+        Effect::Close(id, code, reason) => {
+            if let Some(outbox) = outboxes.get(&id) {
+                outbox.close(code, &reason);
+            }
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! The HTTP/1.1 edge of a lane: reading one request head, routing it, writing plain
+//! responses and the WebSocket `101 Switching Protocols`.
+//!
+//! wasmroom parses the head itself (with `httparse`, hyper's parser) instead of running a
+//! full HTTP server: every connection serves exactly one request or one WebSocket, so all
+//! that is needed is the head, an optional `Content-Length` body, and full control over
+//! what happens before the upgrade (404/400/503 with a reason, the consumer's own rejection).
+
+use std::time::Duration;
+
+use percent_encoding::percent_decode_str;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The largest request head accepted. Browsers send 1-4 KiB; cookies can add more.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// The longest document id accepted, in bytes after percent-decoding.
+pub const MAX_DOCUMENT_ID_BYTES: usize = 256;
+
+/// Why a request head could not be read. Each maps to one HTTP answer (or none).
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    /// The peer closed the connection or sent nothing usable in time: drop it silently.
+    #[error("connection closed before a complete request head")]
+    Closed,
+    /// The peer did not finish its request head within the handshake timeout.
+    #[error("request head not complete within {0:?}")]
+    Timeout(Duration),
+    /// The head is larger than [`MAX_HEAD_BYTES`]: answer 431.
+    #[error("request head larger than {MAX_HEAD_BYTES} bytes")]
+    TooLarge,
+    /// Not HTTP/1.x: answer 400.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// A socket error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A parsed request head, plus any bytes the peer sent after it.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    /// Upper-case method.
+    pub method: String,
+    /// The path as received (still percent-encoded), without the query.
+    pub path: String,
+    /// The query string without `?`, or empty.
+    pub query: String,
+    /// Headers with lower-case names, in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// Bytes read past the end of the head: the start of a body or of WebSocket frames.
+    pub rest: Vec<u8>,
+}
+
+impl RequestHead {
+    /// The first header named `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether a comma-separated header (such as `Connection`) contains `token`,
+    /// compared case-insensitively.
+    pub fn header_has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+
+    /// The subprotocols offered in `Sec-WebSocket-Protocol`, in the client's order.
+    pub fn subprotocols(&self) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == "sec-websocket-protocol")
+            .flat_map(|(_, v)| v.split(','))
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect()
+    }
+}
+
+/// Reads one request head, waiting at most `timeout` for it to complete.
+pub async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    timeout: Duration,
+) -> Result<RequestHead, HeadError> {
+    match tokio::time::timeout(timeout, read_head_inner(stream)).await {
+        Ok(result) => result,
+        Err(_) => Err(HeadError::Timeout(timeout)),
+    }
+}
+
+async fn read_head_inner<S: AsyncRead + Unpin>(stream: &mut S) -> Result<RequestHead, HeadError> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        if buf.len() >= MAX_HEAD_BYTES {
+            return Err(HeadError::TooLarge);
+        }
+        let mut chunk = [0u8; 2048];
+        let want = chunk.len().min(MAX_HEAD_BYTES - buf.len());
+        let n = stream.read(&mut chunk[..want]).await?;
+        if n == 0 {
+            return Err(HeadError::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(head) = parse_head(&buf)? {
+            return Ok(head);
+        }
+    }
+}
+
+/// Parses `buf` as a request head. `Ok(None)` means "incomplete, read more".
+pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(e) => return Err(HeadError::Malformed(e.to_string())),
+    };
+    let target = req.path.unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    Ok(Some(RequestHead {
+        method: req.method.unwrap_or("GET").to_ascii_uppercase(),
+        path: path.to_owned(),
+        query: query.to_owned(),
+        headers: req
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect(),
+        rest: buf[len..].to_vec(),
+    }))
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/ws/{plugin}/{document}`: a WebSocket to a document.
+    Socket { plugin: String, document: String },
+    /// `/docs/{plugin}/{document}[/...]`: an HTTP request to a document.
+    Document { plugin: String, document: String },
+    /// `/healthz`: liveness.
+    Health,
+}
+
+/// Why a path does not route. The message is sent to the client as the 4xx body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// No route for this path: 404.
+    #[error("no such route: expected /ws/{{plugin}}/{{document}} or /docs/{{plugin}}/{{document}}")]
+    NotFound,
+    /// The plugin name is not a valid file stem: 404 (no such plugin can exist).
+    #[error("invalid plugin name: use letters, digits, '-' and '_'")]
+    BadPlugin,
+    /// The document id is invalid: 400.
+    #[error("invalid document id: {0}")]
+    BadDocument(&'static str),
+}
+
+/// Maps a raw request path to a [`Route`].
+pub fn route(path: &str) -> Result<Route, RouteError> {
+    if path == "/healthz" {
+        return Ok(Route::Health);
+    }
+    let (kind, rest) = if let Some(rest) = path.strip_prefix("/ws/") {
+        ("ws", rest)
+    } else if let Some(rest) = path.strip_prefix("/docs/") {
+        ("docs", rest)
+    } else {
+        return Err(RouteError::NotFound);
+    };
+    let (plugin, rest) = rest.split_once('/').ok_or(RouteError::NotFound)?;
+    if !valid_plugin_name(plugin) {
+        return Err(RouteError::BadPlugin);
+    }
+    let plugin = plugin.to_owned();
+    match kind {
+        "ws" => Ok(Route::Socket {
+            plugin,
+            document: decode_document_id(rest)?,
+        }),
+        _ => {
+            // `/docs/{plugin}/{doc}/anything` reaches the document; the consumer sees the
+            // whole path and routes the rest itself.
+            let raw_doc = rest.split_once('/').map_or(rest, |(doc, _)| doc);
+            Ok(Route::Document {
+                plugin,
+                document: decode_document_id(raw_doc)?,
+            })
+        }
+    }
+}
+
+/// Plugin names are file stems: ASCII letters, digits, `-` and `_`, at most 64 bytes.
+pub fn valid_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Percent-decodes and validates a document id.
+///
+/// A document id is 1 to [`MAX_DOCUMENT_ID_BYTES`] bytes of UTF-8 after decoding, with no
+/// control characters and no `/`. Everything else (spaces, `:`, `.`, `@`, non-ASCII
+/// letters) is allowed, so ids from other systems (UUIDs, `user:42`, `Übung 3`) work as is.
+pub fn decode_document_id(raw: &str) -> Result<String, RouteError> {
+    if raw.is_empty() {
+        return Err(RouteError::BadDocument("empty"));
+    }
+    let decoded = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| RouteError::BadDocument("not UTF-8 after percent-decoding"))?;
+    if decoded.is_empty() {
+        return Err(RouteError::BadDocument("empty"));
+    }
+    if decoded.len() > MAX_DOCUMENT_ID_BYTES {
+        return Err(RouteError::BadDocument("longer than 256 bytes"));
+    }
+    if decoded.contains('/') {
+        return Err(RouteError::BadDocument("contains '/'"));
+    }
+    if decoded.chars().any(char::is_control) {
+        return Err(RouteError::BadDocument("contains control characters"));
+    }
+    if decoded == "." || decoded == ".." {
+        return Err(RouteError::BadDocument("'.' and '..' are reserved"));
+    }
+    Ok(decoded.into_owned())
+}
+
+/// The reason phrase of the status codes wasmroom sends.
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+/// Writes a complete response and flushes it. The connection is not reused afterwards
+/// (`Connection: close`): each socket carries one request.
+pub async fn write_response<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut out = format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status));
+    let mut has_type = false;
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        // The host owns framing; a consumer cannot break it.
+        if matches!(
+            lower.as_str(),
+            "content-length" | "transfer-encoding" | "connection"
+        ) || !valid_header(name, value)
+        {
+            continue;
+        }
+        has_type |= lower == "content-type";
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !has_type && !body.is_empty() {
+        out.push_str("content-type: text/plain; charset=utf-8\r\n");
+    }
+    out.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    ));
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes).await?;
+    stream.flush().await
+}
+
+/// Writes a plain-text error or status response with a one-line body.
+pub async fn write_text<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: u16,
+    text: &str,
+) -> std::io::Result<()> {
+    let body = format!("{text}\n");
+    write_response(stream, status, &[], body.as_bytes()).await
+}
+
+fn valid_header(name: &str, value: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b':' && b != b'"')
+        && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+}
+
+/// Checks that a request head is a valid WebSocket upgrade and returns the
+/// `Sec-WebSocket-Accept` value to answer with.
+pub fn websocket_accept_key(head: &RequestHead) -> Result<String, &'static str> {
+    if head.method != "GET" {
+        return Err("WebSocket upgrades must use GET");
+    }
+    if !head.header_has_token("upgrade", "websocket") {
+        return Err("expected 'Upgrade: websocket'");
+    }
+    if !head.header_has_token("connection", "upgrade") {
+        return Err("expected 'Connection: Upgrade'");
+    }
+    if head.header("sec-websocket-version") != Some("13") {
+        return Err("expected 'Sec-WebSocket-Version: 13'");
+    }
+    let key = head
+        .header("sec-websocket-key")
+        .ok_or("missing Sec-WebSocket-Key")?;
+    Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.trim().as_bytes()))
+}
+
+/// Writes `101 Switching Protocols`, with the subprotocol the consumer chose, if any.
+pub async fn write_switching_protocols<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    accept_key: &str,
+    subprotocol: Option<&str>,
+) -> std::io::Result<()> {
+    let mut out = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept_key}\r\n"
+    );
+    if let Some(p) = subprotocol {
+        out.push_str(&format!("sec-websocket-protocol: {p}\r\n"));
+    }
+    out.push_str("\r\n");
+    stream.write_all(out.as_bytes()).await?;
+    stream.flush().await
+}
+
+/// Reads a `Content-Length` body of at most `limit` bytes, starting with the bytes that
+/// came with the head.
+pub async fn read_body<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    head: &RequestHead,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, BodyError> {
+    if head
+        .header("transfer-encoding")
+        .is_some_and(|te| !te.eq_ignore_ascii_case("identity"))
+    {
+        return Err(BodyError::LengthRequired);
+    }
+    let len: usize = match head.header("content-length") {
+        None => return Ok(Vec::new()),
+        Some(v) => v.trim().parse().map_err(|_| BodyError::BadLength)?,
+    };
+    if len > limit {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let mut body = head.rest.clone();
+    body.truncate(len);
+    if body.len() < len {
+        let start = body.len();
+        body.resize(len, 0);
+        tokio::time::timeout(timeout, stream.read_exact(&mut body[start..]))
+            .await
+            .map_err(|_| BodyError::Timeout)??;
+    }
+    Ok(body)
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Chunked bodies are not supported: send `Content-Length` (411).
+    #[error("send the body with Content-Length (chunked transfer encoding is not supported)")]
+    LengthRequired,
+    /// `Content-Length` is not a number (400).
+    #[error("invalid Content-Length")]
+    BadLength,
+    /// The body is larger than the message size limit (413).
+    #[error("body larger than {0} bytes")]
+    TooLarge(usize),
+    /// The body did not arrive in time.
+    #[error("body not complete in time")]
+    Timeout,
+    /// A socket error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_sockets_documents_and_health() {
+        assert_eq!(
+            route("/ws/chat/room-1"),
+            Ok(Route::Socket {
+                plugin: "chat".into(),
+                document: "room-1".into()
+            })
+        );
+        assert_eq!(
+            route("/docs/chat/room%201/history"),
+            Ok(Route::Document {
+                plugin: "chat".into(),
+                document: "room 1".into()
+            })
+        );
+        assert_eq!(route("/healthz"), Ok(Route::Health));
+        assert_eq!(route("/"), Err(RouteError::NotFound));
+        assert_eq!(route("/ws/chat"), Err(RouteError::NotFound));
+        assert_eq!(route("/ws/../x"), Err(RouteError::BadPlugin));
+    }
+
+    #[test]
+    fn document_ids_are_decoded_and_validated() {
+        assert_eq!(decode_document_id("%C3%9Cbung%203").unwrap(), "Übung 3");
+        assert_eq!(decode_document_id("user:42").unwrap(), "user:42");
+        assert!(decode_document_id("").is_err());
+        assert!(decode_document_id("a%2Fb").is_err());
+        assert!(decode_document_id("%00").is_err());
+        assert!(decode_document_id("%FF").is_err());
+        assert!(decode_document_id("..").is_err());
+        assert!(decode_document_id(&"x".repeat(256)).is_ok());
+        assert!(decode_document_id(&"x".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn parses_heads_incrementally() {
+        let full =
+            b"GET /ws/relay/a?x=1 HTTP/1.1\r\nHost: h\r\nSec-WebSocket-Protocol: a, b\r\n\r\nREST";
+        assert!(parse_head(&full[..20]).unwrap().is_none());
+        let head = parse_head(full).unwrap().unwrap();
+        assert_eq!(head.path, "/ws/relay/a");
+        assert_eq!(head.query, "x=1");
+        assert_eq!(head.header("host"), Some("h"));
+        assert_eq!(head.subprotocols(), vec!["a", "b"]);
+        assert_eq!(head.rest, b"REST");
+        assert!(matches!(
+            parse_head(b"\x16\x03\x01garbage\r\n\r\n"),
+            Err(HeadError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn checks_websocket_upgrades() {
+        let head = parse_head(
+            b"GET /ws/a/b HTTP/1.1\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        // The example key and answer of RFC 6455, section 1.3.
+        assert_eq!(
+            websocket_accept_key(&head).unwrap(),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        let plain = parse_head(b"GET /ws/a/b HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(websocket_accept_key(&plain).is_err());
+    }
+}

@@ -1,0 +1,282 @@
+//! A lane: one port, one OS thread, one single-threaded tokio runtime.
+//!
+//! The lane owns its listener, its documents and their connections. Nothing on the
+//! message path takes a lock or hops to another thread: a connection task calls its
+//! document directly, and the document queues frames to the other connections' writers,
+//! all on this thread. What the lanes share is read-only or atomic: the engine, the plugin
+//! registry, the configuration and the connection id counter ([`Shared`]).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+use crate::config::Config;
+use crate::document::{Document, DocumentCell, DocumentError, DocumentLimits};
+use crate::plugin::{Plugin, Registry};
+use crate::runtime::deadline_ticks;
+
+/// What every lane of the process shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// The compiled plugins.
+    pub registry: Registry,
+    next_connection: AtomicU64,
+}
+
+impl Shared {
+    /// Shared state for the lanes.
+    pub fn new(config: Config, registry: Registry) -> Shared {
+        Shared {
+            config,
+            registry,
+            next_connection: AtomicU64::new(1),
+        }
+    }
+
+    /// A connection id unique in the process.
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// (plugin, document id)
+type DocumentKey = (String, String);
+
+/// The state of one lane, shared by the tasks of its thread.
+#[derive(Debug)]
+pub struct Lane {
+    /// The lane's index (0 for the first port).
+    pub index: usize,
+    /// Process-wide state.
+    pub shared: Arc<Shared>,
+    documents: RefCell<HashMap<DocumentKey, DocumentCell>>,
+    connections: Cell<usize>,
+    drained: Notify,
+    shutting_down: Cell<bool>,
+    limits: DocumentLimits,
+}
+
+impl Lane {
+    fn new(index: usize, shared: Arc<Shared>) -> Lane {
+        let l = &shared.config.limits;
+        let limits = DocumentLimits {
+            max_memory_bytes: l.max_memory_bytes,
+            max_message_bytes: l.max_message_bytes,
+            max_timers: l.max_timers,
+            deadline_ticks: deadline_ticks(l.guest_deadline()),
+        };
+        Lane {
+            index,
+            shared,
+            documents: RefCell::new(HashMap::new()),
+            connections: Cell::new(0),
+            drained: Notify::new(),
+            shutting_down: Cell::new(false),
+            limits,
+        }
+    }
+
+    /// Whether the lane is shutting down (new connections get 503).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// The number of live documents on this lane.
+    pub fn document_count(&self) -> usize {
+        self.documents.borrow().len()
+    }
+
+    /// The live document `document` of `plugin`, opening it if needed.
+    pub fn document(
+        self: &Rc<Self>,
+        plugin: &Arc<Plugin>,
+        document: &str,
+    ) -> Result<DocumentCell, DocumentError> {
+        let key = (plugin.name.clone(), document.to_owned());
+        if let Some(doc) = self.documents.borrow().get(&key)
+            && !doc.borrow().is_crashed()
+        {
+            return Ok(doc.clone());
+        }
+        let started = Instant::now();
+        let doc = match Document::open(plugin.clone(), document, self.limits) {
+            Ok(doc) => doc,
+            Err(e) => {
+                if matches!(e, DocumentError::PoolExhausted(_)) {
+                    tracing::warn!(
+                        lane = self.index,
+                        "instance pool exhausted: cannot open {}/{document}; raise limits.max_documents (now {}) ({e})",
+                        plugin.name,
+                        self.shared.config.limits.max_documents
+                    );
+                }
+                return Err(e);
+            }
+        };
+        tracing::debug!(lane = self.index, plugin = %plugin.name, doc = %document, "opened in {:?}", started.elapsed());
+        let wake = doc.wake.clone();
+        let cell: DocumentCell = Rc::new(RefCell::new(doc));
+        self.documents
+            .borrow_mut()
+            .insert(key.clone(), cell.clone());
+        tokio::task::spawn_local(drive_document(
+            self.clone(),
+            key,
+            Rc::downgrade(&cell),
+            wake,
+        ));
+        Ok(cell)
+    }
+
+    /// Counts a connection task in; the guard counts it out when dropped.
+    pub fn track_connection(self: &Rc<Self>) -> ConnectionGuard {
+        self.connections.set(self.connections.get() + 1);
+        ConnectionGuard { lane: self.clone() }
+    }
+
+    fn forget(&self, key: &DocumentKey, cell: &DocumentCell) {
+        let mut docs = self.documents.borrow_mut();
+        if docs.get(key).is_some_and(|d| Rc::ptr_eq(d, cell)) {
+            docs.remove(key);
+        }
+    }
+}
+
+/// Keeps a lane's connection count while a connection task runs.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    lane: Rc<Lane>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let n = self.lane.connections.get() - 1;
+        self.lane.connections.set(n);
+        if n == 0 {
+            self.lane.drained.notify_waiters();
+        }
+    }
+}
+
+/// Fires a document's timers and drops it once it has been idle for the grace period
+/// (or has crashed). Runs as long as the document is in the lane's table.
+async fn drive_document(
+    lane: Rc<Lane>,
+    key: DocumentKey,
+    doc: std::rc::Weak<RefCell<Document>>,
+    wake: Rc<Notify>,
+) {
+    let grace = lane.shared.config.idle_grace();
+    loop {
+        let next = {
+            let Some(cell) = doc.upgrade() else { return };
+            let d = cell.borrow();
+            if d.is_crashed() {
+                drop(d);
+                lane.forget(&key, &cell);
+                return;
+            }
+            let idle_end = d.idle_since().map(|t| t + grace);
+            match (d.next_timer(), idle_end) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = wake.notified() => continue,
+                }
+            }
+            None => {
+                wake.notified().await;
+                continue;
+            }
+        }
+        let Some(cell) = doc.upgrade() else { return };
+        let now = Instant::now();
+        cell.borrow_mut().fire_due_timers(now);
+        let idle_over = cell
+            .borrow()
+            .idle_since()
+            .is_some_and(|since| since + grace <= now);
+        if idle_over {
+            tracing::debug!(lane = lane.index, plugin = %key.0, doc = %key.1, "idle for {grace:?}: dropped");
+            lane.forget(&key, &cell);
+            return;
+        }
+    }
+}
+
+/// Runs a lane on the current thread until `shutdown` turns true, then closes every
+/// connection with 1001 and waits (bounded) for the clients to acknowledge.
+pub async fn run(
+    index: usize,
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let listener = TcpListener::from_std(listener)?;
+    let addr = listener.local_addr()?;
+    tracing::info!("lane {index} listening on {addr}");
+    let lane = Rc::new(Lane::new(index, shared));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => spawn_connection(&lane, stream, peer),
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(lane = index, "accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    drop(listener);
+    lane.shutting_down.set(true);
+    let docs: Vec<DocumentCell> = lane.documents.borrow().values().cloned().collect();
+    tracing::info!(
+        lane = index,
+        "shutting down: closing {} connection(s) of {} document(s)",
+        lane.connections.get(),
+        docs.len()
+    );
+    for doc in docs {
+        doc.borrow_mut().close_all(1001, "server shutting down");
+    }
+    let timeout = lane.shared.config.shutdown_timeout();
+    let drained = async {
+        while lane.connections.get() > 0 {
+            let notified = lane.drained.notified();
+            if lane.connections.get() == 0 {
+                break;
+            }
+            notified.await;
+        }
+    };
+    if tokio::time::timeout(timeout, drained).await.is_err() {
+        tracing::warn!(
+            lane = index,
+            "{} connection(s) still open after {timeout:?}; dropping them",
+            lane.connections.get()
+        );
+    }
+    Ok(())
+}
+
+fn spawn_connection(lane: &Rc<Lane>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let guard = lane.track_connection();
+    tokio::task::spawn_local(crate::connection::serve(lane.clone(), stream, peer, guard));
+}

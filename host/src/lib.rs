@@ -1,0 +1,39 @@
+//! wasmroom: a WebSocket server for per-document real-time logic.
+//!
+//! Each port is a *lane*: one OS thread running a single-threaded tokio runtime. Every
+//! document lives on exactly one lane, in its own WebAssembly instance (a *consumer*
+//! loaded from `{plugin}.wasm`), and every socket of that document is served by that lane.
+//!
+//! # Layout
+//!
+//! - [`server`]: start the lanes and the epoch ticker, stop them ([`Server`]).
+//! - [`lane`]: one port's thread: accept loop, document table, shutdown.
+//! - [`connection`]: one socket: request head, then an HTTP answer or a WebSocket's reader
+//!   and writer.
+//! - [`http`]: request head parsing, routing, document id rules, plain responses.
+//! - [`document`]: one live document: its instance, connections, timers; effects; traps.
+//! - [`outbox`]: a connection's bounded outbound queue.
+//! - [`guest`]: bindings generated from `wit/` and the host functions guests call.
+//! - [`timers`]: a document's pending timers.
+//! - [`wasi`]: the WASI imports (granting nothing, never blocking, output to the log).
+//! - [`plugin`]: compiling and checking `{plugin}.wasm` files; the registry.
+//! - [`runtime`]: the shared wasmtime engine (pooling allocator, epoch deadline).
+//! - [`config`]: defaults, TOML file, validation.
+//!
+//! See `ARCHITECTURE.md` for the path of a message and the invariants.
+
+pub mod config;
+pub mod connection;
+pub mod document;
+pub mod guest;
+pub mod http;
+pub mod lane;
+pub mod outbox;
+pub mod plugin;
+pub mod runtime;
+pub mod server;
+pub mod timers;
+pub mod wasi;
+
+pub use config::{Config, Limits};
+pub use server::{Server, StartError, shutdown_signal};

@@ -1,0 +1,178 @@
+//! The outbound queue of one connection, shared by the document (which fills it) and the
+//! connection's writer task (which drains it).
+//!
+//! Everything here runs on the lane's thread, so the queue is a `RefCell` and frames are
+//! moved, never copied: a broadcast pushes clones of one [`Frame`] whose payload is
+//! reference-counted. The queue is bounded in bytes; a client that does not read fast
+//! enough to keep its queue under the bound is closed with 1008 instead of growing the
+//! lane's memory without end.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+/// What the writer should do once the queue is empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// Keep the connection open.
+    Open,
+    /// Send a close frame with this code and reason, then wait for the client's reply.
+    Close(u16, String),
+    /// The connection is gone; stop.
+    Gone,
+}
+
+/// One connection's outbound queue.
+#[derive(Debug)]
+pub struct Outbox {
+    queue: RefCell<VecDeque<Frame>>,
+    queued_bytes: Cell<usize>,
+    max_bytes: usize,
+    ending: RefCell<Ending>,
+    /// Wakes the writer: frames were queued or the connection is ending.
+    pub wake: Notify,
+    /// Tells the reader to stop waiting for the client (close handshake timed out).
+    pub abort: Notify,
+    aborted: Cell<bool>,
+    reader_done: Cell<bool>,
+}
+
+impl Outbox {
+    /// An empty queue that holds at most `max_bytes` of payload.
+    pub fn new(max_bytes: usize) -> Outbox {
+        Outbox {
+            queue: RefCell::new(VecDeque::new()),
+            queued_bytes: Cell::new(0),
+            max_bytes,
+            ending: RefCell::new(Ending::Open),
+            wake: Notify::new(),
+            abort: Notify::new(),
+            aborted: Cell::new(false),
+            reader_done: Cell::new(false),
+        }
+    }
+
+    /// Queues a frame. Returns `false` if the connection is closing or gone (the frame is
+    /// dropped) or if the frame overflowed the queue (the connection is then closed with
+    /// 1008 and its queue freed).
+    pub fn push(&self, frame: Frame) -> bool {
+        if *self.ending.borrow() != Ending::Open {
+            return false;
+        }
+        let len = frame.len();
+        let total = self.queued_bytes.get() + len;
+        if total > self.max_bytes {
+            self.queue.borrow_mut().clear();
+            self.queued_bytes.set(0);
+            self.close(1008, "client too slow: send queue full");
+            return false;
+        }
+        self.queued_bytes.set(total);
+        self.queue.borrow_mut().push_back(frame);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Takes the next frame for the writer.
+    pub fn pop(&self) -> Option<Frame> {
+        let frame = self.queue.borrow_mut().pop_front()?;
+        self.queued_bytes
+            .set(self.queued_bytes.get().saturating_sub(frame.len()));
+        Some(frame)
+    }
+
+    /// Starts closing: frames already queued are sent, then the close frame. Only the
+    /// first close counts.
+    pub fn close(&self, code: u16, reason: &str) {
+        let mut ending = self.ending.borrow_mut();
+        if *ending == Ending::Open {
+            *ending = Ending::Close(code, reason.to_owned());
+            self.wake.notify_one();
+        }
+    }
+
+    /// Marks the reader ended: queued frames are dropped; a pending close frame is still
+    /// sent (it tells the client why), then the writer stops.
+    pub fn finish(&self) {
+        self.reader_done.set(true);
+        {
+            let mut ending = self.ending.borrow_mut();
+            if *ending == Ending::Open {
+                *ending = Ending::Gone;
+            }
+        }
+        self.queue.borrow_mut().clear();
+        self.queued_bytes.set(0);
+        self.wake.notify_one();
+    }
+
+    /// Whether the reader has ended.
+    pub fn reader_done(&self) -> bool {
+        self.reader_done.get()
+    }
+
+    /// Whether the connection accepts more frames.
+    pub fn is_open(&self) -> bool {
+        *self.ending.borrow() == Ending::Open
+    }
+
+    /// What the writer should do after draining the queue.
+    pub fn ending(&self) -> Ending {
+        self.ending.borrow().clone()
+    }
+
+    /// Bytes of payload waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.get()
+    }
+
+    /// Tells the reader to give up on the client.
+    pub fn abort_reader(&self) {
+        self.aborted.set(true);
+        self.abort.notify_one();
+    }
+
+    /// Whether [`Outbox::abort_reader`] was called.
+    pub fn reader_aborted(&self) -> bool {
+        self.aborted.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_order_and_counts_bytes() {
+        let o = Outbox::new(100);
+        assert!(o.push(Frame::text("ab")));
+        assert!(o.push(Frame::binary(vec![1, 2, 3])));
+        assert_eq!(o.queued_bytes(), 5);
+        assert_eq!(o.pop(), Some(Frame::text("ab")));
+        assert_eq!(o.pop(), Some(Frame::binary(vec![1, 2, 3])));
+        assert_eq!(o.pop(), None);
+        assert_eq!(o.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn overflow_closes_with_1008_and_frees_the_queue() {
+        let o = Outbox::new(10);
+        assert!(o.push(Frame::text("12345")));
+        assert!(!o.push(Frame::text("1234567")));
+        assert_eq!(o.queued_bytes(), 0);
+        assert_eq!(o.pop(), None);
+        assert!(matches!(o.ending(), Ending::Close(1008, _)));
+        assert!(!o.push(Frame::text("x")));
+    }
+
+    #[test]
+    fn first_close_wins() {
+        let o = Outbox::new(10);
+        o.close(1001, "bye");
+        o.close(1011, "crash");
+        assert_eq!(o.ending(), Ending::Close(1001, "bye".into()));
+        assert!(!o.is_open());
+    }
+}

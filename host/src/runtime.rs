@@ -1,0 +1,121 @@
+//! The one wasmtime [`Engine`] of the process, shared by every lane, and the epoch ticker
+//! that enforces the guest call deadline.
+//!
+//! The engine uses the pooling allocator, sized explicitly from [`Limits`]: instantiating a
+//! document is then a few microseconds and never maps new memory, and the process cannot
+//! exceed the `vm.max_map_count` of the kernel however many documents are live.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::config::Limits;
+
+/// How often the epoch advances. The guest deadline is rounded up to whole ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Core instances, tables and memories one document may use. Rust components built for
+/// wasm32-wasip2 need 1 memory, 2-3 core instances and 2-3 tables; bigger guests (a
+/// language runtime) need more and reduce how many documents fit in the pool.
+const CORE_INSTANCES_PER_DOCUMENT: u32 = 4;
+const TABLES_PER_DOCUMENT: u32 = 4;
+
+/// Why the engine could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot create the WebAssembly engine (pool of {documents} documents of {memory} bytes): {source}"
+)]
+pub struct EngineError {
+    documents: u32,
+    memory: usize,
+    source: wasmtime::Error,
+}
+
+/// Builds the engine for `limits`.
+pub fn engine(limits: &Limits) -> Result<Engine, EngineError> {
+    let documents = limits.max_documents;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(documents)
+        .total_core_instances(documents.saturating_mul(CORE_INSTANCES_PER_DOCUMENT))
+        .total_memories(documents)
+        .total_tables(documents.saturating_mul(TABLES_PER_DOCUMENT))
+        .max_memory_size(limits.max_memory_bytes)
+        // Keep a document's first pages resident when its slot is reused: cheaper than
+        // faulting them in again on the next open.
+        .linear_memory_keep_resident(64 << 10);
+
+    let mut config = wasmtime::Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        // Reserve only what a document may use instead of 4 GiB per slot: the pool then
+        // needs max_documents x (max_memory + guard) of address space, not terabytes.
+        .memory_reservation(limits.max_memory_bytes as u64)
+        .memory_guard_size(2 << 20)
+        .memory_reservation_for_growth(0)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(|source| EngineError {
+        documents,
+        memory: limits.max_memory_bytes,
+        source,
+    })
+}
+
+/// The number of epoch ticks to allow for `deadline`. A call starts somewhere inside a
+/// tick, so one tick is added: the guest always gets its full deadline, and at most one
+/// tick more.
+pub fn deadline_ticks(deadline: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos();
+    (deadline.as_nanos().div_ceil(tick) as u64).max(1) + 1
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread until dropped.
+#[derive(Debug)]
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    /// Starts the ticker thread.
+    pub fn start(engine: Engine) -> std::io::Result<EpochTicker> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(EpochTicker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_round_up_to_ticks() {
+        assert_eq!(deadline_ticks(Duration::from_millis(100)), 11);
+        assert_eq!(deadline_ticks(Duration::from_millis(101)), 12);
+        assert_eq!(deadline_ticks(Duration::from_millis(1)), 2);
+        assert_eq!(deadline_ticks(Duration::ZERO), 2);
+    }
+}

@@ -1,0 +1,164 @@
+//! Starting and stopping the whole server: bind every port, load the plugins, start one
+//! lane thread per port and the epoch ticker; on shutdown, stop them all.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use socket2::{Domain, Socket, Type};
+use tokio::sync::watch;
+
+use crate::config::{Config, ConfigError};
+use crate::lane::{self, Shared};
+use crate::plugin::{self, Registry};
+use crate::runtime::{self, EngineError, EpochTicker};
+
+/// Why the server could not start. Nothing is left running when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The engine could not be created (usually: the instance pool does not fit in the
+    /// address space; lower `limits.max_documents` or `limits.max_memory_bytes`).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The host imports could not be linked (a bug in wasmroom).
+    #[error("cannot link the host imports: {0}")]
+    Link(String),
+    /// The plugins directory cannot be read: create it or pass `--plugins DIR`.
+    #[error("cannot read the plugins directory {path}: {source}")]
+    Plugins {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A port could not be bound (in use, or privileged).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A running server. Dropping it without [`Server::shutdown`] leaves the lanes running
+/// until the process exits.
+#[derive(Debug)]
+pub struct Server {
+    addrs: Vec<SocketAddr>,
+    lanes: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    _ticker: EpochTicker,
+}
+
+impl Server {
+    /// Binds every port of `config`, loads the plugins and starts the lanes. Returns once
+    /// every lane is listening.
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        config.validate()?;
+        // Bind first: a port in use is the most likely failure and the cheapest to report.
+        let listeners = config
+            .ports
+            .iter()
+            .map(|&port| bind(SocketAddr::new(config.bind, port)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let addrs = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("a bound socket has an address"))
+            .collect();
+
+        let engine = runtime::engine(&config.limits)?;
+        let linker = plugin::linker(&engine).map_err(|e| StartError::Link(format!("{e:#}")))?;
+        let registry = Registry::load_dir(&engine, &linker, &config.plugins).map_err(|source| {
+            StartError::Plugins {
+                path: config.plugins.clone(),
+                source,
+            }
+        })?;
+        let ticker = EpochTicker::start(engine.clone()).map_err(StartError::Thread)?;
+        let shared = Arc::new(Shared::new(config, registry));
+
+        let (stop, stopped) = watch::channel(false);
+        let mut lanes = Vec::new();
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let shared = shared.clone();
+            let stopped = stopped.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("lane-{index}"))
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a current-thread runtime builds");
+                    let local = tokio::task::LocalSet::new();
+                    if let Err(e) =
+                        local.block_on(&runtime, lane::run(index, listener, shared, stopped))
+                    {
+                        tracing::error!("lane {index} failed: {e}");
+                    }
+                });
+            match thread {
+                Ok(t) => lanes.push(t),
+                Err(e) => {
+                    let _ = stop.send(true);
+                    return Err(StartError::Thread(e));
+                }
+            }
+        }
+        Ok(Server {
+            addrs,
+            lanes,
+            stop,
+            _ticker: ticker,
+        })
+    }
+
+    /// The address of each lane, in port order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stops accepting, closes every connection with 1001 and waits for the lanes (each
+    /// bounded by the shutdown timeout).
+    pub fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for lane in self.lanes {
+            let _ = lane.join();
+        }
+    }
+}
+
+/// A listening socket with `SO_REUSEADDR` (restarts do not wait for TIME_WAIT) and a
+/// backlog large enough for reconnect storms.
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    let err = |source| StartError::Bind { addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(4096).map_err(err)?;
+    Ok(socket.into())
+}
+
+/// Resolves when the process receives SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,323 @@
+//! The WASI imports consumers get: the standard set from `wasmtime-wasi`, granting nothing,
+//! with two changes that a lane needs.
+//!
+//! 1. `wasi:io/streams` and `wasi:io/poll` never block. wasmtime-wasi's synchronous
+//!    bindings run their blocking operations with `block_on` on the ambient tokio runtime,
+//!    which panics on a lane (a lane *is* a tokio runtime). Here every operation polls its
+//!    future once: what is ready completes (writes to stdout/stderr always are), what is not
+//!    traps the calling document, since waiting would stall every document of the lane.
+//! 2. A consumer's stdout and stderr go to the host log, one event per line, tagged with
+//!    the plugin and document, so `println!` and panic messages are visible.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::bindings::sync::io::{poll, streams};
+use wasmtime_wasi::p2::{DynPollable, OutputStream, StreamError, StreamResult};
+use wasmtime_wasi::{WasiCtx, WasiView};
+use wasmtime_wasi_io::bindings::wasi::io::poll as async_poll;
+use wasmtime_wasi_io::bindings::wasi::io::streams as async_streams;
+
+use crate::guest::GuestState;
+
+/// Links WASI into `linker` with non-blocking streams and poll.
+pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    linker.allow_shadowing(true);
+    poll::add_to_linker::<GuestState, NonBlocking>(linker, |s| NonBlockingIo(s.ctx().table))?;
+    streams::add_to_linker::<GuestState, NonBlocking>(linker, |s| NonBlockingIo(s.ctx().table))?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// A WASI context that grants nothing and logs stdout/stderr under `tag`.
+pub fn context(tag: &std::sync::Arc<str>) -> WasiCtx {
+    WasiCtx::builder()
+        .stdout(GuestOutput {
+            tag: tag.clone(),
+            stream: "stdout",
+        })
+        .stderr(GuestOutput {
+            tag: tag.clone(),
+            stream: "stderr",
+        })
+        .build()
+}
+
+struct NonBlocking;
+
+impl HasData for NonBlocking {
+    type Data<'a> = NonBlockingIo<'a>;
+}
+
+/// The resource table, seen through non-blocking stream and poll operations.
+struct NonBlockingIo<'a>(&'a mut ResourceTable);
+
+/// Polls `future` once. `None` means it would have to wait.
+fn poll_once<F: Future>(future: F) -> Option<F::Output> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match pin!(future).poll(&mut cx) {
+        Poll::Ready(value) => Some(value),
+        Poll::Pending => None,
+    }
+}
+
+fn would_block(what: &str) -> wasmtime::Error {
+    wasmtime::Error::msg(format!(
+        "consumer tried to block in {what}; consumers must not wait (use timers instead)"
+    ))
+}
+
+fn stream_result<T>(what: &str, r: Option<Result<T, StreamError>>) -> StreamResult<T> {
+    r.unwrap_or_else(|| Err(StreamError::Trap(would_block(what))))
+}
+
+impl streams::Host for NonBlockingIo<'_> {
+    fn convert_stream_error(&mut self, err: StreamError) -> wasmtime::Result<streams::StreamError> {
+        streams::Host::convert_stream_error(self.0, err)
+    }
+}
+
+impl streams::HostOutputStream for NonBlockingIo<'_> {
+    fn drop(&mut self, stream: Resource<streams::OutputStream>) -> wasmtime::Result<()> {
+        // Dropping without awaiting `cancel`: the streams a consumer can hold (stdout and
+        // stderr) have nothing in flight.
+        self.0.delete(stream)?;
+        Ok(())
+    }
+    fn check_write(&mut self, stream: Resource<streams::OutputStream>) -> StreamResult<u64> {
+        streams::HostOutputStream::check_write(self.0, stream)
+    }
+    fn write(
+        &mut self,
+        stream: Resource<streams::OutputStream>,
+        bytes: Vec<u8>,
+    ) -> StreamResult<()> {
+        streams::HostOutputStream::write(self.0, stream, bytes)
+    }
+    fn blocking_write_and_flush(
+        &mut self,
+        stream: Resource<streams::OutputStream>,
+        bytes: Vec<u8>,
+    ) -> StreamResult<()> {
+        let r = poll_once(async_streams::HostOutputStream::blocking_write_and_flush(
+            self.0, stream, bytes,
+        ));
+        stream_result("blocking-write-and-flush", r.map(|r| r.map_err(Into::into)))
+    }
+    fn blocking_write_zeroes_and_flush(
+        &mut self,
+        stream: Resource<streams::OutputStream>,
+        len: u64,
+    ) -> StreamResult<()> {
+        let r = poll_once(
+            async_streams::HostOutputStream::blocking_write_zeroes_and_flush(self.0, stream, len),
+        );
+        stream_result(
+            "blocking-write-zeroes-and-flush",
+            r.map(|r| r.map_err(Into::into)),
+        )
+    }
+    fn subscribe(
+        &mut self,
+        stream: Resource<streams::OutputStream>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        streams::HostOutputStream::subscribe(self.0, stream)
+    }
+    fn write_zeroes(
+        &mut self,
+        stream: Resource<streams::OutputStream>,
+        len: u64,
+    ) -> StreamResult<()> {
+        streams::HostOutputStream::write_zeroes(self.0, stream, len)
+    }
+    fn flush(&mut self, stream: Resource<streams::OutputStream>) -> StreamResult<()> {
+        streams::HostOutputStream::flush(self.0, stream)
+    }
+    fn blocking_flush(&mut self, stream: Resource<streams::OutputStream>) -> StreamResult<()> {
+        let r = poll_once(async_streams::HostOutputStream::blocking_flush(
+            self.0, stream,
+        ));
+        stream_result("blocking-flush", r.map(|r| r.map_err(Into::into)))
+    }
+    fn splice(
+        &mut self,
+        dst: Resource<streams::OutputStream>,
+        src: Resource<streams::InputStream>,
+        len: u64,
+    ) -> StreamResult<u64> {
+        streams::HostOutputStream::splice(self.0, dst, src, len)
+    }
+    fn blocking_splice(
+        &mut self,
+        dst: Resource<streams::OutputStream>,
+        src: Resource<streams::InputStream>,
+        len: u64,
+    ) -> StreamResult<u64> {
+        let r = poll_once(async_streams::HostOutputStream::blocking_splice(
+            self.0, dst, src, len,
+        ));
+        stream_result("blocking-splice", r.map(|r| r.map_err(Into::into)))
+    }
+}
+
+impl streams::HostInputStream for NonBlockingIo<'_> {
+    fn drop(&mut self, stream: Resource<streams::InputStream>) -> wasmtime::Result<()> {
+        self.0.delete(stream)?;
+        Ok(())
+    }
+    fn read(&mut self, stream: Resource<streams::InputStream>, len: u64) -> StreamResult<Vec<u8>> {
+        streams::HostInputStream::read(self.0, stream, len)
+    }
+    fn blocking_read(
+        &mut self,
+        stream: Resource<streams::InputStream>,
+        len: u64,
+    ) -> StreamResult<Vec<u8>> {
+        let r = poll_once(async_streams::HostInputStream::blocking_read(
+            self.0, stream, len,
+        ));
+        stream_result("blocking-read", r.map(|r| r.map_err(Into::into)))
+    }
+    fn skip(&mut self, stream: Resource<streams::InputStream>, len: u64) -> StreamResult<u64> {
+        streams::HostInputStream::skip(self.0, stream, len)
+    }
+    fn blocking_skip(
+        &mut self,
+        stream: Resource<streams::InputStream>,
+        len: u64,
+    ) -> StreamResult<u64> {
+        let r = poll_once(async_streams::HostInputStream::blocking_skip(
+            self.0, stream, len,
+        ));
+        stream_result("blocking-skip", r.map(|r| r.map_err(Into::into)))
+    }
+    fn subscribe(
+        &mut self,
+        stream: Resource<streams::InputStream>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        streams::HostInputStream::subscribe(self.0, stream)
+    }
+}
+
+impl poll::Host for NonBlockingIo<'_> {
+    fn poll(&mut self, pollables: Vec<Resource<DynPollable>>) -> wasmtime::Result<Vec<u32>> {
+        poll_once(async_poll::Host::poll(self.0, pollables))
+            .ok_or_else(|| would_block("wasi:io/poll.poll"))?
+    }
+}
+
+impl poll::HostPollable for NonBlockingIo<'_> {
+    fn ready(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<bool> {
+        poll_once(async_poll::HostPollable::ready(self.0, pollable))
+            .ok_or_else(|| would_block("pollable.ready"))?
+    }
+    fn block(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
+        poll_once(async_poll::HostPollable::block(self.0, pollable))
+            .ok_or_else(|| would_block("pollable.block"))?
+    }
+    fn drop(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
+        async_poll::HostPollable::drop(self.0, pollable)
+    }
+}
+
+/// A consumer's stdout or stderr, written to the host log line by line.
+struct GuestOutput {
+    tag: std::sync::Arc<str>,
+    stream: &'static str,
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        // Only the WASIp3 bindings use this; wasmroom links WASIp2.
+        Box::new(tokio::io::sink())
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(LineLogger {
+            tag: self.tag.clone(),
+            stream: self.stream,
+            line: Vec::new(),
+        })
+    }
+}
+
+/// Most bytes of a partial line kept before it is logged anyway.
+const MAX_LINE: usize = 4096;
+
+struct LineLogger {
+    tag: std::sync::Arc<str>,
+    stream: &'static str,
+    line: Vec<u8>,
+}
+
+impl LineLogger {
+    fn emit(&mut self) {
+        let text = String::from_utf8_lossy(&self.line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        if text.is_empty() {
+            self.line.clear();
+            return;
+        }
+        if self.stream == "stderr" {
+            tracing::warn!(target: "guest", doc = &*self.tag, "stderr: {text}");
+        } else {
+            tracing::info!(target: "guest", doc = &*self.tag, "stdout: {text}");
+        }
+        self.line.clear();
+    }
+}
+
+impl Drop for LineLogger {
+    fn drop(&mut self) {
+        if !self.line.is_empty() {
+            self.emit();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl wasmtime_wasi::p2::Pollable for LineLogger {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for LineLogger {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        for chunk in bytes.split_inclusive(|&b| b == b'\n') {
+            self.line.extend_from_slice(chunk);
+            if chunk.ends_with(b"\n") || self.line.len() >= MAX_LINE {
+                self.emit();
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_once_completes_ready_futures_only() {
+        assert_eq!(poll_once(async { 7 }), Some(7));
+        assert_eq!(poll_once(std::future::pending::<()>()), None);
+    }
+}

@@ -1,0 +1,267 @@
+//! The foundation, end to end: the real binary on free ports, real WebSocket clients.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[tokio::test]
+async fn relay_delivers_to_the_others_in_order_and_keeps_frame_types() -> anyhow::Result<()> {
+    let server = Server::start(&["relay"], 1, &[])?;
+    let mut a = server.connect(0, "/ws/relay/doc-1").await?;
+    let mut b = server.connect(0, "/ws/relay/doc-1").await?;
+
+    a.send(Message::text("hello")).await?;
+    assert_eq!(recv(&mut b).await?, Message::text("hello"));
+    b.send(Message::binary(vec![0u8, 159, 255])).await?;
+    assert_eq!(recv(&mut a).await?, Message::binary(vec![0u8, 159, 255]));
+
+    for i in 0..20 {
+        a.send(Message::text(format!("m{i}"))).await?;
+    }
+    for i in 0..20 {
+        assert_eq!(recv_text(&mut b).await?, format!("m{i}"));
+    }
+    // b's marker reaches a; had a received its own 20 messages, they would come first.
+    b.send(Message::text("marker")).await?;
+    assert_eq!(recv_text(&mut a).await?, "marker");
+    Ok(())
+}
+
+#[tokio::test]
+async fn documents_are_isolated_and_chat_history_is_per_document() -> anyhow::Result<()> {
+    let server = Server::start(&["chat", "relay"], 1, &[])?;
+    let mut a1 = server.connect(0, "/ws/chat/a?name=ann").await?;
+    assert_eq!(recv_json(&mut a1).await?["messages"], serde_json::json!([]));
+    let mut a2 = server.connect(0, "/ws/chat/a?name=bob").await?;
+    assert_eq!(recv_json(&mut a2).await?["type"], "history");
+    assert_eq!(
+        recv_json(&mut a1).await?,
+        serde_json::json!({"type": "join", "name": "bob"})
+    );
+    let mut b1 = server.connect(0, "/ws/chat/b?name=cid").await?;
+    assert_eq!(recv_json(&mut b1).await?["messages"], serde_json::json!([]));
+
+    send_text(&mut a1, "in a").await?;
+    let got = recv_json(&mut a2).await?;
+    assert_eq!(
+        (
+            got["type"].as_str(),
+            got["name"].as_str(),
+            got["text"].as_str()
+        ),
+        (Some("message"), Some("ann"), Some("in a"))
+    );
+    send_text(&mut b1, "in b").await?;
+
+    // ann leaves; bob stays: the history of `a` stays in its instance.
+    a1.close(None).await?;
+    assert_eq!(
+        recv_json(&mut a2).await?,
+        serde_json::json!({"type": "leave", "name": "ann"})
+    );
+    let mut a3 = server.connect(0, "/ws/chat/a?name=dan").await?;
+    let history = recv_json(&mut a3).await?;
+    let texts: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["in a"]);
+
+    let (status, body) = http(server.addr(0), "GET", "/docs/chat/b", b"").await?;
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(doc["document"], "b");
+    assert_eq!(doc["messages"][0]["text"], "in b");
+    assert_eq!(doc["messages"].as_array().unwrap().len(), 1);
+
+    // Same document name, other plugin: another document.
+    let mut r1 = server.connect(0, "/ws/relay/a").await?;
+    let mut r2 = server.connect(0, "/ws/relay/a").await?;
+    send_text(&mut r1, "relay only").await?;
+    assert_eq!(recv_text(&mut r2).await?, "relay only");
+    send_text(&mut a3, "chat only").await?;
+    assert_eq!(recv_json(&mut a2).await?["type"], "join");
+    assert_eq!(recv_json(&mut a2).await?["text"], "chat only");
+    assert!(nothing_within(&mut r2, Duration::from_millis(200)).await);
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_before_the_upgrade() -> anyhow::Result<()> {
+    let server = Server::start(&["relay"], 1, &[])?;
+    let (status, body) = refused(&server.url(0, "/ws/nope/doc")).await?;
+    assert_eq!(status, 404);
+    assert!(body.contains("no plugin named 'nope'"), "{body}");
+
+    let too_long = "x".repeat(257);
+    for bad in [
+        "/ws/relay/a%2Fb",
+        "/ws/relay/%00",
+        "/ws/relay/%FF",
+        &format!("/ws/relay/{too_long}"),
+    ] {
+        let (status, body) = refused(&server.url(0, bad)).await?;
+        assert_eq!(status, 400, "{bad}");
+        assert!(body.starts_with("invalid document id"), "{body}");
+    }
+    let (status, _) = refused(&server.url(0, "/elsewhere")).await?;
+    assert_eq!(status, 404);
+
+    // Plain HTTP on a WebSocket route: 426 Upgrade Required.
+    let (status, _) = http(server.addr(0), "GET", "/ws/relay/doc", b"").await?;
+    assert_eq!(status, 426);
+    let (status, body) = http(server.addr(0), "GET", "/healthz", b"").await?;
+    assert_eq!((status, body.trim()), (200, "ok"));
+    // A percent-encoded id is decoded: both spellings reach one document.
+    let mut a = server.connect(0, "/ws/relay/%C3%9Cbung%203").await?;
+    let mut b = server
+        .connect(0, "/ws/relay/Übung 3".replace(' ', "%20").as_str())
+        .await?;
+    send_text(&mut a, "same doc").await?;
+    assert_eq!(recv_text(&mut b).await?, "same doc");
+    Ok(())
+}
+
+#[tokio::test]
+async fn four_lanes_serve_documents_at_the_same_time() -> anyhow::Result<()> {
+    let server = Server::start(&["relay"], 4, &[])?;
+    assert_eq!(server.addrs.len(), 4);
+    let mut pairs = Vec::new();
+    for lane in 0..4 {
+        let path = format!("/ws/relay/lane-doc-{lane}");
+        pairs.push((
+            server.connect(lane, &path).await?,
+            server.connect(lane, &path).await?,
+        ));
+    }
+    // Every lane has a message in flight before any is read.
+    for (lane, (a, _)) in pairs.iter_mut().enumerate() {
+        send_text(a, &format!("from lane {lane}")).await?;
+    }
+    for (lane, (_, b)) in pairs.iter_mut().enumerate() {
+        assert_eq!(recv_text(b).await?, format!("from lane {lane}"));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_consumer_can_reject_and_choose_a_subprotocol() -> anyhow::Result<()> {
+    let server = Server::start(&["probe"], 1, &[])?;
+    let (status, body) =
+        refused(&server.url(0, "/ws/probe/d?reject=451&reason=not%20here")).await?;
+    assert_eq!((status, body.trim()), (451, "not here"));
+
+    let mut request = server.url(0, "/ws/probe/d").into_client_request()?;
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "other, probe.v1".parse()?);
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await?;
+    assert_eq!(
+        response.headers().get("sec-websocket-protocol").unwrap(),
+        "probe.v1"
+    );
+    send_text(&mut ws, "count").await?;
+    assert_eq!(
+        recv_text(&mut ws).await?,
+        "1",
+        "the rejected connection is not counted"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn timers_fire_and_cancelled_timers_do_not() -> anyhow::Result<()> {
+    let server = Server::start(&["probe"], 1, &[])?;
+    let mut ws = server.connect(0, "/ws/probe/t").await?;
+    send_text(&mut ws, "timers").await?;
+    assert_eq!(recv_text(&mut ws).await?, "timers set");
+    // Timer 3 (45 ms, cancelled) was due between 1 (30 ms) and 2 (60 ms): had it fired,
+    // it would arrive between them.
+    assert_eq!(recv_text(&mut ws).await?, "timer 1");
+    assert_eq!(recv_text(&mut ws).await?, "timer 2");
+    send_text(&mut ws, "echo after").await?;
+    assert_eq!(recv_text(&mut ws).await?, "after");
+    Ok(())
+}
+
+#[tokio::test]
+async fn http_requests_reach_the_document() -> anyhow::Result<()> {
+    let server = Server::start(&["relay", "chat"], 1, &[])?;
+    let mut a = server.connect(0, "/ws/relay/pushed").await?;
+    let mut b = server.connect(0, "/ws/relay/pushed").await?;
+    let (status, body) = http(
+        server.addr(0),
+        "POST",
+        "/docs/relay/pushed",
+        b"from the backend",
+    )
+    .await?;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body)?["delivered"],
+        2
+    );
+    assert_eq!(recv_text(&mut a).await?, "from the backend");
+    assert_eq!(recv_text(&mut b).await?, "from the backend");
+
+    let (status, _) = http(server.addr(0), "POST", "/docs/chat/c", b"hello from HTTP").await?;
+    assert_eq!(status, 201);
+    let (_, body) = http(server.addr(0), "GET", "/docs/chat/c", b"").await?;
+    let doc: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(doc["messages"][0]["text"], "hello from HTTP");
+    assert_eq!(doc["messages"][0]["name"], "server");
+    let (status, _) = http(server.addr(0), "GET", "/docs/nope/c", b"").await?;
+    assert_eq!(status, 404);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_trap_ends_only_its_own_document() -> anyhow::Result<()> {
+    let server = Server::start(&["probe"], 1, &[])?;
+    let mut other = server.connect(0, "/ws/probe/healthy").await?;
+    for (doc, command) in [("spinner", "spin"), ("panicker", "panic"), ("hog", "grow")] {
+        let path = format!("/ws/probe/{doc}");
+        let mut victim = server.connect(0, &path).await?;
+        let mut bystander = server.connect(0, &path).await?;
+        send_text(&mut victim, command).await?;
+        // The healthy document on the same lane keeps answering.
+        send_text(&mut other, "echo still here").await?;
+        assert_eq!(recv_text(&mut other).await?, "still here");
+        let (code, reason) = expect_close(&mut victim).await?;
+        assert_eq!(
+            (code, reason.as_str()),
+            (1011, "consumer crashed"),
+            "{command}"
+        );
+        assert_eq!(expect_close(&mut bystander).await?.0, 1011, "{command}");
+        // The next connection gets a fresh instance.
+        let mut again = server.connect(0, &path).await?;
+        send_text(&mut again, "count").await?;
+        assert_eq!(recv_text(&mut again).await?, "1", "{command}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_closes_every_socket_with_1001_and_exits_0() -> anyhow::Result<()> {
+    let mut server = Server::start(&["relay"], 2, &[])?;
+    let mut a = server.connect(0, "/ws/relay/x").await?;
+    let mut b = server.connect(1, "/ws/relay/y").await?;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.terminate();
+        (server, status)
+    });
+    assert_eq!(expect_close(&mut a).await?.0, 1001);
+    assert_eq!(expect_close(&mut b).await?.0, 1001);
+    drop((a, b));
+    let (_server, status) = status.await?;
+    assert!(status?.success());
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! `probe`: a consumer for the integration tests, with hooks that misbehave on request.
+//!
+//! - connect with `?reject=STATUS&reason=TEXT` to be refused with that status and reason;
+//!   offer the `probe.v1` subprotocol to have it chosen;
+//! - text commands: `timers` (sets timers 1 at 30 ms, 2 at 60 ms and 3 at 45 ms, then
+//!   cancels 3), `echo ...`, `count`, `whoami`, `spin` (never returns), `grow` (allocates
+//!   without end), `panic`;
+//! - every due timer broadcasts `timer N`.
+
+use std::time::Duration;
+
+use wasmroom_sdk::{
+    Connect, ConnectionId, Consumer, Decision, Message, Request, Response, broadcast, cancel_timer,
+    connections, send, set_timer,
+};
+
+struct Probe {
+    document: String,
+    remote: Vec<(ConnectionId, String)>,
+    hoard: Vec<Vec<u8>>,
+}
+
+impl Consumer for Probe {
+    fn open(document: &str) -> Self {
+        Probe {
+            document: document.to_owned(),
+            remote: Vec::new(),
+            hoard: Vec::new(),
+        }
+    }
+
+    fn on_connect(&mut self, conn: &Connect) -> Decision {
+        if let Some(status) = conn.query_param("reject") {
+            let status = status.parse().unwrap_or(403);
+            let reason = conn.query_param("reason").unwrap_or("rejected by probe");
+            return Decision::reject(status, reason.replace("%20", " "));
+        }
+        self.remote.push((conn.id, conn.remote_address.clone()));
+        let subprotocol = conn.subprotocols.iter().find(|p| *p == "probe.v1").cloned();
+        Decision::Accept { subprotocol }
+    }
+
+    fn on_message(&mut self, from: ConnectionId, msg: Message) {
+        let Message::Text(text) = msg else {
+            let _ = send(from, msg);
+            return;
+        };
+        let reply = match text.as_str() {
+            "timers" => {
+                let ms = Duration::from_millis;
+                let ok = set_timer(1, ms(30)).is_ok()
+                    && set_timer(2, ms(60)).is_ok()
+                    && set_timer(3, ms(45)).is_ok()
+                    && cancel_timer(3);
+                if ok {
+                    "timers set".to_owned()
+                } else {
+                    "timers failed".to_owned()
+                }
+            }
+            "count" => connections().len().to_string(),
+            "whoami" => self
+                .remote
+                .iter()
+                .find(|(id, _)| *id == from)
+                .map(|(_, addr)| addr.clone())
+                .unwrap_or_default(),
+            "spin" =>
+            {
+                #[allow(clippy::empty_loop)]
+                loop {}
+            }
+            "grow" => loop {
+                self.hoard.push(vec![1u8; 1 << 20]);
+            },
+            "panic" => panic!("probe was asked to panic"),
+            other => match other.strip_prefix("echo ") {
+                Some(rest) => rest.to_owned(),
+                None => format!("unknown command: {other}"),
+            },
+        };
+        let _ = send(from, reply);
+    }
+
+    fn on_disconnect(&mut self, conn: ConnectionId, _code: u16) {
+        self.remote.retain(|(id, _)| *id != conn);
+    }
+
+    fn on_timer(&mut self, id: u64) {
+        let _ = broadcast(format!("timer {id}"), &[]);
+    }
+
+    fn on_request(&mut self, _request: Request) -> Response {
+        Response::text(200, format!("probe {}", self.document))
+    }
+}
+
+wasmroom_sdk::export!(Probe);

@@ -1,0 +1,275 @@
+//! Test harness: start the real `wasmroom` binary on free ports with a chosen set of
+//! plugins, and talk to it with real WebSocket and HTTP clients.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long a test waits for something that should happen quickly. Generous: CI machines
+/// are slow and shared; this bounds a hang, it does not measure speed.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Where `cargo xtask plugins` leaves the built components.
+pub fn built_plugins_dir() -> PathBuf {
+    std::env::var_os("WASMROOM_TEST_PLUGINS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/plugin")
+        })
+}
+
+/// A running `wasmroom serve` with its own plugins directory.
+pub struct Server {
+    child: Child,
+    pub addrs: Vec<SocketAddr>,
+    pub plugins: tempfile::TempDir,
+    log: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Server {
+    /// Starts `lanes` lanes on free ports serving `plugins` (names of built plugins).
+    pub fn start(plugins: &[&str], lanes: usize, extra: &[&str]) -> anyhow::Result<Server> {
+        let dir = tempfile::tempdir()?;
+        for p in plugins {
+            let from = built_plugins_dir().join(format!("{p}.wasm"));
+            std::fs::copy(&from, dir.path().join(format!("{p}.wasm"))).with_context(|| {
+                format!(
+                    "missing {}: run `cargo xtask test`, which builds the plugins",
+                    from.display()
+                )
+            })?;
+        }
+        Self::start_in(dir, lanes, extra)
+    }
+
+    /// Starts a server on an existing plugins directory.
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        lanes: usize,
+        extra: &[&str],
+    ) -> anyhow::Result<Server> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmroom"));
+        cmd.arg("serve").arg("--plugins").arg(dir.path());
+        for _ in 0..lanes {
+            cmd.args(["--port", "0"]);
+        }
+        cmd.args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().context("cannot start wasmroom")?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[wasmroom] {line}");
+                let (lines, cv) = &*sink;
+                lines.lock().unwrap().push(line);
+                cv.notify_all();
+            }
+            sink.1.notify_all();
+        });
+        let mut server = Server {
+            child,
+            addrs: Vec::new(),
+            plugins: dir,
+            log,
+        };
+        // Lanes announce themselves as `lane N listening on ADDR`.
+        for lane in 0..lanes {
+            let line = server.wait_for_log(&format!("lane {lane} listening on "))?;
+            let addr = line
+                .rsplit("listening on ")
+                .next()
+                .and_then(|a| a.trim().parse().ok())
+                .with_context(|| format!("cannot parse the address in {line:?}"))?;
+            server.addrs.push(addr);
+        }
+        Ok(server)
+    }
+
+    /// Waits until a log line contains `needle`; returns it.
+    pub fn wait_for_log(&mut self, needle: &str) -> anyhow::Result<String> {
+        let (lines, cv) = &*self.log;
+        let deadline = std::time::Instant::now() + PATIENCE * 3;
+        let mut guard = lines.lock().unwrap();
+        loop {
+            if let Some(l) = guard.iter().find(|l| l.contains(needle)) {
+                return Ok(l.clone());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                bail!("wasmroom exited ({status}) before logging {needle:?}");
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                bail!("no log line with {needle:?} in time");
+            }
+            guard = cv
+                .wait_timeout(guard, (deadline - now).min(Duration::from_millis(200)))
+                .unwrap()
+                .0;
+        }
+    }
+
+    /// All log lines so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.0.lock().unwrap().clone()
+    }
+
+    pub fn addr(&self, lane: usize) -> SocketAddr {
+        self.addrs[lane]
+    }
+
+    pub fn url(&self, lane: usize, path: &str) -> String {
+        format!("ws://{}{path}", self.addrs[lane])
+    }
+
+    /// Opens a WebSocket on `lane`.
+    pub async fn connect(&self, lane: usize, path: &str) -> anyhow::Result<Ws> {
+        let (ws, _) = tokio::time::timeout(
+            PATIENCE,
+            tokio_tungstenite::connect_async(self.url(lane, path)),
+        )
+        .await
+        .context("connect timed out")?
+        .with_context(|| format!("connect to {path}"))?;
+        Ok(ws)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> anyhow::Result<ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill failed");
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("wasmroom did not exit after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The next data message, skipping pings and pongs.
+pub async fn recv(ws: &mut Ws) -> anyhow::Result<Message> {
+    loop {
+        let msg = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .context("no message in time")?
+            .context("connection ended")??;
+        match msg {
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => return Ok(other),
+        }
+    }
+}
+
+/// The next text message.
+pub async fn recv_text(ws: &mut Ws) -> anyhow::Result<String> {
+    match recv(ws).await? {
+        Message::Text(t) => Ok(t.to_string()),
+        other => bail!("expected text, got {other:?}"),
+    }
+}
+
+/// The next text message parsed as JSON.
+pub async fn recv_json(ws: &mut Ws) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::from_str(&recv_text(ws).await?)?)
+}
+
+pub async fn send_text(ws: &mut Ws, text: &str) -> anyhow::Result<()> {
+    ws.send(Message::text(text)).await?;
+    Ok(())
+}
+
+/// Waits for the server's close frame; returns its code and reason.
+pub async fn expect_close(ws: &mut Ws) -> anyhow::Result<(u16, String)> {
+    loop {
+        match recv(ws).await? {
+            Message::Close(Some(frame)) => {
+                return Ok((u16::from(frame.code), frame.reason.to_string()));
+            }
+            Message::Close(None) => return Ok((u16::from(CloseCode::Status), String::new())),
+            other => eprintln!("(skipping {other:?} while waiting for close)"),
+        }
+    }
+}
+
+/// Whether nothing arrives for `quiet` (used only where the absence of a message is the
+/// point, after a positive signal has shown that messages do flow).
+pub async fn nothing_within(ws: &mut Ws, quiet: Duration) -> bool {
+    tokio::time::timeout(quiet, ws.next()).await.is_err()
+}
+
+/// A one-shot HTTP/1.1 request; returns the status and the body.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut raw))
+        .await
+        .context("no HTTP response in time")??;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").context("no end of head")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no status")?;
+    Ok((status, body.to_owned()))
+}
+
+/// The status and body of a refused WebSocket handshake.
+pub async fn refused(url: &str) -> anyhow::Result<(u16, String)> {
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => bail!("the upgrade to {url} succeeded"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            Ok((response.status().as_u16(), body))
+        }
+        Err(e) => bail!("unexpected error: {e}"),
+    }
+}

@@ -1,0 +1,112 @@
+//! Developer tasks: `cargo xtask serve`, `cargo xtask test`, `cargo xtask plugins`.
+//!
+//! Plugins are WebAssembly components built for `wasm32-wasip2`; the host is native. Cargo
+//! cannot build both in one invocation, so this builds the plugins first, then runs the
+//! host or the tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+const TARGET: &str = "wasm32-wasip2";
+/// The example plugins copied into `plugins/` for `wasmroom serve`.
+const EXAMPLES: &[&str] = &["relay", "chat"];
+/// Plugins that only the tests use.
+const TEST_PLUGINS: &[&str] = &["probe"];
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    match args.first().map(String::as_str) {
+        Some("plugins") => build_plugins(&root),
+        Some("serve") => {
+            build_plugins(&root)?;
+            let mut cmd = cargo();
+            cmd.args(["run", "--release", "--package", "wasmroom", "--", "serve"]);
+            cmd.args(&args[1..]);
+            run(cmd.current_dir(&root))
+        }
+        Some("test") => {
+            build_plugins(&root)?;
+            let mut cmd = cargo();
+            cmd.args(["test", "--workspace"]);
+            cmd.args(&args[1..]);
+            run(cmd.current_dir(&root))
+        }
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n\
+                 commands:\n  \
+                 serve [ARGS]   build the plugins, then run `wasmroom serve ARGS` (release build)\n  \
+                 test [ARGS]    build the plugins, then run every test (`cargo test --workspace ARGS`)\n  \
+                 plugins        build the plugins into plugins/*.wasm"
+            );
+            bail!("missing or unknown command")
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Adds the wasm32-wasip2 target when rustup is there and the target is missing.
+fn ensure_target() -> anyhow::Result<()> {
+    let Ok(out) = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+    else {
+        eprintln!("xtask: rustup not found; assuming the {TARGET} target is installed");
+        return Ok(());
+    };
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == TARGET)
+    {
+        return Ok(());
+    }
+    eprintln!("xtask: adding the {TARGET} target");
+    run(Command::new("rustup").args(["target", "add", TARGET]))
+}
+
+/// Builds every plugin as a component and copies the examples into `plugins/`.
+fn build_plugins(root: &Path) -> anyhow::Result<()> {
+    ensure_target()?;
+    let mut cmd = cargo();
+    cmd.args(["build", "--profile", "plugin", "--target", TARGET]);
+    for p in EXAMPLES.iter().chain(TEST_PLUGINS) {
+        cmd.args(["--package", p]);
+    }
+    run(cmd.current_dir(root))?;
+    let built = root.join("target").join(TARGET).join("plugin");
+    for p in EXAMPLES {
+        let from = built.join(format!("{p}.wasm"));
+        let to = root.join("plugins").join(format!("{p}.wasm"));
+        std::fs::copy(&from, &to)
+            .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    }
+    eprintln!(
+        "xtask: plugins ready in {} (tests also use {})",
+        root.join("plugins").display(),
+        built.display()
+    );
+    Ok(())
+}
