@@ -439,7 +439,7 @@ macro_rules! export {
                     $crate::__private::with::<$consumer, _>(&STATE, |c| {
                         $crate::Consumer::snapshot(c)
                     })
-        }
+                }
                 fn restore(
                     state: ::std::vec::Vec<u8>,
                 ) -> ::core::result::Result<(), ::std::string::String> {
@@ -449,7 +449,7 @@ macro_rules! export {
                 }
             }
 
-            $crate::wit::__export_room!(__WasmroomGuest with_types_in $crate::wit);
+    $crate::wit::__export_room!(__WasmroomGuest with_types_in $crate::wit);
         };
     };
 }

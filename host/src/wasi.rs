@@ -107,7 +107,7 @@ impl streams::HostOutputStream for NonBlockingIo<'_> {
         let r = poll_once(async_streams::HostOutputStream::blocking_write_and_flush(
             self.0, stream, bytes,
         ));
-        stream_result("blocking-write-and-flush", r.map(|r| r.map_err(Into::into)))
+        stream_result("blocking-write-and-flush", r)
     }
     fn blocking_write_zeroes_and_flush(
         &mut self,
@@ -117,10 +117,7 @@ impl streams::HostOutputStream for NonBlockingIo<'_> {
         let r = poll_once(
             async_streams::HostOutputStream::blocking_write_zeroes_and_flush(self.0, stream, len),
         );
-        stream_result(
-            "blocking-write-zeroes-and-flush",
-            r.map(|r| r.map_err(Into::into)),
-        )
+        stream_result("blocking-write-zeroes-and-flush", r)
     }
     fn subscribe(
         &mut self,
@@ -142,7 +139,7 @@ impl streams::HostOutputStream for NonBlockingIo<'_> {
         let r = poll_once(async_streams::HostOutputStream::blocking_flush(
             self.0, stream,
         ));
-        stream_result("blocking-flush", r.map(|r| r.map_err(Into::into)))
+        stream_result("blocking-flush", r)
     }
     fn splice(
         &mut self,
@@ -161,7 +158,7 @@ impl streams::HostOutputStream for NonBlockingIo<'_> {
         let r = poll_once(async_streams::HostOutputStream::blocking_splice(
             self.0, dst, src, len,
         ));
-        stream_result("blocking-splice", r.map(|r| r.map_err(Into::into)))
+        stream_result("blocking-splice", r)
     }
 }
 
@@ -181,7 +178,7 @@ impl streams::HostInputStream for NonBlockingIo<'_> {
         let r = poll_once(async_streams::HostInputStream::blocking_read(
             self.0, stream, len,
         ));
-        stream_result("blocking-read", r.map(|r| r.map_err(Into::into)))
+        stream_result("blocking-read", r)
     }
     fn skip(&mut self, stream: Resource<streams::InputStream>, len: u64) -> StreamResult<u64> {
         streams::HostInputStream::skip(self.0, stream, len)
@@ -194,7 +191,7 @@ impl streams::HostInputStream for NonBlockingIo<'_> {
         let r = poll_once(async_streams::HostInputStream::blocking_skip(
             self.0, stream, len,
         ));
-        stream_result("blocking-skip", r.map(|r| r.map_err(Into::into)))
+        stream_result("blocking-skip", r)
     }
     fn subscribe(
         &mut self,
