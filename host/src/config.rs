@@ -15,8 +15,13 @@
 //! max_memory_bytes = 67108864
 //! max_timers = 1000
 //! max_documents = 10000
+//!
+//! # Per plugin: bigger guests (a language runtime) need more memory.
+//! [plugin.yjs]
+//! max_memory_bytes = 134217728
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -74,6 +79,18 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     /// Limits that protect the lanes from guests and clients.
     pub limits: Limits,
+    /// Per-plugin overrides, by plugin name.
+    pub plugin: BTreeMap<String, PluginLimits>,
+}
+
+/// Limits one plugin may set differently from [`Limits`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginLimits {
+    /// Linear memory cap of each of this plugin's documents.
+    pub max_memory_bytes: Option<usize>,
+    /// Deadline of each guest call of this plugin.
+    pub guest_deadline_ms: Option<u64>,
 }
 
 /// Limits. Defaults follow Daphne where it has one (message size, handshake timeout).
@@ -92,6 +109,22 @@ pub struct Limits {
     pub max_documents: u32,
     /// Time allowed for a client to send its complete HTTP request head.
     pub handshake_timeout_ms: u64,
+    /// Bytes a connection may have queued before it counts as a slow reader (1008).
+    pub max_queued_bytes: usize,
+    /// Most WebSocket connections of one document (503 beyond).
+    pub max_connections_per_document: usize,
+    /// Most connections of one lane, WebSocket or HTTP (503 beyond).
+    pub max_connections_per_lane: usize,
+    /// How often the server pings an idle client.
+    pub ping_interval_ms: u64,
+    /// How long a client may take to answer a ping (with any frame) before it is closed.
+    pub ping_timeout_ms: u64,
+    /// Traps within `crash_loop_window_secs` that put a document in back-off.
+    pub crash_loop_traps: u32,
+    /// The window over which traps are counted.
+    pub crash_loop_window_secs: u64,
+    /// How long a crash-looping document refuses connections (close 1013).
+    pub crash_backoff_secs: u64,
 }
 
 impl Default for Config {
@@ -103,6 +136,7 @@ impl Default for Config {
             idle_grace_secs: 30,
             shutdown_timeout_secs: 10,
             limits: Limits::default(),
+            plugin: BTreeMap::new(),
         }
     }
 }
@@ -116,6 +150,14 @@ impl Default for Limits {
             max_timers: 1000,
             max_documents: 10_000,
             handshake_timeout_ms: 5_000,
+            max_queued_bytes: 8 << 20,
+            max_connections_per_document: 10_000,
+            max_connections_per_lane: 100_000,
+            ping_interval_ms: 20_000,
+            ping_timeout_ms: 30_000,
+            crash_loop_traps: 3,
+            crash_loop_window_secs: 60,
+            crash_backoff_secs: 30,
         }
     }
 }
@@ -162,7 +204,55 @@ impl Config {
         if l.max_documents == 0 {
             return invalid("limits.max_documents", "must be above 0");
         }
+        if l.ping_interval_ms == 0 || l.ping_timeout_ms == 0 {
+            return invalid(
+                "limits.ping_interval_ms",
+                "ping interval and timeout must be above 0",
+            );
+        }
+        if l.crash_loop_traps == 0 {
+            return invalid("limits.crash_loop_traps", "must be above 0");
+        }
+        for p in self.plugin.values() {
+            if p.max_memory_bytes.is_some_and(|m| m < (1 << 16)) {
+                return invalid(
+                    "plugin.*.max_memory_bytes",
+                    "must be at least one page (64 KiB)",
+                );
+            }
+            if p.guest_deadline_ms == Some(0) {
+                return invalid("plugin.*.guest_deadline_ms", "must be above 0");
+            }
+        }
         Ok(())
+    }
+
+    /// The memory cap of `plugin`'s documents.
+    pub fn max_memory_for(&self, plugin: &str) -> usize {
+        self.plugin
+            .get(plugin)
+            .and_then(|p| p.max_memory_bytes)
+            .unwrap_or(self.limits.max_memory_bytes)
+    }
+
+    /// The guest call deadline of `plugin`.
+    pub fn guest_deadline_for(&self, plugin: &str) -> Duration {
+        Duration::from_millis(
+            self.plugin
+                .get(plugin)
+                .and_then(|p| p.guest_deadline_ms)
+                .unwrap_or(self.limits.guest_deadline_ms),
+        )
+    }
+
+    /// The largest memory cap of any plugin: the size of a slot of the instance pool.
+    pub fn largest_memory(&self) -> usize {
+        self.plugin
+            .values()
+            .filter_map(|p| p.max_memory_bytes)
+            .chain([self.limits.max_memory_bytes])
+            .max()
+            .unwrap_or(self.limits.max_memory_bytes)
     }
 
     /// How long an idle document stays in memory.
@@ -185,6 +275,16 @@ impl Limits {
     /// The handshake timeout.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    /// The ping interval.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+
+    /// The ping timeout.
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.ping_timeout_ms)
     }
 }
 
@@ -253,6 +353,20 @@ mod tests {
         assert_eq!(c.limits.max_timers, 5);
         assert_eq!(c.limits.max_message_bytes, 1 << 20);
         assert!(toml::from_str::<Config>("prots = 1").is_err());
+    }
+
+    #[test]
+    fn plugins_can_have_their_own_limits() {
+        let c: Config = toml::from_str(
+            "[limits]\nmax_memory_bytes = 1048576\n[plugin.big]\nmax_memory_bytes = 4194304\nguest_deadline_ms = 250",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.max_memory_for("big"), 4 << 20);
+        assert_eq!(c.max_memory_for("small"), 1 << 20);
+        assert_eq!(c.largest_memory(), 4 << 20);
+        assert_eq!(c.guest_deadline_for("big"), Duration::from_millis(250));
+        assert_eq!(c.guest_deadline_for("small"), Duration::from_millis(100));
     }
 
     #[test]

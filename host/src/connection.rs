@@ -5,8 +5,10 @@
 //! directly; a writer task drains the connection's [`Outbox`], feeding every queued frame
 //! and flushing once per batch.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Instant;
 
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
@@ -21,13 +23,14 @@ use crate::document::{DocumentCell, DocumentError};
 use crate::guest::{ConnectInfo, Decision, HttpRequest, Message};
 use crate::http::{self, HeadError, RequestHead, Route};
 use crate::lane::{ConnectionGuard, Lane};
-use crate::outbox::{Ending, Outbox};
+use crate::outbox::{CLOSE_TIMEOUT, Ending, Outbox};
 use crate::plugin::{Lookup, Plugin};
 
-/// How long a closing connection waits for the client's close frame.
-const CLOSE_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-/// Bytes a connection may have queued before it counts as a slow reader (1008).
-const MAX_QUEUED_BYTES: usize = 8 << 20;
+/// Answers a connection with an HTTP error without reading its request (used when the
+/// lane is at capacity).
+pub async fn refuse(mut stream: TcpStream, status: u16, text: &'static str) {
+    let _ = http::write_text(&mut stream, status, text).await;
+}
 
 /// Serves one accepted connection to the end.
 pub async fn serve(
@@ -114,14 +117,13 @@ async fn open_document(
     match lane.document(plugin, document) {
         Ok(doc) => Some(doc),
         Err(e) => {
-            let status = if matches!(e, DocumentError::PoolExhausted(_)) {
-                503
-            } else {
-                500
+            let status = match e {
+                DocumentError::PoolExhausted(_) | DocumentError::CrashLoop(_) => 503,
+                _ => {
+                    tracing::error!(lane = lane.index, plugin = %plugin.name, doc = %document, "{e}");
+                    500
+                }
             };
-            if !matches!(e, DocumentError::PoolExhausted(_)) {
-                tracing::error!(lane = lane.index, plugin = %plugin.name, doc = %document, "{e}");
-            }
             let _ = http::write_text(stream, status, &e.to_string()).await;
             None
         }
@@ -204,9 +206,40 @@ async fn serve_socket(
     let Some(plugin) = find_plugin(&lane, &mut stream, plugin).await else {
         return;
     };
-    let Some(doc) = open_document(&lane, &mut stream, &plugin, document).await else {
-        return;
+    let limits = &lane.shared.config.limits;
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(limits.max_message_bytes))
+        .max_frame_size(Some(limits.max_message_bytes))
+        // Small buffers keep an idle connection cheap; they grow for large messages.
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let doc = match lane.document(&plugin, document) {
+        Ok(doc) => doc,
+        Err(DocumentError::CrashLoop(retry)) => {
+            // The protocol's "try again later" is a close code (1013), so upgrade first.
+            let reason = format!(
+                "document is crash-looping; retry in {}s",
+                retry.as_secs().max(1)
+            );
+            refuse_after_upgrade(stream, &accept_key, head.rest, ws_config, 1013, reason).await;
+            return;
+        }
+        Err(_) => {
+            let Some(doc) = open_document(&lane, &mut stream, &plugin, document).await else {
+                return;
+            };
+            doc
+        }
     };
+    if doc.borrow().connection_count() >= limits.max_connections_per_document {
+        let _ = http::write_text(
+            &mut stream,
+            503,
+            "document at capacity: too many connections",
+        )
+        .await;
+        return;
+    }
 
     let id = lane.shared.next_connection_id();
     let offered = head.subprotocols();
@@ -218,7 +251,7 @@ async fn serve_socket(
         subprotocols: offered.clone(),
         remote_address: peer.to_string(),
     };
-    let outbox = Rc::new(Outbox::new(MAX_QUEUED_BYTES));
+    let outbox = Rc::new(Outbox::new(limits.max_queued_bytes));
     let decision = doc.borrow_mut().connect(info, outbox.clone());
     let subprotocol = match decision {
         Ok(Decision::Accept(choice)) => match choice {
@@ -250,16 +283,18 @@ async fn serve_socket(
         doc.borrow_mut().disconnect(id, 1006);
         return;
     }
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(lane.shared.config.limits.max_message_bytes))
-        .max_frame_size(Some(lane.shared.config.limits.max_message_bytes))
-        // Small buffers keep an idle connection cheap; they grow for large messages.
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
-    let ws =
-        WebSocketStream::from_partially_read(stream, head.rest, Role::Server, Some(config)).await;
+    let ws = WebSocketStream::from_partially_read(stream, head.rest, Role::Server, Some(ws_config))
+        .await;
     let (sink, mut frames) = ws.split();
     tokio::task::spawn_local(write_loop(sink, outbox.clone()));
+
+    // Keepalive: ping every `ping_interval`; a client that sends nothing at all (not even
+    // the pong) within `ping_timeout` of a ping is dropped. One timer per connection,
+    // re-armed only when it fires, never per message.
+    let (ping_interval, ping_timeout) = (limits.ping_interval(), limits.ping_timeout());
+    let mut awaiting_pong = false;
+    let keepalive = tokio::time::sleep(ping_interval);
+    tokio::pin!(keepalive);
 
     let mut code = 1006;
     loop {
@@ -267,7 +302,26 @@ async fn serve_socket(
             biased;
             next = frames.next() => next,
             _ = outbox.abort.notified() => break,
+            _ = &mut keepalive => {
+                if awaiting_pong {
+                    tracing::debug!(lane = lane.index, %peer, "no answer to a ping within {ping_timeout:?}: closing");
+                    outbox.close(1001, "ping timeout");
+                    break;
+                }
+                outbox.push(Frame::Ping(Default::default()));
+                awaiting_pong = true;
+                keepalive.as_mut().reset((Instant::now() + ping_timeout).into());
+                continue;
+            }
         };
+        if awaiting_pong {
+            // Anything from the client answers the ping; the next ping is a full interval
+            // after this one.
+            awaiting_pong = false;
+            keepalive
+                .as_mut()
+                .reset((Instant::now() + ping_interval).into());
+        }
         let result = match next {
             Some(Ok(Frame::Text(text))) => doc
                 .borrow_mut()
@@ -303,6 +357,35 @@ async fn serve_socket(
     doc.borrow_mut().disconnect(id, code);
 }
 
+/// Completes the upgrade only to close at once with `code` (e.g. 1013 "try again later").
+async fn refuse_after_upgrade(
+    mut stream: TcpStream,
+    accept_key: &str,
+    rest: Vec<u8>,
+    config: WebSocketConfig,
+    code: u16,
+    reason: String,
+) {
+    if http::write_switching_protocols(&mut stream, accept_key, None)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut ws =
+        WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config)).await;
+    let close = CloseFrame {
+        code: code.into(),
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        ws.close(Some(close)).await?;
+        while ws.next().await.is_some() {}
+        Ok::<_, WsError>(())
+    })
+    .await;
+}
+
 /// The close code and reason to answer a read error with, if the socket is still usable.
 fn close_for_error(e: &WsError) -> Option<(u16, &'static str)> {
     match e {
@@ -317,16 +400,33 @@ fn close_for_error(e: &WsError) -> Option<(u16, &'static str)> {
     }
 }
 
+/// Runs one socket operation of the writer. Once the connection is closing, the operation
+/// (and everything after it) must finish by the outbox's give-up time: a client that does
+/// not read cannot hold its connection open. `None` means "give up".
+async fn bounded<F: Future>(outbox: &Outbox, op: F) -> Option<F::Output> {
+    tokio::pin!(op);
+    loop {
+        if let Some(at) = outbox.give_up_at() {
+            return tokio::time::timeout_at(at.into(), &mut op).await.ok();
+        }
+        tokio::select! {
+            biased;
+            out = &mut op => return Some(out),
+            _ = outbox.closing.notified() => {}
+        }
+    }
+}
+
 /// Drains the outbox into the socket: feed every queued frame, flush once per batch.
 async fn write_loop(mut sink: SplitSink<WebSocketStream<TcpStream>, Frame>, outbox: Rc<Outbox>) {
     loop {
         while let Some(frame) = outbox.pop() {
-            if sink.feed(frame).await.is_err() {
+            if !matches!(bounded(&outbox, sink.feed(frame)).await, Some(Ok(()))) {
                 outbox.abort_reader();
                 return;
             }
         }
-        if sink.flush().await.is_err() {
+        if !matches!(bounded(&outbox, sink.flush()).await, Some(Ok(()))) {
             outbox.abort_reader();
             return;
         }
@@ -338,9 +438,9 @@ async fn write_loop(mut sink: SplitSink<WebSocketStream<TcpStream>, Frame>, outb
                     code: code.into(),
                     reason: reason.into(),
                 };
-                let _ = sink.send(Frame::Close(Some(frame))).await;
+                let _ = bounded(&outbox, sink.send(Frame::Close(Some(frame)))).await;
                 // The reader ends when the client answers; if it never does, stop it.
-                let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+                let _ = bounded(&outbox, async {
                     while !outbox.reader_done() {
                         outbox.wake.notified().await;
                     }

@@ -43,6 +43,10 @@ pub enum DocumentError {
     /// The consumer trapped; the document is gone. Clients get 500 (HTTP) or 1011.
     #[error("the consumer crashed: {0}")]
     Crashed(String),
+    /// The document trapped repeatedly and refuses connections for a while. WebSocket
+    /// clients get close 1013, HTTP clients 503; retry after the given time.
+    #[error("document is crash-looping; retry in {}s", .0.as_secs().max(1))]
+    CrashLoop(std::time::Duration),
 }
 
 /// The instance of a live document. `None` once it crashed.
@@ -110,7 +114,9 @@ impl Document {
         store.epoch_deadline_trap();
         store.set_epoch_deadline(limits.deadline_ticks);
         let room = plugin.pre.instantiate(&mut store).map_err(|e| {
-            if e.is::<wasmtime::PoolConcurrencyLimitError>() {
+            if e.chain()
+                .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
+            {
                 DocumentError::PoolExhausted(format!("{e}"))
             } else {
                 DocumentError::Instantiate(format!("{e:#}"))

@@ -25,8 +25,8 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq, Eq],
 });
 
+pub use self::wasmroom::consumer::types::{ConnectInfo, HostError, LogLevel, Message, Rejection};
 pub use exports::wasmroom::consumer::consumer::{Decision, HttpRequest, HttpResponse};
-pub use wasmroom::consumer::types::{ConnectInfo, HostError, LogLevel, Message, Rejection};
 
 /// Something a guest asked for during a call, applied by the document afterwards.
 #[derive(Debug)]
@@ -143,9 +143,9 @@ impl WasiView for GuestState {
     }
 }
 
-impl wasmroom::consumer::types::Host for GuestState {}
+impl self::wasmroom::consumer::types::Host for GuestState {}
 
-impl wasmroom::consumer::host::Host for GuestState {
+impl self::wasmroom::consumer::host::Host for GuestState {
     fn send(&mut self, connection: u64, msg: Message) -> Result<(), HostError> {
         self.check_open(connection)?;
         self.check_size(&msg)?;
@@ -220,8 +220,8 @@ pub fn truncate_reason(mut reason: String) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::wasmroom::consumer::host::Host;
     use super::*;
-    use wasmroom::consumer::host::Host;
 
     fn state() -> GuestState {
         let mut s = GuestState::new("t/d".into(), 1 << 20, 10, 2);

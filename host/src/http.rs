@@ -481,4 +481,43 @@ mod tests {
             .unwrap();
         assert!(websocket_accept_key(&plain).is_err());
     }
+
+    mod properties {
+        use super::*;
+        use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_bytes_parse_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                let _ = parse_head(&bytes);
+            }
+
+            #[test]
+            fn any_path_routes_or_fails_cleanly(path in "\\PC*") {
+                let _ = route(&path);
+            }
+
+            #[test]
+            fn decoded_ids_keep_the_documented_rules(raw in "[ -~]{0,300}") {
+                if let Ok(id) = decode_document_id(&raw) {
+                    prop_assert!(!id.is_empty() && id.len() <= MAX_DOCUMENT_ID_BYTES);
+                    prop_assert!(!id.contains('/'));
+                    prop_assert!(!id.chars().any(char::is_control));
+                }
+            }
+
+            #[test]
+            fn valid_ids_survive_percent_encoding(id in "[^/\\p{Cc}]{1,60}") {
+                prop_assume!(id != "." && id != "..");
+                let encoded = utf8_percent_encode(&id, NON_ALPHANUMERIC).to_string();
+                let head = format!("GET /ws/chat/{encoded}?x=1 HTTP/1.1\r\nHost: h\r\n\r\n");
+                let parsed = parse_head(head.as_bytes()).unwrap().unwrap();
+                prop_assert_eq!(
+                    route(&parsed.path).unwrap(),
+                    Route::Socket { plugin: "chat".into(), document: id }
+                );
+            }
+        }
+    }
 }

@@ -7,12 +7,12 @@
 //! registry, the configuration and the connection id counter ([`Shared`]).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -62,18 +62,18 @@ pub struct Lane {
     connections: Cell<usize>,
     drained: Notify,
     shutting_down: Cell<bool>,
-    limits: DocumentLimits,
+    crashes: RefCell<HashMap<DocumentKey, CrashHistory>>,
+}
+
+/// Recent traps of one document, for the crash-loop guard.
+#[derive(Debug, Default)]
+struct CrashHistory {
+    recent: VecDeque<Instant>,
+    blocked_until: Option<Instant>,
 }
 
 impl Lane {
     fn new(index: usize, shared: Arc<Shared>) -> Lane {
-        let l = &shared.config.limits;
-        let limits = DocumentLimits {
-            max_memory_bytes: l.max_memory_bytes,
-            max_message_bytes: l.max_message_bytes,
-            max_timers: l.max_timers,
-            deadline_ticks: deadline_ticks(l.guest_deadline()),
-        };
         Lane {
             index,
             shared,
@@ -81,8 +81,24 @@ impl Lane {
             connections: Cell::new(0),
             drained: Notify::new(),
             shutting_down: Cell::new(false),
-            limits,
+            crashes: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// The limits for the documents of `plugin`.
+    fn limits_for(&self, plugin: &str) -> DocumentLimits {
+        let config = &self.shared.config;
+        DocumentLimits {
+            max_memory_bytes: config.max_memory_for(plugin),
+            max_message_bytes: config.limits.max_message_bytes,
+            max_timers: config.limits.max_timers,
+            deadline_ticks: deadline_ticks(config.guest_deadline_for(plugin)),
+        }
+    }
+
+    /// The number of connection tasks (WebSocket or HTTP) of this lane.
+    pub fn connection_count(&self) -> usize {
+        self.connections.get()
     }
 
     /// Whether the lane is shutting down (new connections get 503).
@@ -102,13 +118,18 @@ impl Lane {
         document: &str,
     ) -> Result<DocumentCell, DocumentError> {
         let key = (plugin.name.clone(), document.to_owned());
-        if let Some(doc) = self.documents.borrow().get(&key)
-            && !doc.borrow().is_crashed()
-        {
-            return Ok(doc.clone());
+        let existing = self.documents.borrow().get(&key).cloned();
+        if let Some(doc) = existing {
+            if !doc.borrow().is_crashed() {
+                return Ok(doc);
+            }
+            self.forget(&key, &doc);
+        }
+        if let Some(retry_in) = self.backoff(&key) {
+            return Err(DocumentError::CrashLoop(retry_in));
         }
         let started = Instant::now();
-        let doc = match Document::open(plugin.clone(), document, self.limits) {
+        let doc = match Document::open(plugin.clone(), document, self.limits_for(&plugin.name)) {
             Ok(doc) => doc,
             Err(e) => {
                 if matches!(e, DocumentError::PoolExhausted(_)) {
@@ -143,11 +164,55 @@ impl Lane {
         ConnectionGuard { lane: self.clone() }
     }
 
+    /// Removes `cell` from the table (if it is still the document under `key`); a crashed
+    /// document counts towards the crash-loop guard once.
     fn forget(&self, key: &DocumentKey, cell: &DocumentCell) {
-        let mut docs = self.documents.borrow_mut();
-        if docs.get(key).is_some_and(|d| Rc::ptr_eq(d, cell)) {
-            docs.remove(key);
+        let removed = {
+            let mut docs = self.documents.borrow_mut();
+            let current = docs.get(key).is_some_and(|d| Rc::ptr_eq(d, cell));
+            if current {
+                docs.remove(key);
+            }
+            current
+        };
+        if removed && cell.borrow().is_crashed() {
+            self.record_crash(key);
         }
+    }
+
+    fn record_crash(&self, key: &DocumentKey) {
+        let l = &self.shared.config.limits;
+        let window = Duration::from_secs(l.crash_loop_window_secs);
+        let now = Instant::now();
+        let mut crashes = self.crashes.borrow_mut();
+        // Keep the map small: forget documents that are neither blocked nor recently failed.
+        crashes.retain(|_, h| {
+            h.blocked_until.is_some_and(|t| t > now)
+                || h.recent.back().is_some_and(|&t| t + window > now)
+        });
+        let history = crashes.entry(key.clone()).or_default();
+        history.recent.push_back(now);
+        while history.recent.front().is_some_and(|&t| t + window <= now) {
+            history.recent.pop_front();
+        }
+        if history.recent.len() >= l.crash_loop_traps as usize {
+            let backoff = Duration::from_secs(l.crash_backoff_secs);
+            history.blocked_until = Some(now + backoff);
+            history.recent.clear();
+            tracing::warn!(
+                lane = self.index,
+                plugin = %key.0,
+                doc = %key.1,
+                "{} traps within {window:?}: refusing connections for {backoff:?}",
+                l.crash_loop_traps
+            );
+        }
+    }
+
+    /// How long `key` still refuses connections after crash-looping.
+    fn backoff(&self, key: &DocumentKey) -> Option<Duration> {
+        let until = self.crashes.borrow().get(key)?.blocked_until?;
+        until.checked_duration_since(Instant::now())
     }
 }
 
@@ -233,7 +298,17 @@ pub async fn run(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => spawn_connection(&lane, stream, peer),
+                Ok((stream, peer)) => {
+                    if lane.connections.get() >= lane.shared.config.limits.max_connections_per_lane {
+                        tokio::task::spawn_local(crate::connection::refuse(
+                            stream,
+                            503,
+                            "lane at capacity: too many connections",
+                        ));
+                    } else {
+                        spawn_connection(&lane, stream, peer);
+                    }
+                }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.
                     tracing::warn!(lane = index, "accept failed: {e}");

@@ -9,6 +9,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message as Frame;
@@ -37,7 +38,14 @@ pub struct Outbox {
     pub abort: Notify,
     aborted: Cell<bool>,
     reader_done: Cell<bool>,
+    /// Fired once when closing starts, for a writer stuck on a full socket.
+    pub closing: Notify,
+    give_up_at: Cell<Option<Instant>>,
 }
+
+/// How long a closing connection may take to flush, send its close frame and hear the
+/// client's answer before it is dropped.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Outbox {
     /// An empty queue that holds at most `max_bytes` of payload.
@@ -51,6 +59,8 @@ impl Outbox {
             abort: Notify::new(),
             aborted: Cell::new(false),
             reader_done: Cell::new(false),
+            closing: Notify::new(),
+            give_up_at: Cell::new(None),
         }
     }
 
@@ -89,8 +99,15 @@ impl Outbox {
         let mut ending = self.ending.borrow_mut();
         if *ending == Ending::Open {
             *ending = Ending::Close(code, reason.to_owned());
+            self.give_up_at.set(Some(Instant::now() + CLOSE_TIMEOUT));
             self.wake.notify_one();
+            self.closing.notify_one();
         }
+    }
+
+    /// When a closing connection is dropped whatever the client does.
+    pub fn give_up_at(&self) -> Option<Instant> {
+        self.give_up_at.get()
     }
 
     /// Marks the reader ended: queued frames are dropped; a pending close frame is still

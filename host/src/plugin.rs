@@ -235,11 +235,9 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_with_a_reason() {
-        let engine = crate::runtime::engine(&crate::config::Limits {
-            max_documents: 4,
-            ..Default::default()
-        })
-        .unwrap();
+        let mut config = crate::config::Config::default();
+        config.limits.max_documents = 4;
+        let engine = crate::runtime::engine(&config).unwrap();
         let linker = linker(&engine).unwrap();
         let dir = std::env::temp_dir().join(format!("wasmroom-plugin-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

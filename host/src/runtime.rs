@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::config::Limits;
+use crate::config::Config;
 
 /// How often the epoch advances. The guest deadline is rounded up to whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -33,32 +33,33 @@ pub struct EngineError {
     source: wasmtime::Error,
 }
 
-/// Builds the engine for `limits`.
-pub fn engine(limits: &Limits) -> Result<Engine, EngineError> {
-    let documents = limits.max_documents;
+/// Builds the engine for `config`: the pool holds `limits.max_documents` instances whose
+/// memories may grow to the largest memory cap of any plugin.
+pub fn engine(config: &Config) -> Result<Engine, EngineError> {
+    let documents = config.limits.max_documents;
+    let memory = config.largest_memory();
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(documents)
         .total_core_instances(documents.saturating_mul(CORE_INSTANCES_PER_DOCUMENT))
         .total_memories(documents)
         .total_tables(documents.saturating_mul(TABLES_PER_DOCUMENT))
-        .max_memory_size(limits.max_memory_bytes)
+        .max_memory_size(memory)
         // Keep a document's first pages resident when its slot is reused: cheaper than
         // faulting them in again on the next open.
         .linear_memory_keep_resident(64 << 10);
 
-    let mut config = wasmtime::Config::new();
-    config
-        .wasm_component_model(true)
+    let mut wasm = wasmtime::Config::new();
+    wasm.wasm_component_model(true)
         .epoch_interruption(true)
         // Reserve only what a document may use instead of 4 GiB per slot: the pool then
         // needs max_documents x (max_memory + guard) of address space, not terabytes.
-        .memory_reservation(limits.max_memory_bytes as u64)
+        .memory_reservation(memory as u64)
         .memory_guard_size(2 << 20)
         .memory_reservation_for_growth(0)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&config).map_err(|source| EngineError {
+    Engine::new(&wasm).map_err(|source| EngineError {
         documents,
-        memory: limits.max_memory_bytes,
+        memory,
         source,
     })
 }

@@ -73,7 +73,7 @@ impl Server {
             .map(|l| l.local_addr().expect("a bound socket has an address"))
             .collect();
 
-        let engine = runtime::engine(&config.limits)?;
+        let engine = runtime::engine(&config)?;
         let linker = plugin::linker(&engine).map_err(|e| StartError::Link(format!("{e:#}")))?;
         let registry = Registry::load_dir(&engine, &linker, &config.plugins).map_err(|source| {
             StartError::Plugins {

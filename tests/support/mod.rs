@@ -57,6 +57,39 @@ impl Server {
         Self::start_in(dir, lanes, extra)
     }
 
+    /// Like [`Server::start`], with a TOML config file holding `config`.
+    pub fn start_with_config(
+        plugins: &[&str],
+        lanes: usize,
+        config: &str,
+    ) -> anyhow::Result<Server> {
+        let file = tempfile::Builder::new().suffix(".toml").tempfile()?;
+        std::fs::write(file.path(), config)?;
+        let (_, path) = file.keep()?;
+        Self::start(
+            plugins,
+            lanes,
+            &["--config", path.to_str().expect("temp paths are UTF-8")],
+        )
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's resident memory in bytes (Linux).
+    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .context("no VmRSS")?;
+        Ok(kib * 1024)
+    }
+
     /// Starts a server on an existing plugins directory.
     pub fn start_in(
         dir: tempfile::TempDir,
@@ -69,7 +102,7 @@ impl Server {
             cmd.args(["--port", "0"]);
         }
         cmd.args(extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,wasmroom=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""Runs every wasmroom benchmark and writes bench/results/.
+
+    python3 bench/run.py            # the whole suite (about 10 minutes)
+    python3 bench/run.py --quick    # fewer rates, smaller memory runs
+
+Peers, each started here and pinned to core 0 (the load generator runs on core 1):
+  wasmroom   one lane, the relay plugin
+  native     bench/src/bin/native_relay.rs: the same lane design without WebAssembly
+  node-ws    bench/node-relay/server.js: Node with the `ws` package
+  daphne     bench/daphne: Daphne + Django Channels, the seed's class-variable consumer
+
+Writes results.json, results.md (the table the README shows) and throughput-latency.png.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+VENV = BENCH / ".venv"
+SERVER_CPU = "0"
+GENERATOR_CPU = "1"
+# Good enough: every delivery arrived and the 99th percentile stayed interactive.
+MIN_RATIO = 0.999
+MAX_P99_MS = 50.0
+
+
+def sh(cmd, **kw):
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_venv():
+    """Re-runs this script inside bench/.venv with the pinned Python packages."""
+    if Path(sys.prefix).resolve() == VENV.resolve():
+        return
+    if not (VENV / "bin" / "python").exists():
+        sh([sys.executable, "-m", "venv", str(VENV)])
+    sh([VENV / "bin" / "pip", "install", "-q", "-r", BENCH / "requirements.txt"])
+    os.execv(VENV / "bin" / "python", [str(VENV / "bin" / "python"), __file__, *sys.argv[1:]])
+
+
+def build():
+    sh(["cargo", "xtask", "plugins"], cwd=ROOT)
+    sh(["cargo", "build", "--release", "-p", "wasmroom", "-p", "wasmroom-bench"], cwd=ROOT)
+    if not (BENCH / "node-relay" / "node_modules" / "ws").exists():
+        sh(["npm", "ci", "--silent"], cwd=BENCH / "node-relay")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} not open after {timeout}s")
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def peer_command(name, port, plugins_dir):
+    release = ROOT / "target" / "release"
+    if name == "wasmroom":
+        return [release / "wasmroom", "serve", "--port", str(port), "--plugins", plugins_dir], None
+    if name == "native":
+        return [release / "native_relay", str(port)], None
+    if name == "node-ws":
+        return ["node", BENCH / "node-relay" / "server.js", str(port)], None
+    if name == "daphne":
+        daphne = VENV / "bin" / "daphne"
+        return [daphne, "-b", "127.0.0.1", "-p", str(port), "bench_daphne.asgi:application"], BENCH / "daphne"
+    raise ValueError(name)
+
+
+class Peer:
+    def __init__(self, name, plugins_dir):
+        self.name = name
+        self.port = free_port()
+        cmd, cwd = peer_command(name, self.port, plugins_dir)
+        env = dict(os.environ, RUST_LOG="warn")
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", SERVER_CPU, *map(str, cmd)],
+            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port, self.proc)
+        self.url = f"ws://127.0.0.1:{self.port}/ws/relay"
+
+    def rss_kib(self):
+        return rss_kib(self.proc.pid)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def loadgen(url, *args, stdin=None):
+    cmd = ["taskset", "-c", GENERATOR_CPU, ROOT / "target" / "release" / "loadgen", "--url", url, *args]
+    out = subprocess.run([str(c) for c in cmd], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def hold(url, docs, clients, sources):
+    """Opens idle connections; returns (process, opened)."""
+    cmd = ["taskset", "-c", GENERATOR_CPU, ROOT / "target" / "release" / "loadgen", "--url", url,
+           "hold", "--docs", str(docs), "--clients", str(clients), "--sources", str(sources)]
+    proc = subprocess.Popen([str(c) for c in cmd], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().split()
+    if not line or line[0] != "READY":
+        raise RuntimeError(f"hold failed: {line}")
+    return proc, int(line[1])
+
+
+def settle_rss(peer):
+    """Resident memory once it stops changing (allocators return memory lazily)."""
+    last = peer.rss_kib()
+    for _ in range(20):
+        time.sleep(0.25)
+        now = peer.rss_kib()
+        if abs(now - last) < 64:
+            return now
+        last = now
+    return last
+
+
+def memory(peer, docs, conns):
+    base = settle_rss(peer)
+    gen, opened_docs = hold(peer.url, docs, 1, 4)
+    with_docs = settle_rss(peer)
+    gen.stdin.close()
+    gen.wait()
+    time.sleep(1)
+    base2 = settle_rss(peer)
+    gen, opened_conns = hold(peer.url, 1, conns, 4)
+    with_conns = settle_rss(peer)
+    gen.stdin.close()
+    gen.wait()
+    per_conn = (with_conns - base2) / max(opened_conns, 1)
+    per_doc_and_conn = (with_docs - base) / max(opened_docs, 1)
+    return {
+        "idle_documents": opened_docs,
+        "idle_connections": opened_conns,
+        "kib_per_idle_connection": round(per_conn, 2),
+        "kib_per_idle_document": round(max(per_doc_and_conn - per_conn, 0.0), 2),
+    }
+
+
+def sweep(peer, rates, seconds):
+    points = []
+    failures = 0
+    for rate in rates:
+        r = loadgen(peer.url, "run", "--docs", "100", "--clients", "4", "--size", "64",
+                    "--rate", str(rate), "--seconds", str(seconds))
+        r["ok"] = r["ratio"] >= MIN_RATIO and r["p99_ms"] < MAX_P99_MS
+        print(f"  {peer.name:9} rate {rate:>5}/s/client: {r['deliveries_per_sec']:>10.0f} deliveries/s "
+              f"ratio {r['ratio']:.4f} p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms "
+              f"generator CPU {r['generator_cpu_share']:.0%}", flush=True)
+        points.append(r)
+        failures = 0 if r["ok"] else failures + 1
+        if failures == 2:
+            break
+    return points
+
+
+def machine():
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "kernel": platform.release(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)}
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, r in results["peers"].items():
+        pts = [p for p in r["sweep"] if p["ratio"] > 0]
+        ax.plot([p["deliveries_per_sec"] for p in pts], [p["p99_ms"] for p in pts], marker="o", label=name)
+    ax.axhline(MAX_P99_MS, color="grey", linestyle=":", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("deliveries per second (100 documents x 4 clients, 64-byte messages)")
+    ax.set_ylabel("p99 latency (ms)")
+    ax.set_title(f"Relay throughput vs latency, server on 1 core ({results['machine']['cpu']})", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def table(results):
+    floor = results["peers"].get("native", {}).get("max_deliveries_per_sec") or 0
+    lines = [
+        "| peer | max deliveries/s (ratio ≥ 0.999, p99 < 50 ms) | × native | p50 / p99 at 12k deliveries/s | cold open p50 / p99 | KiB per idle connection | KiB per idle document |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results["peers"].items():
+        best = r["max_deliveries_per_sec"]
+        ratio = f"{best / floor:.2f}" if floor and best else "–"
+        moderate = next((p for p in r["sweep"] if p["rate"] == 10), None)
+        mod = f"{moderate['p50_ms']:.2f} / {moderate['p99_ms']:.2f} ms" if moderate else "–"
+        cold = r.get("cold")
+        cold_s = f"{cold['p50_ms']:.2f} / {cold['p99_ms']:.2f} ms" if cold else "–"
+        mem = r.get("memory", {})
+        lines.append(
+            f"| {name} | {best:,.0f} | {ratio} | {mod} | {cold_s} | "
+            f"{mem.get('kib_per_idle_connection', '–')} | {mem.get('kib_per_idle_document', '–')} |"
+        )
+    m = results["machine"]
+    lines.append("")
+    lines.append(
+        f"Measured {results['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}; "
+        f"server pinned to core {SERVER_CPU}, load generator to core {GENERATOR_CPU}. "
+        f"Memory: {results['memory_setup']}."
+    )
+    bound = [n for n, r in results["peers"].items() if any(p["generator_cpu_share"] > 0.9 for p in r["sweep"] if p["ok"])]
+    if bound:
+        lines.append(f"The generator used over 90 % of its core at the best point of: {', '.join(bound)} "
+                     "(those figures are a lower bound).")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer rates, shorter runs, smaller memory runs")
+    parser.add_argument("--peers", default="wasmroom,native,node-ws,daphne")
+    parser.add_argument("--no-build", action="store_true")
+    args = parser.parse_args()
+    ensure_venv()
+    if not shutil.which("taskset"):
+        sys.exit("taskset (util-linux) is needed to pin the server and the generator")
+    if not args.no_build:
+        build()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    plugins_dir = ROOT / "plugins"
+
+    rates = [5, 10, 20, 40, 80, 160, 320, 640, 1280]
+    seconds = 2 if args.quick else 4
+    docs, conns = (2000, 4000) if args.quick else (10000, 15000)
+    results = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "memory_setup": f"{docs} documents with one idle connection each, then {conns} idle connections to one document "
+                        "(the process file limit here is 20,000)",
+        "peers": {},
+    }
+    for name in args.peers.split(","):
+        print(f"== {name}", flush=True)
+        peer = Peer(name, plugins_dir)
+        try:
+            r = {"sweep": sweep(peer, rates[:6] if args.quick else rates, seconds)}
+            ok = [p["deliveries_per_sec"] for p in r["sweep"] if p["ok"]]
+            r["max_deliveries_per_sec"] = max(ok) if ok else 0
+            r["cold"] = loadgen(peer.url, "cold", "--count", "200" if args.quick else "1000")
+            print(f"  cold open p50 {r['cold']['p50_ms']:.3f} ms p99 {r['cold']['p99_ms']:.3f} ms", flush=True)
+            r["memory"] = memory(peer, docs, conns)
+            print(f"  memory {r['memory']}", flush=True)
+        finally:
+            peer.stop()
+        results["peers"][name] = r
+    (RESULTS / "results.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / "results.md").write_text(table(results))
+    plot(results, RESULTS / "throughput-latency.png")
+    print((RESULTS / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

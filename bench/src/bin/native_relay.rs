@@ -1,0 +1,103 @@
+//! The floor: a relay with wasmroom's lane design and no WebAssembly.
+//!
+//! One port, one thread, one `current_thread` runtime; `/ws/{anything}/{document}`; every
+//! message goes to the document's other connections through per-connection queues drained
+//! by writer tasks (feed many, flush once), exactly as wasmroom's lanes do. What is left
+//! out is what wasmroom adds: the guest call per message, limits, timers, HTTP routes.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+
+#[derive(Default)]
+struct Queue {
+    frames: RefCell<VecDeque<Message>>,
+    wake: Notify,
+    done: std::cell::Cell<bool>,
+}
+
+type Documents = Rc<RefCell<HashMap<String, Vec<(u64, Rc<Queue>)>>>>;
+
+fn main() -> anyhow::Result<()> {
+    let port: u16 = std::env::args().nth(1).map_or(Ok(9001), |p| p.parse())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        eprintln!("native relay listening on {}", listener.local_addr()?);
+        let docs: Documents = Rc::default();
+        let mut next_id = 0u64;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            next_id += 1;
+            tokio::task::spawn_local(serve(stream, docs.clone(), next_id));
+        }
+    })
+}
+
+async fn serve(stream: TcpStream, docs: Documents, id: u64) {
+    let _ = stream.set_nodelay(true);
+    let mut path = String::new();
+    // The callback's signature is tungstenite's; it never fails here.
+    #[allow(clippy::result_large_err)]
+    let callback = |req: &Request, resp: Response| {
+        path = req.uri().path().to_owned();
+        Ok(resp)
+    };
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+        return;
+    };
+    let doc = path.rsplit('/').next().unwrap_or_default().to_owned();
+    let queue = Rc::new(Queue::default());
+    docs.borrow_mut()
+        .entry(doc.clone())
+        .or_default()
+        .push((id, queue.clone()));
+    let (mut sink, mut stream) = ws.split();
+    let writer_queue = queue.clone();
+    tokio::task::spawn_local(async move {
+        loop {
+            loop {
+                let next = writer_queue.frames.borrow_mut().pop_front();
+                let Some(frame) = next else { break };
+                if sink.feed(frame).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() || writer_queue.done.get() {
+                return;
+            }
+            writer_queue.wake.notified().await;
+        }
+    });
+    while let Some(Ok(msg)) = stream.next().await {
+        if !(msg.is_text() || msg.is_binary()) {
+            continue;
+        }
+        if let Some(members) = docs.borrow().get(&doc) {
+            for (other, q) in members {
+                if *other != id {
+                    q.frames.borrow_mut().push_back(msg.clone());
+                    q.wake.notify_one();
+                }
+            }
+        }
+    }
+    queue.done.set(true);
+    queue.wake.notify_one();
+    let mut docs = docs.borrow_mut();
+    if let Some(members) = docs.get_mut(&doc) {
+        members.retain(|(other, _)| *other != id);
+        if members.is_empty() {
+            docs.remove(&doc);
+        }
+    }
+}

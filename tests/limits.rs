@@ -1,0 +1,229 @@
+//! Isolation and limits: bad guests and bad clients harm nobody else.
+
+mod support;
+
+use futures_util::{SinkExt, StreamExt};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+#[tokio::test]
+async fn oversized_and_invalid_messages_get_1009_and_1007() -> anyhow::Result<()> {
+    let server = Server::start_with_config(&["relay"], 1, "[limits]\nmax_message_bytes = 4096\n")?;
+    let mut big = server.connect(0, "/ws/relay/d").await?;
+    let mut bad = server.connect(0, "/ws/relay/d").await?;
+    let mut ok = server.connect(0, "/ws/relay/d").await?;
+
+    big.send(Message::text("x".repeat(4097))).await?;
+    assert_eq!(expect_close(&mut big).await?.0, 1009);
+
+    let invalid = Frame::message(vec![0xC3, 0x28], OpCode::Data(Data::Text), true);
+    bad.send(Message::Frame(invalid)).await?;
+    assert_eq!(expect_close(&mut bad).await?.0, 1007);
+
+    // Exactly at the limit is fine, and the document lives on.
+    let mut other = server.connect(0, "/ws/relay/d").await?;
+    ok.send(Message::text("y".repeat(4096))).await?;
+    assert_eq!(recv_text(&mut other).await?.len(), 4096);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_closed_with_1008_and_memory_stays_bounded()
+-> anyhow::Result<()> {
+    let server =
+        Server::start_with_config(&["relay"], 1, "[limits]\nmax_queued_bytes = 1048576\n")?;
+    let mut slow = server.connect(0, "/ws/relay/flood").await?;
+    let mut observer = server.connect(0, "/ws/relay/flood").await?;
+    let mut flooder = server.connect(0, "/ws/relay/flood").await?;
+    let rss_before = server.rss_bytes()?;
+
+    // 48 MiB through a document whose slow member reads nothing: far more than the
+    // kernel's socket buffers plus the 1 MiB queue.
+    let chunk = vec![7u8; 64 * 1024];
+    let count = 768;
+    let reader = tokio::spawn(async move {
+        for _ in 0..count {
+            match recv(&mut observer).await? {
+                Message::Binary(b) => anyhow::ensure!(b.len() == 64 * 1024),
+                other => anyhow::bail!("unexpected {other:?}"),
+            }
+        }
+        Ok(observer)
+    });
+    for _ in 0..count {
+        flooder.send(Message::binary(chunk.clone())).await?;
+    }
+    // The observer got everything: the slow client did not hold the document back.
+    let _observer = reader.await??;
+    let rss_after = server.rss_bytes()?;
+    eprintln!(
+        "server RSS {} MiB before, {} MiB after the flood",
+        rss_before >> 20,
+        rss_after >> 20
+    );
+    // The bound stated in the README: the queue limit per slow client plus the socket
+    // buffers, on top of the server's own footprint.
+    assert!(
+        rss_after < rss_before + (64 << 20),
+        "RSS grew from {rss_before} to {rss_after} bytes"
+    );
+
+    // Now the slow client reads: what was buffered, then the close frame.
+    let mut received = 0usize;
+    let code = loop {
+        match recv(&mut slow).await? {
+            Message::Binary(b) => received += b.len(),
+            Message::Close(frame) => break frame.map(|f| u16::from(f.code)),
+            other => anyhow::bail!("unexpected {other:?}"),
+        }
+    };
+    eprintln!(
+        "the slow client got {} MiB before its close frame",
+        received >> 20
+    );
+    assert_eq!(code, Some(1008));
+    assert!(received < count * chunk.len());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_answering_pings_is_closed() -> anyhow::Result<()> {
+    let mut server = Server::start_with_config(
+        &["probe"],
+        1,
+        "[limits]\nping_interval_ms = 200\nping_timeout_ms = 300\n",
+    )?;
+    let mut silent = server.connect(0, "/ws/probe/k").await?;
+    let lively = server.connect(0, "/ws/probe/k").await?;
+    // The lively client keeps reading (and so answers pings) in the background.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (mut lively_tx, mut lively_rx) = lively.split();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = lively_rx.next().await {
+            if let Message::Text(t) = msg {
+                let _ = tx.send(t.to_string());
+            }
+        }
+    });
+    let _server = tokio::task::spawn_blocking(move || {
+        server.wait_for_log("no answer to a ping").map(|_| server)
+    })
+    .await??;
+    // The silent client, reading at last, finds the pings and then the end of the
+    // connection: the close frame (1001 "ping timeout"), or a reset if the pong it sends on
+    // reading the pings reaches a socket the server has already closed.
+    let ending = loop {
+        match tokio::time::timeout(PATIENCE, silent.next()).await? {
+            Some(Ok(Message::Ping(_))) => continue,
+            other => break other,
+        }
+    };
+    match ending {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(
+                (u16::from(frame.code), frame.reason.as_str()),
+                (1001, "ping timeout")
+            );
+        }
+        Some(Err(e)) => eprintln!("connection ended with {e}"),
+        other => panic!("expected the connection to end, got {other:?}"),
+    }
+    lively_tx.send(Message::text("count")).await?;
+    let answer = tokio::time::timeout(PATIENCE, rx.recv()).await?.unwrap();
+    assert_eq!(answer, "1", "only the lively client is left");
+    Ok(())
+}
+
+#[tokio::test]
+async fn half_sent_handshakes_and_garbage_are_dropped() -> anyhow::Result<()> {
+    let server =
+        Server::start_with_config(&["relay"], 1, "[limits]\nhandshake_timeout_ms = 300\n")?;
+    let mut half = tokio::net::TcpStream::connect(server.addr(0)).await?;
+    half.write_all(b"GET /ws/relay/x HTTP/1.1\r\nHost: a\r\n")
+        .await?;
+    let mut garbage = tokio::net::TcpStream::connect(server.addr(0)).await?;
+    garbage
+        .write_all(b"\x16\x03\x01\x02\x00garbage\r\n\r\n")
+        .await?;
+
+    // Meanwhile the lane serves others.
+    let mut a = server.connect(0, "/ws/relay/y").await?;
+    let mut b = server.connect(0, "/ws/relay/y").await?;
+    send_text(&mut a, "unbothered").await?;
+    assert_eq!(recv_text(&mut b).await?, "unbothered");
+
+    let mut buf = Vec::new();
+    tokio::time::timeout(PATIENCE, half.read_to_end(&mut buf)).await??;
+    assert!(
+        buf.is_empty(),
+        "the half-sent handshake got an answer: {buf:?}"
+    );
+    let mut buf = Vec::new();
+    tokio::time::timeout(PATIENCE, garbage.read_to_end(&mut buf)).await??;
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 400"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_document_that_keeps_crashing_backs_off_with_1013() -> anyhow::Result<()> {
+    let server = Server::start_with_config(
+        &["probe"],
+        1,
+        "[limits]\ncrash_loop_traps = 2\ncrash_loop_window_secs = 60\ncrash_backoff_secs = 30\n",
+    )?;
+    for _ in 0..2 {
+        let mut ws = server.connect(0, "/ws/probe/fragile").await?;
+        send_text(&mut ws, "panic").await?;
+        assert_eq!(expect_close(&mut ws).await?.0, 1011);
+    }
+    let mut ws = server.connect(0, "/ws/probe/fragile").await?;
+    let (code, reason) = expect_close(&mut ws).await?;
+    assert_eq!(code, 1013);
+    assert!(reason.contains("crash-looping"), "{reason}");
+    let (status, _) = http(server.addr(0), "GET", "/docs/probe/fragile", b"").await?;
+    assert_eq!(status, 503);
+    // Other documents of the plugin are not affected.
+    let (status, body) = http(server.addr(0), "GET", "/docs/probe/sturdy", b"").await?;
+    assert_eq!((status, body.as_str()), (200, "probe sturdy"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn connection_caps_answer_503_before_the_upgrade() -> anyhow::Result<()> {
+    let server = Server::start_with_config(
+        &["relay"],
+        1,
+        "[limits]\nmax_connections_per_document = 2\nmax_connections_per_lane = 3\n",
+    )?;
+    let _a1 = server.connect(0, "/ws/relay/a").await?;
+    let _a2 = server.connect(0, "/ws/relay/a").await?;
+    let (status, body) = refused(&server.url(0, "/ws/relay/a")).await?;
+    assert_eq!(status, 503);
+    assert!(body.contains("document at capacity"), "{body}");
+    let _b1 = server.connect(0, "/ws/relay/b").await?;
+    let (status, body) = refused(&server.url(0, "/ws/relay/c")).await?;
+    assert_eq!(status, 503);
+    assert!(body.contains("lane at capacity"), "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn per_plugin_memory_caps_apply() -> anyhow::Result<()> {
+    // probe may use 2 MiB: `grow` traps at once; relay keeps the default cap.
+    let server = Server::start_with_config(
+        &["probe", "relay"],
+        1,
+        "[plugin.probe]\nmax_memory_bytes = 2097152\n",
+    )?;
+    let mut hog = server.connect(0, "/ws/probe/h").await?;
+    send_text(&mut hog, "grow").await?;
+    assert_eq!(expect_close(&mut hog).await?.0, 1011);
+    let mut a = server.connect(0, "/ws/relay/r").await?;
+    let mut b = server.connect(0, "/ws/relay/r").await?;
+    send_text(&mut a, "fine").await?;
+    assert_eq!(recv_text(&mut b).await?, "fine");
+    Ok(())
+}
