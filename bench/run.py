@@ -76,6 +76,12 @@ def wait_port(port, proc, timeout=60):
     raise RuntimeError(f"port {port} not open after {timeout}s")
 
 
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -86,7 +92,8 @@ def rss_kib(pid):
 def peer_command(name, port, plugins_dir):
     release = ROOT / "target" / "release"
     if name == "wasmroom":
-        return [release / "wasmroom", "serve", "--port", str(port), "--plugins", plugins_dir], None
+        return [release / "wasmroom", "serve", "--config", BENCH / "wasmroom.toml", "--port", str(port),
+                "--plugins", plugins_dir], None
     if name == "native":
         return [release / "native_relay", str(port)], None
     if name == "node-ws":
@@ -177,12 +184,19 @@ def sweep(peer, rates, seconds):
     points = []
     failures = 0
     for rate in rates:
+        cpu0, t0 = cpu_seconds(peer.proc.pid), time.time()
         r = loadgen(peer.url, "run", "--docs", "100", "--clients", "4", "--size", "64",
                     "--rate", str(rate), "--seconds", str(seconds))
+        # The server's CPU share over the run (connects and drain included, so slightly
+        # pessimistic): deliveries per server CPU-second compare peers even where the
+        # generator, not the server, limits the rate.
+        r["server_cpu_share"] = (cpu_seconds(peer.proc.pid) - cpu0) / (time.time() - t0)
+        busy = r["server_cpu_share"] * (time.time() - t0)
+        r["deliveries_per_server_cpu_sec"] = r["delivered"] / busy if busy > 0 else 0
         r["ok"] = r["ratio"] >= MIN_RATIO and r["p99_ms"] < MAX_P99_MS
         print(f"  {peer.name:9} rate {rate:>5}/s/client: {r['deliveries_per_sec']:>10.0f} deliveries/s "
               f"ratio {r['ratio']:.4f} p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms "
-              f"generator CPU {r['generator_cpu_share']:.0%}", flush=True)
+              f"server CPU {r['server_cpu_share']:.0%} generator CPU {r['generator_cpu_share']:.0%}", flush=True)
         points.append(r)
         failures = 0 if r["ok"] else failures + 1
         if failures == 2:
@@ -225,21 +239,22 @@ def plot(results, path):
 
 
 def table(results):
-    floor = results["peers"].get("native", {}).get("max_deliveries_per_sec") or 0
+    floor = results["peers"].get("native", {}).get("deliveries_per_server_cpu_sec") or 0
     lines = [
-        "| peer | max deliveries/s (ratio ≥ 0.999, p99 < 50 ms) | × native | p50 / p99 at 12k deliveries/s | cold open p50 / p99 | KiB per idle connection | KiB per idle document |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| peer | max deliveries/s (ratio ≥ 0.999, p99 < 50 ms) | deliveries per server CPU-second there | × native | p50 / p99 at 12k deliveries/s | cold open p50 / p99 | KiB per idle connection | KiB per idle document |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results["peers"].items():
         best = r["max_deliveries_per_sec"]
-        ratio = f"{best / floor:.2f}" if floor and best else "–"
+        eff = r.get("deliveries_per_server_cpu_sec", 0)
+        ratio = f"{eff / floor:.2f}" if floor and eff else "–"
         moderate = next((p for p in r["sweep"] if p["rate"] == 10), None)
         mod = f"{moderate['p50_ms']:.2f} / {moderate['p99_ms']:.2f} ms" if moderate else "–"
         cold = r.get("cold")
         cold_s = f"{cold['p50_ms']:.2f} / {cold['p99_ms']:.2f} ms" if cold else "–"
         mem = r.get("memory", {})
         lines.append(
-            f"| {name} | {best:,.0f} | {ratio} | {mod} | {cold_s} | "
+            f"| {name} | {best:,.0f} | {eff:,.0f} | {ratio} | {mod} | {cold_s} | "
             f"{mem.get('kib_per_idle_connection', '–')} | {mem.get('kib_per_idle_document', '–')} |"
         )
     m = results["machine"]
@@ -251,8 +266,9 @@ def table(results):
     )
     bound = [n for n, r in results["peers"].items() if any(p["generator_cpu_share"] > 0.9 for p in r["sweep"] if p["ok"])]
     if bound:
-        lines.append(f"The generator used over 90 % of its core at the best point of: {', '.join(bound)} "
-                     "(those figures are a lower bound).")
+        lines.append(f"The generator used over 90 % of its core at the best point of: {', '.join(bound)}: "
+                     "there the generator, not the server, set the maximum, and deliveries per server "
+                     "CPU-second (× native) is the fairer comparison.")
     return "\n".join(lines) + "\n"
 
 
@@ -285,8 +301,10 @@ def main():
         peer = Peer(name, plugins_dir)
         try:
             r = {"sweep": sweep(peer, rates[:6] if args.quick else rates, seconds)}
-            ok = [p["deliveries_per_sec"] for p in r["sweep"] if p["ok"]]
-            r["max_deliveries_per_sec"] = max(ok) if ok else 0
+            ok = [p for p in r["sweep"] if p["ok"]]
+            r["max_deliveries_per_sec"] = max((p["deliveries_per_sec"] for p in ok), default=0)
+            best = max(ok, key=lambda p: p["deliveries_per_sec"], default=None)
+            r["deliveries_per_server_cpu_sec"] = best["deliveries_per_server_cpu_sec"] if best else 0
             r["cold"] = loadgen(peer.url, "cold", "--count", "200" if args.quick else "1000")
             print(f"  cold open p50 {r['cold']['p50_ms']:.3f} ms p99 {r['cold']['p99_ms']:.3f} ms", flush=True)
             r["memory"] = memory(peer, docs, conns)

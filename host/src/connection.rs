@@ -5,9 +5,10 @@
 //! directly; a writer task drains the connection's [`Outbox`], feeding every queued frame
 //! and flushing once per batch.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Instant;
 
 use futures_util::stream::SplitSink;
@@ -298,7 +299,13 @@ async fn serve_socket(
 
     let mut code = 1006;
     loop {
-        let next = tokio::select! {
+        // Fast path: a frame that is already there is handled without arming the other
+        // branches (the keepalive only matters when the client is quiet).
+        let ready = poll_fn(|cx| Poll::Ready(frames.poll_next_unpin(cx))).await;
+        let next = if let Poll::Ready(next) = ready {
+            next
+        } else {
+            tokio::select! {
             biased;
             next = frames.next() => next,
             _ = outbox.abort.notified() => break,
@@ -312,6 +319,7 @@ async fn serve_socket(
                 awaiting_pong = true;
                 keepalive.as_mut().reset((Instant::now() + ping_timeout).into());
                 continue;
+            }
             }
         };
         if awaiting_pong {
@@ -405,6 +413,13 @@ fn close_for_error(e: &WsError) -> Option<(u16, &'static str)> {
 /// not read cannot hold its connection open. `None` means "give up".
 async fn bounded<F: Future>(outbox: &Outbox, op: F) -> Option<F::Output> {
     tokio::pin!(op);
+    // Fast path: most operations complete at once, with no timer or notification to set
+    // up (this runs for every frame).
+    if outbox.give_up_at().is_none()
+        && let Poll::Ready(out) = poll_fn(|cx| Poll::Ready(op.as_mut().poll(cx))).await
+    {
+        return Some(out);
+    }
     loop {
         if let Some(at) = outbox.give_up_at() {
             return tokio::time::timeout_at(at.into(), &mut op).await.ok();

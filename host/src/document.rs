@@ -179,7 +179,6 @@ impl Document {
             ));
         };
         instance.store.set_epoch_deadline(self.deadline_ticks);
-        let timers_before = instance.store.data().timers.next_deadline();
         // A panic in a host function (a wasmroom bug) must not take the lane down with it:
         // wasmtime resumes it here, and it ends this document like a trap.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -199,7 +198,7 @@ impl Document {
                 for effect in state.effects.drain(..) {
                     apply(&self.outboxes, effect);
                 }
-                if state.timers.next_deadline() != timers_before {
+                if std::mem::take(&mut state.timers_changed) {
                     self.wake.notify_one();
                 }
                 Ok(value)

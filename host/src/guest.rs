@@ -53,6 +53,8 @@ pub struct GuestState {
     pub closing: BTreeSet<u64>,
     /// Pending timers.
     pub timers: TimerTable,
+    /// Whether the current call set or cancelled a timer.
+    pub timers_changed: bool,
     max_message_bytes: usize,
     max_timers: u32,
     /// `plugin/document`, for log lines.
@@ -90,6 +92,7 @@ impl GuestState {
             connections: BTreeSet::new(),
             closing: BTreeSet::new(),
             timers: TimerTable::default(),
+            timers_changed: false,
             max_message_bytes,
             max_timers,
             tag,
@@ -177,10 +180,12 @@ impl self::wasmroom::consumer::host::Host for GuestState {
         // Clamp absurd delays instead of overflowing the clock: ~30 years is "never".
         let delay = Duration::from_millis(delay_ms.min(1 << 40));
         self.timers.set(id, Instant::now() + delay);
+        self.timers_changed = true;
         Ok(())
     }
 
     fn cancel_timer(&mut self, id: u64) -> bool {
+        self.timers_changed = true;
         self.timers.cancel(id)
     }
 

@@ -12,6 +12,7 @@
 //! `READY <open> <failed>` and holds them until stdin closes, so that the server's
 //! memory can be measured.
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -73,10 +74,17 @@ enum Mode {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cli.threads.max(1))
-        .enable_all()
-        .build()?;
+    // One thread: a current-thread runtime, the leanest generator (no work stealing).
+    let runtime = if cli.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.threads)
+            .enable_all()
+            .build()?
+    };
     let report = runtime.block_on(async {
         match cli.mode {
             Mode::Run {
@@ -171,7 +179,7 @@ async fn run(
     let sent = Arc::new(AtomicU64::new(0));
     let delivered = Arc::new(AtomicU64::new(0));
     let stop_sending = Arc::new(AtomicBool::new(false));
-    let stop_receiving = Arc::new(AtomicBool::new(false));
+    let (stop_receiving, receiving) = tokio::sync::watch::channel(false);
     let period = Duration::from_secs_f64(1.0 / rate);
     let begin = Instant::now() + Duration::from_millis(200);
     let cpu_before = cpu_seconds();
@@ -186,31 +194,31 @@ async fn run(
         senders.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval_at(first.into(), period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let mut payload = String::with_capacity(size);
+            let padding = "x".repeat(size - 16);
             while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                payload.clear();
-                payload.push_str(&format!("{:016x}", start.elapsed().as_nanos() as u64));
-                payload.extend(std::iter::repeat_n('x', size - 16));
-                if sink.send(Message::text(payload.clone())).await.is_err() {
+                let mut payload = String::with_capacity(size);
+                let _ = write!(payload, "{:016x}", start.elapsed().as_nanos() as u64);
+                payload.push_str(&padding);
+                if sink.send(Message::text(payload)).await.is_err() {
                     break;
                 }
                 sent.fetch_add(1, Ordering::Relaxed);
             }
             sink
         }));
-        let (delivered, stop) = (delivered.clone(), stop_receiving.clone());
+        let (delivered, mut stop) = (delivered.clone(), receiving.clone());
         receivers.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
             loop {
-                let next = tokio::time::timeout(Duration::from_millis(100), stream.next()).await;
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let Ok(next) = next else { continue };
+                let next = tokio::select! {
+                    biased;
+                    next = stream.next() => next,
+                    _ = stop.changed() => break,
+                };
                 let Some(Ok(Message::Text(text))) = next else {
                     if next.is_none() {
                         break;
@@ -250,7 +258,7 @@ async fn run(
     }
     let cpu = cpu_seconds() - cpu_before;
     let wall = begin.elapsed().as_secs_f64();
-    stop_receiving.store(true, Ordering::Relaxed);
+    let _ = stop_receiving.send(true);
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     for r in receivers {
         latency.add(r.await?)?;

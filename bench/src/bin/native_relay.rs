@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 #[derive(Default)]
 struct Queue {
@@ -52,7 +53,13 @@ async fn serve(stream: TcpStream, docs: Documents, id: u64) {
         path = req.uri().path().to_owned();
         Ok(resp)
     };
-    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+    // The same buffer sizes as wasmroom's lanes.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let Ok(ws) =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await
+    else {
         return;
     };
     let doc = path.rsplit('/').next().unwrap_or_default().to_owned();
