@@ -158,20 +158,27 @@ def settle_rss(peer):
     return last
 
 
-def memory(peer, docs, conns):
-    base = settle_rss(peer)
-    gen, opened_docs = hold(peer.url, docs, 1, 4)
-    with_docs = settle_rss(peer)
-    gen.stdin.close()
-    gen.wait()
-    time.sleep(1)
-    base2 = settle_rss(peer)
-    gen, opened_conns = hold(peer.url, 1, conns, 4)
-    with_conns = settle_rss(peer)
-    gen.stdin.close()
-    gen.wait()
-    per_conn = (with_conns - base2) / max(opened_conns, 1)
-    per_doc_and_conn = (with_docs - base) / max(opened_docs, 1)
+def held_rss(name, plugins_dir, docs, clients):
+    """(opened, RSS growth in KiB) of a fresh server holding docs x clients idle sockets."""
+    peer = Peer(name, plugins_dir)
+    try:
+        base = settle_rss(peer)
+        gen, opened = hold(peer.url, docs, clients, 4)
+        grown = settle_rss(peer) - base
+        gen.stdin.close()
+        gen.wait()
+        return opened, grown
+    finally:
+        peer.stop()
+
+
+def memory(name, plugins_dir, docs, conns):
+    # Each figure on a fresh process, so that memory freed by one run cannot be reused
+    # by the next.
+    opened_docs, docs_growth = held_rss(name, plugins_dir, docs, 1)
+    opened_conns, conns_growth = held_rss(name, plugins_dir, 1, conns)
+    per_conn = conns_growth / max(opened_conns, 1)
+    per_doc_and_conn = docs_growth / max(opened_docs, 1)
     return {
         "idle_documents": opened_docs,
         "idle_connections": opened_conns,
@@ -307,10 +314,10 @@ def main():
             r["deliveries_per_server_cpu_sec"] = best["deliveries_per_server_cpu_sec"] if best else 0
             r["cold"] = loadgen(peer.url, "cold", "--count", "200" if args.quick else "1000")
             print(f"  cold open p50 {r['cold']['p50_ms']:.3f} ms p99 {r['cold']['p99_ms']:.3f} ms", flush=True)
-            r["memory"] = memory(peer, docs, conns)
-            print(f"  memory {r['memory']}", flush=True)
         finally:
             peer.stop()
+        r["memory"] = memory(name, plugins_dir, docs, conns)
+        print(f"  memory {r['memory']}", flush=True)
         results["peers"][name] = r
     (RESULTS / "results.json").write_text(json.dumps(results, indent=2))
     (RESULTS / "results.md").write_text(table(results))

@@ -94,18 +94,18 @@ pub async fn read_head<S: AsyncRead + Unpin>(
 }
 
 async fn read_head_inner<S: AsyncRead + Unpin>(stream: &mut S) -> Result<RequestHead, HeadError> {
+    // Read straight into the heap buffer: a stack array here would live in every
+    // connection task's future for the connection's whole life.
     let mut buf = Vec::with_capacity(1024);
     loop {
         if buf.len() >= MAX_HEAD_BYTES {
             return Err(HeadError::TooLarge);
         }
-        let mut chunk = [0u8; 2048];
-        let want = chunk.len().min(MAX_HEAD_BYTES - buf.len());
-        let n = stream.read(&mut chunk[..want]).await?;
+        buf.reserve(1024.min(MAX_HEAD_BYTES - buf.len()));
+        let n = stream.read_buf(&mut buf).await?;
         if n == 0 {
             return Err(HeadError::Closed);
         }
-        buf.extend_from_slice(&chunk[..n]);
         if let Some(head) = parse_head(&buf)? {
             return Ok(head);
         }
