@@ -63,17 +63,25 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, proc, timeout=60):
+def wait_ready(port, proc, http_probe, timeout=60):
+    """Waits until the server answers. wasmroom binds its ports before it compiles its
+    plugins, so an open port is not enough there: it must answer /healthz (otherwise the
+    first measurement would include the compilation)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                if not http_probe:
+                    return
+                s.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
         except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} not open after {timeout}s")
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"port {port} not ready after {timeout}s")
 
 
 def cpu_seconds(pid):
@@ -114,7 +122,7 @@ class Peer:
             ["taskset", "-c", SERVER_CPU, *map(str, cmd)],
             cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        wait_port(self.port, self.proc)
+        wait_ready(self.port, self.proc, http_probe=name == "wasmroom")
         self.url = f"ws://127.0.0.1:{self.port}/ws/relay"
 
     def rss_kib(self):

@@ -250,7 +250,7 @@ async fn a_trap_ends_only_its_own_document() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn sigterm_closes_every_socket_with_1001_and_exits_0() -> anyhow::Result<()> {
+async fn sigterm_closes_every_socket_with_1012_and_exits_0() -> anyhow::Result<()> {
     let mut server = Server::start(&["relay"], 2, &[])?;
     let mut a = server.connect(0, "/ws/relay/x").await?;
     let mut b = server.connect(1, "/ws/relay/y").await?;
@@ -258,8 +258,9 @@ async fn sigterm_closes_every_socket_with_1001_and_exits_0() -> anyhow::Result<(
         let status = server.terminate();
         (server, status)
     });
-    assert_eq!(expect_close(&mut a).await?.0, 1001);
-    assert_eq!(expect_close(&mut b).await?.0, 1001);
+    // 1012 "service restart": the documents were saved, clients should reconnect.
+    assert_eq!(expect_close(&mut a).await?.0, 1012);
+    assert_eq!(expect_close(&mut b).await?.0, 1012);
     drop((a, b));
     let (_server, status) = status.await?;
     assert!(status?.success());

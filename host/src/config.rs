@@ -7,7 +7,9 @@
 //! bind = "127.0.0.1"
 //! ports = "8000-8003"
 //! plugins = "plugins"
+//! data = "data"
 //! idle_grace_secs = 30
+//! checkpoint_secs = 5
 //!
 //! [limits]
 //! max_message_bytes = 1048576
@@ -75,8 +77,13 @@ pub struct Config {
     pub plugins: PathBuf,
     /// How long a document without connections stays in memory.
     pub idle_grace_secs: u64,
-    /// How long shutdown waits for clients to acknowledge their close frames.
+    /// How long shutdown may take: saving every live document, then waiting for clients
+    /// to acknowledge their close frames.
     pub shutdown_timeout_secs: u64,
+    /// Where document snapshots are kept.
+    pub data: PathBuf,
+    /// How often a document that changed is saved.
+    pub checkpoint_secs: u64,
     /// Limits that protect the lanes from guests and clients.
     pub limits: Limits,
     /// Per-plugin overrides, by plugin name.
@@ -135,6 +142,8 @@ impl Default for Config {
             plugins: PathBuf::from("plugins"),
             idle_grace_secs: 30,
             shutdown_timeout_secs: 10,
+            data: PathBuf::from("data"),
+            checkpoint_secs: 5,
             limits: Limits::default(),
             plugin: BTreeMap::new(),
         }
@@ -260,9 +269,14 @@ impl Config {
         Duration::from_secs(self.idle_grace_secs)
     }
 
-    /// How long shutdown waits for clients.
+    /// How long shutdown may take.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    /// How often a changed document is saved.
+    pub fn checkpoint_interval(&self) -> Duration {
+        Duration::from_secs(self.checkpoint_secs.max(1))
     }
 }
 

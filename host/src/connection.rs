@@ -71,6 +71,18 @@ pub async fn serve(
         Route::Health => {
             let _ = http::write_text(&mut stream, 200, "ok").await;
         }
+        Route::Stats => {
+            let body = format!(
+                "{{\"lane\":{},\"documents\":{},\"unsaved\":{},\"connections\":{},\"failed_saves\":{}}}",
+                lane.index,
+                lane.document_count(),
+                lane.unsaved_count(),
+                lane.connection_count().saturating_sub(1),
+                lane.failed_saves()
+            );
+            let headers = [("content-type".to_owned(), "application/json".to_owned())];
+            let _ = http::write_response(&mut stream, 200, &headers, body.as_bytes()).await;
+        }
         Route::Socket { plugin, document } => {
             serve_socket(lane, stream, peer, head, &plugin, &document).await;
         }
@@ -225,6 +237,11 @@ async fn serve_socket(
             refuse_after_upgrade(stream, &accept_key, head.rest, ws_config, 1013, reason).await;
             return;
         }
+        Err(DocumentError::Storage(_)) => {
+            let reason = "saved state unreadable; see the server log".to_owned();
+            refuse_after_upgrade(stream, &accept_key, head.rest, ws_config, 1011, reason).await;
+            return;
+        }
         Err(_) => {
             let Some(doc) = open_document(&lane, &mut stream, &plugin, document).await else {
                 return;
@@ -329,6 +346,11 @@ async fn serve_socket(
             keepalive
                 .as_mut()
                 .reset((Instant::now() + ping_interval).into());
+        }
+        if lane.is_shutting_down() && matches!(next, Some(Ok(Frame::Text(_) | Frame::Binary(_)))) {
+            // The document is being saved for shutdown: what arrives now is not applied
+            // (the client gets 1012 and resends what was not acknowledged).
+            continue;
         }
         let result = match next {
             Some(Ok(Frame::Text(text))) => doc

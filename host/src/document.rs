@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 use wasmtime::Store;
@@ -23,6 +23,13 @@ use crate::guest::{
 };
 use crate::outbox::Outbox;
 use crate::plugin::Plugin;
+use crate::storage::Snapshot;
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// A document shared between the tasks of its lane.
 pub type DocumentCell = Rc<RefCell<Document>>;
@@ -43,6 +50,11 @@ pub enum DocumentError {
     /// The consumer trapped; the document is gone. Clients get 500 (HTTP) or 1011.
     #[error("the consumer crashed: {0}")]
     Crashed(String),
+    /// The document's saved state cannot be read (corrupt file, incompatible format, I/O
+    /// error). It refuses to open rather than start empty over the old data; the message
+    /// names the file. WebSocket clients get close 1011, HTTP clients 500.
+    #[error("the saved state of this document cannot be read: {0}")]
+    Storage(String),
     /// The document trapped repeatedly and refuses connections for a while. WebSocket
     /// clients get close 1013, HTTP clients 503; retry after the given time.
     #[error("document is crash-looping; retry in {}s", .0.as_secs().max(1))]
@@ -66,6 +78,26 @@ pub struct Document {
     idle_since: Option<Instant>,
     /// Wakes the document's driver task: timers changed, it went idle, or it crashed.
     pub wake: Rc<Notify>,
+    /// Guest calls that may have changed the state, ever.
+    changes: u64,
+    /// `changes` as of the last successful save.
+    saved: u64,
+    /// Save bookkeeping, kept by the lane.
+    pub persistence: Persistence,
+}
+
+/// Where the document stands with saving.
+#[derive(Debug)]
+pub struct Persistence {
+    /// A save is in flight.
+    pub saving: bool,
+    /// Consecutive failed saves.
+    pub failures: u32,
+    /// When the next checkpoint (or retry) is due, if the document changed.
+    pub next_save: Instant,
+    /// Hash of the last saved state and timers: a guest call that changed nothing (a
+    /// read over HTTP, say) then costs a snapshot call but no write.
+    pub saved_hash: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Document {
@@ -138,7 +170,92 @@ impl Document {
             deadline_ticks: limits.deadline_ticks,
             idle_since: Some(Instant::now()),
             wake: Rc::new(Notify::new()),
+            changes: 0,
+            saved: 0,
+            persistence: Persistence {
+                saving: false,
+                failures: 0,
+                next_save: Instant::now(),
+                saved_hash: None,
+            },
         })
+    }
+
+    /// Hands a saved state to the fresh instance (`restore`) and re-arms its timers. A
+    /// timer whose time has passed fires at once.
+    pub fn restore(&mut self, snapshot: &Snapshot) -> Result<(), DocumentError> {
+        let state = &snapshot.state;
+        let restored = self.call("restore", |room, store| {
+            room.wasmroom_consumer_consumer().call_restore(store, state)
+        })?;
+        restored.map_err(|e| DocumentError::Refused(format!("restore failed: {e}")))?;
+        if let Some(instance) = self.instance.as_mut() {
+            let now = Instant::now();
+            let now_ms = unix_ms();
+            let timers = &mut instance.store.data_mut().timers;
+            for &(id, due_ms) in &snapshot.timers {
+                timers.set(
+                    id,
+                    now + Duration::from_millis(due_ms.saturating_sub(now_ms)),
+                );
+            }
+        }
+        self.saved = self.changes;
+        self.wake.notify_one();
+        tracing::debug!(
+            plugin = %self.plugin.name,
+            doc = %self.id,
+            "restored {} bytes of state and {} timer(s) saved by version {}",
+            snapshot.state.len(),
+            snapshot.timers.len(),
+            snapshot.plugin_version
+        );
+        Ok(())
+    }
+
+    /// Whether the state may have changed since the last successful save.
+    pub fn is_dirty(&self) -> bool {
+        self.changes != self.saved && self.instance.is_some()
+    }
+
+    /// Takes a snapshot: the guest's state and the pending timers. Returns it with the
+    /// change count it reflects, for [`Document::mark_saved`].
+    pub fn snapshot(&mut self) -> Result<(Snapshot, u64), DocumentError> {
+        let generation = self.changes;
+        let state = self.call("snapshot", |room, store| {
+            room.wasmroom_consumer_consumer().call_snapshot(store)
+        })?;
+        let now = Instant::now();
+        let now_ms = unix_ms();
+        let timers = self
+            .instance
+            .as_ref()
+            .map(|i| {
+                i.store
+                    .data()
+                    .timers
+                    .iter()
+                    .map(|(id, at)| {
+                        let left = at.saturating_duration_since(now).as_millis() as u64;
+                        (id, now_ms + left)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((
+            Snapshot {
+                plugin_version: self.plugin.version.clone(),
+                saved_at_ms: now_ms,
+                timers,
+                state,
+            },
+            generation,
+        ))
+    }
+
+    /// Records that the state as of `generation` is saved.
+    pub fn mark_saved(&mut self, generation: u64) {
+        self.saved = self.saved.max(generation);
     }
 
     /// The plugin version serving this document.
@@ -194,6 +311,13 @@ impl Document {
         });
         match result {
             Ok(value) => {
+                if what != "snapshot" {
+                    if self.changes == self.saved {
+                        // Clean -> dirty: the driver schedules the next checkpoint.
+                        self.wake.notify_one();
+                    }
+                    self.changes += 1;
+                }
                 let state = instance.store.data_mut();
                 for effect in state.effects.drain(..) {
                     apply(&self.outboxes, effect);

@@ -151,6 +151,8 @@ pub enum Route {
     Document { plugin: String, document: String },
     /// `/healthz`: liveness.
     Health,
+    /// `/stats`: this lane's document and connection counts, as JSON.
+    Stats,
 }
 
 /// Why a path does not route. The message is sent to the client as the 4xx body.
@@ -169,8 +171,10 @@ pub enum RouteError {
 
 /// Maps a raw request path to a [`Route`].
 pub fn route(path: &str) -> Result<Route, RouteError> {
-    if path == "/healthz" {
-        return Ok(Route::Health);
+    match path {
+        "/healthz" => return Ok(Route::Health),
+        "/stats" => return Ok(Route::Stats),
+        _ => {}
     }
     let (kind, rest) = if let Some(rest) = path.strip_prefix("/ws/") {
         ("ws", rest)

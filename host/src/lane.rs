@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::document::{Document, DocumentCell, DocumentError, DocumentLimits};
 use crate::plugin::{Plugin, Registry};
 use crate::runtime::deadline_ticks;
+use crate::storage::Storage;
 
 /// What every lane of the process shares.
 #[derive(Debug)]
@@ -29,15 +30,18 @@ pub struct Shared {
     pub config: Config,
     /// The compiled plugins.
     pub registry: Registry,
+    /// Where documents are saved.
+    pub storage: Arc<dyn Storage>,
     next_connection: AtomicU64,
 }
 
 impl Shared {
     /// Shared state for the lanes.
-    pub fn new(config: Config, registry: Registry) -> Shared {
+    pub fn new(config: Config, registry: Registry, storage: Arc<dyn Storage>) -> Shared {
         Shared {
             config,
             registry,
+            storage,
             next_connection: AtomicU64::new(1),
         }
     }
@@ -49,7 +53,7 @@ impl Shared {
 }
 
 /// (plugin, document id)
-type DocumentKey = (String, String);
+pub type DocumentKey = (String, String);
 
 /// The state of one lane, shared by the tasks of its thread.
 #[derive(Debug)]
@@ -63,6 +67,7 @@ pub struct Lane {
     drained: Notify,
     shutting_down: Cell<bool>,
     crashes: RefCell<HashMap<DocumentKey, CrashHistory>>,
+    failed_saves: Cell<u64>,
 }
 
 /// Recent traps of one document, for the crash-loop guard.
@@ -82,7 +87,18 @@ impl Lane {
             drained: Notify::new(),
             shutting_down: Cell::new(false),
             crashes: RefCell::new(HashMap::new()),
+            failed_saves: Cell::new(0),
         }
+    }
+
+    /// Counts a failed save.
+    pub fn count_failed_save(&self) {
+        self.failed_saves.set(self.failed_saves.get() + 1);
+    }
+
+    /// Saves that failed on this lane since it started.
+    pub fn failed_saves(&self) -> u64 {
+        self.failed_saves.get()
     }
 
     /// The limits for the documents of `plugin`.
@@ -111,6 +127,15 @@ impl Lane {
         self.documents.borrow().len()
     }
 
+    /// Live documents that changed since their last save.
+    pub fn unsaved_count(&self) -> usize {
+        self.documents
+            .borrow()
+            .values()
+            .filter(|d| d.try_borrow().is_ok_and(|d| d.is_dirty()))
+            .count()
+    }
+
     /// The live document `document` of `plugin`, opening it if needed.
     pub fn document(
         self: &Rc<Self>,
@@ -128,8 +153,25 @@ impl Lane {
         if let Some(retry_in) = self.backoff(&key) {
             return Err(DocumentError::CrashLoop(retry_in));
         }
+        // A small file read: from the page cache in the common case. Reading it before
+        // opening keeps "one document, one instance" simple (no await between the lookup
+        // and the insertion below).
+        let saved = self
+            .shared
+            .storage
+            .load(&plugin.name, document)
+            .map_err(|e| {
+                tracing::error!(lane = self.index, plugin = %plugin.name, doc = %document, "refusing to open: {e}");
+                DocumentError::Storage(e.to_string())
+            })?;
         let started = Instant::now();
-        let doc = match Document::open(plugin.clone(), document, self.limits_for(&plugin.name)) {
+        let doc = match Document::open(plugin.clone(), document, self.limits_for(&plugin.name))
+            .and_then(|mut doc| {
+                if let Some(snapshot) = &saved {
+                    doc.restore(snapshot)?;
+                }
+                Ok(doc)
+            }) {
             Ok(doc) => doc,
             Err(e) => {
                 if matches!(e, DocumentError::PoolExhausted(_)) {
@@ -149,7 +191,7 @@ impl Lane {
         self.documents
             .borrow_mut()
             .insert(key.clone(), cell.clone());
-        tokio::task::spawn_local(drive_document(
+        tokio::task::spawn_local(crate::housekeeping::drive(
             self.clone(),
             key,
             Rc::downgrade(&cell),
@@ -166,7 +208,7 @@ impl Lane {
 
     /// Removes `cell` from the table (if it is still the document under `key`); a crashed
     /// document counts towards the crash-loop guard once.
-    fn forget(&self, key: &DocumentKey, cell: &DocumentCell) {
+    pub fn forget(&self, key: &DocumentKey, cell: &DocumentCell) {
         let removed = {
             let mut docs = self.documents.borrow_mut();
             let current = docs.get(key).is_some_and(|d| Rc::ptr_eq(d, cell));
@@ -232,59 +274,10 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// Fires a document's timers and drops it once it has been idle for the grace period
-/// (or has crashed). Runs as long as the document is in the lane's table.
-async fn drive_document(
-    lane: Rc<Lane>,
-    key: DocumentKey,
-    doc: std::rc::Weak<RefCell<Document>>,
-    wake: Rc<Notify>,
-) {
-    let grace = lane.shared.config.idle_grace();
-    loop {
-        let next = {
-            let Some(cell) = doc.upgrade() else { return };
-            let d = cell.borrow();
-            if d.is_crashed() {
-                drop(d);
-                lane.forget(&key, &cell);
-                return;
-            }
-            let idle_end = d.idle_since().map(|t| t + grace);
-            match (d.next_timer(), idle_end) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-        };
-        match next {
-            Some(at) => {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(at.into()) => {}
-                    _ = wake.notified() => continue,
-                }
-            }
-            None => {
-                wake.notified().await;
-                continue;
-            }
-        }
-        let Some(cell) = doc.upgrade() else { return };
-        let now = Instant::now();
-        cell.borrow_mut().fire_due_timers(now);
-        let idle_over = cell
-            .borrow()
-            .idle_since()
-            .is_some_and(|since| since + grace <= now);
-        if idle_over {
-            tracing::debug!(lane = lane.index, plugin = %key.0, doc = %key.1, "idle for {grace:?}: dropped");
-            lane.forget(&key, &cell);
-            return;
-        }
-    }
-}
-
-/// Runs a lane on the current thread until `shutdown` turns true, then closes every
-/// connection with 1001 and waits (bounded) for the clients to acknowledge.
+/// Runs a lane on the current thread until `shutdown` turns true; then saves every
+/// changed document, closes every connection with 1012 (service restart: clients should
+/// reconnect) and waits for the clients to acknowledge, all bounded by the shutdown
+/// timeout.
 pub async fn run(
     index: usize,
     listener: std::net::TcpListener,
@@ -319,18 +312,54 @@ pub async fn run(
         }
     }
     drop(listener);
+    // From here on, readers stop handing messages to documents, so the saved state is
+    // the last state.
     lane.shutting_down.set(true);
-    let docs: Vec<DocumentCell> = lane.documents.borrow().values().cloned().collect();
-    tracing::info!(
-        lane = index,
-        "shutting down: closing {} connection(s) of {} document(s)",
-        lane.connections.get(),
-        docs.len()
-    );
-    for doc in docs {
-        doc.borrow_mut().close_all(1001, "server shutting down");
-    }
+    let docs: Vec<(DocumentKey, DocumentCell)> = lane
+        .documents
+        .borrow()
+        .iter()
+        .map(|(k, d)| (k.clone(), d.clone()))
+        .collect();
     let timeout = lane.shared.config.shutdown_timeout();
+    let started = Instant::now();
+    let saves = futures_util::future::join_all(docs.iter().map(|(key, doc)| async {
+        // A checkpoint may be in flight: let it finish, then save what changed since.
+        while doc.borrow().persistence.saving {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        crate::housekeeping::save(&lane, key, doc).await
+    }));
+    if tokio::time::timeout(timeout, saves).await.is_err() {
+        tracing::error!(lane = index, "saving took longer than {timeout:?}");
+    }
+    let unsaved: Vec<String> = docs
+        .iter()
+        .filter(|(_, d)| d.borrow().is_dirty())
+        .map(|((p, d), _)| format!("{p}/{d}"))
+        .collect();
+    if unsaved.is_empty() {
+        tracing::info!(
+            lane = index,
+            "shutting down: {} document(s) saved in {:?}; closing {} connection(s)",
+            docs.len(),
+            started.elapsed(),
+            lane.connections.get()
+        );
+    } else {
+        tracing::error!(
+            lane = index,
+            "shutting down with {} unsaved document(s): {}",
+            unsaved.len(),
+            unsaved.join(", ")
+        );
+    }
+    for (_, doc) in &docs {
+        doc.borrow_mut().close_all(1012, "server restarting");
+    }
+    let timeout = timeout
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(1));
     let drained = async {
         while lane.connections.get() > 0 {
             let notified = lane.drained.notified();

@@ -12,12 +12,14 @@
 //!   and writer.
 //! - [`http`]: request head parsing, routing, document id rules, plain responses.
 //! - [`document`]: one live document: its instance, connections, timers; effects; traps.
+//! - [`housekeeping`]: each document's driver: timers, checkpoints, idle eviction.
 //! - [`outbox`]: a connection's bounded outbound queue.
 //! - [`guest`]: bindings generated from `wit/` and the host functions guests call.
 //! - [`timers`]: a document's pending timers.
 //! - [`wasi`]: the WASI imports (granting nothing, never blocking, output to the log).
 //! - [`plugin`]: compiling and checking `{plugin}.wasm` files; the registry.
 //! - [`runtime`]: the shared wasmtime engine (pooling allocator, epoch deadline).
+//! - [`storage`]: durable snapshots of documents (atomic files by default).
 //! - [`config`]: defaults, TOML file, validation.
 //!
 //! See `ARCHITECTURE.md` for the path of a message and the invariants.
@@ -26,12 +28,14 @@ pub mod config;
 pub mod connection;
 pub mod document;
 pub mod guest;
+pub mod housekeeping;
 pub mod http;
 pub mod lane;
 pub mod outbox;
 pub mod plugin;
 pub mod runtime;
 pub mod server;
+pub mod storage;
 pub mod timers;
 pub mod wasi;
 

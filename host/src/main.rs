@@ -44,6 +44,12 @@ struct ServeArgs {
     /// Seconds a document without connections stays in memory [default: 30].
     #[arg(long, value_name = "SECS")]
     idle_grace: Option<u64>,
+    /// Where document snapshots are kept [default: data].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Seconds between saves of a document that changed [default: 5].
+    #[arg(long, value_name = "SECS")]
+    checkpoint: Option<u64>,
 }
 
 impl ServeArgs {
@@ -66,6 +72,12 @@ impl ServeArgs {
         }
         if let Some(secs) = self.idle_grace {
             config.idle_grace_secs = secs;
+        }
+        if let Some(dir) = self.data {
+            config.data = dir;
+        }
+        if let Some(secs) = self.checkpoint {
+            config.checkpoint_secs = secs;
         }
         Ok(config)
     }

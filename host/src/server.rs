@@ -12,6 +12,7 @@ use crate::config::{Config, ConfigError};
 use crate::lane::{self, Shared};
 use crate::plugin::{self, Registry};
 use crate::runtime::{self, EngineError, EpochTicker};
+use crate::storage::FileStorage;
 
 /// Why the server could not start. Nothing is left running when this is returned.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +83,8 @@ impl Server {
             }
         })?;
         let ticker = EpochTicker::start(engine.clone()).map_err(StartError::Thread)?;
-        let shared = Arc::new(Shared::new(config, registry));
+        let storage = Arc::new(FileStorage::new(config.data.clone()));
+        let shared = Arc::new(Shared::new(config, registry, storage));
 
         let (stop, stopped) = watch::channel(false);
         let mut lanes = Vec::new();
@@ -124,8 +126,8 @@ impl Server {
         &self.addrs
     }
 
-    /// Stops accepting, closes every connection with 1001 and waits for the lanes (each
-    /// bounded by the shutdown timeout).
+    /// Stops accepting, saves every changed document, closes every connection with 1012
+    /// and waits for the lanes (each bounded by the shutdown timeout).
     pub fn shutdown(self) {
         let _ = self.stop.send(true);
         for lane in self.lanes {

@@ -45,6 +45,11 @@ impl TimerTable {
         self.by_id.is_empty()
     }
 
+    /// Every pending timer with its deadline, earliest first.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, Instant)> + '_ {
+        self.by_deadline.iter().map(|&(at, id)| (id, at))
+    }
+
     /// The earliest deadline, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.by_deadline.first().map(|&(at, _)| at)

@@ -38,6 +38,10 @@ pub struct Server {
     child: Child,
     pub addrs: Vec<SocketAddr>,
     pub plugins: tempfile::TempDir,
+    /// The data directory (`--data`), kept across [`Server::restart`].
+    pub data: tempfile::TempDir,
+    lanes: usize,
+    extra: Vec<String>,
     log: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
 
@@ -96,12 +100,40 @@ impl Server {
         lanes: usize,
         extra: &[&str],
     ) -> anyhow::Result<Server> {
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        Self::launch(dir, tempfile::tempdir()?, lanes, extra)
+    }
+
+    /// Starts the server again on the same plugins and data directories, on new ports.
+    /// The old process must have exited (see [`Server::terminate`], [`Server::kill9`]).
+    pub fn restart(mut self) -> anyhow::Result<Server> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let plugins = std::mem::replace(&mut self.plugins, tempfile::tempdir()?);
+        let data = std::mem::replace(&mut self.data, tempfile::tempdir()?);
+        Self::launch(plugins, data, self.lanes, self.extra.clone())
+    }
+
+    /// Kills the process with SIGKILL: no chance to save anything.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    fn launch(
+        dir: tempfile::TempDir,
+        data: tempfile::TempDir,
+        lanes: usize,
+        extra: Vec<String>,
+    ) -> anyhow::Result<Server> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmroom"));
         cmd.arg("serve").arg("--plugins").arg(dir.path());
+        cmd.arg("--data").arg(data.path());
         for _ in 0..lanes {
             cmd.args(["--port", "0"]);
         }
-        cmd.args(extra)
+        cmd.args(&extra)
             .env("RUST_LOG", "info,wasmroom=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -123,6 +155,9 @@ impl Server {
             child,
             addrs: Vec::new(),
             plugins: dir,
+            data,
+            lanes,
+            extra,
             log,
         };
         // Lanes announce themselves as `lane N listening on ADDR`.
@@ -158,6 +193,26 @@ impl Server {
                 .wait_timeout(guard, (deadline - now).min(Duration::from_millis(200)))
                 .unwrap()
                 .0;
+        }
+    }
+
+    /// Waits until `/stats` of `lane` satisfies `check`; returns the stats.
+    pub async fn wait_for_stats(
+        &self,
+        lane: usize,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> anyhow::Result<serde_json::Value> {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let (_, body) = http(self.addr(lane), "GET", "/stats", b"").await?;
+            let stats: serde_json::Value = serde_json::from_str(&body)?;
+            if check(&stats) {
+                return Ok(stats);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("/stats never satisfied the condition; last: {stats}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 

@@ -3,7 +3,7 @@
 //! - connect with `?reject=STATUS&reason=TEXT` to be refused with that status and reason;
 //!   offer the `probe.v1` subprotocol to have it chosen;
 //! - text commands: `timers` (sets timers 1 at 30 ms, 2 at 60 ms and 3 at 45 ms, then
-//!   cancels 3), `echo ...`, `count`, `whoami`, `spin` (never returns), `grow` (allocates
+//!   cancels 3), `later` (timer 9 in 1.5 s), `echo ...`, `count`, `whoami`, `spin` (never returns), `grow` (allocates
 //!   without end), `panic`;
 //! - every due timer broadcasts `timer N`.
 
@@ -58,6 +58,10 @@ impl Consumer for Probe {
                     "timers failed".to_owned()
                 }
             }
+            "later" => match set_timer(9, Duration::from_millis(1500)) {
+                Ok(()) => "later set".to_owned(),
+                Err(e) => e.to_string(),
+            },
             "count" => connections().len().to_string(),
             "whoami" => self
                 .remote

@@ -1,0 +1,185 @@
+//! Each live document's driver task: fires its timers, saves it while it changes, drops it
+//! once it has been idle for the grace period (only after a successful save), and forgets
+//! it when it crashed.
+//!
+//! Saving takes the snapshot on the lane (a guest call, between two events of the
+//! document) and writes it on tokio's blocking pool, so a slow disk never stalls the lane.
+
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::document::{Document, DocumentCell};
+use crate::lane::{DocumentKey, Lane};
+use sha2::{Digest, Sha256};
+
+use crate::storage::{Snapshot, StorageError};
+
+/// The longest wait between two attempts to save a document whose saves fail.
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// Outcome of [`save`].
+#[derive(Debug)]
+pub enum Saved {
+    /// Written (or nothing had changed).
+    Clean,
+    /// The write failed; retried later.
+    Failed(StorageError),
+    /// Another save is in flight, or the document crashed.
+    Skipped,
+}
+
+/// Saves `cell` if it changed since its last save.
+pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved {
+    let (snapshot, generation, hash) = {
+        let mut doc = cell.borrow_mut();
+        if !doc.is_dirty() {
+            return Saved::Clean;
+        }
+        if doc.persistence.saving {
+            return Saved::Skipped;
+        }
+        let (snapshot, generation) = match doc.snapshot() {
+            Ok(taken) => taken,
+            Err(_) => return Saved::Skipped, // crashed: logged by the document
+        };
+        let hash = content_hash(&snapshot);
+        if doc.persistence.saved_hash == Some(hash) {
+            doc.mark_saved(generation);
+            return Saved::Clean;
+        }
+        doc.persistence.saving = true;
+        doc.persistence.saved_hash = None;
+        (snapshot, generation, hash)
+    };
+    let timers = snapshot.timers.len();
+    let storage = lane.shared.storage.clone();
+    let (plugin, document) = key.clone();
+    let started = Instant::now();
+    let written = tokio::task::spawn_blocking(move || storage.save(&plugin, &document, &snapshot))
+        .await
+        .unwrap_or_else(|e| {
+            Err(StorageError::Io {
+                path: "(save task)".into(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        });
+    let mut doc = cell.borrow_mut();
+    doc.persistence.saving = false;
+    let checkpoint = lane.shared.config.checkpoint_interval();
+    match written {
+        Ok(()) => {
+            doc.mark_saved(generation);
+            doc.persistence.saved_hash = Some(hash);
+            doc.persistence.failures = 0;
+            doc.persistence.next_save = Instant::now() + checkpoint;
+            tracing::debug!(lane = lane.index, plugin = %key.0, doc = %key.1, "saved with {timers} timer(s) in {:?}", started.elapsed());
+            Saved::Clean
+        }
+        Err(e) => {
+            let p = &mut doc.persistence;
+            p.failures += 1;
+            let retry = Duration::from_secs(1 << (p.failures - 1).min(5)).min(MAX_RETRY);
+            p.next_save = Instant::now() + retry;
+            lane.count_failed_save();
+            tracing::error!(
+                lane = lane.index,
+                plugin = %key.0,
+                doc = %key.1,
+                "save failed (attempt {}, retrying in {retry:?}; the document stays in memory): {e}",
+                p.failures
+            );
+            Saved::Failed(e)
+        }
+    }
+}
+
+fn content_hash(snapshot: &Snapshot) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for (id, due) in &snapshot.timers {
+        h.update(id.to_le_bytes());
+        h.update(due.to_le_bytes());
+    }
+    h.update(&snapshot.state);
+    h.finalize().into()
+}
+
+/// Drives one document until it is dropped. Holds only a weak reference: the lane's table
+/// owns the document.
+pub async fn drive(
+    lane: Rc<Lane>,
+    key: DocumentKey,
+    doc: Weak<RefCell<Document>>,
+    wake: Rc<Notify>,
+) {
+    let grace = lane.shared.config.idle_grace();
+    loop {
+        let next = {
+            let Some(cell) = doc.upgrade() else { return };
+            let d = cell.borrow();
+            if d.is_crashed() {
+                drop(d);
+                lane.forget(&key, &cell);
+                return;
+            }
+            let idle_end = d.idle_since().map(|t| t + grace);
+            // A changed document is saved at its checkpoint, or when its grace ends if
+            // that is sooner (unless saves are failing: then it waits for its retry); an
+            // unchanged one is dropped when its grace ends.
+            let (save_at, drop_at) = if d.is_dirty() {
+                let next = d.persistence.next_save;
+                let sooner = idle_end.filter(|_| d.persistence.failures == 0);
+                (Some(sooner.map_or(next, |end| end.min(next))), None)
+            } else {
+                (None, idle_end)
+            };
+            [d.next_timer(), save_at, drop_at]
+                .into_iter()
+                .flatten()
+                .min()
+        };
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = wake.notified() => continue,
+                }
+            }
+            None => {
+                wake.notified().await;
+                continue;
+            }
+        }
+        let Some(cell) = doc.upgrade() else { return };
+        if lane.is_shutting_down() {
+            // The shutdown saved the document; from now on nothing may change it (a timer
+            // firing now would be lost: it is in the saved state and fires after the
+            // restart instead).
+            return;
+        }
+        let now = Instant::now();
+        cell.borrow_mut().fire_due_timers(now);
+        let (dirty, save_due) = {
+            let d = cell.borrow();
+            (d.is_dirty(), d.persistence.next_save <= now)
+        };
+        let idle_over = || {
+            cell.borrow()
+                .idle_since()
+                .is_some_and(|since| since + grace <= Instant::now())
+        };
+        if dirty
+            && (save_due || idle_over())
+            && let Saved::Failed(_) = save(&lane, &key, &cell).await
+        {
+            continue; // never drop a document whose latest state is unsaved
+        }
+        if idle_over() && !cell.borrow().is_dirty() && !lane.is_shutting_down() {
+            tracing::debug!(lane = lane.index, plugin = %key.0, doc = %key.1, "idle for {grace:?}: saved and dropped");
+            lane.forget(&key, &cell);
+            return;
+        }
+    }
+}

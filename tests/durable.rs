@@ -1,0 +1,189 @@
+//! Durable documents: nothing is lost across SIGTERM, kill -9, eviction or failing saves.
+
+mod support;
+
+use support::*;
+
+/// The chat history of `doc` over HTTP, as texts.
+async fn history(server: &Server, doc: &str) -> anyhow::Result<Vec<String>> {
+    let (status, body) = http(server.addr(0), "GET", &format!("/docs/chat/{doc}"), b"").await?;
+    anyhow::ensure!(status == 200, "GET history: {status} {body}");
+    let doc: serde_json::Value = serde_json::from_str(&body)?;
+    Ok(doc["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect())
+}
+
+/// Sends `count` chat lines from `from` and waits until `to` has seen them all.
+async fn chat(from: &mut Ws, to: &mut Ws, count: usize) -> anyhow::Result<()> {
+    for i in 0..count {
+        send_text(from, &format!("line {i}")).await?;
+    }
+    let mut seen = 0;
+    while seen < count {
+        if recv_json(to).await?["type"] == "message" {
+            seen += 1;
+        }
+    }
+    Ok(())
+}
+
+fn lines(count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("line {i}")).collect()
+}
+
+#[tokio::test]
+async fn chat_history_survives_sigterm_and_clients_see_1012() -> anyhow::Result<()> {
+    // A checkpoint interval far away: only the shutdown save can keep the history.
+    let mut server = Server::start(&["chat"], 1, &["--checkpoint", "3600"])?;
+    let mut a = server.connect(0, "/ws/chat/kept?name=ann").await?;
+    let mut b = server.connect(0, "/ws/chat/kept?name=bob").await?;
+    chat(&mut a, &mut b, 50).await?;
+    let stopping = tokio::task::spawn_blocking(move || {
+        let status = server.terminate();
+        (server, status)
+    });
+    assert_eq!(expect_close(&mut a).await?.0, 1012);
+    assert_eq!(expect_close(&mut b).await?.0, 1012);
+    let (server, status) = stopping.await?;
+    assert!(status?.success());
+
+    let server = server.restart()?;
+    assert_eq!(history(&server, "kept").await?, lines(50));
+    Ok(())
+}
+
+#[tokio::test]
+async fn kill_9_loses_nothing_that_was_checkpointed() -> anyhow::Result<()> {
+    let mut server = Server::start(&["chat"], 1, &["--checkpoint", "1"])?;
+    let mut a = server.connect(0, "/ws/chat/crashy").await?;
+    let mut b = server.connect(0, "/ws/chat/crashy").await?;
+    chat(&mut a, &mut b, 20).await?;
+    // The checkpoint has happened once the lane reports nothing unsaved.
+    server.wait_for_stats(0, |s| s["unsaved"] == 0).await?;
+    server.kill9()?;
+    let server = server.restart()?;
+    assert_eq!(history(&server, "crashy").await?, lines(20));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_idle_document_is_saved_dropped_and_comes_back() -> anyhow::Result<()> {
+    let server = Server::start(&["chat"], 1, &["--idle-grace", "1", "--checkpoint", "3600"])?;
+    let mut a = server.connect(0, "/ws/chat/idle").await?;
+    let mut b = server.connect(0, "/ws/chat/idle").await?;
+    chat(&mut a, &mut b, 3).await?;
+    assert_eq!(
+        server.wait_for_stats(0, |s| s["documents"] == 1).await?["unsaved"],
+        1
+    );
+    drop((a, b));
+    // The instance is gone: the lane holds no document any more.
+    server.wait_for_stats(0, |s| s["documents"] == 0).await?;
+    assert!(
+        server
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("saved and dropped"))
+    );
+    assert_eq!(history(&server, "idle").await?, lines(3));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_timer_set_before_sigterm_fires_after_the_restart() -> anyhow::Result<()> {
+    let mut server = Server::start(&["probe"], 1, &[])?;
+    let mut ws = server.connect(0, "/ws/probe/alarm").await?;
+    send_text(&mut ws, "later").await?;
+    assert_eq!(recv_text(&mut ws).await?, "later set");
+    server = tokio::task::spawn_blocking(move || server.terminate().map(|_| server)).await??;
+    let server = server.restart()?;
+    let mut ws = server.connect(0, "/ws/probe/alarm").await?;
+    assert_eq!(recv_text(&mut ws).await?, "timer 9");
+    Ok(())
+}
+
+/// `chattr +i` on a directory for as long as the guard lives.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(dir: &std::path::Path) -> anyhow::Result<Immutable> {
+        let status = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(dir)
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "chattr +i {} failed: this test needs a filesystem with the immutable attribute (ext4, xfs, btrfs)",
+            dir.display()
+        );
+        Ok(Immutable(dir.to_owned()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn failing_saves_keep_the_document_until_they_succeed() -> anyhow::Result<()> {
+    let mut server = Server::start(&["chat"], 1, &["--idle-grace", "1", "--checkpoint", "1"])?;
+    // The tests run as root, for whom permissions do not stop writes; the immutable
+    // attribute does (reads still work, as on a read-only mount).
+    let dir = server.data.path().join("chat");
+    std::fs::create_dir_all(&dir)?;
+    let read_only = Immutable::set(&dir)?;
+    let mut a = server.connect(0, "/ws/chat/stubborn").await?;
+    let mut b = server.connect(0, "/ws/chat/stubborn").await?;
+    chat(&mut a, &mut b, 5).await?;
+    drop((a, b));
+    server
+        .wait_for_stats(0, |s| s["failed_saves"].as_u64() >= Some(2))
+        .await?;
+    assert!(server.log_lines().iter().any(|l| l.contains("save failed")));
+    // Idle for longer than its grace, but unsaved: still in memory, history intact.
+    assert_eq!(server.wait_for_stats(0, |_| true).await?["documents"], 1);
+    assert_eq!(history(&server, "stubborn").await?, lines(5));
+
+    drop(read_only);
+    server.wait_for_stats(0, |s| s["unsaved"] == 0).await?;
+    server.kill9()?;
+    let server = server.restart()?;
+    assert_eq!(history(&server, "stubborn").await?, lines(5));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_corrupt_snapshot_is_refused_and_left_untouched() -> anyhow::Result<()> {
+    let mut server = Server::start(&["chat"], 1, &[])?;
+    let (status, _) = http(server.addr(0), "POST", "/docs/chat/broken", b"precious").await?;
+    assert_eq!(status, 201);
+    server = tokio::task::spawn_blocking(move || server.terminate().map(|_| server)).await??;
+    let file = server.data.path().join("chat").join("broken.snap");
+    let mut bytes = std::fs::read(&file)?;
+    bytes.truncate(bytes.len() - 7);
+    std::fs::write(&file, &bytes)?;
+
+    let mut server = server.restart()?;
+    let mut ws = server.connect(0, "/ws/chat/broken").await?;
+    let (code, reason) = expect_close(&mut ws).await?;
+    assert_eq!(code, 1011);
+    assert!(reason.contains("saved state unreadable"), "{reason}");
+    let (status, body) = http(server.addr(0), "GET", "/docs/chat/broken", b"").await?;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("broken.snap"),
+        "the error names the file: {body}"
+    );
+    server.wait_for_log("refusing to open")?;
+    assert_eq!(std::fs::read(&file)?, bytes, "the file is left as it was");
+    Ok(())
+}
