@@ -253,10 +253,21 @@ def plot(results, path):
     fig.savefig(path, dpi=110)
 
 
+def efficiency(r):
+    """Deliveries per server CPU-second, pooled over the moderate steps (20-80 messages/s
+    per client; one step alone is noisy on a shared 2-core machine). A server that is
+    saturated there (Daphne) is measured at saturation."""
+    pts = [p for p in r["sweep"] if 20 <= p["rate"] <= 80 and p["deliveries_per_server_cpu_sec"] > 0]
+    busy = sum(p["delivered"] / p["deliveries_per_server_cpu_sec"] for p in pts)
+    return sum(p["delivered"] for p in pts) / busy if busy else 0
+
+
 def table(results):
+    for r in results["peers"].values():
+        r["deliveries_per_server_cpu_sec"] = efficiency(r)
     floor = results["peers"].get("native", {}).get("deliveries_per_server_cpu_sec") or 0
     lines = [
-        "| peer | max deliveries/s (ratio ≥ 0.999, p99 < 50 ms) | deliveries per server CPU-second there | × native | p50 / p99 at 12k deliveries/s | cold open p50 / p99 | KiB per idle connection | KiB per idle document |",
+        "| peer | max deliveries/s (ratio ≥ 0.999, p99 < 50 ms) | deliveries per server CPU-second (24k-96k deliveries/s) | × native | p50 / p99 at 12k deliveries/s | cold open p50 / p99 | KiB per idle connection | KiB per idle document |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results["peers"].items():
@@ -292,8 +303,16 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer rates, shorter runs, smaller memory runs")
     parser.add_argument("--peers", default="wasmroom,native,node-ws,daphne")
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--report-only", action="store_true", help="redo the table and plot from results.json")
     args = parser.parse_args()
     ensure_venv()
+    if args.report_only:
+        results = json.loads((RESULTS / "results.json").read_text())
+        (RESULTS / "results.md").write_text(table(results))
+        (RESULTS / "results.json").write_text(json.dumps(results, indent=2))
+        plot(results, RESULTS / "throughput-latency.png")
+        print((RESULTS / "results.md").read_text())
+        return
     if not shutil.which("taskset"):
         sys.exit("taskset (util-linux) is needed to pin the server and the generator")
     if not args.no_build:
@@ -318,8 +337,6 @@ def main():
             r = {"sweep": sweep(peer, rates[:6] if args.quick else rates, seconds)}
             ok = [p for p in r["sweep"] if p["ok"]]
             r["max_deliveries_per_sec"] = max((p["deliveries_per_sec"] for p in ok), default=0)
-            best = max(ok, key=lambda p: p["deliveries_per_sec"], default=None)
-            r["deliveries_per_server_cpu_sec"] = best["deliveries_per_server_cpu_sec"] if best else 0
             r["cold"] = loadgen(peer.url, "cold", "--count", "200" if args.quick else "1000")
             print(f"  cold open p50 {r['cold']['p50_ms']:.3f} ms p99 {r['cold']['p99_ms']:.3f} ms", flush=True)
         finally:
@@ -327,8 +344,8 @@ def main():
         r["memory"] = memory(name, plugins_dir, docs, conns)
         print(f"  memory {r['memory']}", flush=True)
         results["peers"][name] = r
-    (RESULTS / "results.json").write_text(json.dumps(results, indent=2))
     (RESULTS / "results.md").write_text(table(results))
+    (RESULTS / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, RESULTS / "throughput-latency.png")
     print((RESULTS / "results.md").read_text())
 
