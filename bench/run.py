@@ -113,17 +113,23 @@ def peer_command(name, port, plugins_dir):
 
 
 class Peer:
-    def __init__(self, name, plugins_dir):
+    def __init__(self, name, plugins_dir, lanes=1, cpus=SERVER_CPU):
         self.name = name
         self.port = free_port()
         cmd, cwd = peer_command(name, self.port, plugins_dir)
+        self.ports = [self.port]
+        for _ in range(lanes - 1):
+            self.ports.append(free_port())
+            cmd += ["--port", str(self.ports[-1])]
         env = dict(os.environ, RUST_LOG="warn")
         self.proc = subprocess.Popen(
-            ["taskset", "-c", SERVER_CPU, *map(str, cmd)],
+            ["taskset", "-c", cpus, *map(str, cmd)],
             cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        wait_ready(self.port, self.proc, http_probe=name == "wasmroom")
+        for port in self.ports:
+            wait_ready(port, self.proc, http_probe=name == "wasmroom")
         self.url = f"ws://127.0.0.1:{self.port}/ws/relay"
+        self.urls = [f"ws://127.0.0.1:{p}/ws/relay" for p in self.ports]
 
     def rss_kib(self):
         return rss_kib(self.proc.pid)
@@ -219,6 +225,38 @@ def sweep(peer, rates, seconds):
     return points
 
 
+def lanes_scaling(plugins_dir, seconds):
+    """The same total load (100 documents x 4 clients at 40 messages/s) on 1 lane and on
+    2 lanes (documents split between the ports). With 2 cores, the second lane shares a
+    core with the generator: this shows the lanes are independent, not a 2x."""
+    out = {}
+    for lanes in (1, 2):
+        peer = Peer("wasmroom", plugins_dir, lanes=lanes, cpus="0" if lanes == 1 else "0,1")
+        try:
+            cpu0, t0 = cpu_seconds(peer.proc.pid), time.time()
+            docs = 100 // lanes
+            procs = [
+                subprocess.Popen(
+                    [str(c) for c in ["taskset", "-c", GENERATOR_CPU, ROOT / "target" / "release" / "loadgen",
+                                      "--url", url, "run", "--docs", docs, "--clients", 4, "--size", 64,
+                                      "--rate", 40, "--seconds", seconds]],
+                    stdout=subprocess.PIPE, text=True)
+                for url in peer.urls
+            ]
+            runs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+            share = (cpu_seconds(peer.proc.pid) - cpu0) / (time.time() - t0)
+        finally:
+            peer.stop()
+        out[str(lanes)] = {
+            "deliveries_per_sec": sum(r["deliveries_per_sec"] for r in runs),
+            "ratio": min(r["ratio"] for r in runs),
+            "p99_ms": max(r["p99_ms"] for r in runs),
+            "server_cpu_share": share,
+        }
+        print(f"  {lanes} lane(s): {out[str(lanes)]}", flush=True)
+    return out
+
+
 def machine():
     model = ""
     try:
@@ -284,6 +322,12 @@ def table(results):
             f"{mem.get('kib_per_idle_connection', '–')} | {mem.get('kib_per_idle_document', '–')} |"
         )
     m = results["machine"]
+    if "lanes" in results:
+        lines.append("")
+        lines.append("| wasmroom, 48k deliveries/s offered | deliveries/s | ratio | p99 | server CPU (cores) |")
+        lines.append("|---|---:|---:|---:|---:|")
+        for n, r in results["lanes"].items():
+            lines.append(f"| {n} lane(s) | {r['deliveries_per_sec']:,.0f} | {r['ratio']:.4f} | {r['p99_ms']:.2f} ms | {r['server_cpu_share']:.2f} |")
     lines.append("")
     lines.append(
         f"Measured {results['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}; "
@@ -344,6 +388,9 @@ def main():
         r["memory"] = memory(name, plugins_dir, docs, conns)
         print(f"  memory {r['memory']}", flush=True)
         results["peers"][name] = r
+    if "wasmroom" in results["peers"]:
+        print("== wasmroom, 1 vs 2 lanes", flush=True)
+        results["lanes"] = lanes_scaling(plugins_dir, seconds)
     (RESULTS / "results.md").write_text(table(results))
     (RESULTS / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, RESULTS / "throughput-latency.png")
