@@ -94,7 +94,7 @@ async fn a_peer_that_stops_answering_pings_is_closed() -> anyhow::Result<()> {
     let mut server = Server::start_with_config(
         &["probe"],
         1,
-        "[limits]\nping_interval_ms = 200\nping_timeout_ms = 300\n",
+        "[limits]\nping_interval_ms = 200\nping_timeout_ms = 1000\n",
     )?;
     let mut silent = server.connect(0, "/ws/probe/k").await?;
     let lively = server.connect(0, "/ws/probe/k").await?;

@@ -341,7 +341,7 @@ pub async fn run(
     if unsaved.is_empty() {
         tracing::info!(
             lane = index,
-            "shutting down: {} document(s) saved in {:?}; closing {} connection(s)",
+            "shutting down: {} document(s), all saved ({:?}); closing {} connection(s)",
             docs.len(),
             started.elapsed(),
             lane.connections.get()

@@ -4,7 +4,7 @@
 //! [`FileStorage`] is the embedded default: one file per (plugin, document) under the data
 //! directory, written atomically (temporary file, fsync, rename, fsync of the directory),
 //! so a crash at any moment leaves either the old snapshot or the new one, never half of
-//! one.
+//! one. An empty state with no timers is stored as no file at all.
 //!
 //! A snapshot file is, little-endian:
 //!
@@ -134,6 +134,18 @@ impl Storage for FileStorage {
             let path = path.to_owned();
             move |source| StorageError::Io { path, source }
         };
+        if snapshot.state.is_empty() && snapshot.timers.is_empty() {
+            // Nothing to keep (a stateless consumer such as a relay): no file, so that
+            // opening the document again is the same as opening it fresh, and the data
+            // directory does not fill with empty snapshots.
+            return match std::fs::remove_file(&path) {
+                Ok(()) => File::open(&dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io(&dir)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(StorageError::Io { path, source }),
+            };
+        }
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let tmp = dir.join(format!(
             ".tmp-{}-{}",
@@ -315,6 +327,15 @@ mod tests {
             std::fs::read_dir(dir.path().join("chat")).unwrap().count(),
             1
         );
+        // An empty state without timers removes the file instead of writing one.
+        let empty = Snapshot {
+            state: Vec::new(),
+            timers: Vec::new(),
+            ..sample()
+        };
+        storage.save("chat", "../x", &empty).unwrap();
+        assert_eq!(storage.load("chat", "../x").unwrap(), None);
+        storage.save("chat", "../x", &sample()).unwrap();
         let long = "é".repeat(120);
         storage.save("chat", &long, &sample()).unwrap();
         assert!(storage.path("chat", &long).file_name().unwrap().len() < 100);
