@@ -266,3 +266,32 @@ async fn sigterm_closes_every_socket_with_1012_and_exits_0() -> anyhow::Result<(
     assert!(status?.success());
     Ok(())
 }
+
+#[tokio::test]
+async fn check_says_whether_a_file_is_a_consumer() -> anyhow::Result<()> {
+    let check = |file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wasmroom"))
+            .arg("check")
+            .arg(file)
+            .output()
+    };
+    let good = check(&built_plugins_dir().join("chat.wasm"))?;
+    assert!(good.status.success());
+    assert!(String::from_utf8_lossy(&good.stdout).contains("ok: plugin 'chat'"));
+
+    let dir = tempfile::tempdir()?;
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm")?;
+    let bad = check(&junk)?;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a valid WebAssembly component"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn readyz_answers_while_serving() -> anyhow::Result<()> {
+    let server = Server::start(&["relay"], 1, &[])?;
+    let (status, body) = http(server.addr(0), "GET", "/readyz", b"").await?;
+    assert_eq!((status, body.trim()), (200, "ready"));
+    Ok(())
+}

@@ -71,6 +71,16 @@ pub async fn serve(
         Route::Health => {
             let _ = http::write_text(&mut stream, 200, "ok").await;
         }
+        Route::Ready => {
+            // A lane answers only once the plugins are compiled and it listens; it stops
+            // being ready as soon as shutdown begins.
+            let (status, text) = if lane.is_shutting_down() {
+                (503, "shutting down")
+            } else {
+                (200, "ready")
+            };
+            let _ = http::write_text(&mut stream, status, text).await;
+        }
         Route::Stats => {
             let body = format!(
                 "{{\"lane\":{},\"documents\":{},\"unsaved\":{},\"connections\":{},\"failed_saves\":{}}}",

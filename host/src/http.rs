@@ -153,6 +153,8 @@ pub enum Route {
     Health,
     /// `/stats`: this lane's document and connection counts, as JSON.
     Stats,
+    /// `/readyz`: ready to serve (not shutting down).
+    Ready,
 }
 
 /// Why a path does not route. The message is sent to the client as the 4xx body.
@@ -174,6 +176,7 @@ pub fn route(path: &str) -> Result<Route, RouteError> {
     match path {
         "/healthz" => return Ok(Route::Health),
         "/stats" => return Ok(Route::Stats),
+        "/readyz" => return Ok(Route::Ready),
         _ => {}
     }
     let (kind, rest) = if let Some(rest) = path.strip_prefix("/ws/") {

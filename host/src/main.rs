@@ -22,6 +22,11 @@ struct Cli {
 enum Command {
     /// Serve WebSockets at /ws/{plugin}/{document}, one lane (thread) per port.
     Serve(ServeArgs),
+    /// Check that a .wasm file is a consumer this wasmroom can load, and say what is wrong.
+    Check {
+        /// The component to check.
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -103,5 +108,20 @@ fn main() -> anyhow::Result<()> {
             server.shutdown();
             Ok(())
         }
+        Command::Check { file } => match wasmroom::plugin::check(&file) {
+            Ok(plugin) => {
+                println!(
+                    "{}: ok: plugin '{}', version {}, implements wasmroom:consumer/room",
+                    file.display(),
+                    plugin.name,
+                    plugin.version
+                );
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        },
     }
 }

@@ -113,6 +113,22 @@ pub fn load(
     })
 }
 
+/// Loads `path` with a minimal engine, for `wasmroom check`: the same validation as
+/// serving it, without a server.
+pub fn check(path: &Path) -> Result<Plugin, PluginError> {
+    let mut config = crate::config::Config::default();
+    config.limits.max_documents = 1;
+    let engine = crate::runtime::engine(&config).map_err(|e| PluginError::Invalid {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let linker = linker(&engine).map_err(|e| PluginError::Contract {
+        path: path.to_owned(),
+        reason: format!("{e:#}"),
+    })?;
+    load(&engine, &linker, path)
+}
+
 /// `relay` for `.../relay.wasm`; `None` for other files or invalid names.
 pub fn plugin_name(path: &Path) -> Option<String> {
     if path.extension()? != "wasm" {
