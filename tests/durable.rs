@@ -51,6 +51,13 @@ async fn chat_history_survives_sigterm_and_clients_see_1012() -> anyhow::Result<
     let (server, status) = stopping.await?;
     assert!(status?.success());
 
+    // The compiled plugin was cached in the data directory: the restart loads it
+    // instead of compiling again.
+    let cached = std::fs::read_dir(server.data.path().join(".compiled"))?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .count();
+    assert_eq!(cached, 1);
     let server = server.restart()?;
     assert_eq!(history(&server, "kept").await?, lines(50));
     Ok(())

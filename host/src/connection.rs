@@ -25,7 +25,8 @@ use crate::guest::{ConnectInfo, Decision, HttpRequest, Message};
 use crate::http::{self, HeadError, RequestHead, Route};
 use crate::lane::{ConnectionGuard, Lane};
 use crate::outbox::{CLOSE_TIMEOUT, Ending, Outbox};
-use crate::plugin::{Lookup, Plugin};
+use crate::plugin::Plugin;
+use crate::registry::Lookup;
 
 /// Answers a connection with an HTTP error without reading its request (used when the
 /// lane is at capacity).
@@ -71,6 +72,11 @@ pub async fn serve(
         Route::Health => {
             let _ = http::write_text(&mut stream, 200, "ok").await;
         }
+        Route::Plugins => {
+            let body = lane.shared.registry.describe().to_string();
+            let headers = [("content-type".to_owned(), "application/json".to_owned())];
+            let _ = http::write_response(&mut stream, 200, &headers, body.as_bytes()).await;
+        }
         Route::Ready => {
             // A lane answers only once the plugins are compiled and it listens; it stops
             // being ready as soon as shutdown begins.
@@ -83,12 +89,13 @@ pub async fn serve(
         }
         Route::Stats => {
             let body = format!(
-                "{{\"lane\":{},\"documents\":{},\"unsaved\":{},\"connections\":{},\"failed_saves\":{}}}",
+                "{{\"lane\":{},\"documents\":{},\"unsaved\":{},\"connections\":{},\"failed_saves\":{},\"failed_migrations\":{}}}",
                 lane.index,
                 lane.document_count(),
                 lane.unsaved_count(),
                 lane.connection_count().saturating_sub(1),
-                lane.failed_saves()
+                lane.failed_saves(),
+                lane.failed_migrations()
             );
             let headers = [("content-type".to_owned(), "application/json".to_owned())];
             let _ = http::write_response(&mut stream, 200, &headers, body.as_bytes()).await;
@@ -140,17 +147,28 @@ async fn open_document(
     match lane.document(plugin, document) {
         Ok(doc) => Some(doc),
         Err(e) => {
-            let status = match e {
-                DocumentError::PoolExhausted(_) | DocumentError::CrashLoop(_) => 503,
-                _ => {
-                    tracing::error!(lane = lane.index, plugin = %plugin.name, doc = %document, "{e}");
-                    500
-                }
-            };
-            let _ = http::write_text(stream, status, &e.to_string()).await;
+            refuse_document(lane, stream, plugin, document, e).await;
             None
         }
     }
+}
+
+/// Answers a document that cannot be opened with 503 (try later) or 500.
+async fn refuse_document(
+    lane: &Lane,
+    stream: &mut TcpStream,
+    plugin: &Plugin,
+    document: &str,
+    e: DocumentError,
+) {
+    let status = match e {
+        DocumentError::PoolExhausted(_) | DocumentError::CrashLoop(_) => 503,
+        _ => {
+            tracing::error!(lane = lane.index, plugin = %plugin.name, doc = %document, "{e}");
+            500
+        }
+    };
+    let _ = http::write_text(stream, status, &e.to_string()).await;
 }
 
 async fn serve_request(
@@ -196,14 +214,14 @@ async fn serve_request(
     };
     let response = doc.borrow_mut().request(&request);
     drop(doc);
-    match response {
-        Ok(r) => {
-            let _ = http::write_response(&mut stream, r.status, &r.headers, &r.body).await;
+    // A client that does not read its response must not hold the connection forever.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        match response {
+            Ok(r) => http::write_response(&mut stream, r.status, &r.headers, &r.body).await,
+            Err(e) => http::write_text(&mut stream, 500, &e.to_string()).await,
         }
-        Err(e) => {
-            let _ = http::write_text(&mut stream, 500, &e.to_string()).await;
-        }
-    }
+    })
+    .await;
 }
 
 async fn serve_socket(
@@ -252,11 +270,9 @@ async fn serve_socket(
             refuse_after_upgrade(stream, &accept_key, head.rest, ws_config, 1011, reason).await;
             return;
         }
-        Err(_) => {
-            let Some(doc) = open_document(&lane, &mut stream, &plugin, document).await else {
-                return;
-            };
-            doc
+        Err(e) => {
+            refuse_document(&lane, &mut stream, &plugin, document, e).await;
+            return;
         }
     };
     if doc.borrow().connection_count() >= limits.max_connections_per_document {
@@ -326,6 +342,11 @@ async fn serve_socket(
 
     let mut code = 1006;
     loop {
+        // The writer gave up on this client (close handshake timed out, socket dead):
+        // stop even if the client keeps sending.
+        if outbox.reader_aborted() {
+            break;
+        }
         // Fast path: a frame that is already there is handled without arming the other
         // branches (the keepalive only matters when the client is quiet).
         let ready = poll_fn(|cx| Poll::Ready(frames.poll_next_unpin(cx))).await;
@@ -384,14 +405,9 @@ async fn serve_socket(
             }
             None => break,
         };
-        if result.is_err() {
-            // The document crashed: the outbox is closing with 1011; keep reading until
-            // the client answers the close frame or the writer gives up.
-            continue;
-        }
-        if outbox.reader_aborted() {
-            break;
-        }
+        // On an error the document crashed and the outbox is closing with 1011: keep
+        // reading until the client answers the close frame or the writer gives up.
+        let _ = result;
     }
     outbox.finish();
     doc.borrow_mut().disconnect(id, code);

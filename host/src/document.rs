@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
@@ -65,6 +66,71 @@ pub enum DocumentError {
 struct Instance {
     store: Store<GuestState>,
     room: Room,
+}
+
+impl Instance {
+    /// A fresh instance of `plugin` for document `id`, opened (`open` called).
+    fn create(
+        plugin: &Plugin,
+        id: &str,
+        limits: &DocumentLimits,
+    ) -> Result<Instance, DocumentError> {
+        let tag: Arc<str> = format!("{}/{}", plugin.name, id).into();
+        let engine = plugin.pre.instance_pre().engine().clone();
+        let mut store = Store::new(
+            &engine,
+            GuestState::new(
+                tag,
+                limits.max_memory_bytes,
+                limits.max_message_bytes,
+                limits.max_timers,
+            ),
+        );
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(limits.deadline_ticks);
+        let room = plugin.pre.instantiate(&mut store).map_err(|e| {
+            if e.chain()
+                .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
+            {
+                DocumentError::PoolExhausted(format!("{e}"))
+            } else {
+                DocumentError::Instantiate(format!("{e:#}"))
+            }
+        })?;
+        let mut instance = Instance { store, room };
+        let opened = instance
+            .guarded(limits.deadline_ticks, |room, store| {
+                room.wasmroom_consumer_consumer().call_open(store, id)
+            })
+            .map_err(|e| DocumentError::Crashed(format!("{e:#}")))?;
+        opened.map_err(DocumentError::Refused)?;
+        // Effects of `open` (logs only: there are no connections yet) are dropped.
+        instance.store.data_mut().effects.clear();
+        Ok(instance)
+    }
+
+    /// Runs one guest call with the deadline armed. A panic in a host function (a
+    /// wasmroom bug) must not take the lane down with it: wasmtime resumes it here, and
+    /// it comes back as an error like a trap.
+    fn guarded<R>(
+        &mut self,
+        deadline_ticks: u64,
+        f: impl FnOnce(&Room, &mut Store<GuestState>) -> wasmtime::Result<R>,
+    ) -> wasmtime::Result<R> {
+        self.store.set_epoch_deadline(deadline_ticks);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            f(&self.room, &mut self.store)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(wasmtime::Error::msg(format!("host panicked: {what}")))
+        })
+    }
 }
 
 /// A live document.
@@ -131,41 +197,12 @@ impl Document {
         id: &str,
         limits: DocumentLimits,
     ) -> Result<Document, DocumentError> {
-        let tag: Arc<str> = format!("{}/{}", plugin.name, id).into();
-        let engine = plugin.pre.instance_pre().engine().clone();
-        let mut store = Store::new(
-            &engine,
-            GuestState::new(
-                tag,
-                limits.max_memory_bytes,
-                limits.max_message_bytes,
-                limits.max_timers,
-            ),
-        );
-        store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(limits.deadline_ticks);
-        let room = plugin.pre.instantiate(&mut store).map_err(|e| {
-            if e.chain()
-                .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
-            {
-                DocumentError::PoolExhausted(format!("{e}"))
-            } else {
-                DocumentError::Instantiate(format!("{e:#}"))
-            }
-        })?;
-        store.set_epoch_deadline(limits.deadline_ticks);
-        let opened = room
-            .wasmroom_consumer_consumer()
-            .call_open(&mut store, id)
-            .map_err(|e| DocumentError::Crashed(format!("{e:#}")))?;
-        opened.map_err(DocumentError::Refused)?;
-        // Effects of `open` (logs only: there are no connections yet) are dropped.
-        store.data_mut().effects.clear();
+        let instance = Instance::create(&plugin, id, &limits)?;
+        plugin.live.fetch_add(1, Ordering::Relaxed);
         Ok(Document {
             plugin,
             id: id.to_owned(),
-            instance: Some(Instance { store, room }),
+            instance: Some(instance),
             outboxes: HashMap::new(),
             deadline_ticks: limits.deadline_ticks,
             idle_since: Some(Instant::now()),
@@ -253,6 +290,48 @@ impl Document {
         ))
     }
 
+    /// Moves the document to another version of its plugin (hot reload): snapshot on the
+    /// old instance, a fresh instance of `plugin`, `open` and `restore` there, then the
+    /// connections and pending timers move over and the new instance takes its place.
+    /// The sockets notice nothing. If anything fails on the new side, the document stays
+    /// on the old version, unharmed, and the error is returned. (If the *old* version
+    /// traps while taking its snapshot, that is a trap like any other: the document
+    /// crashes.)
+    pub fn migrate(
+        &mut self,
+        plugin: Arc<Plugin>,
+        limits: DocumentLimits,
+    ) -> Result<(), DocumentError> {
+        if self.instance.is_none() || Arc::ptr_eq(&self.plugin, &plugin) {
+            return Ok(());
+        }
+        let (snapshot, _) = self.snapshot()?;
+        let mut fresh = Instance::create(&plugin, &self.id, &limits)?;
+        let restored = fresh
+            .guarded(limits.deadline_ticks, |room, store| {
+                room.wasmroom_consumer_consumer()
+                    .call_restore(store, &snapshot.state)
+            })
+            .map_err(|e| DocumentError::Crashed(format!("restore trapped: {e:#}")))?;
+        restored.map_err(|e| DocumentError::Refused(format!("restore failed: {e}")))?;
+        let old = self.instance.as_mut().expect("checked above");
+        let (from, to) = (old.store.data_mut(), fresh.store.data_mut());
+        to.connections = std::mem::take(&mut from.connections);
+        to.closing = std::mem::take(&mut from.closing);
+        to.timers = std::mem::take(&mut from.timers);
+        // What the new version said while restoring goes out like any call's effects.
+        for effect in to.effects.drain(..) {
+            apply(&self.outboxes, effect);
+        }
+        self.instance = Some(fresh);
+        plugin.live.fetch_add(1, Ordering::Relaxed);
+        self.plugin.live.fetch_sub(1, Ordering::Relaxed);
+        self.plugin = plugin;
+        self.deadline_ticks = limits.deadline_ticks;
+        self.wake.notify_one();
+        Ok(())
+    }
+
     /// Records that the state as of `generation` is saved.
     pub fn mark_saved(&mut self, generation: u64) {
         self.saved = self.saved.max(generation);
@@ -295,21 +374,7 @@ impl Document {
                 "the consumer crashed earlier".into(),
             ));
         };
-        instance.store.set_epoch_deadline(self.deadline_ticks);
-        // A panic in a host function (a wasmroom bug) must not take the lane down with it:
-        // wasmtime resumes it here, and it ends this document like a trap.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            f(&instance.room, &mut instance.store)
-        }))
-        .unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            Err(wasmtime::Error::msg(format!("host panicked: {what}")))
-        });
-        match result {
+        match instance.guarded(self.deadline_ticks, f) {
             Ok(value) => {
                 if what != "snapshot" {
                     if self.changes == self.saved {
@@ -344,7 +409,9 @@ impl Document {
             "consumer trapped in {what}; closing its {} connection(s): {reason}",
             self.outboxes.len()
         );
-        self.instance = None;
+        if self.instance.take().is_some() {
+            self.plugin.live.fetch_sub(1, Ordering::Relaxed);
+        }
         for outbox in self.outboxes.values() {
             outbox.close(1011, "consumer crashed");
         }
@@ -452,6 +519,14 @@ impl Document {
     pub fn close_all(&mut self, code: u16, reason: &str) {
         for outbox in self.outboxes.values() {
             outbox.close(code, reason);
+        }
+    }
+}
+
+impl Drop for Document {
+    fn drop(&mut self) {
+        if self.instance.is_some() {
+            self.plugin.live.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

@@ -48,6 +48,7 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
         let hash = content_hash(&snapshot);
         if doc.persistence.saved_hash == Some(hash) {
             doc.mark_saved(generation);
+            doc.persistence.next_save = Instant::now() + lane.shared.config.checkpoint_interval();
             return Saved::Clean;
         }
         doc.persistence.saving = true;

@@ -155,6 +155,8 @@ pub enum Route {
     Stats,
     /// `/readyz`: ready to serve (not shutting down).
     Ready,
+    /// `/plugins`: every plugin's versions, live documents and last error, as JSON.
+    Plugins,
 }
 
 /// Why a path does not route. The message is sent to the client as the 4xx body.
@@ -177,6 +179,7 @@ pub fn route(path: &str) -> Result<Route, RouteError> {
         "/healthz" => return Ok(Route::Health),
         "/stats" => return Ok(Route::Stats),
         "/readyz" => return Ok(Route::Ready),
+        "/plugins" => return Ok(Route::Plugins),
         _ => {}
     }
     let (kind, rest) = if let Some(rest) = path.strip_prefix("/ws/") {

@@ -15,11 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::Config;
 use crate::document::{Document, DocumentCell, DocumentError, DocumentLimits};
-use crate::plugin::{Plugin, Registry};
+use crate::plugin::Plugin;
+use crate::registry::Registry;
 use crate::runtime::deadline_ticks;
 use crate::storage::Storage;
 
@@ -52,6 +53,13 @@ impl Shared {
     }
 }
 
+/// What the rest of the process asks of a lane.
+#[derive(Debug)]
+pub enum LaneCommand {
+    /// A new version of a plugin is loaded: move this lane's documents of it over.
+    Migrate(Arc<Plugin>),
+}
+
 /// (plugin, document id)
 pub type DocumentKey = (String, String);
 
@@ -68,6 +76,7 @@ pub struct Lane {
     shutting_down: Cell<bool>,
     crashes: RefCell<HashMap<DocumentKey, CrashHistory>>,
     failed_saves: Cell<u64>,
+    failed_migrations: Cell<u64>,
 }
 
 /// Recent traps of one document, for the crash-loop guard.
@@ -88,7 +97,13 @@ impl Lane {
             shutting_down: Cell::new(false),
             crashes: RefCell::new(HashMap::new()),
             failed_saves: Cell::new(0),
+            failed_migrations: Cell::new(0),
         }
+    }
+
+    /// Documents that could not move to a new plugin version since the lane started.
+    pub fn failed_migrations(&self) -> u64 {
+        self.failed_migrations.get()
     }
 
     /// Counts a failed save.
@@ -147,6 +162,12 @@ impl Lane {
         if let Some(doc) = existing {
             if !doc.borrow().is_crashed() {
                 return Ok(doc);
+            }
+            if doc.borrow().persistence.saving {
+                // Its last checkpoint is still being written: reopening now would read the
+                // file before that write lands, and the write would then overwrite what
+                // the new instance saves.
+                return Err(DocumentError::CrashLoop(Duration::from_secs(1)));
             }
             self.forget(&key, &doc);
         }
@@ -283,6 +304,7 @@ pub async fn run(
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
+    mut commands: mpsc::UnboundedReceiver<LaneCommand>,
 ) -> std::io::Result<()> {
     let listener = TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;
@@ -306,6 +328,11 @@ pub async fn run(
                     // Out of file descriptors and similar: back off instead of spinning.
                     tracing::warn!(lane = index, "accept failed: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            Some(command) = commands.recv() => match command {
+                LaneCommand::Migrate(plugin) => {
+                    tokio::task::spawn_local(migrate_all(lane.clone(), plugin));
                 }
             },
             _ = shutdown.wait_for(|stop| *stop) => break,
@@ -376,7 +403,58 @@ pub async fn run(
             lane.connections.get()
         );
     }
+    // The closes ran the consumers' `on-disconnect` (presence, say): save that too.
+    let left = lane
+        .shared
+        .config
+        .shutdown_timeout()
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(1));
+    let again = futures_util::future::join_all(
+        docs.iter()
+            .map(|(key, doc)| crate::housekeeping::save(&lane, key, doc)),
+    );
+    let _ = tokio::time::timeout(left, again).await;
     Ok(())
+}
+
+/// Moves every document of `plugin`'s name on this lane to `plugin`, one document at a
+/// time and yielding in between, so the lane keeps serving while it migrates.
+async fn migrate_all(lane: Rc<Lane>, plugin: Arc<Plugin>) {
+    let started = Instant::now();
+    let docs: Vec<(DocumentKey, DocumentCell)> = lane
+        .documents
+        .borrow()
+        .iter()
+        .filter(|((name, _), _)| *name == plugin.name)
+        .map(|(k, d)| (k.clone(), d.clone()))
+        .collect();
+    if docs.is_empty() {
+        return;
+    }
+    let limits = lane.limits_for(&plugin.name);
+    let (mut moved, mut failed) = (0usize, 0usize);
+    for ((name, id), doc) in docs {
+        let result = doc.borrow_mut().migrate(plugin.clone(), limits);
+        match result {
+            Ok(()) => moved += 1,
+            Err(e) => {
+                failed += 1;
+                lane.failed_migrations.set(lane.failed_migrations.get() + 1);
+                let error = format!("{name}/{id} stays on its old version: {e}");
+                tracing::error!(lane = lane.index, "{error}");
+                lane.shared.registry.record_error(&name, error);
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    tracing::info!(
+        lane = lane.index,
+        plugin = %plugin.name,
+        version = %plugin.version,
+        "reloaded: {moved} document(s) migrated, {failed} failed, in {:?}",
+        started.elapsed()
+    );
 }
 
 fn spawn_connection(lane: &Rc<Lane>, stream: tokio::net::TcpStream, peer: SocketAddr) {

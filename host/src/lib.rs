@@ -17,7 +17,9 @@
 //! - [`guest`]: bindings generated from `wit/` and the host functions guests call.
 //! - [`timers`]: a document's pending timers.
 //! - [`wasi`]: the WASI imports (granting nothing, never blocking, output to the log).
-//! - [`plugin`]: compiling and checking `{plugin}.wasm` files; the registry.
+//! - [`plugin`]: compiling (with an on-disk cache) and checking one `{plugin}.wasm`.
+//! - [`registry`]: the current version of every plugin, shared by the lanes.
+//! - [`reload`]: watching the plugins directory; hot reload into the lanes.
 //! - [`runtime`]: the shared wasmtime engine (pooling allocator, epoch deadline).
 //! - [`storage`]: durable snapshots of documents (atomic files by default).
 //! - [`config`]: defaults, TOML file, validation.
@@ -33,6 +35,8 @@ pub mod http;
 pub mod lane;
 pub mod outbox;
 pub mod plugin;
+pub mod registry;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod storage;

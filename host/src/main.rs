@@ -103,7 +103,7 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-                .block_on(wasmroom::shutdown_signal());
+                .block_on(server.run_until_signal());
             tracing::info!("signal received: shutting down");
             server.shutdown();
             Ok(())

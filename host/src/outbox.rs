@@ -114,6 +114,11 @@ impl Outbox {
     /// sent (it tells the client why), then the writer stops.
     pub fn finish(&self) {
         self.reader_done.set(true);
+        // A writer blocked on a socket the client no longer reads must give up too.
+        if self.give_up_at.get().is_none() {
+            self.give_up_at.set(Some(Instant::now() + CLOSE_TIMEOUT));
+        }
+        self.closing.notify_one();
         {
             let mut ending = self.ending.borrow_mut();
             if *ending == Ending::Open {

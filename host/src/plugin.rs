@@ -1,13 +1,14 @@
-//! The plugin registry: `{plugin}.wasm` files compiled once, checked against the contract,
+//! One plugin version: a `{plugin}.wasm` file compiled once, checked against the contract,
 //! and shared by every lane.
 //!
-//! Loading a plugin does all the expensive and fallible work up front: compile, link the
-//! host imports, type-check the exports ([`RoomPre`]). A document then only instantiates,
-//! which with the pooling allocator costs microseconds.
+//! Loading a plugin does all the expensive and fallible work up front: compile (or load
+//! the compiled artifact from the on-disk cache), link the host imports, type-check the
+//! exports ([`RoomPre`]). A document then only instantiates, which with the pooling
+//! allocator costs microseconds.
 
-use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::AtomicUsize;
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
@@ -62,6 +63,8 @@ pub struct Plugin {
     pub loaded_at: SystemTime,
     /// Ready-to-instantiate, type-checked component.
     pub pre: RoomPre<GuestState>,
+    /// Live documents on this version, across all lanes.
+    pub live: AtomicUsize,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -82,18 +85,24 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
     Ok(linker)
 }
 
-/// Compiles and checks one component file.
+/// Compiles (or loads from `cache`) and checks one component file.
 pub fn load(
     engine: &Engine,
     linker: &Linker<GuestState>,
     path: &Path,
+    cache: Option<&Path>,
 ) -> Result<Plugin, PluginError> {
     let name = plugin_name(path).ok_or_else(|| PluginError::BadName(path.to_owned()))?;
     let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
         path: path.to_owned(),
         source,
     })?;
-    let component = Component::new(engine, &bytes).map_err(|e| PluginError::Invalid {
+    let digest = Sha256::digest(&bytes);
+    let component = match cache {
+        Some(dir) => compile_cached(engine, &bytes, &digest, dir),
+        None => Component::new(engine, &bytes),
+    }
+    .map_err(|e| PluginError::Invalid {
         path: path.to_owned(),
         reason: format!("{e:#}"),
     })?;
@@ -103,14 +112,51 @@ pub fn load(
     };
     let pre = linker.instantiate_pre(&component).map_err(contract)?;
     let pre = RoomPre::new(pre).map_err(contract)?;
-    let digest = Sha256::digest(&bytes);
     let version = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
     Ok(Plugin {
         name,
         version,
         loaded_at: SystemTime::now(),
         pre,
+        live: AtomicUsize::new(0),
     })
+}
+
+/// Compiles `bytes`, or loads the artifact an earlier compilation left in `dir`. The file
+/// name carries the content hash and the engine's compatibility hash (wasmtime version
+/// and settings), so an artifact is only ever loaded by the engine that produced it.
+fn compile_cached(
+    engine: &Engine,
+    bytes: &[u8],
+    digest: &[u8],
+    dir: &Path,
+) -> wasmtime::Result<Component> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let file = dir.join(format!("{hex}-{:016x}.cwasm", hasher.finish()));
+    if file.exists() {
+        // SAFETY: the file is named by the hash of its source and of this engine's
+        // compatibility settings, and only this function writes it (atomically, below).
+        #[allow(unsafe_code)]
+        match unsafe { Component::deserialize_file(engine, &file) } {
+            Ok(component) => return Ok(component),
+            Err(e) => tracing::warn!("ignoring cached {}: {e}", file.display()),
+        }
+    }
+    let component = Component::new(engine, bytes)?;
+    // The cache is an optimisation: failing to write it is not an error.
+    let written = component.serialize().and_then(|artifact| {
+        std::fs::create_dir_all(dir)?;
+        let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
+        std::fs::write(&tmp, artifact)?;
+        std::fs::rename(&tmp, &file)?;
+        Ok(())
+    });
+    if let Err(e) = written {
+        tracing::warn!("cannot cache the compiled plugin in {}: {e}", dir.display());
+    }
+    Ok(component)
 }
 
 /// Loads `path` with a minimal engine, for `wasmroom check`: the same validation as
@@ -126,7 +172,7 @@ pub fn check(path: &Path) -> Result<Plugin, PluginError> {
         path: path.to_owned(),
         reason: format!("{e:#}"),
     })?;
-    load(&engine, &linker, path)
+    load(&engine, &linker, path, None)
 }
 
 /// `relay` for `.../relay.wasm`; `None` for other files or invalid names.
@@ -136,103 +182,6 @@ pub fn plugin_name(path: &Path) -> Option<String> {
     }
     let stem = path.file_stem()?.to_str()?;
     valid_plugin_name(stem).then(|| stem.to_owned())
-}
-
-/// What a lane finds when it looks up a plugin.
-#[derive(Debug, Clone)]
-pub enum Lookup {
-    /// Serve with this version.
-    Ready(Arc<Plugin>),
-    /// The file exists but failed to load; the text says why.
-    Failed(Arc<str>),
-    /// No such plugin.
-    Missing,
-}
-
-/// All plugins of the plugins directory, by name.
-#[derive(Debug)]
-pub struct Registry {
-    dir: PathBuf,
-    plugins: RwLock<BTreeMap<String, Entry>>,
-}
-
-#[derive(Debug, Clone)]
-enum Entry {
-    Ready(Arc<Plugin>),
-    Failed(Arc<str>),
-}
-
-impl Registry {
-    /// Loads every `*.wasm` of `dir`. A plugin that fails to load is logged and answered
-    /// with 503 and the reason; the others serve. A missing directory is an error.
-    pub fn load_dir(
-        engine: &Engine,
-        linker: &Linker<GuestState>,
-        dir: &Path,
-    ) -> std::io::Result<Registry> {
-        let mut plugins = BTreeMap::new();
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
-            .collect();
-        files.sort();
-        for path in files {
-            let started = std::time::Instant::now();
-            match load(engine, linker, &path) {
-                Ok(plugin) => {
-                    tracing::info!(
-                        plugin = %plugin.name,
-                        version = %plugin.version,
-                        "loaded {} in {:?}",
-                        path.display(),
-                        started.elapsed()
-                    );
-                    plugins.insert(plugin.name.clone(), Entry::Ready(Arc::new(plugin)));
-                }
-                Err(e) => {
-                    tracing::error!("{e}");
-                    if let Some(name) = plugin_name(&path) {
-                        plugins.insert(name, Entry::Failed(e.to_string().into()));
-                    }
-                }
-            }
-        }
-        if plugins.is_empty() {
-            tracing::warn!(
-                "no plugins in {}: every /ws/ and /docs/ request will get 404",
-                dir.display()
-            );
-        }
-        Ok(Registry {
-            dir: dir.to_owned(),
-            plugins: RwLock::new(plugins),
-        })
-    }
-
-    /// The plugins directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Looks a plugin up by name.
-    pub fn get(&self, name: &str) -> Lookup {
-        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
-        match plugins.get(name) {
-            Some(Entry::Ready(p)) => Lookup::Ready(p.clone()),
-            Some(Entry::Failed(why)) => Lookup::Failed(why.clone()),
-            None => Lookup::Missing,
-        }
-    }
-
-    /// The names of the plugins that are ready to serve.
-    pub fn names(&self) -> Vec<String> {
-        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
-        plugins
-            .iter()
-            .filter(|(_, e)| matches!(e, Entry::Ready(_)))
-            .map(|(n, _)| n.clone())
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -259,15 +208,12 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("junk.wasm");
         std::fs::write(&path, b"not wasm at all").unwrap();
-        let err = load(&engine, &linker, &path).unwrap_err();
+        let err = load(&engine, &linker, &path, None).unwrap_err();
         assert!(matches!(err, PluginError::Invalid { .. }), "{err}");
         // A core module (not a component) is refused too.
         std::fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
-        let err = load(&engine, &linker, &path).unwrap_err();
+        let err = load(&engine, &linker, &path, None).unwrap_err();
         assert!(err.to_string().contains("junk.wasm"), "{err}");
-        let registry = Registry::load_dir(&engine, &linker, &dir).unwrap();
-        assert!(matches!(registry.get("junk"), Lookup::Failed(_)));
-        assert!(matches!(registry.get("other"), Lookup::Missing));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use socket2::{Domain, Socket, Type};
@@ -10,7 +11,9 @@ use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError};
 use crate::lane::{self, Shared};
-use crate::plugin::{self, Registry};
+use crate::plugin;
+use crate::registry::Registry;
+use crate::reload::Reloader;
 use crate::runtime::{self, EngineError, EpochTicker};
 use crate::storage::FileStorage;
 
@@ -55,6 +58,10 @@ pub struct Server {
     addrs: Vec<SocketAddr>,
     lanes: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
+    reloader: Reloader,
+    /// Set to stop the plugin watcher.
+    watching: Arc<AtomicBool>,
+    watcher: Option<JoinHandle<()>>,
     _ticker: EpochTicker,
 }
 
@@ -76,21 +83,38 @@ impl Server {
 
         let engine = runtime::engine(&config)?;
         let linker = plugin::linker(&engine).map_err(|e| StartError::Link(format!("{e:#}")))?;
-        let registry = Registry::load_dir(&engine, &linker, &config.plugins).map_err(|source| {
-            StartError::Plugins {
+        let cache = Some(config.data.join(".compiled"));
+        let registry = Registry::load_dir(engine.clone(), linker, &config.plugins, cache).map_err(
+            |source| StartError::Plugins {
                 path: config.plugins.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
         let ticker = EpochTicker::start(engine.clone()).map_err(StartError::Thread)?;
         let storage = Arc::new(FileStorage::new(config.data.clone()));
         let shared = Arc::new(Shared::new(config, registry, storage));
 
         let (stop, stopped) = watch::channel(false);
+        let (senders, mut receivers): (Vec<_>, Vec<_>) = (0..listeners.len())
+            .map(|_| tokio::sync::mpsc::unbounded_channel())
+            .unzip();
+        let reloader = Reloader::new(shared.clone(), senders);
+        let watching = Arc::new(AtomicBool::new(false));
+        let watcher = match reloader.clone().watch(watching.clone()) {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot watch {}: {e}; reload with SIGHUP",
+                    config_dir(&shared)
+                );
+                None
+            }
+        };
         let mut lanes = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {
             let shared = shared.clone();
             let stopped = stopped.clone();
+            let commands = receivers.remove(0);
             let thread = std::thread::Builder::new()
                 .name(format!("lane-{index}"))
                 .spawn(move || {
@@ -99,9 +123,10 @@ impl Server {
                         .build()
                         .expect("a current-thread runtime builds");
                     let local = tokio::task::LocalSet::new();
-                    if let Err(e) =
-                        local.block_on(&runtime, lane::run(index, listener, shared, stopped))
-                    {
+                    if let Err(e) = local.block_on(
+                        &runtime,
+                        lane::run(index, listener, shared, stopped, commands),
+                    ) {
                         tracing::error!("lane {index} failed: {e}");
                     }
                 });
@@ -117,8 +142,43 @@ impl Server {
             addrs,
             lanes,
             stop,
+            reloader,
+            watching,
+            watcher,
             _ticker: ticker,
         })
+    }
+
+    /// Re-reads the plugins directory (what SIGHUP does): changed plugins are reloaded
+    /// under their live documents.
+    pub fn reload_all(&self) {
+        self.reloader.reload_all();
+    }
+
+    /// Serves until SIGINT or SIGTERM; SIGHUP reloads the plugins.
+    pub async fn run_until_signal(&self) {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+            let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return,
+                    _ = term.recv() => return,
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading plugins");
+                        let reloader = self.reloader.clone();
+                        // Compiling is slow: off this thread, as on the watcher's.
+                        let _ = tokio::task::spawn_blocking(move || reloader.reload_all()).await;
+                    }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 
     /// The address of each lane, in port order.
@@ -129,11 +189,19 @@ impl Server {
     /// Stops accepting, saves every changed document, closes every connection with 1012
     /// and waits for the lanes (each bounded by the shutdown timeout).
     pub fn shutdown(self) {
+        self.watching.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
         for lane in self.lanes {
             let _ = lane.join();
         }
+        if let Some(watcher) = self.watcher {
+            let _ = watcher.join();
+        }
     }
+}
+
+fn config_dir(shared: &Shared) -> String {
+    shared.registry.dir().display().to_string()
 }
 
 /// A listening socket with `SO_REUSEADDR` (restarts do not wait for TIME_WAIT) and a

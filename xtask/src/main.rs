@@ -14,6 +14,9 @@ const TARGET: &str = "wasm32-wasip2";
 const EXAMPLES: &[&str] = &["relay", "chat"];
 /// Plugins that only the tests use.
 const TEST_PLUGINS: &[&str] = &["probe"];
+/// Variants the hot-reload tests swap in: (package, feature), built into
+/// `target/wasm32-wasip2/plugin/variants/{package}-{feature}.wasm`.
+const VARIANTS: &[(&str, &str)] = &[("relay", "tag"), ("chat", "broken-restore")];
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -90,13 +93,35 @@ fn ensure_target() -> anyhow::Result<()> {
 /// Builds every plugin as a component and copies the examples into `plugins/`.
 fn build_plugins(root: &Path) -> anyhow::Result<()> {
     ensure_target()?;
+    let built = root.join("target").join(TARGET).join("plugin");
+    // Variants first: they share output names with the plain builds that follow.
+    let variants = built.join("variants");
+    std::fs::create_dir_all(&variants)?;
+    for (package, feature) in VARIANTS {
+        let mut cmd = cargo();
+        cmd.args([
+            "build",
+            "--profile",
+            "plugin",
+            "--target",
+            TARGET,
+            "--package",
+            package,
+            "--features",
+            feature,
+        ]);
+        run(cmd.current_dir(root))?;
+        let from = built.join(format!("{package}.wasm"));
+        let to = variants.join(format!("{package}-{feature}.wasm"));
+        std::fs::copy(&from, &to)
+            .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    }
     let mut cmd = cargo();
     cmd.args(["build", "--profile", "plugin", "--target", TARGET]);
     for p in EXAMPLES.iter().chain(TEST_PLUGINS) {
         cmd.args(["--package", p]);
     }
     run(cmd.current_dir(root))?;
-    let built = root.join("target").join(TARGET).join("plugin");
     for p in EXAMPLES {
         let from = built.join(format!("{p}.wasm"));
         let to = root.join("plugins").join(format!("{p}.wasm"));

@@ -150,6 +150,9 @@ impl Consumer for Chat {
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        if cfg!(feature = "broken-restore") {
+            panic!("this build of chat cannot restore");
+        }
         *self = serde_json::from_slice(state).map_err(|e| format!("not a chat snapshot: {e}"))?;
         Ok(())
     }

@@ -14,6 +14,11 @@ impl Consumer for Relay {
     }
 
     fn on_message(&mut self, from: ConnectionId, msg: Message) {
+        #[cfg(feature = "tag")]
+        let msg = match msg {
+            Message::Text(text) => Message::Text(format!("[v2] {text}")),
+            other => other,
+        };
         // The only possible error is a message over the size limit, which the host
         // already refused on the way in.
         let _ = broadcast(msg, &[from]);

@@ -1,0 +1,235 @@
+//! The plugin registry: the current version of every plugin of the plugins directory,
+//! shared by every lane, and the reloads that replace them.
+//!
+//! Lanes look a plugin up once per new document; the read lock is never taken on the
+//! message path. A reload compiles on the reloader's thread, never on a lane; a file that
+//! fails to load changes nothing but the recorded error, and the old version keeps
+//! serving.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::UNIX_EPOCH;
+
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+use crate::guest::GuestState;
+use crate::plugin::{Plugin, load, plugin_name};
+
+/// What a lane finds when it looks up a plugin.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// Serve with this version.
+    Ready(Arc<Plugin>),
+    /// The file exists but failed to load; the text says why.
+    Failed(Arc<str>),
+    /// No such plugin (or it was removed).
+    Missing,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    /// The version new documents get; `None` if the file never loaded or was removed.
+    current: Option<Arc<Plugin>>,
+    /// Earlier versions, alive while documents still run on them.
+    previous: Vec<Weak<Plugin>>,
+    /// The last failure: a file that did not load, or documents that could not migrate.
+    last_error: Option<Arc<str>>,
+}
+
+/// The plugins of one directory, by name.
+pub struct Registry {
+    dir: PathBuf,
+    cache: Option<PathBuf>,
+    engine: Engine,
+    linker: Linker<GuestState>,
+    plugins: RwLock<BTreeMap<String, Entry>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// Loads every `*.wasm` of `dir`, keeping compiled artifacts in `cache`. A plugin that
+    /// fails to load is logged and answered with 503 and the reason; the others serve. A
+    /// missing directory is an error.
+    pub fn load_dir(
+        engine: Engine,
+        linker: Linker<GuestState>,
+        dir: &Path,
+        cache: Option<PathBuf>,
+    ) -> std::io::Result<Registry> {
+        let registry = Registry {
+            dir: dir.to_owned(),
+            cache,
+            engine,
+            linker,
+            plugins: RwLock::new(BTreeMap::new()),
+        };
+        for path in registry.files()? {
+            registry.reload(&path);
+        }
+        if registry.names().is_empty() {
+            tracing::warn!(
+                "no plugins in {}: every /ws/ and /docs/ request will get 404",
+                dir.display()
+            );
+        }
+        Ok(registry)
+    }
+
+    /// The `*.wasm` files of the plugins directory.
+    pub fn files(&self) -> std::io::Result<Vec<PathBuf>> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| plugin_name(p).is_some())
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// The plugins directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// (Re)loads `path`. Returns the new version if it replaced the current one; `None`
+    /// if nothing changed (same content, a load error, a removed file, not a plugin).
+    pub fn reload(&self, path: &Path) -> Option<Arc<Plugin>> {
+        let name = plugin_name(path)?;
+        if !path.exists() {
+            let mut plugins = self.write();
+            let entry = plugins.entry(name.clone()).or_default();
+            if let Some(old) = entry.current.take() {
+                tracing::info!(plugin = %name, "{} removed: new connections get 404; live documents run on until idle", path.display());
+                entry.previous.push(Arc::downgrade(&old));
+            }
+            return None;
+        }
+        let started = std::time::Instant::now();
+        let loaded = load(&self.engine, &self.linker, path, self.cache.as_deref());
+        let mut plugins = self.write();
+        let entry = plugins.entry(name.clone()).or_default();
+        match loaded {
+            Ok(plugin) => {
+                if entry
+                    .current
+                    .as_ref()
+                    .is_some_and(|c| c.version == plugin.version)
+                {
+                    return None;
+                }
+                tracing::info!(plugin = %name, version = %plugin.version, "loaded {} in {:?}", path.display(), started.elapsed());
+                let plugin = Arc::new(plugin);
+                if let Some(old) = entry.current.replace(plugin.clone()) {
+                    entry.previous.push(Arc::downgrade(&old));
+                }
+                entry.previous.retain(|p| p.strong_count() > 0);
+                entry.last_error = None;
+                Some(plugin)
+            }
+            Err(e) => {
+                tracing::error!(plugin = %name, "{e}{}", if entry.current.is_some() { "; the running version keeps serving" } else { "" });
+                entry.last_error = Some(e.to_string().into());
+                None
+            }
+        }
+    }
+
+    /// Records a failure that is not a load error (documents that could not migrate).
+    pub fn record_error(&self, name: &str, error: String) {
+        if let Some(entry) = self.write().get_mut(name) {
+            entry.last_error = Some(error.into());
+        }
+    }
+
+    /// Looks a plugin up by name.
+    pub fn get(&self, name: &str) -> Lookup {
+        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+        match plugins.get(name) {
+            Some(Entry {
+                current: Some(p), ..
+            }) => Lookup::Ready(p.clone()),
+            Some(Entry {
+                last_error: Some(why),
+                previous,
+                ..
+            }) if previous.is_empty() => Lookup::Failed(why.clone()),
+            _ => Lookup::Missing,
+        }
+    }
+
+    /// The names of the plugins that are ready to serve.
+    pub fn names(&self) -> Vec<String> {
+        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+        plugins
+            .iter()
+            .filter(|(_, e)| e.current.is_some())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Every plugin with its versions, load times, live documents per version and last
+    /// error, as served by `GET /plugins`.
+    pub fn describe(&self) -> serde_json::Value {
+        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+        let version = |p: &Plugin| {
+            serde_json::json!({
+                "version": p.version,
+                "loaded_at_ms": p.loaded_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+                "live_documents": p.live.load(Ordering::Relaxed),
+            })
+        };
+        let list: Vec<serde_json::Value> = plugins
+            .iter()
+            .map(|(name, e)| {
+                serde_json::json!({
+                    "name": name,
+                    "current": e.current.as_deref().map(version),
+                    "previous": e.previous.iter().filter_map(Weak::upgrade).map(|p| version(&p)).collect::<Vec<_>>(),
+                    "last_error": e.last_error.as_deref(),
+                })
+            })
+            .collect();
+        serde_json::json!({ "plugins": list })
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Entry>> {
+        self.plugins.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_and_removed_plugins() {
+        let mut config = crate::config::Config::default();
+        config.limits.max_documents = 4;
+        let engine = crate::runtime::engine(&config).unwrap();
+        let linker = crate::plugin::linker(&engine).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("junk.wasm"), b"not wasm").unwrap();
+        // An empty component: valid, but it exports nothing.
+        std::fs::write(dir.path().join("empty.wasm"), b"\0asm\x0d\0\x01\0").unwrap();
+        let registry = Registry::load_dir(engine, linker, dir.path(), None).unwrap();
+        assert!(matches!(registry.get("junk"), Lookup::Failed(_)));
+        let Lookup::Failed(why) = registry.get("empty") else {
+            panic!("empty loaded")
+        };
+        assert!(why.contains("does not implement"), "{why}");
+        assert!(matches!(registry.get("other"), Lookup::Missing));
+        std::fs::remove_file(dir.path().join("junk.wasm")).unwrap();
+        assert!(registry.reload(&dir.path().join("junk.wasm")).is_none());
+        let listed = registry.describe();
+        assert_eq!(listed["plugins"].as_array().unwrap().len(), 2);
+    }
+}

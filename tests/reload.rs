@@ -1,0 +1,332 @@
+//! Hot reload: new consumer code under live documents, no socket dropped.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use futures_util::SinkExt;
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+
+fn variant(name: &str) -> PathBuf {
+    built_plugins_dir().join("variants").join(name)
+}
+
+/// Replaces `plugins/{name}.wasm` atomically (write aside, then rename), as a deploy would.
+fn deploy(server: &Server, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = server.plugins.path();
+    let tmp = dir.join(format!(".{name}.upload"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, dir.join(format!("{name}.wasm")))?;
+    Ok(())
+}
+
+/// The same component with a custom section appended: same behaviour, new version.
+fn rebuilt(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = std::fs::read(path)?;
+    let name = b"wasmroom-test";
+    let payload = [&[name.len() as u8][..], name, b"v2"].concat();
+    bytes.push(0); // custom section id
+    bytes.push(payload.len() as u8); // LEB128 size (< 128)
+    bytes.extend_from_slice(&payload);
+    Ok(bytes)
+}
+
+/// Waits until `/plugins` shows `name` at a version other than `old` with `live`
+/// documents on it; returns the new version.
+async fn wait_for_version(
+    server: &Server,
+    name: &str,
+    old: &str,
+    live: u64,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, body) = http(server.addr(0), "GET", "/plugins", b"").await?;
+        let listed: serde_json::Value = serde_json::from_str(&body)?;
+        let entry = listed["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned();
+        if let Some(current) = entry.as_ref().map(|e| &e["current"])
+            && current["version"] != old
+            && current["live_documents"] == live
+        {
+            return Ok(current["version"].as_str().unwrap().to_owned());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no reload of {name} in time: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn version_of(server: &Server, name: &str) -> anyhow::Result<serde_json::Value> {
+    let (_, body) = http(server.addr(0), "GET", "/plugins", b"").await?;
+    let listed: serde_json::Value = serde_json::from_str(&body)?;
+    Ok(listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .cloned()
+        .unwrap())
+}
+
+#[tokio::test]
+async fn a_new_relay_takes_over_live_documents_without_dropping_sockets() -> anyhow::Result<()> {
+    let server = Server::start(&["relay", "chat"], 1, &[])?;
+    let mut pairs = Vec::new();
+    for d in 0..3 {
+        let path = format!("/ws/relay/live-{d}");
+        pairs.push((
+            server.connect(0, &path).await?,
+            server.connect(0, &path).await?,
+        ));
+    }
+    let mut chat = server.connect(0, "/ws/chat/kept?name=ann").await?;
+    recv_json(&mut chat).await?; // history
+    send_text(&mut chat, "before the reload").await?;
+    let v1 = version_of(&server, "relay").await?["current"]["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    deploy(&server, "relay", &std::fs::read(variant("relay-tag.wasm"))?)?;
+    deploy(
+        &server,
+        "chat",
+        &rebuilt(&built_plugins_dir().join("chat.wasm"))?,
+    )?;
+    let v2 = wait_for_version(&server, "relay", &v1, 3).await?;
+    assert_ne!(v1, v2);
+
+    // Same sockets, new code: every next message carries the tag, nothing was closed.
+    for (a, b) in &mut pairs {
+        send_text(a, "hello").await?;
+        assert_eq!(recv_text(b).await?, "[v2] hello");
+        send_text(b, "back").await?;
+        assert_eq!(recv_text(a).await?, "[v2] back");
+    }
+    // The chat history moved into the new instance with the state.
+    let listed = version_of(&server, "chat").await?;
+    assert_eq!(listed["current"]["live_documents"], 1, "{listed}");
+    let (_, body) = http(server.addr(0), "GET", "/docs/chat/kept", b"").await?;
+    assert!(body.contains("before the reload"), "{body}");
+    send_text(&mut chat, "after").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn messages_during_a_reload_arrive_once_and_in_order() -> anyhow::Result<()> {
+    let server = Server::start(&["relay"], 1, &[])?;
+    let a = server.connect(0, "/ws/relay/stream").await?;
+    let mut b = server.connect(0, "/ws/relay/stream").await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // A steady stream (about 2,000 messages/s) that runs until the new version has
+    // carried a good part of it.
+    let sender = tokio::spawn(async move {
+        let mut a = a;
+        let mut sent = 0u64;
+        while !*stopped.borrow() {
+            for _ in 0..10 {
+                a.send(Message::text(sent.to_string())).await?;
+                sent += 1;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Ok::<_, anyhow::Error>((a, sent))
+    });
+    // Let some messages go through the old version first.
+    for i in 0..200u64 {
+        assert_eq!(recv_text(&mut b).await?, i.to_string());
+    }
+    deploy(&server, "relay", &std::fs::read(variant("relay-tag.wasm"))?)?;
+    let (mut next, mut plain, mut tagged) = (200u64, 200u64, 0u64);
+    while tagged < 500 {
+        let text = recv_text(&mut b).await?;
+        let body = match text.strip_prefix("[v2] ") {
+            Some(body) => {
+                tagged += 1;
+                body
+            }
+            None => {
+                assert_eq!(tagged, 0, "an old-version message after a new-version one");
+                plain += 1;
+                &text
+            }
+        };
+        assert_eq!(
+            body,
+            next.to_string(),
+            "a message missing, doubled or out of order"
+        );
+        next += 1;
+    }
+    let _ = stop.send(true);
+    let (_a, sent) = sender.await??;
+    while next < sent {
+        let text = recv_text(&mut b).await?;
+        assert_eq!(text, format!("[v2] {next}"));
+        next += 1;
+    }
+    assert!(
+        nothing_within(&mut b, std::time::Duration::from_millis(200)).await,
+        "extra messages"
+    );
+    eprintln!("{sent} messages: {plain} through the old version, then the rest through the new");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_version_whose_restore_traps_leaves_documents_on_the_old_one() -> anyhow::Result<()> {
+    let server = Server::start(&["chat"], 1, &[])?;
+    let mut a = server.connect(0, "/ws/chat/safe?name=ann").await?;
+    let mut b = server.connect(0, "/ws/chat/safe?name=bob").await?;
+    recv_json(&mut a).await?;
+    recv_json(&mut b).await?;
+    recv_json(&mut a).await?; // bob joined
+    send_text(&mut a, "kept").await?;
+    assert_eq!(recv_json(&mut b).await?["text"], "kept");
+    let v1 = version_of(&server, "chat").await?["current"]["version"].clone();
+
+    deploy(
+        &server,
+        "chat",
+        &std::fs::read(variant("chat-broken-restore.wasm"))?,
+    )?;
+    let listed = {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let listed = version_of(&server, "chat").await?;
+            if listed["last_error"].is_string() {
+                break listed;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no error recorded: {listed}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    assert!(
+        listed["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("stays on its old version"),
+        "{listed}"
+    );
+    // The live document is still on v1, whole, and its sockets work.
+    assert_eq!(listed["previous"][0]["version"], v1, "{listed}");
+    assert_eq!(listed["previous"][0]["live_documents"], 1, "{listed}");
+    send_text(&mut b, "still here").await?;
+    let got = recv_json(&mut a).await?;
+    assert_eq!(got["text"], "still here");
+    let (_, body) = http(server.addr(0), "GET", "/docs/chat/safe", b"").await?;
+    assert!(body.contains("kept"), "{body}");
+    assert_eq!(
+        server.wait_for_stats(0, |_| true).await?["failed_migrations"],
+        1
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn garbage_and_wrong_worlds_change_nothing() -> anyhow::Result<()> {
+    let mut server = Server::start(&["relay"], 1, &[])?;
+    let mut a = server.connect(0, "/ws/relay/steady").await?;
+    let mut b = server.connect(0, "/ws/relay/steady").await?;
+    let before = version_of(&server, "relay").await?["current"]["version"].clone();
+
+    deploy(&server, "relay", b"definitely not wasm")?;
+    server = tokio::task::spawn_blocking(move || {
+        server
+            .wait_for_log("not a valid WebAssembly component")
+            .map(|_| server)
+    })
+    .await??;
+    // An empty component: valid, but not the wasmroom:consumer/room world.
+    deploy(&server, "relay", b"\0asm\x0d\0\x01\0")?;
+    let server = tokio::task::spawn_blocking(move || {
+        server
+            .wait_for_log("does not implement the wasmroom:consumer/room world")
+            .map(|_| server)
+    })
+    .await??;
+    let listed = version_of(&server, "relay").await?;
+    assert_eq!(
+        listed["current"]["version"], before,
+        "the old version keeps serving"
+    );
+    assert!(listed["last_error"].is_string());
+    send_text(&mut a, "unchanged").await?;
+    assert_eq!(recv_text(&mut b).await?, "unchanged");
+    // New documents still get the old version.
+    let mut c = server.connect(0, "/ws/relay/new").await?;
+    let mut d = server.connect(0, "/ws/relay/new").await?;
+    send_text(&mut c, "x").await?;
+    assert_eq!(recv(&mut d).await?, Message::text("x"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_reload_under_a_thousand_live_documents_completes() -> anyhow::Result<()> {
+    let server = Server::start(&["relay"], 1, &["--idle-grace", "600"])?;
+    for d in 0..1000 {
+        let (status, _) =
+            http(server.addr(0), "GET", &format!("/docs/relay/many-{d}"), b"").await?;
+        assert_eq!(status, 200);
+    }
+    let v1 = version_of(&server, "relay").await?["current"]["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = Instant::now();
+    deploy(&server, "relay", &std::fs::read(variant("relay-tag.wasm"))?)?;
+    wait_for_version(&server, "relay", &v1, 1000).await?;
+    eprintln!(
+        "1000 documents reloaded in {:?} (including the 200 ms debounce and compilation)",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn new_plugins_become_routable_and_removed_ones_stop_taking_documents() -> anyhow::Result<()>
+{
+    let server = Server::start(&["relay"], 1, &[])?;
+    let mut live_a = server.connect(0, "/ws/relay/old").await?;
+    let mut live_b = server.connect(0, "/ws/relay/old").await?;
+    let (status, _) = http(server.addr(0), "GET", "/docs/fresh/x", b"").await?;
+    assert_eq!(status, 404);
+    deploy(
+        &server,
+        "fresh",
+        &std::fs::read(built_plugins_dir().join("probe.wasm"))?,
+    )?;
+    let deadline = Instant::now() + PATIENCE;
+    while http(server.addr(0), "GET", "/docs/fresh/x", b"").await?.0 != 200 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "fresh.wasm never became routable"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    std::fs::remove_file(server.plugins.path().join("relay.wasm"))?;
+    let deadline = Instant::now() + PATIENCE;
+    while refused(&server.url(0, "/ws/relay/new"))
+        .await
+        .map(|r| r.0)
+        .ok()
+        != Some(404)
+    {
+        anyhow::ensure!(Instant::now() < deadline, "relay still takes new documents");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The live document runs on until it idles out.
+    send_text(&mut live_a, "still relayed").await?;
+    assert_eq!(recv_text(&mut live_b).await?, "still relayed");
+    Ok(())
+}
