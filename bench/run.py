@@ -113,10 +113,11 @@ def peer_command(name, port, plugins_dir):
 
 
 class Peer:
-    def __init__(self, name, plugins_dir, lanes=1, cpus=SERVER_CPU):
+    def __init__(self, name, plugins_dir, lanes=1, cpus=SERVER_CPU, extra=()):
         self.name = name
         self.port = free_port()
         cmd, cwd = peer_command(name, self.port, plugins_dir)
+        cmd += list(extra)
         self.ports = [self.port]
         for _ in range(lanes - 1):
             self.ports.append(free_port())
@@ -257,6 +258,52 @@ def lanes_scaling(plugins_dir, seconds):
     return out
 
 
+def http_get(port, path):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def reload_times(counts):
+    """Hot reload of the relay under N live documents: from the rename of the new build
+    into the plugins directory to every document running on it (as /plugins reports),
+    debounce (200 ms) and compilation included."""
+    import tempfile
+    out = {}
+    for n in counts:
+        with tempfile.TemporaryDirectory() as plugins, tempfile.TemporaryDirectory() as data:
+            shutil.copy(ROOT / "plugins" / "relay.wasm", Path(plugins) / "relay.wasm")
+            peer = Peer("wasmroom", plugins, extra=["--idle-grace", "600", "--data", data])
+            try:
+                for i in range(n):
+                    status, _ = http_get(peer.port, f"/docs/relay/reload-{i}")
+                    assert status == 200, status
+                _, body = http_get(peer.port, "/plugins")
+                old = next(p for p in json.loads(body)["plugins"] if p["name"] == "relay")["current"]["version"]
+                tagged = ROOT / "target" / "wasm32-wasip2" / "plugin" / "variants" / "relay-tag.wasm"
+                shutil.copy(tagged, Path(plugins) / ".relay.upload")
+                started = time.time()
+                os.rename(Path(plugins) / ".relay.upload", Path(plugins) / "relay.wasm")
+                while True:
+                    _, body = http_get(peer.port, "/plugins")
+                    relay = next(p for p in json.loads(body)["plugins"] if p["name"] == "relay")
+                    current = relay["current"]
+                    if current and current["version"] != old and current["live_documents"] == n:
+                        break
+                    if time.time() - started > 120:
+                        raise RuntimeError(f"reload under {n} documents did not finish: {relay}")
+                    time.sleep(0.005)
+                out[str(n)] = round(time.time() - started, 3)
+            finally:
+                peer.stop()
+        print(f"  reload under {n} live documents: {out[str(n)]} s", flush=True)
+    return out
+
+
 def machine():
     model = ""
     try:
@@ -322,6 +369,12 @@ def table(results):
             f"{mem.get('kib_per_idle_connection', '–')} | {mem.get('kib_per_idle_document', '–')} |"
         )
     m = results["machine"]
+    if "reload_seconds" in results:
+        lines.append("")
+        lines.append("| hot reload of the relay, rename to all documents migrated | seconds |")
+        lines.append("|---|---:|")
+        for n, secs in results["reload_seconds"].items():
+            lines.append(f"| {int(n):,} live documents | {secs:.2f} |")
     if "lanes" in results:
         lines.append("")
         lines.append("| wasmroom, 48k deliveries/s offered | deliveries/s | ratio | p99 | server CPU (cores) |")
@@ -391,6 +444,8 @@ def main():
     if "wasmroom" in results["peers"]:
         print("== wasmroom, 1 vs 2 lanes", flush=True)
         results["lanes"] = lanes_scaling(plugins_dir, seconds)
+        print("== wasmroom, hot reload", flush=True)
+        results["reload_seconds"] = reload_times([1000, 10000])
     (RESULTS / "results.md").write_text(table(results))
     (RESULTS / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, RESULTS / "throughput-latency.png")
