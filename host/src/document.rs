@@ -307,6 +307,14 @@ impl Document {
         }
         let (snapshot, _) = self.snapshot()?;
         let mut fresh = Instance::create(&plugin, &self.id, &limits)?;
+        // The new version sees the document's connections while it restores (it may
+        // rebuild presence from `connections()` or greet them).
+        {
+            let old = self.instance.as_ref().expect("checked above").store.data();
+            let to = fresh.store.data_mut();
+            to.connections = old.connections.clone();
+            to.closing = old.closing.clone();
+        }
         let restored = fresh
             .guarded(limits.deadline_ticks, |room, store| {
                 room.wasmroom_consumer_consumer()
@@ -316,9 +324,13 @@ impl Document {
         restored.map_err(|e| DocumentError::Refused(format!("restore failed: {e}")))?;
         let old = self.instance.as_mut().expect("checked above");
         let (from, to) = (old.store.data_mut(), fresh.store.data_mut());
-        to.connections = std::mem::take(&mut from.connections);
-        to.closing = std::mem::take(&mut from.closing);
-        to.timers = std::mem::take(&mut from.timers);
+        // Pending timers carry over; timers the new version set in `open`/`restore` stay
+        // (the new version's own setting wins for the same id).
+        for (id, at) in from.timers.iter().collect::<Vec<_>>() {
+            if !to.timers.contains(id) {
+                to.timers.set(id, at);
+            }
+        }
         // What the new version said while restoring goes out like any call's effects.
         for effect in to.effects.drain(..) {
             apply(&self.outboxes, effect);

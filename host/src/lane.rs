@@ -435,6 +435,15 @@ async fn migrate_all(lane: Rc<Lane>, plugin: Arc<Plugin>) {
     let limits = lane.limits_for(&plugin.name);
     let (mut moved, mut failed) = (0usize, 0usize);
     for ((name, id), doc) in docs {
+        // A newer version may have arrived meanwhile (its own migration runs too): never
+        // move a document back to an older one.
+        let current = matches!(
+            lane.shared.registry.get(&name),
+            crate::registry::Lookup::Ready(p) if Arc::ptr_eq(&p, &plugin)
+        );
+        if !current {
+            break;
+        }
         let result = doc.borrow_mut().migrate(plugin.clone(), limits);
         match result {
             Ok(()) => moved += 1,

@@ -44,4 +44,4 @@ pub mod timers;
 pub mod wasi;
 
 pub use config::{Config, Limits};
-pub use server::{Server, StartError, shutdown_signal};
+pub use server::{Server, StartError};

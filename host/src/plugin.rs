@@ -85,6 +85,9 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
     Ok(linker)
 }
 
+/// The largest plugin file accepted (a Python component is about 18 MB).
+const MAX_PLUGIN_BYTES: u64 = 256 << 20;
+
 /// Compiles (or loads from `cache`) and checks one component file.
 pub fn load(
     engine: &Engine,
@@ -93,10 +96,20 @@ pub fn load(
     cache: Option<&Path>,
 ) -> Result<Plugin, PluginError> {
     let name = plugin_name(path).ok_or_else(|| PluginError::BadName(path.to_owned()))?;
-    let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+    let read_error = |source| PluginError::Read {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    // Only regular files of a sane size: a FIFO would block the reader forever, a link to
+    // /dev/zero would never end.
+    let meta = std::fs::metadata(path).map_err(read_error)?;
+    if !meta.is_file() || meta.len() > MAX_PLUGIN_BYTES {
+        return Err(read_error(std::io::Error::other(format!(
+            "not a regular file of at most {} MiB",
+            MAX_PLUGIN_BYTES >> 20
+        ))));
+    }
+    let bytes = std::fs::read(path).map_err(read_error)?;
     let digest = Sha256::digest(&bytes);
     let component = match cache {
         Some(dir) => compile_cached(engine, &bytes, &digest, dir),
@@ -136,8 +149,9 @@ fn compile_cached(
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     let file = dir.join(format!("{hex}-{:016x}.cwasm", hasher.finish()));
     if file.exists() {
-        // SAFETY: the file is named by the hash of its source and of this engine's
-        // compatibility settings, and only this function writes it (atomically, below).
+        // SAFETY: wasmroom writes this file only here, synced and renamed into place, named
+        // by the hash of its source and of this engine's settings; the data directory is
+        // trusted like the binary (whoever can write it can run code as the server).
         #[allow(unsafe_code)]
         match unsafe { Component::deserialize_file(engine, &file) } {
             Ok(component) => return Ok(component),
@@ -148,9 +162,12 @@ fn compile_cached(
     // The cache is an optimisation: failing to write it is not an error.
     let written = component.serialize().and_then(|artifact| {
         std::fs::create_dir_all(dir)?;
-        let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
-        std::fs::write(&tmp, artifact)?;
-        std::fs::rename(&tmp, &file)?;
+        // A unique temporary file (removed if anything fails), synced before the rename:
+        // the cache never holds a torn artifact under a final name.
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        std::io::Write::write_all(&mut tmp, &artifact)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&file).map_err(|e| e.error)?;
         Ok(())
     });
     if let Err(e) = written {

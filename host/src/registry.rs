@@ -46,6 +46,9 @@ pub struct Registry {
     engine: Engine,
     linker: Linker<GuestState>,
     plugins: RwLock<BTreeMap<String, Entry>>,
+    /// One reload at a time (watcher and SIGHUP): otherwise a slow load of older bytes
+    /// could finish last and win.
+    reloading: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -72,6 +75,7 @@ impl Registry {
             engine,
             linker,
             plugins: RwLock::new(BTreeMap::new()),
+            reloading: std::sync::Mutex::new(()),
         };
         for path in registry.files()? {
             registry.reload(&path);
@@ -104,6 +108,7 @@ impl Registry {
     /// if nothing changed (same content, a load error, a removed file, not a plugin).
     pub fn reload(&self, path: &Path) -> Option<Arc<Plugin>> {
         let name = plugin_name(path)?;
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         if !path.exists() {
             let mut plugins = self.write();
             let entry = plugins.entry(name.clone()).or_default();

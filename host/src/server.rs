@@ -133,11 +133,17 @@ impl Server {
             match thread {
                 Ok(t) => lanes.push(t),
                 Err(e) => {
+                    watching.store(true, Ordering::Relaxed);
                     let _ = stop.send(true);
+                    for lane in lanes {
+                        let _ = lane.join();
+                    }
                     return Err(StartError::Thread(e));
                 }
             }
         }
+        // A file that changed between the first load and the watcher's start.
+        reloader.reload_all();
         Ok(Server {
             addrs,
             lanes,
@@ -160,17 +166,19 @@ impl Server {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
             let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
             let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
             loop {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => return,
+                    _ = int.recv() => return,
                     _ = term.recv() => return,
                     _ = hup.recv() => {
                         tracing::info!("SIGHUP: reloading plugins");
                         let reloader = self.reloader.clone();
-                        // Compiling is slow: off this thread, as on the watcher's.
-                        let _ = tokio::task::spawn_blocking(move || reloader.reload_all()).await;
+                        // Compiling is slow: off this thread, as on the watcher's, and
+                        // not awaited, so SIGINT/SIGTERM still stop the server meanwhile.
+                        tokio::task::spawn_blocking(move || reloader.reload_all());
                     }
                 }
             }
@@ -214,21 +222,4 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
     socket.bind(&addr.into()).map_err(err)?;
     socket.listen(4096).map_err(err)?;
     Ok(socket.into())
-}
-
-/// Resolves when the process receives SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
