@@ -330,3 +330,27 @@ async fn new_plugins_become_routable_and_removed_ones_stop_taking_documents() ->
     assert_eq!(recv_text(&mut live_b).await?, "still relayed");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_new_version_sees_every_connection_and_pending_timers_carry_over() -> anyhow::Result<()>
+{
+    let server = Server::start(&["probe"], 1, &[])?;
+    let mut a = server.connect(0, "/ws/probe/carry").await?;
+    let mut b = server.connect(0, "/ws/probe/carry").await?;
+    send_text(&mut a, "later").await?; // timer 9 in 1.5 s
+    assert_eq!(recv_text(&mut a).await?, "later set");
+    deploy(
+        &server,
+        "probe",
+        &rebuilt(&built_plugins_dir().join("probe.wasm"))?,
+    )?;
+    for ws in [&mut a, &mut b] {
+        assert_eq!(recv_text(ws).await?, "restored with 2 connection(s)");
+        assert_eq!(
+            recv_text(ws).await?,
+            "timer 9",
+            "the timer set on v1 fires on v2"
+        );
+    }
+    Ok(())
+}

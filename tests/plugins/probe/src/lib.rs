@@ -5,7 +5,7 @@
 //! - text commands: `timers` (sets timers 1 at 30 ms, 2 at 60 ms and 3 at 45 ms, then
 //!   cancels 3), `later` (timer 9 in 1.5 s), `echo ...`, `count`, `whoami`, `spin` (never returns), `grow` (allocates
 //!   without end), `panic`;
-//! - every due timer broadcasts `timer N`.
+//! - every due timer broadcasts `timer N`; `restore` broadcasts how many connections it sees.
 
 use std::time::Duration;
 
@@ -92,6 +92,15 @@ impl Consumer for Probe {
 
     fn on_timer(&mut self, id: u64) {
         let _ = broadcast(format!("timer {id}"), &[]);
+    }
+
+    fn restore(&mut self, _state: &[u8]) -> Result<(), String> {
+        // Says who it sees: a hot reload must show the new version every connection.
+        let _ = broadcast(
+            format!("restored with {} connection(s)", connections().len()),
+            &[],
+        );
+        Ok(())
     }
 
     fn on_request(&mut self, _request: Request) -> Response {
