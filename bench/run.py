@@ -258,6 +258,25 @@ def lanes_scaling(plugins_dir, seconds):
     return out
 
 
+def handover(count):
+    """Cold opens through the first port of 1 lane and of 4 lanes (all on the server's
+    core): with 4 lanes about 3/4 of the sockets arrive on a lane that does not own their
+    document and are handed to the owner before the upgrade. The difference is the cost
+    of a hand-over."""
+    out = {}
+    for lanes in (1, 4):
+        peer = Peer("wasmroom", ROOT / "plugins", lanes=lanes)
+        try:
+            r = loadgen(peer.url, "cold", "--count", str(count))
+            stats = [json.loads(http_get(p, "/stats")[1]) for p in peer.ports]
+            r["handed_over"] = sum(s["handed_over"] for s in stats)
+        finally:
+            peer.stop()
+        out[str(lanes)] = r
+        print(f"  {lanes} lane(s): {r}", flush=True)
+    return out
+
+
 def http_get(port, path):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
@@ -375,6 +394,12 @@ def table(results):
         lines.append("|---|---:|")
         for n, secs in results["reload_seconds"].items():
             lines.append(f"| {int(n):,} live documents | {secs:.2f} |")
+    if "handover" in results:
+        lines.append("")
+        lines.append("| cold opens through the first port | sockets handed over | connect to upgraded p50 / p99 |")
+        lines.append("|---|---:|---:|")
+        for n, r in results["handover"].items():
+            lines.append(f"| {n} lane(s) | {r['handed_over']:,} of {r['count']:,} | {r['p50_ms']:.3f} / {r['p99_ms']:.3f} ms |")
     if "lanes" in results:
         lines.append("")
         lines.append("| wasmroom, 48k deliveries/s offered | deliveries/s | ratio | p99 | server CPU (cores) |")
@@ -401,8 +426,19 @@ def main():
     parser.add_argument("--peers", default="wasmroom,native,node-ws,daphne")
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="redo the table and plot from results.json")
+    parser.add_argument("--only", choices=["handover"], help="run one wasmroom section and update results.json")
     args = parser.parse_args()
     ensure_venv()
+    if args.only:
+        if not args.no_build:
+            build()
+        results = json.loads((RESULTS / "results.json").read_text())
+        print(f"== wasmroom, {args.only}", flush=True)
+        results["handover"] = handover(600 if args.quick else 3000)
+        (RESULTS / "results.md").write_text(table(results))
+        (RESULTS / "results.json").write_text(json.dumps(results, indent=2))
+        print((RESULTS / "results.md").read_text())
+        return
     if args.report_only:
         results = json.loads((RESULTS / "results.json").read_text())
         (RESULTS / "results.md").write_text(table(results))
@@ -446,6 +482,8 @@ def main():
         results["lanes"] = lanes_scaling(plugins_dir, seconds)
         print("== wasmroom, hot reload", flush=True)
         results["reload_seconds"] = reload_times([1000, 10000])
+        print("== wasmroom, hand-over", flush=True)
+        results["handover"] = handover(600 if args.quick else 3000)
     (RESULTS / "results.md").write_text(table(results))
     (RESULTS / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, RESULTS / "throughput-latency.png")

@@ -295,3 +295,41 @@ async fn readyz_answers_while_serving() -> anyhow::Result<()> {
     assert_eq!((status, body.trim()), (200, "ready"));
     Ok(())
 }
+
+#[tokio::test]
+async fn static_folder_is_served_beside_the_routes() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let site = tempfile::tempdir()?;
+    std::fs::write(site.path().join("index.html"), "<h1>demo</h1>")?;
+    std::fs::create_dir(site.path().join("assets"))?;
+    std::fs::write(site.path().join("assets/app.js"), "console.log(1)")?;
+    let dir = site.path().to_str().expect("UTF-8 temp path");
+    let server = Server::start(&["relay"], 1, &["--static", dir])?;
+    let addr = server.addr(0);
+    let get = |path: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+            .await?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await?;
+        Ok::<_, anyhow::Error>(raw.to_ascii_lowercase())
+    };
+    let index = get("/").await?;
+    assert!(index.starts_with("http/1.1 200"), "{index}");
+    assert!(index.contains("content-type: text/html"), "{index}");
+    assert!(index.ends_with("<h1>demo</h1>"));
+    let js = get("/assets/app.js").await?;
+    assert!(
+        js.contains("content-type: text/javascript") || js.contains("application/javascript"),
+        "{js}"
+    );
+    assert!(get("/../../etc/passwd").await?.starts_with("http/1.1 404"));
+    assert!(get("/assets/missing.js").await?.starts_with("http/1.1 404"));
+    // The routes still win over the folder.
+    assert!(get("/healthz").await?.trim_end().ends_with("ok"));
+    let mut a = server.connect(0, "/ws/relay/d").await?;
+    let mut b = server.connect(0, "/ws/relay/d").await?;
+    send_text(&mut a, "hi").await?;
+    assert_eq!(recv_text(&mut b).await?, "hi");
+    Ok(())
+}

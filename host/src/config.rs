@@ -10,6 +10,10 @@
 //! data = "data"
 //! idle_grace_secs = 30
 //! checkpoint_secs = 5
+//! misrouted = "hand-over"   # or "reject" (421)
+//! proxy_headers = false     # true behind nginx: client address from X-Real-IP
+//! upstream_host = "10.0.0.5"  # this host's name in nginx's upstream
+//! admin_port = 9000          # metrics, documents, actions; 127.0.0.1 unless admin_bind
 //!
 //! [limits]
 //! max_message_bytes = 1048576
@@ -29,6 +33,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::routing::{Misrouted, server_name};
 
 /// Why a configuration is unusable. The message names the offending value.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +94,25 @@ pub struct Config {
     pub limits: Limits,
     /// Per-plugin overrides, by plugin name.
     pub plugin: BTreeMap<String, PluginLimits>,
+    /// What a lane does with a connection for a document another lane owns.
+    pub misrouted: Misrouted,
+    /// Take the client's address from `X-Real-IP` / `X-Forwarded-For` (only behind a
+    /// proxy that sets them: a client can send them too).
+    pub proxy_headers: bool,
+    /// The host part of this process's lanes in nginx's upstream (`server HOST:PORT`);
+    /// owner lanes are computed from these names. Default: the bind address, or
+    /// `127.0.0.1` when binding every interface.
+    pub upstream_host: Option<String>,
+    /// A folder served for every `GET` no other route takes (a web app's built files).
+    #[serde(rename = "static")]
+    pub static_dir: Option<PathBuf>,
+    /// The port of the admin API (metrics, documents, actions); none by default.
+    pub admin_port: Option<u16>,
+    /// The address the admin API listens on.
+    pub admin_bind: IpAddr,
+    /// The bearer token the admin API requires (also `WASMROOM_ADMIN_TOKEN`). Needed when
+    /// `admin_bind` is not a loopback address.
+    pub admin_token: Option<String>,
 }
 
 /// Limits one plugin may set differently from [`Limits`].
@@ -146,6 +171,13 @@ impl Default for Config {
             checkpoint_secs: 5,
             limits: Limits::default(),
             plugin: BTreeMap::new(),
+            misrouted: Misrouted::default(),
+            proxy_headers: false,
+            upstream_host: None,
+            static_dir: None,
+            admin_port: None,
+            admin_bind: IpAddr::from([127, 0, 0, 1]),
+            admin_token: None,
         }
     }
 }
@@ -186,9 +218,36 @@ impl Config {
         Ok(config)
     }
 
+    /// The host part of this process's lanes in nginx's upstream.
+    pub fn upstream_host(&self) -> String {
+        match &self.upstream_host {
+            Some(host) => host.clone(),
+            None if self.bind.is_unspecified() => "127.0.0.1".to_owned(),
+            None if self.bind.is_ipv6() => format!("[{}]", self.bind),
+            None => self.bind.to_string(),
+        }
+    }
+
+    /// The name nginx's upstream gives the lane on `port` (`HOST:PORT`).
+    pub fn lane_name(&self, port: u16) -> String {
+        server_name(&self.upstream_host(), port)
+    }
+
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |name, reason| Err(ConfigError::Invalid { name, reason });
+        if self.admin_port.is_some()
+            && !self.admin_bind.is_loopback()
+            && self.admin_token.as_deref().is_none_or(str::is_empty)
+        {
+            return invalid(
+                "admin_token",
+                "required when the admin API listens beyond loopback: set admin_token or WASMROOM_ADMIN_TOKEN",
+            );
+        }
+        if self.static_dir.as_ref().is_some_and(|d| !d.is_dir()) {
+            return invalid("static", "not a directory");
+        }
         if self.ports.is_empty() {
             return invalid("ports", "at least one port is needed");
         }

@@ -1,32 +1,20 @@
-//! One accepted TCP connection: its request head, then either a plain HTTP answer or a
-//! WebSocket that lives until either side closes it.
-//!
-//! A WebSocket has two tasks on its lane: this one reads frames and calls the document
-//! directly; a writer task drains the connection's [`Outbox`], feeding every queued frame
-//! and flushing once per batch.
+//! One accepted TCP connection: its request head, routing (and hand-over to the owner
+//! lane), then a plain HTTP answer or a WebSocket ([`crate::websocket`]).
 
-use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::task::Poll;
-use std::time::Instant;
 
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message as Frame;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::document::{DocumentCell, DocumentError};
-use crate::guest::{ConnectInfo, Decision, HttpRequest, Message};
+use crate::guest::HttpRequest;
 use crate::http::{self, HeadError, RequestHead, Route};
-use crate::lane::{ConnectionGuard, Lane};
-use crate::outbox::{CLOSE_TIMEOUT, Ending, Outbox};
+use crate::lane::{ConnectionGuard, Handover, Lane};
+use crate::metrics::Rejection;
+use crate::outbox::CLOSE_TIMEOUT;
 use crate::plugin::Plugin;
 use crate::registry::Lookup;
+use crate::routing::Misrouted;
 
 /// Answers a connection with an HTTP error without reading its request (used when the
 /// lane is at capacity).
@@ -45,10 +33,12 @@ pub async fn serve(
     let head = match http::read_head(&mut stream, limits.handshake_timeout()).await {
         Ok(head) => head,
         Err(HeadError::TooLarge) => {
+            lane.metrics.rejected(Rejection::BadRequest);
             let _ = http::write_text(&mut stream, 431, "request head too large").await;
             return;
         }
         Err(HeadError::Malformed(why)) => {
+            lane.metrics.rejected(Rejection::BadRequest);
             let _ = http::write_text(&mut stream, 400, &format!("malformed request: {why}")).await;
             return;
         }
@@ -57,20 +47,72 @@ pub async fn serve(
             return;
         }
     };
+    dispatch(lane, stream, peer, head, false).await;
+}
+
+/// Serves a connection another lane read the request of and handed to this one, the
+/// owner of its document.
+pub async fn serve_adopted(
+    lane: Rc<Lane>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    head: RequestHead,
+    _guard: ConnectionGuard,
+) {
+    dispatch(lane, stream, peer, head, true).await;
+}
+
+/// Answers a request whose head has been read.
+async fn dispatch(
+    lane: Rc<Lane>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    head: RequestHead,
+    adopted: bool,
+) {
     let route = match http::route(&head.path) {
         Ok(route) => route,
         Err(e @ http::RouteError::BadDocument(_)) => {
+            lane.metrics.rejected(Rejection::BadRequest);
             let _ = http::write_text(&mut stream, 400, &e.to_string()).await;
             return;
         }
+        Err(http::RouteError::NotFound) if lane.shared.config.static_dir.is_some() => {
+            let root = lane.shared.config.static_dir.as_deref().expect("checked");
+            crate::static_files::serve(&mut stream, root, &head).await;
+            return;
+        }
         Err(e) => {
+            lane.metrics.rejected(Rejection::NotFound);
             let _ = http::write_text(&mut stream, 404, &e.to_string()).await;
             return;
         }
     };
+    if let Route::Socket { plugin, document } | Route::Document { plugin, document } = &route {
+        let owner = lane.shared.lanes.owner(plugin, document);
+        // An adopted connection was sent by the owner rule itself: never send it on.
+        if owner != lane.index && !adopted {
+            misrouted(&lane, stream, peer, head, owner, plugin, document).await;
+            return;
+        }
+    }
     match route {
         Route::Health => {
             let _ = http::write_text(&mut stream, 200, "ok").await;
+        }
+        Route::Metrics if lane.shared.config.admin_port.is_some() => {
+            // The admin port has them, behind its token when one is set.
+            lane.metrics.rejected(Rejection::NotFound);
+            let _ =
+                http::write_text(&mut stream, 404, "metrics are served on the admin port").await;
+        }
+        Route::Metrics => {
+            let body = lane.shared.metrics.render(&lane.shared.registry);
+            let headers = [(
+                "content-type".to_owned(),
+                crate::metrics::CONTENT_TYPE.to_owned(),
+            )];
+            let _ = http::write_response(&mut stream, 200, &headers, body.as_bytes()).await;
         }
         Route::Plugins => {
             let body = lane.shared.registry.describe().to_string();
@@ -80,8 +122,8 @@ pub async fn serve(
         Route::Ready => {
             // A lane answers only once the plugins are compiled and it listens; it stops
             // being ready as soon as shutdown begins.
-            let (status, text) = if lane.is_shutting_down() {
-                (503, "shutting down")
+            let (status, text) = if lane.is_shutting_down() || !lane.shared.ready() {
+                (503, "not ready: shutting down or a lane is down")
             } else {
                 (200, "ready")
             };
@@ -89,19 +131,22 @@ pub async fn serve(
         }
         Route::Stats => {
             let body = format!(
-                "{{\"lane\":{},\"documents\":{},\"unsaved\":{},\"connections\":{},\"failed_saves\":{},\"failed_migrations\":{}}}",
+                "{{\"lane\":{},\"port\":{},\"documents\":{},\"unsaved\":{},\"connections\":{},\"failed_saves\":{},\"failed_migrations\":{},\"handed_over\":{},\"adopted\":{}}}",
                 lane.index,
+                lane.shared.lanes.get(lane.index).addr.port(),
                 lane.document_count(),
                 lane.unsaved_count(),
                 lane.connection_count().saturating_sub(1),
                 lane.failed_saves(),
-                lane.failed_migrations()
+                lane.failed_migrations(),
+                lane.handed_over(),
+                lane.adopted()
             );
             let headers = [("content-type".to_owned(), "application/json".to_owned())];
             let _ = http::write_response(&mut stream, 200, &headers, body.as_bytes()).await;
         }
         Route::Socket { plugin, document } => {
-            serve_socket(lane, stream, peer, head, &plugin, &document).await;
+            crate::websocket::serve(lane, stream, peer, head, &plugin, &document).await;
         }
         Route::Document { plugin, document } => {
             serve_request(lane, stream, head, &plugin, &document).await;
@@ -109,19 +154,70 @@ pub async fn serve(
     }
 }
 
+/// A request for a document lane `owner` serves: move the socket there, or answer 421.
+async fn misrouted(
+    lane: &Lane,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    head: RequestHead,
+    owner: usize,
+    plugin: &str,
+    document: &str,
+) {
+    let to = lane.shared.lanes.get(owner);
+    if lane.shared.config.misrouted == Misrouted::Reject {
+        let headers = [
+            (
+                "x-wasmroom-owner-port".to_owned(),
+                to.addr.port().to_string(),
+            ),
+            ("x-wasmroom-owner".to_owned(), to.name.clone()),
+            (
+                "content-type".to_owned(),
+                "text/plain; charset=utf-8".to_owned(),
+            ),
+        ];
+        let body = format!("{plugin}/{document} is served on port {}\n", to.addr.port());
+        lane.metrics.rejected(Rejection::Misrouted);
+        let _ = http::write_response(&mut stream, 421, &headers, body.as_bytes()).await;
+        return;
+    }
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(lane = lane.index, %peer, "cannot hand over a connection: {e}");
+            return;
+        }
+    };
+    tracing::trace!(
+        lane = lane.index,
+        to = owner,
+        "{plugin}/{document}: handing the socket over"
+    );
+    if let Err(back) = lane.hand_over(owner, Handover { stream, peer, head }) {
+        // The owner lane is stopping: the whole server is.
+        lane.metrics.rejected(Rejection::ShuttingDown);
+        if let Ok(mut stream) = TcpStream::from_std(back.stream) {
+            let _ = http::write_text(&mut stream, 503, "server shutting down").await;
+        }
+    }
+}
+
 /// Finds the plugin, answering 404/503 itself when there is none to serve.
-async fn find_plugin(
+pub(crate) async fn find_plugin(
     lane: &Lane,
     stream: &mut TcpStream,
     name: &str,
 ) -> Option<std::sync::Arc<Plugin>> {
     if lane.is_shutting_down() {
+        lane.metrics.rejected(Rejection::ShuttingDown);
         let _ = http::write_text(stream, 503, "server shutting down").await;
         return None;
     }
     match lane.shared.registry.get(name) {
         Lookup::Ready(plugin) => Some(plugin),
         Lookup::Failed(why) => {
+            lane.metrics.rejected(Rejection::PluginFailed);
             let _ = http::write_text(
                 stream,
                 503,
@@ -131,6 +227,7 @@ async fn find_plugin(
             None
         }
         Lookup::Missing => {
+            lane.metrics.rejected(Rejection::UnknownPlugin);
             let _ = http::write_text(stream, 404, &format!("no plugin named '{name}'")).await;
             None
         }
@@ -154,13 +251,19 @@ async fn open_document(
 }
 
 /// Answers a document that cannot be opened with 503 (try later) or 500.
-async fn refuse_document(
+pub(crate) async fn refuse_document(
     lane: &Lane,
     stream: &mut TcpStream,
     plugin: &Plugin,
     document: &str,
     e: DocumentError,
 ) {
+    lane.metrics.rejected(match e {
+        DocumentError::PoolExhausted(_) => Rejection::PoolExhausted,
+        DocumentError::CrashLoop(_) => Rejection::CrashLoop,
+        DocumentError::Storage(_) => Rejection::Storage,
+        _ => Rejection::Error,
+    });
     let status = match e {
         DocumentError::PoolExhausted(_) | DocumentError::CrashLoop(_) => 503,
         _ => {
@@ -195,6 +298,7 @@ async fn serve_request(
                 http::BodyError::TooLarge(_) => 413,
                 http::BodyError::Timeout | http::BodyError::Io(_) => return,
             };
+            lane.metrics.rejected(Rejection::BadRequest);
             let _ = http::write_text(&mut stream, status, &e.to_string()).await;
             return;
         }
@@ -222,296 +326,4 @@ async fn serve_request(
         }
     })
     .await;
-}
-
-async fn serve_socket(
-    lane: Rc<Lane>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    head: RequestHead,
-    plugin: &str,
-    document: &str,
-) {
-    let accept_key = match http::websocket_accept_key(&head) {
-        Ok(key) => key,
-        Err(why) => {
-            let status = if head.header("upgrade").is_none() {
-                426
-            } else {
-                400
-            };
-            let _ = http::write_text(&mut stream, status, why).await;
-            return;
-        }
-    };
-    let Some(plugin) = find_plugin(&lane, &mut stream, plugin).await else {
-        return;
-    };
-    let limits = &lane.shared.config.limits;
-    let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(limits.max_message_bytes))
-        .max_frame_size(Some(limits.max_message_bytes))
-        // Small buffers keep an idle connection cheap; they grow for large messages.
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
-    let doc = match lane.document(&plugin, document) {
-        Ok(doc) => doc,
-        Err(DocumentError::CrashLoop(retry)) => {
-            // The protocol's "try again later" is a close code (1013), so upgrade first.
-            let reason = format!(
-                "document is crash-looping; retry in {}s",
-                retry.as_secs().max(1)
-            );
-            refuse_after_upgrade(stream, &accept_key, head.rest, ws_config, 1013, reason).await;
-            return;
-        }
-        Err(DocumentError::Storage(_)) => {
-            let reason = "saved state unreadable; see the server log".to_owned();
-            refuse_after_upgrade(stream, &accept_key, head.rest, ws_config, 1011, reason).await;
-            return;
-        }
-        Err(e) => {
-            refuse_document(&lane, &mut stream, &plugin, document, e).await;
-            return;
-        }
-    };
-    if doc.borrow().connection_count() >= limits.max_connections_per_document {
-        let _ = http::write_text(
-            &mut stream,
-            503,
-            "document at capacity: too many connections",
-        )
-        .await;
-        return;
-    }
-
-    let id = lane.shared.next_connection_id();
-    let offered = head.subprotocols();
-    let info = ConnectInfo {
-        id,
-        path: head.path,
-        query: head.query,
-        headers: head.headers,
-        subprotocols: offered.clone(),
-        remote_address: peer.to_string(),
-    };
-    let outbox = Rc::new(Outbox::new(limits.max_queued_bytes));
-    let decision = doc.borrow_mut().connect(info, outbox.clone());
-    let subprotocol = match decision {
-        Ok(Decision::Accept(choice)) => match choice {
-            Some(p) if !offered.contains(&p) => {
-                tracing::warn!(plugin = %plugin.name, doc = %document, "consumer chose subprotocol {p:?}, which the client did not offer; ignored");
-                None
-            }
-            other => other,
-        },
-        Ok(Decision::Reject(r)) => {
-            let status = if (400..=599).contains(&r.status) {
-                r.status
-            } else {
-                403
-            };
-            let _ = http::write_text(&mut stream, status, &r.reason).await;
-            return;
-        }
-        Err(e) => {
-            let _ = http::write_text(&mut stream, 500, &e.to_string()).await;
-            return;
-        }
-    };
-    if http::write_switching_protocols(&mut stream, &accept_key, subprotocol.as_deref())
-        .await
-        .is_err()
-    {
-        outbox.finish();
-        doc.borrow_mut().disconnect(id, 1006);
-        return;
-    }
-    let ws = WebSocketStream::from_partially_read(stream, head.rest, Role::Server, Some(ws_config))
-        .await;
-    let (sink, mut frames) = ws.split();
-    tokio::task::spawn_local(write_loop(sink, outbox.clone()));
-
-    // Keepalive: ping every `ping_interval`; a client that sends nothing at all (not even
-    // the pong) within `ping_timeout` of a ping is dropped. One timer per connection,
-    // re-armed only when it fires, never per message.
-    let (ping_interval, ping_timeout) = (limits.ping_interval(), limits.ping_timeout());
-    let mut awaiting_pong = false;
-    let keepalive = tokio::time::sleep(ping_interval);
-    tokio::pin!(keepalive);
-
-    let mut code = 1006;
-    loop {
-        // The writer gave up on this client (close handshake timed out, socket dead):
-        // stop even if the client keeps sending.
-        if outbox.reader_aborted() {
-            break;
-        }
-        // Fast path: a frame that is already there is handled without arming the other
-        // branches (the keepalive only matters when the client is quiet).
-        let ready = poll_fn(|cx| Poll::Ready(frames.poll_next_unpin(cx))).await;
-        let next = if let Poll::Ready(next) = ready {
-            next
-        } else {
-            tokio::select! {
-            biased;
-            next = frames.next() => next,
-            _ = outbox.abort.notified() => break,
-            _ = &mut keepalive => {
-                if awaiting_pong {
-                    tracing::debug!(lane = lane.index, %peer, "no answer to a ping within {ping_timeout:?}: closing");
-                    outbox.close(1001, "ping timeout");
-                    break;
-                }
-                outbox.push(Frame::Ping(Default::default()));
-                awaiting_pong = true;
-                keepalive.as_mut().reset((Instant::now() + ping_timeout).into());
-                continue;
-            }
-            }
-        };
-        if awaiting_pong {
-            // Anything from the client answers the ping; the next ping is a full interval
-            // after this one.
-            awaiting_pong = false;
-            keepalive
-                .as_mut()
-                .reset((Instant::now() + ping_interval).into());
-        }
-        if lane.is_shutting_down() && matches!(next, Some(Ok(Frame::Text(_) | Frame::Binary(_)))) {
-            // The document is being saved for shutdown: what arrives now is not applied
-            // (the client gets 1012 and resends what was not acknowledged).
-            continue;
-        }
-        let result = match next {
-            Some(Ok(Frame::Text(text))) => doc
-                .borrow_mut()
-                .message(id, &Message::Text(text.as_str().to_owned())),
-            Some(Ok(Frame::Binary(bytes))) => doc
-                .borrow_mut()
-                .message(id, &Message::Binary(bytes.to_vec())),
-            Some(Ok(Frame::Close(frame))) => {
-                code = frame.map_or(1005, |f| u16::from(f.code));
-                continue;
-            }
-            Some(Ok(_)) => continue, // ping, pong: tungstenite answers pings itself
-            Some(Err(e)) => {
-                // The writer still sends this close frame after the reader is done.
-                if let Some((close_code, reason)) = close_for_error(&e) {
-                    code = close_code;
-                    outbox.close(close_code, reason);
-                }
-                break;
-            }
-            None => break,
-        };
-        // On an error the document crashed and the outbox is closing with 1011: keep
-        // reading until the client answers the close frame or the writer gives up.
-        let _ = result;
-    }
-    outbox.finish();
-    doc.borrow_mut().disconnect(id, code);
-}
-
-/// Completes the upgrade only to close at once with `code` (e.g. 1013 "try again later").
-async fn refuse_after_upgrade(
-    mut stream: TcpStream,
-    accept_key: &str,
-    rest: Vec<u8>,
-    config: WebSocketConfig,
-    code: u16,
-    reason: String,
-) {
-    if http::write_switching_protocols(&mut stream, accept_key, None)
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let mut ws =
-        WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config)).await;
-    let close = CloseFrame {
-        code: code.into(),
-        reason: reason.into(),
-    };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        ws.close(Some(close)).await?;
-        while ws.next().await.is_some() {}
-        Ok::<_, WsError>(())
-    })
-    .await;
-}
-
-/// The close code and reason to answer a read error with, if the socket is still usable.
-fn close_for_error(e: &WsError) -> Option<(u16, &'static str)> {
-    match e {
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-            Some((1009, "message too large"))
-        }
-        WsError::Capacity(_) => Some((1009, "frame too large")),
-        WsError::Utf8(_) => Some((1007, "invalid UTF-8 in a text message")),
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
-        WsError::Protocol(_) => Some((1002, "protocol error")),
-        _ => None,
-    }
-}
-
-/// Runs one socket operation of the writer. Once the connection is closing, the operation
-/// (and everything after it) must finish by the outbox's give-up time: a client that does
-/// not read cannot hold its connection open. `None` means "give up".
-async fn bounded<F: Future>(outbox: &Outbox, op: F) -> Option<F::Output> {
-    tokio::pin!(op);
-    // Fast path: most operations complete at once, with no timer or notification to set
-    // up (this runs for every frame).
-    if outbox.give_up_at().is_none()
-        && let Poll::Ready(out) = poll_fn(|cx| Poll::Ready(op.as_mut().poll(cx))).await
-    {
-        return Some(out);
-    }
-    loop {
-        if let Some(at) = outbox.give_up_at() {
-            return tokio::time::timeout_at(at.into(), &mut op).await.ok();
-        }
-        tokio::select! {
-            biased;
-            out = &mut op => return Some(out),
-            _ = outbox.closing.notified() => {}
-        }
-    }
-}
-
-/// Drains the outbox into the socket: feed every queued frame, flush once per batch.
-async fn write_loop(mut sink: SplitSink<WebSocketStream<TcpStream>, Frame>, outbox: Rc<Outbox>) {
-    loop {
-        while let Some(frame) = outbox.pop() {
-            if !matches!(bounded(&outbox, sink.feed(frame)).await, Some(Ok(()))) {
-                outbox.abort_reader();
-                return;
-            }
-        }
-        if !matches!(bounded(&outbox, sink.flush()).await, Some(Ok(()))) {
-            outbox.abort_reader();
-            return;
-        }
-        match outbox.ending() {
-            Ending::Open => outbox.wake.notified().await,
-            Ending::Gone => return,
-            Ending::Close(code, reason) => {
-                let frame = CloseFrame {
-                    code: code.into(),
-                    reason: reason.into(),
-                };
-                let _ = bounded(&outbox, sink.send(Frame::Close(Some(frame)))).await;
-                // The reader ends when the client answers; if it never does, stop it.
-                let _ = bounded(&outbox, async {
-                    while !outbox.reader_done() {
-                        outbox.wake.notified().await;
-                    }
-                })
-                .await;
-                outbox.abort_reader();
-                return;
-            }
-        }
-    }
 }

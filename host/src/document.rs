@@ -22,6 +22,8 @@ use wasmtime::Store;
 use crate::guest::{
     ConnectInfo, Decision, Effect, GuestState, HttpRequest, HttpResponse, Message, Room,
 };
+use crate::instance::Instance;
+use crate::metrics::PluginMetrics;
 use crate::outbox::Outbox;
 use crate::plugin::Plugin;
 use crate::storage::Snapshot;
@@ -62,77 +64,6 @@ pub enum DocumentError {
     CrashLoop(std::time::Duration),
 }
 
-/// The instance of a live document. `None` once it crashed.
-struct Instance {
-    store: Store<GuestState>,
-    room: Room,
-}
-
-impl Instance {
-    /// A fresh instance of `plugin` for document `id`, opened (`open` called).
-    fn create(
-        plugin: &Plugin,
-        id: &str,
-        limits: &DocumentLimits,
-    ) -> Result<Instance, DocumentError> {
-        let tag: Arc<str> = format!("{}/{}", plugin.name, id).into();
-        let engine = plugin.pre.instance_pre().engine().clone();
-        let mut store = Store::new(
-            &engine,
-            GuestState::new(
-                tag,
-                limits.max_memory_bytes,
-                limits.max_message_bytes,
-                limits.max_timers,
-            ),
-        );
-        store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(limits.deadline_ticks);
-        let room = plugin.pre.instantiate(&mut store).map_err(|e| {
-            if e.chain()
-                .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
-            {
-                DocumentError::PoolExhausted(format!("{e}"))
-            } else {
-                DocumentError::Instantiate(format!("{e:#}"))
-            }
-        })?;
-        let mut instance = Instance { store, room };
-        let opened = instance
-            .guarded(limits.deadline_ticks, |room, store| {
-                room.wasmroom_consumer_consumer().call_open(store, id)
-            })
-            .map_err(|e| DocumentError::Crashed(format!("{e:#}")))?;
-        opened.map_err(DocumentError::Refused)?;
-        // Effects of `open` (logs only: there are no connections yet) are dropped.
-        instance.store.data_mut().effects.clear();
-        Ok(instance)
-    }
-
-    /// Runs one guest call with the deadline armed. A panic in a host function (a
-    /// wasmroom bug) must not take the lane down with it: wasmtime resumes it here, and
-    /// it comes back as an error like a trap.
-    fn guarded<R>(
-        &mut self,
-        deadline_ticks: u64,
-        f: impl FnOnce(&Room, &mut Store<GuestState>) -> wasmtime::Result<R>,
-    ) -> wasmtime::Result<R> {
-        self.store.set_epoch_deadline(deadline_ticks);
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            f(&self.room, &mut self.store)
-        }))
-        .unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            Err(wasmtime::Error::msg(format!("host panicked: {what}")))
-        })
-    }
-}
-
 /// A live document.
 pub struct Document {
     plugin: Arc<Plugin>,
@@ -150,6 +81,34 @@ pub struct Document {
     saved: u64,
     /// Save bookkeeping, kept by the lane.
     pub persistence: Persistence,
+    metrics: PluginMetrics,
+    /// Linear memory as last reported to the metrics.
+    memory_bytes: u64,
+    /// Messages from clients, ever.
+    messages: u64,
+    /// When a guest call last ran.
+    last_activity: Instant,
+}
+
+/// What the admin API shows of a live document.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DocumentInfo {
+    /// The plugin.
+    pub plugin: String,
+    /// The plugin version serving it.
+    pub version: String,
+    /// The document id.
+    pub document: String,
+    /// Open connections.
+    pub connections: usize,
+    /// Linear memory of its instance.
+    pub memory_bytes: u64,
+    /// Messages from clients since it opened.
+    pub messages: u64,
+    /// Milliseconds since a guest call last ran.
+    pub idle_ms: u64,
+    /// Whether it changed since its last save.
+    pub unsaved: bool,
 }
 
 /// Where the document stands with saving.
@@ -196,9 +155,12 @@ impl Document {
         plugin: Arc<Plugin>,
         id: &str,
         limits: DocumentLimits,
+        metrics: PluginMetrics,
     ) -> Result<Document, DocumentError> {
-        let instance = Instance::create(&plugin, id, &limits)?;
+        let instance = Instance::create(&plugin, id, &limits, &metrics, true)?;
         plugin.live.fetch_add(1, Ordering::Relaxed);
+        let memory_bytes = instance.store.data().limits.memory_bytes;
+        metrics.memory_changed(0, memory_bytes);
         Ok(Document {
             plugin,
             id: id.to_owned(),
@@ -215,7 +177,42 @@ impl Document {
                 next_save: Instant::now(),
                 saved_hash: None,
             },
+            metrics,
+            memory_bytes,
+            messages: 0,
+            last_activity: Instant::now(),
         })
+    }
+
+    /// The document as the admin API shows it.
+    pub fn info(&self) -> DocumentInfo {
+        DocumentInfo {
+            plugin: self.plugin.name.clone(),
+            version: self.plugin.version.clone(),
+            document: self.id.clone(),
+            connections: self.outboxes.len(),
+            memory_bytes: self.memory_bytes,
+            messages: self.messages,
+            idle_ms: self.last_activity.elapsed().as_millis() as u64,
+            unsaved: self.is_dirty(),
+        }
+    }
+
+    /// The metric handles of the document's plugin.
+    pub fn metrics(&self) -> &PluginMetrics {
+        &self.metrics
+    }
+
+    /// Reports the instance's linear memory to the metrics if it changed.
+    fn sync_memory(&mut self) {
+        let now = self
+            .instance
+            .as_ref()
+            .map_or(0, |i| i.store.data().limits.memory_bytes);
+        if now != self.memory_bytes {
+            self.metrics.memory_changed(self.memory_bytes, now);
+            self.memory_bytes = now;
+        }
     }
 
     /// Hands a saved state to the fresh instance (`restore`) and re-arms its timers. A
@@ -306,7 +303,8 @@ impl Document {
             return Ok(());
         }
         let (snapshot, _) = self.snapshot()?;
-        let mut fresh = Instance::create(&plugin, &self.id, &limits)?;
+        // A trap here leaves the document on its old version: not counted as one that ended.
+        let mut fresh = Instance::create(&plugin, &self.id, &limits, &self.metrics, false)?;
         // The new version sees the document's connections while it restores (it may
         // rebuild presence from `connections()` or greet them).
         {
@@ -340,6 +338,7 @@ impl Document {
         self.plugin.live.fetch_sub(1, Ordering::Relaxed);
         self.plugin = plugin;
         self.deadline_ticks = limits.deadline_ticks;
+        self.sync_memory();
         self.wake.notify_one();
         Ok(())
     }
@@ -386,7 +385,11 @@ impl Document {
                 "the consumer crashed earlier".into(),
             ));
         };
-        match instance.guarded(self.deadline_ticks, f) {
+        let started = Instant::now();
+        let result = instance.guarded(self.deadline_ticks, f);
+        self.last_activity = Instant::now();
+        self.metrics.call(what, self.last_activity - started);
+        match result {
             Ok(value) => {
                 if what != "snapshot" {
                     if self.changes == self.saved {
@@ -402,9 +405,13 @@ impl Document {
                 if std::mem::take(&mut state.timers_changed) {
                     self.wake.notify_one();
                 }
+                if state.limits.memory_bytes != self.memory_bytes {
+                    self.sync_memory();
+                }
                 Ok(value)
             }
             Err(e) => {
+                self.metrics.trapped(&e);
                 let reason = format!("{e:#}");
                 self.crash(what, &reason);
                 Err(DocumentError::Crashed(reason))
@@ -424,6 +431,7 @@ impl Document {
         if self.instance.take().is_some() {
             self.plugin.live.fetch_sub(1, Ordering::Relaxed);
         }
+        self.sync_memory();
         for outbox in self.outboxes.values() {
             outbox.close(1011, "consumer crashed");
         }
@@ -473,6 +481,7 @@ impl Document {
 
     /// A message from connection `id`.
     pub fn message(&mut self, id: u64, msg: &Message) -> Result<(), DocumentError> {
+        self.messages += 1;
         self.call("on-message", |room, store| {
             room.wasmroom_consumer_consumer()
                 .call_on_message(store, id, msg)
@@ -540,6 +549,7 @@ impl Drop for Document {
         if self.instance.is_some() {
             self.plugin.live.fetch_sub(1, Ordering::Relaxed);
         }
+        self.metrics.memory_changed(self.memory_bytes, 0);
     }
 }
 

@@ -44,7 +44,7 @@ pub struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
     /// Memory and instance caps, checked by wasmtime.
-    pub limits: StoreLimits,
+    pub limits: MeteredLimits,
     /// Effects of the current call, in call order.
     pub effects: Vec<Effect>,
     /// Open connections, oldest first (ids only grow).
@@ -59,6 +59,59 @@ pub struct GuestState {
     max_timers: u32,
     /// `plugin/document`, for log lines.
     tag: Arc<str>,
+}
+
+/// The store's limits, also counting the linear memory the instance holds (for the
+/// metrics and the admin API; wasmtime asks the limiter before every memory grows).
+#[derive(Debug)]
+pub struct MeteredLimits {
+    limits: StoreLimits,
+    /// Linear memory of all the instance's memories, in bytes.
+    pub memory_bytes: u64,
+}
+
+impl wasmtime::ResourceLimiter for MeteredLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_bytes += desired.saturating_sub(current) as u64;
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 impl std::fmt::Debug for GuestState {
@@ -83,11 +136,14 @@ impl GuestState {
         GuestState {
             wasi: crate::wasi::context(&tag),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(max_memory_bytes)
-                .instances(CORE_INSTANCE_LIMIT)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: MeteredLimits {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(max_memory_bytes)
+                    .instances(CORE_INSTANCE_LIMIT)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                memory_bytes: 0,
+            },
             effects: Vec::new(),
             connections: BTreeSet::new(),
             closing: BTreeSet::new(),

@@ -69,6 +69,7 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
         });
     let mut doc = cell.borrow_mut();
     doc.persistence.saving = false;
+    doc.metrics().saved(written.is_ok(), started.elapsed());
     let checkpoint = lane.shared.config.checkpoint_interval();
     match written {
         Ok(()) => {

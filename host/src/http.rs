@@ -6,6 +6,7 @@
 //! that is needed is the head, an optional `Content-Length` body, and full control over
 //! what happens before the upgrade (404/400/503 with a reason, the consumer's own rejection).
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
@@ -145,6 +146,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    /// `/metrics`: every metric of the process, OpenMetrics text.
+    Metrics,
     /// `/ws/{plugin}/{document}`: a WebSocket to a document.
     Socket { plugin: String, document: String },
     /// `/docs/{plugin}/{document}[/...]`: an HTTP request to a document.
@@ -180,6 +183,7 @@ pub fn route(path: &str) -> Result<Route, RouteError> {
         "/stats" => return Ok(Route::Stats),
         "/readyz" => return Ok(Route::Ready),
         "/plugins" => return Ok(Route::Plugins),
+        "/metrics" => return Ok(Route::Metrics),
         _ => {}
     }
     let (kind, rest) = if let Some(rest) = path.strip_prefix("/ws/") {
@@ -251,6 +255,33 @@ pub fn decode_document_id(raw: &str) -> Result<String, RouteError> {
 }
 
 /// The reason phrase of the status codes wasmroom sends.
+/// The client's address as the consumer sees it. Behind a proxy (`trust_proxy`), that is
+/// the address the proxy reports: the last `X-Forwarded-For` entry (the one the proxy
+/// appended; entries before it come from the client and prove nothing), else
+/// `X-Real-IP`. The proxy does not tell the client's port, so it is 0 (a port in the
+/// entry is dropped). An entry that is not an address is ignored.
+pub fn client_address(head: &RequestHead, peer: SocketAddr, trust_proxy: bool) -> SocketAddr {
+    if !trust_proxy {
+        return peer;
+    }
+    let ip = |text: &str| {
+        let text = text.trim();
+        text.parse::<IpAddr>()
+            .ok()
+            .or_else(|| text.parse::<SocketAddr>().ok().map(|a| a.ip()))
+    };
+    let forwarded = head
+        .headers
+        .iter()
+        .rev()
+        .find(|(n, _)| n == "x-forwarded-for")
+        .and_then(|(_, v)| v.rsplit(',').next())
+        .and_then(ip);
+    forwarded
+        .or_else(|| head.header("x-real-ip").and_then(ip))
+        .map_or(peer, |ip| SocketAddr::new(ip, 0))
+}
+
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
@@ -264,6 +295,7 @@ fn reason_phrase(status: u16) -> &'static str {
         409 => "Conflict",
         411 => "Length Required",
         413 => "Content Too Large",
+        421 => "Misdirected Request",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -281,6 +313,26 @@ pub async fn write_response<S: AsyncWrite + Unpin>(
     headers: &[(String, String)],
     body: &[u8],
 ) -> std::io::Result<()> {
+    let mut bytes = response_head(status, headers, body.len()).into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes).await?;
+    stream.flush().await
+}
+
+/// Writes only the head of a response whose body would be `length` bytes (`HEAD`).
+pub async fn write_head<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: u16,
+    headers: &[(String, String)],
+    length: usize,
+) -> std::io::Result<()> {
+    stream
+        .write_all(response_head(status, headers, length).as_bytes())
+        .await?;
+    stream.flush().await
+}
+
+fn response_head(status: u16, headers: &[(String, String)], length: usize) -> String {
     let mut out = format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status));
     let mut has_type = false;
     for (name, value) in headers {
@@ -296,17 +348,13 @@ pub async fn write_response<S: AsyncWrite + Unpin>(
         has_type |= lower == "content-type";
         out.push_str(&format!("{name}: {value}\r\n"));
     }
-    if !has_type && !body.is_empty() {
+    if !has_type && length > 0 {
         out.push_str("content-type: text/plain; charset=utf-8\r\n");
     }
     out.push_str(&format!(
-        "content-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
+        "content-length: {length}\r\nconnection: close\r\n\r\n"
     ));
-    let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(body);
-    stream.write_all(&bytes).await?;
-    stream.flush().await
+    out
 }
 
 /// Writes a plain-text error or status response with a one-line body.
@@ -420,6 +468,48 @@ pub enum BodyError {
 
 #[cfg(test)]
 mod tests {
+
+    fn head_with(headers: &[(&str, &str)]) -> RequestHead {
+        RequestHead {
+            method: "GET".into(),
+            path: "/ws/chat/x".into(),
+            query: String::new(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            rest: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn client_address_trusts_proxy_headers_only_when_told() {
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let spoofed = head_with(&[("x-forwarded-for", "10.9.9.9")]);
+        assert_eq!(client_address(&spoofed, peer, false), peer);
+        // The proxy appends the address it saw: the last entry counts, not the client's.
+        let appended = head_with(&[("x-forwarded-for", "10.9.9.9, 192.0.2.7")]);
+        assert_eq!(
+            client_address(&appended, peer, true),
+            "192.0.2.7:0".parse().unwrap()
+        );
+        let real = head_with(&[("x-real-ip", "2001:db8::1")]);
+        assert_eq!(
+            client_address(&real, peer, true),
+            "[2001:db8::1]:0".parse().unwrap()
+        );
+        // A client's own X-Real-IP does not beat what the proxy appended.
+        let spoof = head_with(&[
+            ("x-forwarded-for", "192.0.2.7:5555"),
+            ("x-real-ip", "10.1.1.1"),
+        ]);
+        assert_eq!(
+            client_address(&spoof, peer, true),
+            "192.0.2.7:0".parse().unwrap()
+        );
+        let garbage = head_with(&[("x-real-ip", "not an address")]);
+        assert_eq!(client_address(&garbage, peer, true), peer);
+    }
     use super::*;
 
     #[test]

@@ -5,22 +5,30 @@
 //! document directly, and the document queues frames to the other connections' writers,
 //! all on this thread. What the lanes share is read-only or atomic: the engine, the plugin
 //! registry, the configuration and the connection id counter ([`Shared`]).
+//!
+//! A connection for a document another lane owns is handed over before its upgrade: the
+//! socket itself moves to the owner lane's thread ([`LaneCommand::Adopt`]), so every socket
+//! of a document is served where the document lives (see [`crate::routing`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use crate::admin::{AdminReply, AdminRequest};
 use crate::config::Config;
 use crate::document::{Document, DocumentCell, DocumentError, DocumentLimits};
+use crate::http::RequestHead;
+use crate::metrics::{LaneMetrics, Metrics};
 use crate::plugin::Plugin;
 use crate::registry::Registry;
+use crate::routing::Lanes;
 use crate::runtime::deadline_ticks;
 use crate::storage::Storage;
 
@@ -33,18 +41,41 @@ pub struct Shared {
     pub registry: Registry,
     /// Where documents are saved.
     pub storage: Arc<dyn Storage>,
+    /// Every lane, and which one owns which document.
+    pub lanes: Lanes,
+    /// Every metric.
+    pub metrics: Arc<Metrics>,
+    /// Set when shutdown begins (readiness turns false).
+    pub stopping: AtomicBool,
+    /// Set when a lane stopped on its own (it failed): the process is not ready.
+    pub lane_down: AtomicBool,
     next_connection: AtomicU64,
 }
 
 impl Shared {
     /// Shared state for the lanes.
-    pub fn new(config: Config, registry: Registry, storage: Arc<dyn Storage>) -> Shared {
+    pub fn new(
+        config: Config,
+        registry: Registry,
+        storage: Arc<dyn Storage>,
+        lanes: Lanes,
+        metrics: Arc<Metrics>,
+    ) -> Shared {
         Shared {
             config,
             registry,
             storage,
+            lanes,
+            metrics,
+            stopping: AtomicBool::new(false),
+            lane_down: AtomicBool::new(false),
             next_connection: AtomicU64::new(1),
         }
+    }
+
+    /// Whether the process is ready: not shutting down, every lane up.
+    pub fn ready(&self) -> bool {
+        !self.stopping.load(Ordering::Relaxed) && !self.lane_down.load(Ordering::Relaxed)
     }
 
     /// A connection id unique in the process.
@@ -58,6 +89,22 @@ impl Shared {
 pub enum LaneCommand {
     /// A new version of a plugin is loaded: move this lane's documents of it over.
     Migrate(Arc<Plugin>),
+    /// A connection that another lane accepted for a document this lane owns.
+    Adopt(Handover),
+    /// A request of the admin API; the answer goes back on the channel.
+    Admin(AdminRequest, oneshot::Sender<AdminReply>),
+}
+
+/// A connection on its way to the lane that owns its document: the socket (taken off
+/// the sending lane's reactor) and the request head that lane already read.
+#[derive(Debug)]
+pub struct Handover {
+    /// The socket.
+    pub stream: std::net::TcpStream,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The request, read but not answered.
+    pub head: RequestHead,
 }
 
 /// (plugin, document id)
@@ -77,6 +124,8 @@ pub struct Lane {
     crashes: RefCell<HashMap<DocumentKey, CrashHistory>>,
     failed_saves: Cell<u64>,
     failed_migrations: Cell<u64>,
+    /// This lane's metric handles.
+    pub metrics: LaneMetrics,
 }
 
 /// Recent traps of one document, for the crash-loop guard.
@@ -90,7 +139,6 @@ impl Lane {
     fn new(index: usize, shared: Arc<Shared>) -> Lane {
         Lane {
             index,
-            shared,
             documents: RefCell::new(HashMap::new()),
             connections: Cell::new(0),
             drained: Notify::new(),
@@ -98,6 +146,32 @@ impl Lane {
             crashes: RefCell::new(HashMap::new()),
             failed_saves: Cell::new(0),
             failed_migrations: Cell::new(0),
+            metrics: shared.metrics.lane(index),
+            shared,
+        }
+    }
+
+    /// Connections this lane accepted and handed to the owner lane of their document.
+    pub fn handed_over(&self) -> u64 {
+        self.metrics.handed_over.get()
+    }
+
+    /// Connections other lanes handed to this one.
+    pub fn adopted(&self) -> u64 {
+        self.metrics.adopted.get()
+    }
+
+    /// Sends a connection to lane `owner`. On failure (that lane is stopping) the
+    /// hand-over comes back.
+    pub fn hand_over(&self, owner: usize, handover: Handover) -> Result<(), Box<Handover>> {
+        let lane = self.shared.lanes.get(owner);
+        match lane.commands.send(LaneCommand::Adopt(handover)) {
+            Ok(()) => {
+                self.metrics.handed_over.inc();
+                Ok(())
+            }
+            Err(mpsc::error::SendError(LaneCommand::Adopt(h))) => Err(Box::new(h)),
+            Err(_) => unreachable!("the command sent was an adoption"),
         }
     }
 
@@ -117,7 +191,7 @@ impl Lane {
     }
 
     /// The limits for the documents of `plugin`.
-    fn limits_for(&self, plugin: &str) -> DocumentLimits {
+    pub fn limits_for(&self, plugin: &str) -> DocumentLimits {
         let config = &self.shared.config;
         DocumentLimits {
             max_memory_bytes: config.max_memory_for(plugin),
@@ -134,7 +208,26 @@ impl Lane {
 
     /// Whether the lane is shutting down (new connections get 503).
     pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.get()
+        self.shutting_down.get() || self.shared.stopping.load(Ordering::Relaxed)
+    }
+
+    /// The live document under `key`, if any.
+    pub fn live(&self, key: &DocumentKey) -> Option<DocumentCell> {
+        self.documents.borrow().get(key).cloned()
+    }
+
+    /// Every live document (a copy of the table: awaiting while holding it is fine).
+    pub fn live_documents(&self) -> Vec<(DocumentKey, DocumentCell)> {
+        self.documents
+            .borrow()
+            .iter()
+            .map(|(k, d)| (k.clone(), d.clone()))
+            .collect()
+    }
+
+    /// Counts a document that could not move to a new plugin version.
+    pub fn count_failed_migration(&self) {
+        self.failed_migrations.set(self.failed_migrations.get() + 1);
     }
 
     /// The number of live documents on this lane.
@@ -186,13 +279,19 @@ impl Lane {
                 DocumentError::Storage(e.to_string())
             })?;
         let started = Instant::now();
-        let doc = match Document::open(plugin.clone(), document, self.limits_for(&plugin.name))
-            .and_then(|mut doc| {
-                if let Some(snapshot) = &saved {
-                    doc.restore(snapshot)?;
-                }
-                Ok(doc)
-            }) {
+        let metrics = self.shared.metrics.plugin(&plugin.name, self.index);
+        let doc = match Document::open(
+            plugin.clone(),
+            document,
+            self.limits_for(&plugin.name),
+            metrics,
+        )
+        .and_then(|mut doc| {
+            if let Some(snapshot) = &saved {
+                doc.restore(snapshot)?;
+            }
+            Ok(doc)
+        }) {
             Ok(doc) => doc,
             Err(e) => {
                 if matches!(e, DocumentError::PoolExhausted(_)) {
@@ -212,6 +311,7 @@ impl Lane {
         self.documents
             .borrow_mut()
             .insert(key.clone(), cell.clone());
+        self.metrics.documents.set(self.document_count() as i64);
         tokio::task::spawn_local(crate::housekeeping::drive(
             self.clone(),
             key,
@@ -219,6 +319,22 @@ impl Lane {
             wake,
         ));
         Ok(cell)
+    }
+
+    /// From now on readers stop handing messages to documents, so a save is the last state.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.set(true);
+    }
+
+    /// Waits until the lane has no connection task left.
+    pub async fn drained(&self) {
+        while self.connections.get() > 0 {
+            let notified = self.drained.notified();
+            if self.connections.get() == 0 {
+                break;
+            }
+            notified.await;
+        }
     }
 
     /// Counts a connection task in; the guard counts it out when dropped.
@@ -238,6 +354,7 @@ impl Lane {
             }
             current
         };
+        self.metrics.documents.set(self.document_count() as i64);
         if removed && cell.borrow().is_crashed() {
             self.record_crash(key);
         }
@@ -315,6 +432,7 @@ pub async fn run(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     if lane.connections.get() >= lane.shared.config.limits.max_connections_per_lane {
+                        lane.metrics.rejected(crate::metrics::Rejection::Capacity);
                         tokio::task::spawn_local(crate::connection::refuse(
                             stream,
                             503,
@@ -332,138 +450,47 @@ pub async fn run(
             },
             Some(command) = commands.recv() => match command {
                 LaneCommand::Migrate(plugin) => {
-                    tokio::task::spawn_local(migrate_all(lane.clone(), plugin));
+                    tokio::task::spawn_local(crate::reload::migrate_all(lane.clone(), plugin));
                 }
+                LaneCommand::Adopt(handover) => adopt(&lane, handover),
+                LaneCommand::Admin(request, reply) => crate::admin::answer(&lane, request, reply),
             },
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
     }
     drop(listener);
-    // From here on, readers stop handing messages to documents, so the saved state is
-    // the last state.
-    lane.shutting_down.set(true);
-    let docs: Vec<(DocumentKey, DocumentCell)> = lane
-        .documents
-        .borrow()
-        .iter()
-        .map(|(k, d)| (k.clone(), d.clone()))
-        .collect();
-    let timeout = lane.shared.config.shutdown_timeout();
-    let started = Instant::now();
-    let saves = futures_util::future::join_all(docs.iter().map(|(key, doc)| async {
-        // A checkpoint may be in flight: let it finish, then save what changed since.
-        while doc.borrow().persistence.saving {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        crate::housekeeping::save(&lane, key, doc).await
-    }));
-    if tokio::time::timeout(timeout, saves).await.is_err() {
-        tracing::error!(lane = index, "saving took longer than {timeout:?}");
-    }
-    let unsaved: Vec<String> = docs
-        .iter()
-        .filter(|(_, d)| d.borrow().is_dirty())
-        .map(|((p, d), _)| format!("{p}/{d}"))
-        .collect();
-    if unsaved.is_empty() {
-        tracing::info!(
-            lane = index,
-            "shutting down: {} document(s), all saved ({:?}); closing {} connection(s)",
-            docs.len(),
-            started.elapsed(),
-            lane.connections.get()
-        );
-    } else {
-        tracing::error!(
-            lane = index,
-            "shutting down with {} unsaved document(s): {}",
-            unsaved.len(),
-            unsaved.join(", ")
-        );
-    }
-    for (_, doc) in &docs {
-        doc.borrow_mut().close_all(1012, "server restarting");
-    }
-    let timeout = timeout
-        .saturating_sub(started.elapsed())
-        .max(Duration::from_secs(1));
-    let drained = async {
-        while lane.connections.get() > 0 {
-            let notified = lane.drained.notified();
-            if lane.connections.get() == 0 {
-                break;
-            }
-            notified.await;
-        }
-    };
-    if tokio::time::timeout(timeout, drained).await.is_err() {
-        tracing::warn!(
-            lane = index,
-            "{} connection(s) still open after {timeout:?}; dropping them",
-            lane.connections.get()
-        );
-    }
-    // The closes ran the consumers' `on-disconnect` (presence, say): save that too.
-    let left = lane
-        .shared
-        .config
-        .shutdown_timeout()
-        .saturating_sub(started.elapsed())
-        .max(Duration::from_secs(1));
-    let again = futures_util::future::join_all(
-        docs.iter()
-            .map(|(key, doc)| crate::housekeeping::save(&lane, key, doc)),
-    );
-    let _ = tokio::time::timeout(left, again).await;
+    crate::shutdown::stop(&lane, commands).await;
     Ok(())
 }
 
-/// Moves every document of `plugin`'s name on this lane to `plugin`, one document at a
-/// time and yielding in between, so the lane keeps serving while it migrates.
-async fn migrate_all(lane: Rc<Lane>, plugin: Arc<Plugin>) {
-    let started = Instant::now();
-    let docs: Vec<(DocumentKey, DocumentCell)> = lane
-        .documents
-        .borrow()
-        .iter()
-        .filter(|((name, _), _)| *name == plugin.name)
-        .map(|(k, d)| (k.clone(), d.clone()))
-        .collect();
-    if docs.is_empty() {
+/// Takes over a connection another lane accepted for a document this lane owns.
+fn adopt(lane: &Rc<Lane>, handover: Handover) {
+    let Handover { stream, peer, head } = handover;
+    let stream = match tokio::net::TcpStream::from_std(stream) {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(lane = lane.index, %peer, "cannot take over a handed-over connection: {e}");
+            return;
+        }
+    };
+    lane.metrics.adopted.inc();
+    if lane.connections.get() >= lane.shared.config.limits.max_connections_per_lane {
+        lane.metrics.rejected(crate::metrics::Rejection::Capacity);
+        tokio::task::spawn_local(crate::connection::refuse(
+            stream,
+            503,
+            "lane at capacity: too many connections",
+        ));
         return;
     }
-    let limits = lane.limits_for(&plugin.name);
-    let (mut moved, mut failed) = (0usize, 0usize);
-    for ((name, id), doc) in docs {
-        // A newer version may have arrived meanwhile (its own migration runs too): never
-        // move a document back to an older one.
-        let current = matches!(
-            lane.shared.registry.get(&name),
-            crate::registry::Lookup::Ready(p) if Arc::ptr_eq(&p, &plugin)
-        );
-        if !current {
-            break;
-        }
-        let result = doc.borrow_mut().migrate(plugin.clone(), limits);
-        match result {
-            Ok(()) => moved += 1,
-            Err(e) => {
-                failed += 1;
-                lane.failed_migrations.set(lane.failed_migrations.get() + 1);
-                let error = format!("{name}/{id} stays on its old version: {e}");
-                tracing::error!(lane = lane.index, "{error}");
-                lane.shared.registry.record_error(&name, error);
-            }
-        }
-        tokio::task::yield_now().await;
-    }
-    tracing::info!(
-        lane = lane.index,
-        plugin = %plugin.name,
-        version = %plugin.version,
-        "reloaded: {moved} document(s) migrated, {failed} failed, in {:?}",
-        started.elapsed()
-    );
+    let guard = lane.track_connection();
+    tokio::task::spawn_local(crate::connection::serve_adopted(
+        lane.clone(),
+        stream,
+        peer,
+        head,
+        guard,
+    ));
 }
 
 fn spawn_connection(lane: &Rc<Lane>, stream: tokio::net::TcpStream, peer: SocketAddr) {

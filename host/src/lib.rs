@@ -7,11 +7,16 @@
 //! # Layout
 //!
 //! - [`server`]: start the lanes and the epoch ticker, stop them ([`Server`]).
-//! - [`lane`]: one port's thread: accept loop, document table, shutdown.
-//! - [`connection`]: one socket: request head, then an HTTP answer or a WebSocket's reader
-//!   and writer.
+//! - [`lane`]: one port's thread: accept loop, document table.
+//! - [`shutdown`]: a lane's shutdown: save, close with 1012, drain, save again.
+//! - [`routing`]: which lane owns a document (nginx's consistent hash); hand-over.
+//! - [`nginx`]: the nginx config `wasmroom nginx-config` prints.
+//! - [`connection`]: one socket: request head, routing, hand-over, HTTP answers.
+//! - [`websocket`]: the upgrade, then a WebSocket's reader and writer.
+//! - [`static_files`]: `--static DIR`, a web app served on the lane ports.
 //! - [`http`]: request head parsing, routing, document id rules, plain responses.
 //! - [`document`]: one live document: its instance, connections, timers; effects; traps.
+//! - [`instance`]: a document's consumer instance; guest calls with the deadline armed.
 //! - [`housekeeping`]: each document's driver: timers, checkpoints, idle eviction.
 //! - [`outbox`]: a connection's bounded outbound queue.
 //! - [`guest`]: bindings generated from `wit/` and the host functions guests call.
@@ -22,26 +27,38 @@
 //! - [`reload`]: watching the plugins directory; hot reload into the lanes.
 //! - [`runtime`]: the shared wasmtime engine (pooling allocator, epoch deadline).
 //! - [`storage`]: durable snapshots of documents (atomic files by default).
+//! - [`admin`]: the admin API (`--admin-port`): documents per lane, save, evict, reload.
+//! - [`top`]: `wasmroom top`, a terminal view of the admin API.
+//! - [`metrics`]: Prometheus metrics (`GET /metrics`), bounded labels, cheap handles.
 //! - [`config`]: defaults, TOML file, validation.
 //!
 //! See `ARCHITECTURE.md` for the path of a message and the invariants.
 
+pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod document;
 pub mod guest;
 pub mod housekeeping;
 pub mod http;
+pub mod instance;
 pub mod lane;
+pub mod metrics;
+pub mod nginx;
 pub mod outbox;
 pub mod plugin;
 pub mod registry;
 pub mod reload;
+pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod shutdown;
+pub mod static_files;
 pub mod storage;
 pub mod timers;
+pub mod top;
 pub mod wasi;
+pub mod websocket;
 
 pub use config::{Config, Limits};
 pub use server::{Server, StartError};

@@ -16,6 +16,7 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 use crate::guest::GuestState;
+use crate::metrics::Metrics;
 use crate::plugin::{Plugin, load, plugin_name};
 
 /// What a lane finds when it looks up a plugin.
@@ -49,6 +50,7 @@ pub struct Registry {
     /// One reload at a time (watcher and SIGHUP): otherwise a slow load of older bytes
     /// could finish last and win.
     reloading: std::sync::Mutex<()>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -68,6 +70,7 @@ impl Registry {
         linker: Linker<GuestState>,
         dir: &Path,
         cache: Option<PathBuf>,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<Registry> {
         let registry = Registry {
             dir: dir.to_owned(),
@@ -76,6 +79,7 @@ impl Registry {
             linker,
             plugins: RwLock::new(BTreeMap::new()),
             reloading: std::sync::Mutex::new(()),
+            metrics,
         };
         for path in registry.files()? {
             registry.reload(&path);
@@ -132,6 +136,7 @@ impl Registry {
                     return None;
                 }
                 tracing::info!(plugin = %name, version = %plugin.version, "loaded {} in {:?}", path.display(), started.elapsed());
+                self.metrics.reloaded(&name, true);
                 let plugin = Arc::new(plugin);
                 if let Some(old) = entry.current.replace(plugin.clone()) {
                     entry.previous.push(Arc::downgrade(&old));
@@ -143,6 +148,7 @@ impl Registry {
             Err(e) => {
                 tracing::error!(plugin = %name, "{e}{}", if entry.current.is_some() { "; the running version keeps serving" } else { "" });
                 entry.last_error = Some(e.to_string().into());
+                self.metrics.reloaded(&name, false);
                 None
             }
         }
@@ -179,6 +185,27 @@ impl Registry {
             .filter(|(_, e)| e.current.is_some())
             .map(|(n, _)| n.clone())
             .collect()
+    }
+
+    /// (plugin, version, live documents) of every version still loaded.
+    pub fn live_instances(&self) -> Vec<(String, String, usize)> {
+        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for (name, e) in plugins.iter() {
+            let versions = e
+                .current
+                .iter()
+                .cloned()
+                .chain(e.previous.iter().filter_map(Weak::upgrade));
+            for p in versions {
+                out.push((
+                    name.clone(),
+                    p.version.clone(),
+                    p.live.load(Ordering::Relaxed),
+                ));
+            }
+        }
+        out
     }
 
     /// Every plugin with its versions, load times, live documents per version and last
@@ -225,7 +252,8 @@ mod tests {
         std::fs::write(dir.path().join("junk.wasm"), b"not wasm").unwrap();
         // An empty component: valid, but it exports nothing.
         std::fs::write(dir.path().join("empty.wasm"), b"\0asm\x0d\0\x01\0").unwrap();
-        let registry = Registry::load_dir(engine, linker, dir.path(), None).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let registry = Registry::load_dir(engine, linker, dir.path(), None, metrics).unwrap();
         assert!(matches!(registry.get("junk"), Lookup::Failed(_)));
         let Lookup::Failed(why) = registry.get("empty") else {
             panic!("empty loaded")

@@ -13,9 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
-use tokio::sync::mpsc::UnboundedSender;
 
-use crate::lane::{LaneCommand, Shared};
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::lane::{Lane, LaneCommand, Shared};
+use crate::plugin::Plugin;
 
 /// How long the directory must be quiet before changed files are loaded.
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -24,20 +27,19 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone)]
 pub struct Reloader {
     shared: Arc<Shared>,
-    lanes: Vec<UnboundedSender<LaneCommand>>,
 }
 
 impl Reloader {
     /// A reloader for `shared`'s registry and these lanes.
-    pub fn new(shared: Arc<Shared>, lanes: Vec<UnboundedSender<LaneCommand>>) -> Reloader {
-        Reloader { shared, lanes }
+    pub fn new(shared: Arc<Shared>) -> Reloader {
+        Reloader { shared }
     }
 
     /// (Re)loads one file; on a new version, every lane migrates its documents.
     pub fn reload(&self, path: &Path) {
         if let Some(plugin) = self.shared.registry.reload(path) {
-            for lane in &self.lanes {
-                let _ = lane.send(LaneCommand::Migrate(plugin.clone()));
+            for lane in self.shared.lanes.iter() {
+                let _ = lane.commands.send(LaneCommand::Migrate(plugin.clone()));
             }
         }
     }
@@ -91,4 +93,50 @@ impl Reloader {
             })?;
         Ok(thread)
     }
+}
+
+/// Moves every document of `plugin`'s name on this lane to `plugin`, one document at a
+/// time and yielding in between, so the lane keeps serving while it migrates.
+pub async fn migrate_all(lane: Rc<Lane>, plugin: Arc<Plugin>) {
+    let started = Instant::now();
+    let docs: Vec<_> = lane
+        .live_documents()
+        .into_iter()
+        .filter(|((name, _), _)| *name == plugin.name)
+        .collect();
+    if docs.is_empty() {
+        return;
+    }
+    let limits = lane.limits_for(&plugin.name);
+    let (mut moved, mut failed) = (0usize, 0usize);
+    for ((name, id), doc) in docs {
+        // A newer version may have arrived meanwhile (its own migration runs too): never
+        // move a document back to an older one.
+        let current = matches!(
+            lane.shared.registry.get(&name),
+            crate::registry::Lookup::Ready(p) if Arc::ptr_eq(&p, &plugin)
+        );
+        if !current {
+            break;
+        }
+        let result = doc.borrow_mut().migrate(plugin.clone(), limits);
+        match result {
+            Ok(()) => moved += 1,
+            Err(e) => {
+                failed += 1;
+                lane.count_failed_migration();
+                let error = format!("{name}/{id} stays on its old version: {e}");
+                tracing::error!(lane = lane.index, "{error}");
+                lane.shared.registry.record_error(&name, error);
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    tracing::info!(
+        lane = lane.index,
+        plugin = %plugin.name,
+        version = %plugin.version,
+        "reloaded: {moved} document(s) migrated, {failed} failed, in {:?}",
+        started.elapsed()
+    );
 }

@@ -17,9 +17,11 @@ use crate::config::Config;
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Core instances, tables and memories one document may use. Rust components built for
-/// wasm32-wasip2 need 1 memory, 2-3 core instances and 2-3 tables; bigger guests (a
-/// language runtime) need more and reduce how many documents fit in the pool.
-const CORE_INSTANCES_PER_DOCUMENT: u32 = 4;
+/// wasm32-wasip2 need 1 memory, 2-3 core instances and 2-3 tables; componentize-qjs
+/// (JavaScript) needs 9 core instances and componentize-py (Python) 14. The core
+/// instance limit is only a counter in the pool (no memory is reserved for it), so it
+/// leaves room for both.
+const CORE_INSTANCES_PER_DOCUMENT: u32 = 16;
 const TABLES_PER_DOCUMENT: u32 = 4;
 
 /// Why the engine could not be created.

@@ -9,11 +9,14 @@ use std::thread::JoinHandle;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
 
+use crate::admin::AdminServer;
 use crate::config::{Config, ConfigError};
 use crate::lane::{self, Shared};
+use crate::metrics::Metrics;
 use crate::plugin;
 use crate::registry::Registry;
 use crate::reload::Reloader;
+use crate::routing::{LaneAddress, Lanes};
 use crate::runtime::{self, EngineError, EpochTicker};
 use crate::storage::FileStorage;
 
@@ -62,6 +65,8 @@ pub struct Server {
     /// Set to stop the plugin watcher.
     watching: Arc<AtomicBool>,
     watcher: Option<JoinHandle<()>>,
+    admin: Option<AdminServer>,
+    shared: Arc<Shared>,
     _ticker: EpochTicker,
 }
 
@@ -76,7 +81,11 @@ impl Server {
             .iter()
             .map(|&port| bind(SocketAddr::new(config.bind, port)))
             .collect::<Result<Vec<_>, _>>()?;
-        let addrs = listeners
+        let admin_listener = config
+            .admin_port
+            .map(|port| bind(SocketAddr::new(config.admin_bind, port)))
+            .transpose()?;
+        let addrs: Vec<SocketAddr> = listeners
             .iter()
             .map(|l| l.local_addr().expect("a bound socket has an address"))
             .collect();
@@ -84,21 +93,38 @@ impl Server {
         let engine = runtime::engine(&config)?;
         let linker = plugin::linker(&engine).map_err(|e| StartError::Link(format!("{e:#}")))?;
         let cache = Some(config.data.join(".compiled"));
-        let registry = Registry::load_dir(engine.clone(), linker, &config.plugins, cache).map_err(
-            |source| StartError::Plugins {
-                path: config.plugins.clone(),
-                source,
-            },
-        )?;
+        let metrics = Arc::new(Metrics::new());
+        let registry = Registry::load_dir(
+            engine.clone(),
+            linker,
+            &config.plugins,
+            cache,
+            metrics.clone(),
+        )
+        .map_err(|source| StartError::Plugins {
+            path: config.plugins.clone(),
+            source,
+        })?;
         let ticker = EpochTicker::start(engine.clone()).map_err(StartError::Thread)?;
         let storage = Arc::new(FileStorage::new(config.data.clone()));
-        let shared = Arc::new(Shared::new(config, registry, storage));
-
-        let (stop, stopped) = watch::channel(false);
         let (senders, mut receivers): (Vec<_>, Vec<_>) = (0..listeners.len())
             .map(|_| tokio::sync::mpsc::unbounded_channel())
             .unzip();
-        let reloader = Reloader::new(shared.clone(), senders);
+        let lanes = Lanes::new(
+            addrs
+                .iter()
+                .zip(senders)
+                .map(|(&addr, commands)| LaneAddress {
+                    addr,
+                    name: config.lane_name(addr.port()),
+                    commands,
+                })
+                .collect(),
+        );
+        let shared = Arc::new(Shared::new(config, registry, storage, lanes, metrics));
+
+        let (stop, stopped) = watch::channel(false);
+        let reloader = Reloader::new(shared.clone());
         let watching = Arc::new(AtomicBool::new(false));
         let watcher = match reloader.clone().watch(watching.clone()) {
             Ok(thread) => Some(thread),
@@ -118,6 +144,10 @@ impl Server {
             let thread = std::thread::Builder::new()
                 .name(format!("lane-{index}"))
                 .spawn(move || {
+                    let _watch = LaneWatch {
+                        shared: shared.clone(),
+                        index,
+                    };
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
@@ -142,6 +172,13 @@ impl Server {
                 }
             }
         }
+        let admin = match admin_listener {
+            Some(listener) => Some(
+                AdminServer::start(listener, shared.clone(), reloader.clone())
+                    .map_err(StartError::Thread)?,
+            ),
+            None => None,
+        };
         // A file that changed between the first load and the watcher's start.
         reloader.reload_all();
         Ok(Server {
@@ -151,6 +188,8 @@ impl Server {
             reloader,
             watching,
             watcher,
+            admin,
+            shared,
             _ticker: ticker,
         })
     }
@@ -197,6 +236,8 @@ impl Server {
     /// Stops accepting, saves every changed document, closes every connection with 1012
     /// and waits for the lanes (each bounded by the shutdown timeout).
     pub fn shutdown(self) {
+        // Readiness turns false first, so load balancers stop sending while lanes save.
+        self.shared.stopping.store(true, Ordering::Relaxed);
         self.watching.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
         for lane in self.lanes {
@@ -204,6 +245,32 @@ impl Server {
         }
         if let Some(watcher) = self.watcher {
             let _ = watcher.join();
+        }
+        if let Some(admin) = self.admin {
+            admin.stop();
+        }
+    }
+
+    /// Where the admin API listens, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::addr)
+    }
+}
+
+/// Marks the process unready if a lane thread ends (an error or a panic) before shutdown.
+struct LaneWatch {
+    shared: Arc<Shared>,
+    index: usize,
+}
+
+impl Drop for LaneWatch {
+    fn drop(&mut self) {
+        if !self.shared.stopping.load(Ordering::Relaxed) {
+            self.shared.lane_down.store(true, Ordering::Relaxed);
+            tracing::error!(
+                "lane {} stopped unexpectedly: its documents are unavailable; /readyz now fails",
+                self.index
+            );
         }
     }
 }

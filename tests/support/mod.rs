@@ -162,15 +162,29 @@ impl Server {
         };
         // Lanes announce themselves as `lane N listening on ADDR`.
         for lane in 0..lanes {
-            let line = server.wait_for_log(&format!("lane {lane} listening on "))?;
-            let addr = line
-                .rsplit("listening on ")
-                .next()
-                .and_then(|a| a.trim().parse().ok())
-                .with_context(|| format!("cannot parse the address in {line:?}"))?;
+            let addr = server.wait_for_address(&format!("lane {lane} listening on "))?;
             server.addrs.push(addr);
         }
         Ok(server)
+    }
+
+    /// The address a log line `... {announcement}ADDR` gives (text or JSON logs).
+    pub fn wait_for_address(&mut self, announcement: &str) -> anyhow::Result<SocketAddr> {
+        let line = self.wait_for_log(announcement)?;
+        let message = match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(json) => json["message"].as_str().unwrap_or_default().to_owned(),
+            Err(_) => line.clone(),
+        };
+        message
+            .rsplit(announcement)
+            .next()
+            .and_then(|a| a.trim().parse().ok())
+            .with_context(|| format!("cannot parse the address in {line:?}"))
+    }
+
+    /// The admin API's address (the server must run with `--admin-port`).
+    pub fn admin_addr(&mut self) -> anyhow::Result<SocketAddr> {
+        self.wait_for_address("admin listening on ")
     }
 
     /// Waits until a log line contains `needle`; returns it.
@@ -327,7 +341,7 @@ pub async fn http(
 ) -> anyhow::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr).await?;
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;

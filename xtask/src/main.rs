@@ -9,9 +9,12 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
+mod languages;
+mod prepare;
+
 const TARGET: &str = "wasm32-wasip2";
 /// The example plugins copied into `plugins/` for `wasmroom serve`.
-const EXAMPLES: &[&str] = &["relay", "chat"];
+const EXAMPLES: &[&str] = &["relay", "chat", "textdoc", "yjs"];
 /// Plugins that only the tests use.
 const TEST_PLUGINS: &[&str] = &["probe"];
 /// Variants the hot-reload tests swap in: (package, feature), built into
@@ -22,16 +25,18 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = workspace_root();
     match args.first().map(String::as_str) {
-        Some("plugins") => build_plugins(&root),
+        Some("plugins") => build_plugins(&root, true),
         Some("serve") => {
-            build_plugins(&root)?;
+            // The consumers in other languages are not served by default: skip them.
+            build_plugins(&root, false)?;
             let mut cmd = cargo();
             cmd.args(["run", "--release", "--package", "wasmroom", "--", "serve"]);
             cmd.args(&args[1..]);
             run(cmd.current_dir(&root))
         }
         Some("test") => {
-            build_plugins(&root)?;
+            build_plugins(&root, true)?;
+            prepare::for_tests(&root)?;
             let mut cmd = cargo();
             cmd.args(["test", "--workspace"]);
             cmd.args(&args[1..]);
@@ -42,8 +47,11 @@ fn main() -> anyhow::Result<()> {
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  serve [ARGS]   build the plugins, then run `wasmroom serve ARGS` (release build)\n  \
-                 test [ARGS]    build the plugins, then run every test (`cargo test --workspace ARGS`)\n  \
-                 plugins        build the plugins into plugins/*.wasm"
+                 test [ARGS]    build the plugins, install what the end-to-end tests drive (npm\n                 \
+                 clients, nginx, Chromium), then run every test (`cargo test --workspace ARGS`)\n  \
+                 plugins        build the plugins into plugins/*.wasm, and the chat in JavaScript,\n                 \
+                 Python and C (js-chat, py-chat, c-chat: skipped with a note when their\n                 \
+                 toolchain is missing) into target/wasm32-wasip2/plugin/"
             );
             bail!("missing or unknown command")
         }
@@ -90,8 +98,10 @@ fn ensure_target() -> anyhow::Result<()> {
     run(Command::new("rustup").args(["target", "add", TARGET]))
 }
 
-/// Builds every plugin as a component and copies the examples into `plugins/`.
-fn build_plugins(root: &Path) -> anyhow::Result<()> {
+/// Builds every plugin as a component and copies the examples into `plugins/`; with
+/// `languages`, also the consumers in JavaScript, Python and C (installing their
+/// toolchains when it can).
+fn build_plugins(root: &Path, languages: bool) -> anyhow::Result<()> {
     ensure_target()?;
     let built = root.join("target").join(TARGET).join("plugin");
     // Variants first: they share output names with the plain builds that follow.
@@ -127,6 +137,11 @@ fn build_plugins(root: &Path) -> anyhow::Result<()> {
         let to = root.join("plugins").join(format!("{p}.wasm"));
         std::fs::copy(&from, &to)
             .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    }
+    // The same chat consumer in JavaScript, Python and C (tests/languages.rs).
+    if languages {
+        prepare::language_toolchains();
+        languages::build(root, &built)?;
     }
     eprintln!(
         "xtask: plugins ready in {} (tests also use {})",

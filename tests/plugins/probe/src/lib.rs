@@ -3,7 +3,7 @@
 //! - connect with `?reject=STATUS&reason=TEXT` to be refused with that status and reason;
 //!   offer the `probe.v1` subprotocol to have it chosen;
 //! - text commands: `timers` (sets timers 1 at 30 ms, 2 at 60 ms and 3 at 45 ms, then
-//!   cancels 3), `later` (timer 9 in 1.5 s), `echo ...`, `count`, `whoami`, `spin` (never returns), `grow` (allocates
+//!   cancels 3), `later` (timer 9 in 1.5 s), `echo ...`, `count`, `whoami`, `hoard N` (keeps N MiB more), `spin` (never returns), `grow` (allocates
 //!   without end), `panic`;
 //! - every due timer broadcasts `timer N`; `restore` broadcasts how many connections it sees.
 
@@ -78,9 +78,17 @@ impl Consumer for Probe {
                 self.hoard.push(vec![1u8; 1 << 20]);
             },
             "panic" => panic!("probe was asked to panic"),
-            other => match other.strip_prefix("echo ") {
-                Some(rest) => rest.to_owned(),
-                None => format!("unknown command: {other}"),
+            other => match (other.strip_prefix("echo "), other.strip_prefix("hoard ")) {
+                (Some(rest), _) => rest.to_owned(),
+                (_, Some(mib)) => {
+                    // Keeps MiB of touched memory, for the memory metrics.
+                    let mib: usize = mib.parse().unwrap_or(0);
+                    for _ in 0..mib {
+                        self.hoard.push(vec![1u8; 1 << 20]);
+                    }
+                    format!("hoarding {} MiB", self.hoard.len())
+                }
+                _ => format!("unknown command: {other}"),
             },
         };
         let _ = send(from, reply);

@@ -1,0 +1,417 @@
+//! The admin API on `--admin-port`: metrics, health, the live documents of every lane,
+//! and actions (save a document now, evict it, reload the plugins).
+//!
+//! It runs on a thread of its own and reaches the lanes only through their command
+//! channels, so a slow admin client never touches a lane. Bound to 127.0.0.1 by default;
+//! on any other address a bearer token is required (see [`Config::validate`]), and when a
+//! token is configured every route but `/healthz` and `/readyz` requires it.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /healthz`, `GET /readyz` | as on the lanes; `/readyz` is 503 once shutdown began |
+//! | `GET /metrics` | every metric (OpenMetrics text) |
+//! | `GET /admin/documents` | every lane with its figures and live documents (JSON) |
+//! | `POST /admin/documents/{plugin}/{doc}/snapshot` | saves the document now |
+//! | `POST /admin/documents/{plugin}/{doc}/evict` | closes its sockets (1001), saves it, drops it |
+//! | `POST /admin/reload` | re-reads the plugins directory (like SIGHUP); answers `/plugins` |
+//!
+//! [`Config::validate`]: crate::config::Config::validate
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+
+use crate::document::DocumentInfo;
+use crate::http::{self, RequestHead};
+use crate::lane::{DocumentKey, Lane, LaneCommand, Shared};
+use crate::reload::Reloader;
+
+/// The running admin API.
+#[derive(Debug)]
+pub struct AdminServer {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AdminServer {
+    /// Serves the admin API on `listener` until [`AdminServer::stop`].
+    pub fn start(
+        listener: std::net::TcpListener,
+        shared: Arc<Shared>,
+        reloader: Reloader,
+    ) -> std::io::Result<AdminServer> {
+        let addr = listener.local_addr()?;
+        let (stop, mut stopped) = watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("admin".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a current-thread runtime builds");
+                runtime.block_on(async move {
+                    let listener = match TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => return tracing::error!("admin API cannot listen: {e}"),
+                    };
+                    tracing::info!("admin listening on {addr}");
+                    loop {
+                        tokio::select! {
+                            accepted = listener.accept() => match accepted {
+                                Ok((stream, _)) => {
+                                    tokio::spawn(serve(stream, shared.clone(), reloader.clone()));
+                                }
+                                Err(e) => {
+                                    // Out of file descriptors and similar: back off.
+                                    tracing::warn!("admin API: accept failed: {e}");
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                }
+                            },
+                            _ = stopped.wait_for(|s| *s) => break,
+                        }
+                    }
+                });
+            })?;
+        Ok(AdminServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting and waits for the thread.
+    pub fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Whether `head` carries the configured bearer token (compared in constant time).
+fn authorized(head: &RequestHead, token: Option<&str>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    // The scheme is case-insensitive (RFC 9110); the token is not.
+    let Some(given) = head
+        .header("authorization")
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+    else {
+        return false;
+    };
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn serve(mut stream: TcpStream, shared: Arc<Shared>, reloader: Reloader) {
+    let timeout = shared.config.limits.handshake_timeout();
+    let Ok(head) = http::read_head(&mut stream, timeout).await else {
+        let _ = http::write_text(&mut stream, 400, "malformed request").await;
+        return;
+    };
+    let json = |v: &serde_json::Value| {
+        (
+            vec![("content-type".to_owned(), "application/json".to_owned())],
+            v.to_string().into_bytes(),
+        )
+    };
+    let path = head.path.as_str();
+    let method = head.method.as_str();
+    match (method, path) {
+        ("GET", "/healthz") => {
+            let _ = http::write_text(&mut stream, 200, "ok").await;
+            return;
+        }
+        ("GET", "/readyz") => {
+            let (status, text) = if shared.ready() {
+                (200, "ready")
+            } else {
+                (503, "not ready: shutting down or a lane is down")
+            };
+            let _ = http::write_text(&mut stream, status, text).await;
+            return;
+        }
+        _ => {}
+    }
+    if !authorized(&head, shared.config.admin_token.as_deref()) {
+        let headers = [("www-authenticate".to_owned(), "Bearer".to_owned())];
+        let _ =
+            http::write_response(&mut stream, 401, &headers, b"a bearer token is required\n").await;
+        return;
+    }
+    let (status, (headers, body)) = match (method, path) {
+        ("GET", "/metrics") => {
+            let text = shared.metrics.render(&shared.registry);
+            let headers = vec![(
+                "content-type".to_owned(),
+                crate::metrics::CONTENT_TYPE.to_owned(),
+            )];
+            (200, (headers, text.into_bytes()))
+        }
+        ("GET", "/admin/documents") => {
+            let replies = futures_util::future::join_all(
+                (0..shared.lanes.len()).map(|lane| ask(&shared, lane, AdminRequest::List)),
+            )
+            .await;
+            let lanes: Vec<serde_json::Value> = replies
+                .into_iter()
+                .filter_map(|r| match r {
+                    Some(AdminReply::Lane(info)) => serde_json::to_value(info).ok(),
+                    _ => None,
+                })
+                .collect();
+            (200, json(&serde_json::json!({ "lanes": lanes })))
+        }
+        ("POST", "/admin/reload") => {
+            let done = tokio::task::spawn_blocking(move || reloader.reload_all()).await;
+            match done {
+                Ok(()) => (200, json(&shared.registry.describe())),
+                Err(e) => (500, json(&serde_json::json!({ "error": e.to_string() }))),
+            }
+        }
+        ("POST", _) if path.starts_with("/admin/documents/") => act(&shared, path).await,
+        (_, "/metrics" | "/admin/documents" | "/admin/reload") => (
+            405,
+            json(&serde_json::json!({ "error": "method not allowed" })),
+        ),
+        _ => (404, json(&serde_json::json!({ "error": "no such route" }))),
+    };
+    let _ = http::write_response(&mut stream, status, &headers, &body).await;
+}
+
+/// `POST /admin/documents/{plugin}/{doc}/{snapshot|evict}`, sent to the owner lane.
+async fn act(shared: &Shared, path: &str) -> (u16, (Vec<(String, String)>, Vec<u8>)) {
+    let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+    let reply =
+        |status, v: serde_json::Value| (status, (headers.clone(), v.to_string().into_bytes()));
+    let rest = path.trim_start_matches("/admin/documents/");
+    let Some((target, action)) = rest.rsplit_once('/') else {
+        return reply(
+            404,
+            serde_json::json!({ "error": "expected /admin/documents/{plugin}/{doc}/{snapshot|evict}" }),
+        );
+    };
+    let route = http::route(&format!("/ws/{target}"));
+    let Ok(http::Route::Socket { plugin, document }) = route else {
+        return reply(
+            400,
+            serde_json::json!({ "error": "bad plugin or document id" }),
+        );
+    };
+    let owner = shared.lanes.owner(&plugin, &document);
+    let key = (plugin, document);
+    let request = match action {
+        "snapshot" => AdminRequest::Snapshot(key),
+        "evict" => AdminRequest::Evict(key),
+        _ => {
+            return reply(
+                404,
+                serde_json::json!({ "error": "actions: snapshot, evict" }),
+            );
+        }
+    };
+    match ask(shared, owner, request).await {
+        Some(AdminReply::Done(Ok(done))) => reply(200, serde_json::json!({ "ok": done })),
+        Some(AdminReply::Done(Err(why))) if why.ends_with("is not live") => {
+            reply(404, serde_json::json!({ "error": why }))
+        }
+        Some(AdminReply::Done(Err(why))) if why == SHUTTING_DOWN => {
+            reply(503, serde_json::json!({ "error": why }))
+        }
+        Some(AdminReply::Done(Err(why))) => reply(409, serde_json::json!({ "error": why })),
+        _ => reply(
+            503,
+            serde_json::json!({ "error": "the lane is not answering" }),
+        ),
+    }
+}
+
+/// What a lane answers an action with once shutdown has begun.
+pub const SHUTTING_DOWN: &str = "server shutting down";
+
+/// Sends `request` to lane `index` and waits for its answer (`None` if it is stopping).
+async fn ask(shared: &Shared, index: usize, request: AdminRequest) -> Option<AdminReply> {
+    let (tx, rx) = oneshot::channel();
+    shared
+        .lanes
+        .get(index)
+        .commands
+        .send(LaneCommand::Admin(request, tx))
+        .ok()?;
+    rx.await.ok()
+}
+
+// ---- The lane side: runs on the lane's thread, between two events.
+
+/// What the admin API asks a lane.
+#[derive(Debug)]
+pub enum AdminRequest {
+    /// The lane's figures and its live documents.
+    List,
+    /// Save the document now.
+    Snapshot(DocumentKey),
+    /// Close the document's connections (1001), save it and drop it from memory.
+    Evict(DocumentKey),
+}
+
+/// A lane's answer to the admin API.
+#[derive(Debug)]
+pub enum AdminReply {
+    /// For [`AdminRequest::List`].
+    Lane(LaneInfo),
+    /// For the actions: what happened, or why not.
+    Done(Result<String, String>),
+}
+
+/// A lane as the admin API shows it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct LaneInfo {
+    /// The lane's index.
+    pub lane: usize,
+    /// Its port.
+    pub port: u16,
+    /// Open WebSockets.
+    pub websockets: i64,
+    /// Messages from clients, ever.
+    pub messages_in: u64,
+    /// Messages to clients, ever.
+    pub messages_out: u64,
+    /// Live documents.
+    pub documents: Vec<DocumentInfo>,
+}
+
+/// Runs on lane `lane`: lists at once, acts on a task of its own.
+pub fn answer(lane: &Rc<Lane>, request: AdminRequest, reply: oneshot::Sender<AdminReply>) {
+    match request {
+        AdminRequest::List => {
+            let m = &lane.metrics;
+            let info = LaneInfo {
+                lane: lane.index,
+                port: lane.shared.lanes.get(lane.index).addr.port(),
+                websockets: m.websockets.get(),
+                messages_in: m.messages_in.get(),
+                messages_out: m.messages_out.get(),
+                documents: lane
+                    .live_documents()
+                    .iter()
+                    .filter_map(|(_, d)| d.try_borrow().ok().map(|d| d.info()))
+                    .collect(),
+            };
+            let _ = reply.send(AdminReply::Lane(info));
+        }
+        AdminRequest::Snapshot(key) | AdminRequest::Evict(key) if lane.live(&key).is_none() => {
+            let _ = reply.send(AdminReply::Done(Err(format!(
+                "{}/{} is not live",
+                key.0, key.1
+            ))));
+        }
+        AdminRequest::Snapshot(key) => {
+            let lane = lane.clone();
+            tokio::task::spawn_local(async move {
+                let _ = reply.send(AdminReply::Done(save_now(&lane, &key).await));
+            });
+        }
+        AdminRequest::Evict(key) => {
+            let lane = lane.clone();
+            tokio::task::spawn_local(async move {
+                let _ = reply.send(AdminReply::Done(evict(&lane, &key).await));
+            });
+        }
+    }
+}
+
+async fn save_now(lane: &Lane, key: &DocumentKey) -> Result<String, String> {
+    let Some(doc) = lane.live(key) else {
+        return Err(format!("{}/{} is not live", key.0, key.1));
+    };
+    // A checkpoint in flight: let it land, then save what changed since.
+    while doc.borrow().persistence.saving {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    match crate::housekeeping::save(lane, key, &doc).await {
+        crate::housekeeping::Saved::Clean => Ok(format!("{}/{} saved", key.0, key.1)),
+        crate::housekeeping::Saved::Failed(e) => Err(format!("save failed: {e}")),
+        crate::housekeeping::Saved::Skipped => Err("the document crashed".to_owned()),
+    }
+}
+
+/// Closes the document's connections, saves it and drops it. A document that cannot be
+/// saved stays (dropping it would lose its state).
+async fn evict(lane: &Lane, key: &DocumentKey) -> Result<String, String> {
+    let Some(doc) = lane.live(key) else {
+        return Err(format!("{}/{} is not live", key.0, key.1));
+    };
+    doc.borrow_mut().close_all(1001, "document evicted");
+    // The clients answer the close (or their writers give up after the close timeout);
+    // their `on-disconnect` then runs before the save.
+    let deadline = Instant::now() + crate::outbox::CLOSE_TIMEOUT + Duration::from_secs(1);
+    while doc.borrow().connection_count() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A change may land while a write is in flight (a timer, a `/docs` request, a late
+    // `on-disconnect`): save until the saved state is the last one.
+    let mut saved = save_now(lane, key).await?;
+    for _ in 0..3 {
+        if !doc.borrow().is_dirty() {
+            break;
+        }
+        saved = save_now(lane, key).await?;
+    }
+    if doc.borrow().connection_count() > 0 {
+        return Err(format!(
+            "{saved}, but it has connections again; not evicted"
+        ));
+    }
+    if doc.borrow().is_dirty() {
+        return Err(format!("{saved}, but it keeps changing; not evicted"));
+    }
+    lane.forget(key, &doc);
+    tracing::info!(lane = lane.index, plugin = %key.0, doc = %key.1, "evicted by the admin API");
+    Ok(format!("{}/{} saved and evicted", key.0, key.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(auth: Option<&str>) -> RequestHead {
+        RequestHead {
+            method: "GET".into(),
+            path: "/metrics".into(),
+            query: String::new(),
+            headers: auth
+                .map(|a| vec![("authorization".to_owned(), a.to_owned())])
+                .unwrap_or_default(),
+            rest: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn bearer_token_checks() {
+        assert!(authorized(&head(None), None));
+        assert!(!authorized(&head(None), Some("s3cret")));
+        assert!(!authorized(&head(Some("Bearer s3cre")), Some("s3cret")));
+        assert!(!authorized(&head(Some("Bearer s3creT")), Some("s3cret")));
+        assert!(!authorized(&head(Some("Basic s3cret")), Some("s3cret")));
+        assert!(authorized(&head(Some("Bearer s3cret")), Some("s3cret")));
+        assert!(authorized(&head(Some("bearer s3cret")), Some("s3cret")));
+    }
+}

@@ -1,0 +1,102 @@
+//! A document's consumer instance: created from the plugin's pre-instantiated component
+//! in the pooling allocator, `open` called, every guest call run with the epoch deadline
+//! armed and host panics caught.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::Store;
+
+use crate::document::{DocumentError, DocumentLimits};
+use crate::guest::{GuestState, Room};
+use crate::metrics::PluginMetrics;
+use crate::plugin::Plugin;
+
+/// The instance of a live document.
+pub struct Instance {
+    /// The store: the guest's state and the host's per-document state.
+    pub store: Store<GuestState>,
+    room: Room,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("state", self.store.data())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// A fresh instance of `plugin` for document `id`, opened (`open` called). A trap in
+    /// `open` counts as a document ended by a trap when `count_traps` is set.
+    pub fn create(
+        plugin: &Plugin,
+        id: &str,
+        limits: &DocumentLimits,
+        metrics: &PluginMetrics,
+        count_traps: bool,
+    ) -> Result<Instance, DocumentError> {
+        let tag: Arc<str> = format!("{}/{}", plugin.name, id).into();
+        let engine = plugin.pre.instance_pre().engine().clone();
+        let mut store = Store::new(
+            &engine,
+            GuestState::new(
+                tag,
+                limits.max_memory_bytes,
+                limits.max_message_bytes,
+                limits.max_timers,
+            ),
+        );
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(limits.deadline_ticks);
+        let room = plugin.pre.instantiate(&mut store).map_err(|e| {
+            if e.chain()
+                .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
+            {
+                DocumentError::PoolExhausted(format!("{e}"))
+            } else {
+                DocumentError::Instantiate(format!("{e:#}"))
+            }
+        })?;
+        let mut instance = Instance { store, room };
+        let started = Instant::now();
+        let opened = instance.guarded(limits.deadline_ticks, |room, store| {
+            room.wasmroom_consumer_consumer().call_open(store, id)
+        });
+        metrics.call("open", started.elapsed());
+        let opened = opened.map_err(|e| {
+            if count_traps {
+                metrics.trapped(&e);
+            }
+            DocumentError::Crashed(format!("{e:#}"))
+        })?;
+        opened.map_err(DocumentError::Refused)?;
+        // Effects of `open` (logs only: there are no connections yet) are dropped.
+        instance.store.data_mut().effects.clear();
+        Ok(instance)
+    }
+
+    /// Runs one guest call with the deadline armed. A panic in a host function (a
+    /// wasmroom bug) must not take the lane down with it: wasmtime resumes it here, and
+    /// it comes back as an error like a trap.
+    pub fn guarded<R>(
+        &mut self,
+        deadline_ticks: u64,
+        f: impl FnOnce(&Room, &mut Store<GuestState>) -> wasmtime::Result<R>,
+    ) -> wasmtime::Result<R> {
+        self.store.set_epoch_deadline(deadline_ticks);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            f(&self.room, &mut self.store)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(wasmtime::Error::msg(format!("host panicked: {what}")))
+        })
+    }
+}

@@ -1,0 +1,572 @@
+//! Metrics in the Prometheus/OpenMetrics text format (`GET /metrics`), with
+//! `prometheus-client`.
+//!
+//! The message path touches only handles made once per lane or per document: each is an
+//! atomic counter (a relaxed add) or a histogram of its own lane behind a lock no other
+//! thread takes but a scrape; no label map is looked up per message. Labels are bounded: lane index, plugin name and version,
+//! guest export, reason and close-code classes; never a document id.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Guest exports, in the order of [`PluginMetrics`]' histograms.
+const EXPORTS: [&str; 8] = [
+    "open",
+    "on-connect",
+    "on-message",
+    "on-disconnect",
+    "on-timer",
+    "on-request",
+    "snapshot",
+    "restore",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LaneLabels {
+    lane: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    lane: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    lane: String,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabels {
+    plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    plugin: String,
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    lane: String,
+    plugin: String,
+    export: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrapLabels {
+    plugin: String,
+    kind: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The memory sizes of one plugin's documents, as a multiset (bytes -> documents).
+type Sizes = Arc<Mutex<BTreeMap<u64, usize>>>;
+
+fn call_histogram() -> Histogram {
+    // 10 µs .. 1 s: a relay call takes microseconds, the default deadline is 100 ms.
+    Histogram::new([
+        0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+        0.025, 0.05, 0.1, 0.25, 1.0,
+    ])
+}
+
+fn save_histogram() -> Histogram {
+    Histogram::new([
+        0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+    ])
+}
+
+/// Why a request was refused before it reached a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Malformed or oversized request head, bad document id.
+    BadRequest,
+    /// No such route.
+    NotFound,
+    /// No such plugin.
+    UnknownPlugin,
+    /// The plugin failed to load.
+    PluginFailed,
+    /// A `/ws/` request without a valid upgrade.
+    NotUpgrade,
+    /// The consumer's `on-connect` said no.
+    Consumer,
+    /// Lane or document at its connection limit.
+    Capacity,
+    /// The instance pool is full.
+    PoolExhausted,
+    /// The document is in crash-loop back-off.
+    CrashLoop,
+    /// The document's saved state cannot be read.
+    Storage,
+    /// The consumer failed while opening or connecting.
+    Error,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// Another lane owns the document (`--misrouted reject`).
+    Misrouted,
+}
+
+impl Rejection {
+    fn label(self) -> &'static str {
+        match self {
+            Rejection::BadRequest => "bad_request",
+            Rejection::NotFound => "not_found",
+            Rejection::UnknownPlugin => "unknown_plugin",
+            Rejection::PluginFailed => "plugin_failed",
+            Rejection::NotUpgrade => "not_upgrade",
+            Rejection::Consumer => "consumer",
+            Rejection::Capacity => "capacity",
+            Rejection::PoolExhausted => "pool_exhausted",
+            Rejection::CrashLoop => "crash_loop",
+            Rejection::Storage => "storage",
+            Rejection::Error => "error",
+            Rejection::ShuttingDown => "shutting_down",
+            Rejection::Misrouted => "misrouted",
+        }
+    }
+}
+
+/// The label of a close code: the codes of RFC 6455 by number, application codes by
+/// class (a consumer could otherwise create thousands of series).
+fn code_label(code: u16) -> &'static str {
+    match code {
+        1000 => "1000",
+        1001 => "1001",
+        1002 => "1002",
+        1003 => "1003",
+        1005 => "1005",
+        1006 => "1006",
+        1007 => "1007",
+        1008 => "1008",
+        1009 => "1009",
+        1010 => "1010",
+        1011 => "1011",
+        1012 => "1012",
+        1013 => "1013",
+        3000..=3999 => "3xxx",
+        4000..=4999 => "4xxx",
+        _ => "other",
+    }
+}
+
+/// What kind of failure ended a document, from a guest call's error.
+pub fn trap_kind(error: &wasmtime::Error) -> &'static str {
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        return match trap {
+            wasmtime::Trap::Interrupt => "deadline",
+            wasmtime::Trap::UnreachableCodeReached => "panic",
+            wasmtime::Trap::StackOverflow => "stack_overflow",
+            wasmtime::Trap::MemoryOutOfBounds | wasmtime::Trap::TableOutOfBounds => "out_of_bounds",
+            _ => "other",
+        };
+    }
+    let text = format!("{error:#}");
+    if text.contains("forcing trap when growing memory") || text.contains("memory") {
+        "memory"
+    } else if text.contains("host panicked") {
+        "host"
+    } else {
+        "other"
+    }
+}
+
+/// Every metric of the process.
+pub struct Metrics {
+    registry: prometheus_client::registry::Registry,
+    websockets: Family<LaneLabels, Gauge>,
+    documents: Family<LaneLabels, Gauge>,
+    messages_in: Family<LaneLabels, Counter>,
+    messages_out: Family<LaneLabels, Counter>,
+    bytes_in: Family<LaneLabels, Counter>,
+    bytes_out: Family<LaneLabels, Counter>,
+    handed_over: Family<LaneLabels, Counter>,
+    adopted: Family<LaneLabels, Counter>,
+    rejected: Family<ReasonLabels, Counter>,
+    closes: Family<CodeLabels, Counter>,
+    instances: Family<VersionLabels, Gauge>,
+    calls: HistogramFamily<CallLabels>,
+    traps: Family<TrapLabels, Counter>,
+    memory: Family<PluginLabels, Gauge>,
+    memory_largest: Family<PluginLabels, Gauge>,
+    saves: Family<PluginLabels, Counter>,
+    save_failures: Family<PluginLabels, Counter>,
+    save_seconds: HistogramFamily<PluginLabels>,
+    reloads: Family<PluginLabels, Counter>,
+    reload_failures: Family<PluginLabels, Counter>,
+    /// Per plugin: document memory sizes (a multiset), for the largest document.
+    sizes: Mutex<HashMap<String, Sizes>>,
+    /// One render at a time: it rebuilds the instance gauges.
+    rendering: Mutex<()>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric, registered, at zero.
+    pub fn new() -> Metrics {
+        let mut registry = prometheus_client::registry::Registry::with_prefix("wasmroom");
+        let m = Metrics {
+            registry: Default::default(),
+            websockets: Family::default(),
+            documents: Family::default(),
+            messages_in: Family::default(),
+            messages_out: Family::default(),
+            bytes_in: Family::default(),
+            bytes_out: Family::default(),
+            handed_over: Family::default(),
+            adopted: Family::default(),
+            rejected: Family::default(),
+            closes: Family::default(),
+            instances: Family::default(),
+            calls: Family::new_with_constructor(call_histogram),
+            traps: Family::default(),
+            memory: Family::default(),
+            memory_largest: Family::default(),
+            saves: Family::default(),
+            save_failures: Family::default(),
+            save_seconds: Family::new_with_constructor(save_histogram),
+            reloads: Family::default(),
+            reload_failures: Family::default(),
+            sizes: Mutex::new(HashMap::new()),
+            rendering: Mutex::new(()),
+        };
+        let r = &mut registry;
+        r.register(
+            "websockets",
+            "Open WebSocket connections, per lane",
+            m.websockets.clone(),
+        );
+        r.register("documents", "Live documents, per lane", m.documents.clone());
+        r.register(
+            "messages_received",
+            "WebSocket messages from clients",
+            m.messages_in.clone(),
+        );
+        r.register(
+            "messages_sent",
+            "WebSocket messages to clients",
+            m.messages_out.clone(),
+        );
+        r.register(
+            "received_bytes",
+            "Payload bytes of messages from clients",
+            m.bytes_in.clone(),
+        );
+        r.register(
+            "sent_bytes",
+            "Payload bytes of messages to clients",
+            m.bytes_out.clone(),
+        );
+        r.register(
+            "handed_over",
+            "Connections handed to the lane owning their document",
+            m.handed_over.clone(),
+        );
+        r.register(
+            "adopted",
+            "Connections other lanes handed to this one",
+            m.adopted.clone(),
+        );
+        r.register(
+            "rejected",
+            "Requests refused before reaching a document, by reason",
+            m.rejected.clone(),
+        );
+        r.register(
+            "closes",
+            "WebSocket connections ended, by close code",
+            m.closes.clone(),
+        );
+        r.register(
+            "instances",
+            "Live consumer instances, per plugin version",
+            m.instances.clone(),
+        );
+        r.register(
+            "guest_call_seconds",
+            "Duration of guest calls, per lane, plugin and export",
+            m.calls.clone(),
+        );
+        r.register(
+            "traps",
+            "Documents ended by a trap, per plugin and kind",
+            m.traps.clone(),
+        );
+        r.register(
+            "memory_bytes",
+            "Linear memory of all live documents, per plugin",
+            m.memory.clone(),
+        );
+        r.register(
+            "memory_largest_document_bytes",
+            "Linear memory of the largest live document, per plugin",
+            m.memory_largest.clone(),
+        );
+        r.register("snapshot_saves", "Snapshots written", m.saves.clone());
+        r.register(
+            "snapshot_save_failures",
+            "Snapshot writes that failed",
+            m.save_failures.clone(),
+        );
+        r.register(
+            "snapshot_save_seconds",
+            "Time to write a snapshot",
+            m.save_seconds.clone(),
+        );
+        r.register(
+            "reloads",
+            "New plugin versions loaded (hot reload)",
+            m.reloads.clone(),
+        );
+        r.register(
+            "reload_failures",
+            "Plugin files that failed to load",
+            m.reload_failures.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The handles of lane `index`.
+    pub fn lane(&self, index: usize) -> LaneMetrics {
+        let lane = LaneLabels {
+            lane: index.to_string(),
+        };
+        LaneMetrics {
+            lane: lane.lane.clone(),
+            websockets: self.websockets.get_or_create_owned(&lane),
+            documents: self.documents.get_or_create_owned(&lane),
+            messages_in: self.messages_in.get_or_create_owned(&lane),
+            messages_out: self.messages_out.get_or_create_owned(&lane),
+            bytes_in: self.bytes_in.get_or_create_owned(&lane),
+            bytes_out: self.bytes_out.get_or_create_owned(&lane),
+            handed_over: self.handed_over.get_or_create_owned(&lane),
+            adopted: self.adopted.get_or_create_owned(&lane),
+            rejected: self.rejected.clone(),
+            closes: self.closes.clone(),
+        }
+    }
+
+    /// The handles for documents of `plugin` on lane `lane`. Call histograms are per lane
+    /// too: each sits behind a lock, which then only its own lane takes.
+    pub fn plugin(&self, plugin: &str, lane: usize) -> PluginMetrics {
+        let label = PluginLabels {
+            plugin: plugin.to_owned(),
+        };
+        let sizes = self
+            .sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(plugin.to_owned())
+            .or_default()
+            .clone();
+        PluginMetrics {
+            plugin: plugin.to_owned(),
+            calls: EXPORTS.map(|export| {
+                self.calls.get_or_create_owned(&CallLabels {
+                    lane: lane.to_string(),
+                    plugin: plugin.to_owned(),
+                    export,
+                })
+            }),
+            traps: self.traps.clone(),
+            memory: self.memory.get_or_create_owned(&label),
+            memory_largest: self.memory_largest.get_or_create_owned(&label),
+            sizes,
+            saves: self.saves.get_or_create_owned(&label),
+            save_failures: self.save_failures.get_or_create_owned(&label),
+            save_seconds: self.save_seconds.get_or_create_owned(&label),
+        }
+    }
+
+    /// Counts a plugin load: a new version, or a failure.
+    pub fn reloaded(&self, plugin: &str, ok: bool) {
+        let label = PluginLabels {
+            plugin: plugin.to_owned(),
+        };
+        if ok {
+            self.reloads.get_or_create(&label).inc();
+        } else {
+            self.reload_failures.get_or_create(&label).inc();
+        }
+    }
+
+    /// The exposition text. Live instances per version are read from `plugins` now.
+    pub fn render(&self, plugins: &crate::registry::Registry) -> String {
+        let _one_at_a_time = self.rendering.lock().unwrap_or_else(|e| e.into_inner());
+        // Versions come and go: rebuild the gauge so gone versions disappear.
+        self.instances.clear();
+        for (plugin, version, live) in plugins.live_instances() {
+            self.instances
+                .get_or_create(&VersionLabels { plugin, version })
+                .set(live as i64);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// One lane's metric handles (cloned once when the lane starts).
+#[derive(Debug, Clone)]
+pub struct LaneMetrics {
+    lane: String,
+    /// Open WebSockets.
+    pub websockets: Gauge,
+    /// Live documents.
+    pub documents: Gauge,
+    /// Messages from clients.
+    pub messages_in: Counter,
+    /// Messages to clients.
+    pub messages_out: Counter,
+    /// Payload bytes from clients.
+    pub bytes_in: Counter,
+    /// Payload bytes to clients.
+    pub bytes_out: Counter,
+    /// Connections handed to another lane.
+    pub handed_over: Counter,
+    /// Connections taken from another lane.
+    pub adopted: Counter,
+    rejected: Family<ReasonLabels, Counter>,
+    closes: Family<CodeLabels, Counter>,
+}
+
+impl LaneMetrics {
+    /// Counts a refused request.
+    pub fn rejected(&self, why: Rejection) {
+        self.rejected
+            .get_or_create(&ReasonLabels {
+                lane: self.lane.clone(),
+                reason: why.label(),
+            })
+            .inc();
+    }
+
+    /// Counts a WebSocket that ended with `code`.
+    pub fn closed(&self, code: u16) {
+        self.closes
+            .get_or_create(&CodeLabels {
+                lane: self.lane.clone(),
+                code: code_label(code),
+            })
+            .inc();
+    }
+}
+
+/// The metric handles of one plugin's documents (cloned when a document opens).
+#[derive(Debug, Clone)]
+pub struct PluginMetrics {
+    plugin: String,
+    calls: [Histogram; 8],
+    traps: Family<TrapLabels, Counter>,
+    memory: Gauge,
+    memory_largest: Gauge,
+    sizes: Sizes,
+    saves: Counter,
+    save_failures: Counter,
+    save_seconds: Histogram,
+}
+
+impl PluginMetrics {
+    /// Records a guest call of `export` that took `took`.
+    pub fn call(&self, export: &str, took: Duration) {
+        if let Some(i) = EXPORTS.iter().position(|e| *e == export) {
+            self.calls[i].observe(took.as_secs_f64());
+        }
+    }
+
+    /// Counts a trap.
+    pub fn trapped(&self, error: &wasmtime::Error) {
+        self.traps
+            .get_or_create(&TrapLabels {
+                plugin: self.plugin.clone(),
+                kind: trap_kind(error),
+            })
+            .inc();
+    }
+
+    /// A document's linear memory went from `old` to `new` bytes (0 = no document).
+    pub fn memory_changed(&self, old: u64, new: u64) {
+        if old == new {
+            return;
+        }
+        self.memory.inc_by(new as i64 - old as i64);
+        let mut sizes = self.sizes.lock().unwrap_or_else(|e| e.into_inner());
+        if old > 0
+            && let Some(n) = sizes.get_mut(&old)
+        {
+            *n -= 1;
+            if *n == 0 {
+                sizes.remove(&old);
+            }
+        }
+        if new > 0 {
+            *sizes.entry(new).or_default() += 1;
+        }
+        let largest = sizes.last_key_value().map_or(0, |(&bytes, _)| bytes);
+        self.memory_largest.set(largest as i64);
+    }
+
+    /// Records a snapshot write.
+    pub fn saved(&self, ok: bool, took: Duration) {
+        if ok {
+            self.saves.inc();
+            self.save_seconds.observe(took.as_secs_f64());
+        } else {
+            self.save_failures.inc();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn largest_document_follows_growth_and_drops() {
+        let metrics = Metrics::new();
+        let p = metrics.plugin("chat", 0);
+        p.memory_changed(0, 100);
+        p.memory_changed(0, 300);
+        p.memory_changed(100, 200);
+        assert_eq!(p.memory.get(), 500);
+        assert_eq!(p.memory_largest.get(), 300);
+        p.memory_changed(300, 0);
+        assert_eq!((p.memory.get(), p.memory_largest.get()), (200, 200));
+        p.memory_changed(200, 0);
+        assert_eq!((p.memory.get(), p.memory_largest.get()), (0, 0));
+    }
+
+    #[test]
+    fn close_codes_are_bounded() {
+        assert_eq!(code_label(1000), "1000");
+        assert_eq!(code_label(4321), "4xxx");
+        assert_eq!(code_label(2000), "other");
+    }
+}

@@ -1,0 +1,103 @@
+//! A lane's shutdown: stop applying messages, save every changed document, close every
+//! connection with 1012 (service restart: clients should reconnect), wait for the clients
+//! to acknowledge, save again (the closes ran `on-disconnect`), all bounded by the
+//! shutdown timeout.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use std::rc::Rc;
+
+use crate::admin::{AdminReply, SHUTTING_DOWN};
+use crate::lane::{Lane, LaneCommand};
+use crate::metrics::Rejection;
+
+/// Runs once the lane stopped accepting.
+pub async fn stop(lane: &Rc<Lane>, mut commands: mpsc::UnboundedReceiver<LaneCommand>) {
+    // Lanes that hand a connection over from now on get it back and answer 503 themselves;
+    // those already queued are answered here (once closed, `recv` ends after the last).
+    commands.close();
+    while let Some(command) = commands.recv().await {
+        match command {
+            LaneCommand::Admin(_, reply) => {
+                let _ = reply.send(AdminReply::Done(Err(SHUTTING_DOWN.to_owned())));
+            }
+            LaneCommand::Adopt(h) => {
+                lane.metrics.rejected(Rejection::ShuttingDown);
+                if let Ok(stream) = tokio::net::TcpStream::from_std(h.stream) {
+                    // Counted as a connection, so the drain below waits for the answer.
+                    let guard = lane.track_connection();
+                    tokio::task::spawn_local(async move {
+                        crate::connection::refuse(stream, 503, SHUTTING_DOWN).await;
+                        drop(guard);
+                    });
+                }
+            }
+            LaneCommand::Migrate(_) => {}
+        }
+    }
+    // From here on, readers stop handing messages to documents, so the saved state is
+    // the last state.
+    lane.begin_shutdown();
+    let docs = lane.live_documents();
+    let timeout = lane.shared.config.shutdown_timeout();
+    let started = Instant::now();
+    let saves = futures_util::future::join_all(docs.iter().map(|(key, doc)| async {
+        // A checkpoint may be in flight: let it finish, then save what changed since.
+        while doc.borrow().persistence.saving {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        crate::housekeeping::save(lane, key, doc).await
+    }));
+    if tokio::time::timeout(timeout, saves).await.is_err() {
+        tracing::error!(lane = lane.index, "saving took longer than {timeout:?}");
+    }
+    let unsaved: Vec<String> = docs
+        .iter()
+        .filter(|(_, d)| d.borrow().is_dirty())
+        .map(|((p, d), _)| format!("{p}/{d}"))
+        .collect();
+    if unsaved.is_empty() {
+        tracing::info!(
+            lane = lane.index,
+            "shutting down: {} document(s), all saved ({:?}); closing {} connection(s)",
+            docs.len(),
+            started.elapsed(),
+            lane.connection_count()
+        );
+    } else {
+        tracing::error!(
+            lane = lane.index,
+            "shutting down with {} unsaved document(s): {}",
+            unsaved.len(),
+            unsaved.join(", ")
+        );
+    }
+    for (_, doc) in &docs {
+        doc.borrow_mut().close_all(1012, "server restarting");
+    }
+    let timeout = timeout
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(1));
+    let drained = lane.drained();
+    if tokio::time::timeout(timeout, drained).await.is_err() {
+        tracing::warn!(
+            lane = lane.index,
+            "{} connection(s) still open after {timeout:?}; dropping them",
+            lane.connection_count()
+        );
+    }
+    // The closes ran the consumers' `on-disconnect` (presence, say): save that too.
+    let left = lane
+        .shared
+        .config
+        .shutdown_timeout()
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(1));
+    let again = futures_util::future::join_all(
+        docs.iter()
+            .map(|(key, doc)| crate::housekeeping::save(lane, key, doc)),
+    );
+    let _ = tokio::time::timeout(left, again).await;
+}

@@ -1,0 +1,107 @@
+//! The browser demo (demo/) end to end: the real binary serves the yjs plugin and
+//! `--static demo/dist`, and demo/e2e.mjs drives two headless Chromium pages (Debian's
+//! /usr/bin/chromium through playwright-core) that type into the same document.
+//!
+//! Needs, once: `npm ci --prefix demo && npm run build --prefix demo`, and Chromium
+//! (`apt-get install -y chromium`). The screenshot is left in target/e2e/demo.png.
+
+mod support;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use support::*;
+
+/// Bounds the Node run; the script bounds each of its waits far below this.
+const NODE_PATIENCE: Duration = Duration::from_secs(180);
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The newest modification time of the files under `dir`.
+fn newest(dir: &Path) -> anyhow::Result<SystemTime> {
+    let mut latest = SystemTime::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let time = if entry.file_type()?.is_dir() {
+            newest(&entry.path())?
+        } else {
+            entry.metadata()?.modified()?
+        };
+        latest = latest.max(time);
+    }
+    Ok(latest)
+}
+
+/// Fails with what to run if the demo is not installed and built, or Chromium is missing.
+fn check_prerequisites(demo: &Path) -> anyhow::Result<()> {
+    let build = "npm ci --prefix demo && npm run build --prefix demo";
+    if !demo.join("node_modules/playwright-core").is_dir() {
+        bail!("demo/node_modules is missing: run `{build}` (from the repository root)");
+    }
+    if !demo.join("dist/index.html").is_file() {
+        bail!("demo/dist is missing: run `npm run build --prefix demo` (from the repository root)");
+    }
+    if newest(&demo.join("src"))? > newest(&demo.join("dist"))? {
+        bail!("demo/dist is older than demo/src: run `npm run build --prefix demo`");
+    }
+    if !Path::new(CHROMIUM).is_file() {
+        bail!("{CHROMIUM} is missing: install it with `apt-get install -y chromium` (Debian)");
+    }
+    Ok(())
+}
+
+#[test]
+fn two_browsers_edit_one_document() -> anyhow::Result<()> {
+    let demo = repo().join("demo");
+    check_prerequisites(&demo)?;
+    let dist = demo.join("dist");
+    let dist = dist.to_str().context("the repository path is not UTF-8")?;
+    let server = Server::start(&["yjs"], 1, &["--static", dist])?;
+    let screenshot = repo().join("target/e2e/demo.png");
+
+    let mut child = Command::new("node")
+        .arg(demo.join("e2e.mjs"))
+        .arg(format!("http://{}", server.addr(0)))
+        .arg(&screenshot)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run `node` (Node.js 20 or later must be on PATH)")?;
+    // Read both pipes on threads so that a chatty child never blocks on a full pipe.
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = pipe.read_to_string(&mut s);
+            s
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().expect("piped")));
+    let stderr = read(Box::new(child.stderr.take().expect("piped")));
+    let pid = child.id().to_string();
+    let (done, exited) = mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait()));
+    let status = match exited.recv_timeout(NODE_PATIENCE) {
+        Ok(status) => Some(status?),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            None
+        }
+    };
+    let out = stdout.join().unwrap_or_default() + &stderr.join().unwrap_or_default();
+    eprint!("[e2e] {out}");
+    match status {
+        None => bail!("demo/e2e.mjs did not finish within {NODE_PATIENCE:?}:\n{out}"),
+        // The script prints `screenshot: PATH`.
+        Some(s) if s.success() && out.contains("ok: ") => Ok(()),
+        Some(s) => bail!("demo/e2e.mjs failed ({s}):\n{out}"),
+    }
+}

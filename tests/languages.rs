@@ -1,0 +1,563 @@
+//! The chat consumer in four languages: `chat` (Rust, the reference), `js-chat`
+//! (JavaScript on QuickJS), `py-chat` (CPython) and `c-chat` (C). The same checks run
+//! against each, byte for byte where the protocol is JSON: history per document, joins and
+//! leaves, relay, `GET`/`POST /docs/{plugin}/{doc}`, the snapshot format, and a hot reload
+//! that keeps the state. A last test moves one live document through all four
+//! implementations, which holds only if their snapshots are interchangeable.
+//!
+//! `cargo xtask plugins` builds all four (the non-Rust ones need npm, python3 with venv,
+//! and clang-19 + wasi-libc; it says which it skipped). A consumer that was not built
+//! fails its tests with a message saying so.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long a reload may take: compiling the 18 MB Python component with a debug build of
+/// the host on a busy CI machine takes seconds, not milliseconds.
+const RELOAD_PATIENCE: Duration = Duration::from_secs(180);
+
+/// Fails clearly when `plugin` was not built.
+fn require(plugin: &str) -> anyhow::Result<()> {
+    let file = built_plugins_dir().join(format!("{plugin}.wasm"));
+    anyhow::ensure!(
+        file.is_file(),
+        "{} was not built. `cargo xtask plugins` builds it; if it printed \
+         \"skipping {plugin}: ...\", install what that line names (js-chat: Node.js with npm; \
+         py-chat: python3 with venv; c-chat: clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc)",
+        file.display()
+    );
+    Ok(())
+}
+
+/// The server's settings for these tests: a checkpoint every second (the snapshot check
+/// reads the saved state), and keepalive pings far apart (a test that waits minutes for
+/// a compilation does not read its sockets, so it would not answer pings).
+const CONFIG: &str = "checkpoint_secs = 1\n\
+                      [limits]\n\
+                      ping_interval_ms = 600000\n\
+                      ping_timeout_ms = 600000\n";
+
+/// Starts a server, then deploys `plugins` into its plugins directory and waits until
+/// each is loaded. (Deploying after the start lets a slow compilation, the Python
+/// component's, take longer than the harness allows a start.)
+async fn start(plugins: &[&str]) -> anyhow::Result<Server> {
+    for p in plugins {
+        require(p)?;
+    }
+    let config = tempfile::Builder::new().suffix(".toml").tempfile()?;
+    std::fs::write(config.path(), CONFIG)?;
+    let (_, config) = config.keep()?;
+    let config = config.to_str().expect("temp paths are UTF-8").to_owned();
+    let server = Server::start_in(tempfile::tempdir()?, 1, &["--config", &config])?;
+    for p in plugins {
+        deploy(
+            &server,
+            p,
+            &std::fs::read(built_plugins_dir().join(format!("{p}.wasm")))?,
+        )?;
+    }
+    for p in plugins {
+        wait_for_reload(&server, p, &serde_json::Value::Null).await?;
+    }
+    Ok(server)
+}
+
+/// `s` as a JSON string, exactly as serde_json (the Rust chat) writes it.
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+/// Checks that `frame` is `{"type":"message","name":NAME,"text":TEXT,"at":<ms>}` exactly,
+/// with a plausible time; returns the time.
+fn check_message(frame: &str, name: &str, text: &str) -> anyhow::Result<u64> {
+    let head = format!(
+        r#"{{"type":"message","name":{},"text":{},"at":"#,
+        json_str(name),
+        json_str(text)
+    );
+    let at = frame
+        .strip_prefix(&head)
+        .and_then(|rest| rest.strip_suffix('}'))
+        .filter(|at| !at.is_empty() && at.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| anyhow::anyhow!("expected {head}<ms>}}, got {frame}"))?;
+    let at: u64 = at.parse()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    anyhow::ensure!(
+        at.abs_diff(now) < 600_000,
+        "`at` is not the time: {at} (now {now})"
+    );
+    Ok(at)
+}
+
+fn history_texts(history: &serde_json::Value) -> Vec<String> {
+    history["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|l| l["text"].as_str().unwrap_or("<not a string>").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The same component with a custom section appended: same code, a new version (the
+/// host keys versions by content hash), as a rebuilt plugin would be.
+fn rebuilt(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = std::fs::read(path)?;
+    let name = b"wasmroom-test";
+    let payload = [&[name.len() as u8][..], name, b"v2"].concat();
+    bytes.push(0); // custom section id
+    bytes.push(payload.len() as u8); // LEB128 size (< 128)
+    bytes.extend_from_slice(&payload);
+    Ok(bytes)
+}
+
+/// Replaces `plugins/{name}.wasm` atomically, as a deploy would.
+fn deploy(server: &Server, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = server.plugins.path();
+    let tmp = dir.join(format!(".{name}.upload"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, dir.join(format!("{name}.wasm")))?;
+    Ok(())
+}
+
+async fn current_version(server: &Server, name: &str) -> anyhow::Result<serde_json::Value> {
+    let (_, body) = http(server.addr(0), "GET", "/plugins", b"").await?;
+    let listed: serde_json::Value = serde_json::from_str(&body)?;
+    Ok(listed["plugins"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == name))
+        .map(|p| p["current"]["version"].clone())
+        .unwrap_or_default())
+}
+
+/// Waits until `name` runs a version other than `old` and no document is left on an
+/// older one.
+async fn wait_for_reload(
+    server: &Server,
+    name: &str,
+    old: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + RELOAD_PATIENCE;
+    loop {
+        let (_, body) = http(server.addr(0), "GET", "/plugins", b"").await?;
+        let listed: serde_json::Value = serde_json::from_str(&body)?;
+        let entry = listed["plugins"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == name))
+            .cloned()
+            .unwrap_or_default();
+        let version = &entry["current"]["version"];
+        let migrated = entry["previous"]
+            .as_array()
+            .is_none_or(|p| p.iter().all(|v| v["live_documents"] == 0));
+        if version.is_string() && version != old && migrated {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no reload of {name} in time: {entry}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The state the consumer saved for `plugin/document` at the latest checkpoint, once it
+/// satisfies `ready`.
+async fn saved_state(
+    server: &Server,
+    plugin: &str,
+    document: &str,
+    ready: impl Fn(&str) -> bool,
+) -> anyhow::Result<String> {
+    let file = server
+        .data
+        .path()
+        .join(plugin)
+        .join(format!("{document}.snap"));
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(bytes) = std::fs::read(&file) {
+            let snapshot =
+                wasmroom::storage::decode(&bytes, plugin, document).map_err(anyhow::Error::msg)?;
+            let state = String::from_utf8(snapshot.state)?;
+            if ready(&state) {
+                return Ok(state);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "saved state never ready: {state}"
+            );
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{} never saved", file.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Saved states written by hand, as files in the data directory: what the Rust chat's
+/// serde reads (any key order and whitespace, unknown fields, escapes) restores the same
+/// document everywhere; what it refuses keeps the document from opening.
+async fn restores_what_serde_reads(server: &Server, p: &str) -> anyhow::Result<()> {
+    let dir = server.data.path().join(p);
+    std::fs::create_dir_all(&dir)?;
+    let save = |document: &str, state: &str| {
+        let snapshot = wasmroom::storage::Snapshot {
+            plugin_version: "0".repeat(16),
+            saved_at_ms: 0,
+            timers: Vec::new(),
+            state: state.as_bytes().to_vec(),
+        };
+        std::fs::write(
+            dir.join(format!("{document}.snap")),
+            wasmroom::storage::encode(&snapshot, p, document),
+        )
+    };
+    save(
+        "by-hand",
+        r#" {
+          "names" : { "7" : "x\u00e9" },
+          "unknown" : [1, {"a": null}, true, -1.5e3, "s\"]"],
+          "history" : [
+            { "at" : 1700000000000, "text" : "a \"b\" \ud83d\ude00 \u00e9\n\/", "extra" : {}, "name" : "ann" },
+            {"name":"","text":"","at":0}
+          ],
+          "document" : "by-hand"
+        } "#,
+    )?;
+    let (status, body) = http(server.addr(0), "GET", &format!("/docs/{p}/by-hand"), b"").await?;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            200,
+            format!(
+                r#"{{"document":"by-hand","messages":[{{"name":"ann","text":{},"at":1700000000000}},{{"name":"","text":"","at":0}}]}}"#,
+                json_str("a \"b\" \u{1F600} \u{e9}\n/")
+            )
+            .as_str()
+        )
+    );
+    for (document, state) in [
+        ("no-names", r#"{"document":"no-names","history":[]}"#),
+        (
+            "negative-at",
+            r#"{"document":"negative-at","history":[{"name":"a","text":"b","at":-1}],"names":{}}"#,
+        ),
+        (
+            "bad-id",
+            r#"{"document":"bad-id","history":[],"names":{"x":"a"}}"#,
+        ),
+        ("not-json", "{\"document\":"),
+    ] {
+        save(document, state)?;
+        let (status, body) =
+            http(server.addr(0), "GET", &format!("/docs/{p}/{document}"), b"").await?;
+        assert_eq!(status, 500, "{document}: {body}");
+    }
+    Ok(())
+}
+
+/// The protocol, the HTTP interface and the snapshot format, against the Rust chat's;
+/// then a hot reload under the live documents.
+async fn behaves_like_the_rust_chat(p: &str) -> anyhow::Result<()> {
+    let server = start(&[p]).await?;
+    restores_what_serde_reads(&server, p).await?;
+    let room = format!("/ws/{p}/room");
+    let mut ann = server.connect(0, &format!("{room}?name=ann")).await?;
+    assert_eq!(
+        recv_text(&mut ann).await?,
+        r#"{"type":"history","messages":[]}"#
+    );
+    let mut bob = server.connect(0, &format!("{room}?name=bob")).await?;
+    assert_eq!(
+        recv_text(&mut bob).await?,
+        r#"{"type":"history","messages":[]}"#
+    );
+    assert_eq!(
+        recv_text(&mut ann).await?,
+        r#"{"type":"join","name":"bob"}"#
+    );
+    let mut cid = server
+        .connect(0, &format!("/ws/{p}/other?name=cid"))
+        .await?;
+    assert_eq!(
+        recv_text(&mut cid).await?,
+        r#"{"type":"history","messages":[]}"#
+    );
+
+    // Relay to the others, with serde_json's escaping of every awkward character.
+    let tricky =
+        "h\u{e9} \"quoted\" \\ back\nslash\t\u{1}\u{1f} \u{7f} \u{1F600} </script> \u{2028}";
+    send_text(&mut ann, "hello").await?;
+    let at1 = check_message(&recv_text(&mut bob).await?, "ann", "hello")?;
+    send_text(&mut ann, tricky).await?;
+    let at2 = check_message(&recv_text(&mut bob).await?, "ann", tricky)?;
+
+    // A connection without a name is `guest-{id}`; it gets the history, the others its join.
+    let mut guest = server.connect(0, &room).await?;
+    let history: serde_json::Value = serde_json::from_str(&recv_text(&mut guest).await?)?;
+    assert_eq!(history["type"], "history");
+    assert_eq!(history_texts(&history), ["hello", tricky]);
+    let join = recv_text(&mut ann).await?; // not an echo of ann's own lines
+    let guest_name = join
+        .strip_prefix(r#"{"type":"join","name":""#)
+        .and_then(|r| r.strip_suffix(r#""}"#))
+        .filter(|n| n.starts_with("guest-") && n[6..].bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| anyhow::anyhow!("not a guest join: {join}"))?
+        .to_owned();
+    let guest_id: u64 = guest_name[6..].parse()?;
+    assert_eq!(recv_text(&mut bob).await?, join);
+
+    // Binary frames are refused, to the sender only.
+    bob.send(Message::binary(vec![0u8, 1, 2])).await?;
+    assert_eq!(
+        recv_text(&mut bob).await?,
+        r#"{"type":"error","reason":"chat takes text messages only"}"#
+    );
+    // ann leaves: the others hear it (and nothing of bob's binary frame before it).
+    ann.close(None).await?;
+    for ws in [&mut bob, &mut guest] {
+        assert_eq!(recv_text(ws).await?, r#"{"type":"leave","name":"ann"}"#);
+    }
+
+    // Names: the raw query value, 1 to 64 bytes.
+    for bad in ["name=".to_owned(), format!("name={}", "x".repeat(65))] {
+        let (status, body) = refused(&server.url(0, &format!("{room}?{bad}"))).await?;
+        assert_eq!(
+            (status, body.trim()),
+            (400, "name must be 1 to 64 bytes"),
+            "{bad}"
+        );
+    }
+    let mut dan = server
+        .connect(0, &format!("{room}?x=1&name=d%20an"))
+        .await?;
+    assert_eq!(
+        history_texts(&recv_json(&mut dan).await?),
+        ["hello", tricky]
+    );
+    for ws in [&mut bob, &mut guest] {
+        assert_eq!(recv_text(ws).await?, r#"{"type":"join","name":"d%20an"}"#);
+    }
+    let long = "x".repeat(64);
+    let mut x = server.connect(0, &format!("{room}?name={long}")).await?;
+    recv_text(&mut x).await?;
+    x.close(None).await?;
+    for ws in [&mut bob, &mut guest, &mut dan] {
+        assert_eq!(
+            recv_text(ws).await?,
+            format!(r#"{{"type":"join","name":"{long}"}}"#)
+        );
+        assert_eq!(
+            recv_text(ws).await?,
+            format!(r#"{{"type":"leave","name":"{long}"}}"#)
+        );
+    }
+
+    // Documents are separate: `other` has its own history.
+    send_text(&mut cid, "elsewhere").await?;
+    let (status, body) = http(server.addr(0), "GET", &format!("/docs/{p}/other"), b"").await?;
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(
+        (doc["document"].as_str(), history_texts(&doc)),
+        (Some("other"), vec!["elsewhere".to_owned()])
+    );
+
+    // GET, byte for byte.
+    let (status, body) = http(server.addr(0), "GET", &format!("/docs/{p}/room"), b"").await?;
+    let messages = format!(
+        r#"[{{"name":"ann","text":"hello","at":{at1}}},{{"name":"ann","text":{},"at":{at2}}}]"#,
+        json_str(tricky)
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            200,
+            format!(r#"{{"document":"room","messages":{messages}}}"#).as_str()
+        )
+    );
+    // The document id is the decoded one; an HTTP request opens the document too.
+    let (status, body) = http(
+        server.addr(0),
+        "GET",
+        &format!("/docs/{p}/%C3%9Cbung%203/any/path"),
+        b"",
+    )
+    .await?;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"document":"Übung 3","messages":[]}"#)
+    );
+
+    // POST adds a line from `server`, sent to everyone.
+    let (status, body) = http(
+        server.addr(0),
+        "POST",
+        &format!("/docs/{p}/room"),
+        b"from the backend",
+    )
+    .await?;
+    assert_eq!((status, body.as_str()), (201, r#"{"messages":3}"#));
+    for ws in [&mut bob, &mut guest, &mut dan] {
+        check_message(&recv_text(ws).await?, "server", "from the backend")?;
+    }
+    for (method, body, want) in [
+        ("POST", &b""[..], (400, "send a non-empty UTF-8 body")),
+        (
+            "POST",
+            &[0xed, 0xa0, 0x80][..],
+            (400, "send a non-empty UTF-8 body"),
+        ),
+        ("PUT", &b"x"[..], (405, "use GET or POST")),
+    ] {
+        let (status, text) = http(server.addr(0), method, &format!("/docs/{p}/room"), body).await?;
+        assert_eq!((status, text.trim()), want, "{method} {body:?}");
+    }
+
+    // The last 100 lines are kept.
+    for i in 0..105 {
+        send_text(&mut bob, &format!("line {i}")).await?;
+    }
+    for ws in [&mut guest, &mut dan] {
+        for i in 0..105 {
+            check_message(&recv_text(ws).await?, "bob", &format!("line {i}"))?;
+        }
+    }
+    let (_, body) = http(server.addr(0), "GET", &format!("/docs/{p}/room"), b"").await?;
+    let doc: serde_json::Value = serde_json::from_str(&body)?;
+    let texts = history_texts(&doc);
+    assert_eq!(texts.len(), 100);
+    assert_eq!(
+        (texts[0].as_str(), texts[99].as_str()),
+        ("line 5", "line 104")
+    );
+    let messages = body
+        .strip_prefix(r#"{"document":"room","messages":"#)
+        .and_then(|b| b.strip_suffix('}'))
+        .ok_or_else(|| anyhow::anyhow!("unexpected GET body {body}"))?
+        .to_owned();
+
+    // The saved state has the Rust chat's serde layout:
+    // {"document":..,"history":[..],"names":{"<id>":name,..}}, ids ascending.
+    let state = saved_state(&server, p, "room", |s| s.contains(r#""text":"line 104""#)).await?;
+    let names = state
+        .strip_prefix(&format!(
+            r#"{{"document":"room","history":{messages},"names":{{"#
+        ))
+        .and_then(|s| s.strip_suffix("}}"))
+        .ok_or_else(|| anyhow::anyhow!("snapshot not in the chat's layout: {state}"))?;
+    let entries: Vec<(u64, &str)> = names
+        .split(',')
+        .map(|e| {
+            let (id, name) = e.split_once(':').unwrap_or_default();
+            (id.trim_matches('"').parse().unwrap_or(0), name)
+        })
+        .collect();
+    assert_eq!(
+        entries.iter().map(|e| e.1).collect::<Vec<_>>(),
+        [r#""bob""#, json_str(&guest_name).as_str(), r#""d%20an""#],
+        "{state}"
+    );
+    assert!(
+        entries.windows(2).all(|w| w[0].0 < w[1].0),
+        "ids ascending: {state}"
+    );
+    assert_eq!(entries[1].0, guest_id);
+
+    // A new version takes over the live documents: the same component plus a custom
+    // section, so a new version (the host keys versions by content hash) of the same code.
+    let v1 = current_version(&server, p).await?;
+    deploy(
+        &server,
+        p,
+        &rebuilt(&built_plugins_dir().join(format!("{p}.wasm")))?,
+    )?;
+    wait_for_reload(&server, p, &v1).await?;
+    // Same sockets, new instance: the history and who is who came through restore.
+    let (_, after) = http(server.addr(0), "GET", &format!("/docs/{p}/room"), b"").await?;
+    assert_eq!(after, body, "the history after the reload");
+    send_text(&mut bob, "after the reload").await?;
+    for ws in [&mut guest, &mut dan] {
+        check_message(&recv_text(ws).await?, "bob", "after the reload")?;
+    }
+    guest.close(None).await?;
+    for ws in [&mut bob, &mut dan] {
+        assert_eq!(
+            recv_text(ws).await?,
+            format!(r#"{{"type":"leave","name":"{guest_name}"}}"#)
+        );
+    }
+    let mut eve = server.connect(0, &format!("{room}?name=eve")).await?;
+    let texts = history_texts(&recv_json(&mut eve).await?);
+    assert_eq!(
+        (texts.len(), texts[0].as_str(), texts[99].as_str()),
+        (100, "line 6", "after the reload")
+    );
+    let (_, body) = http(server.addr(0), "GET", &format!("/docs/{p}/other"), b"").await?;
+    assert_eq!(history_texts(&serde_json::from_str(&body)?), ["elsewhere"]);
+    Ok(())
+}
+
+macro_rules! for_each_language {
+    ($($module:ident => $plugin:literal),* $(,)?) => {$(
+        mod $module {
+            #[tokio::test]
+            async fn behaves_like_the_rust_chat() -> anyhow::Result<()> {
+                super::behaves_like_the_rust_chat($plugin).await
+            }
+        }
+    )*};
+}
+
+for_each_language! {
+    rust => "chat",
+    javascript => "js-chat",
+    python => "py-chat",
+    c => "c-chat",
+}
+
+/// One live document, served as `chat`, moves Rust → JavaScript → Python → C → Rust by hot
+/// reloads: each restores the snapshot of the one before.
+#[tokio::test]
+async fn a_document_moves_through_all_four_languages() -> anyhow::Result<()> {
+    // Loaded under their own names first, so that deploying their bytes as `chat.wasm`
+    // finds them compiled (the artifact cache is keyed by content).
+    let server = start(&["chat", "js-chat", "py-chat", "c-chat"]).await?;
+    let mut ann = server.connect(0, "/ws/chat/moving?name=ann").await?;
+    recv_text(&mut ann).await?;
+    let mut bob = server.connect(0, "/ws/chat/moving?name=bob").await?;
+    recv_text(&mut bob).await?;
+    recv_text(&mut ann).await?; // bob joined
+    let mut lines = Vec::new();
+    for next in ["js-chat", "py-chat", "c-chat", "chat"] {
+        let line = format!("before moving to {next}");
+        send_text(&mut ann, &line).await?;
+        check_message(&recv_text(&mut bob).await?, "ann", &line)?;
+        lines.push(line);
+        let old = current_version(&server, "chat").await?;
+        deploy(
+            &server,
+            "chat",
+            &std::fs::read(built_plugins_dir().join(format!("{next}.wasm")))?,
+        )?;
+        wait_for_reload(&server, "chat", &old).await?;
+        let (_, body) = http(server.addr(0), "GET", "/docs/chat/moving", b"").await?;
+        let doc: serde_json::Value = serde_json::from_str(&body)?;
+        assert_eq!(doc["document"], "moving", "on {next}");
+        assert_eq!(history_texts(&doc), lines, "on {next}");
+    }
+    bob.close(None).await?;
+    assert_eq!(
+        recv_text(&mut ann).await?,
+        r#"{"type":"leave","name":"bob"}"#
+    );
+    Ok(())
+}

@@ -1,0 +1,350 @@
+//! Behind a real nginx: Debian's nginx, started by the test as an unprivileged process
+//! with its own prefix, on a config printed by `wasmroom nginx-config`.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use futures_util::future::try_join_all;
+use serde_json::Value;
+use support::{PATIENCE, Server, Ws, http, recv_text, send_text};
+use tokio_tungstenite::MaybeTlsStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// An nginx master process serving one generated config.
+struct Nginx {
+    child: Child,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+fn nginx_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("NGINX") {
+        return Ok(path.into());
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain(["/usr/sbin".into()])
+        .map(|dir| dir.join("nginx"))
+        .find(|p| p.is_file());
+    on_path.context("nginx is not installed: `apt-get install nginx` (.ci/run does this)")
+}
+
+impl Nginx {
+    /// Starts nginx in front of every lane of `server` with `wasmroom nginx-config ARGS`.
+    fn start(server: &Server, args: &[&str]) -> anyhow::Result<Nginx> {
+        let binary = nginx_binary()?;
+        // A free port for nginx: bound and released (nginx cannot take a socket from us).
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmroom"));
+        cmd.arg("nginx-config")
+            .args(["--listen", &addr.to_string()])
+            .args(args);
+        for lane in &server.addrs {
+            cmd.args(["--upstream", &lane.to_string()]);
+        }
+        let out = cmd.output()?;
+        ensure!(
+            out.status.success(),
+            "nginx-config failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dir = tempfile::tempdir()?;
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(&conf, &out.stdout)?;
+        let mut child = Command::new(&binary)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .args(["-e", "stderr", "-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[nginx] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let nginx = Nginx {
+            child,
+            dir,
+            addr,
+            log,
+        };
+        nginx.wait_until(
+            |n| std::net::TcpStream::connect(n.addr).is_ok(),
+            "listening",
+        )?;
+        Ok(nginx)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    fn wait_until(&self, done: impl Fn(&Nginx) -> bool, what: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if done(self) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("nginx: not {what} in time");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_contains(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// `nginx -s reload`, then waits until the old workers were told to quit.
+    fn reload(&self) -> anyhow::Result<()> {
+        let status = Command::new(nginx_binary()?)
+            .arg("-p")
+            .arg(self.dir.path())
+            .arg("-c")
+            .arg(self.dir.path().join("nginx.conf"))
+            .args(["-e", "stderr", "-s", "reload"])
+            .status()?;
+        ensure!(status.success(), "nginx -s reload failed");
+        self.wait_until(
+            |n| n.log_contains("gracefully shutting down"),
+            "reloaded (old workers quitting)",
+        )
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers too (SIGKILL would orphan them).
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+async fn connect(url: &str) -> anyhow::Result<Ws> {
+    let (ws, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(url))
+        .await
+        .context("connect timed out")?
+        .with_context(|| format!("connect to {url}"))?;
+    Ok(ws)
+}
+
+/// Connects from a chosen loopback source address, with extra request headers.
+async fn connect_from(
+    source: IpAddr,
+    to: SocketAddr,
+    path: &str,
+    headers: &[(&'static str, &str)],
+) -> anyhow::Result<Ws> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = socket.connect(to).await?;
+    let mut request = format!("ws://{to}{path}").into_client_request()?;
+    for (name, value) in headers {
+        request.headers_mut().insert(*name, value.parse()?);
+    }
+    let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await?;
+    Ok(ws)
+}
+
+/// `/stats` of every lane.
+async fn all_stats(server: &Server) -> anyhow::Result<Vec<Value>> {
+    let mut stats = Vec::new();
+    for &addr in &server.addrs {
+        let (_, body) = http(addr, "GET", "/stats", b"").await?;
+        stats.push(serde_json::from_str(&body)?);
+    }
+    Ok(stats)
+}
+
+fn sum(stats: &[Value], key: &str) -> u64 {
+    stats.iter().map(|s| s[key].as_u64().unwrap_or(0)).sum()
+}
+
+/// Every client sends one message; every client must receive the other clients' ones.
+async fn everyone_hears_everyone(clients: &mut [Ws], round: &str) -> anyhow::Result<()> {
+    for (i, ws) in clients.iter_mut().enumerate() {
+        send_text(ws, &format!("{round} from {i}")).await?;
+    }
+    let n = clients.len();
+    try_join_all(clients.iter_mut().enumerate().map(|(i, ws)| async move {
+        let mut heard = std::collections::BTreeSet::new();
+        while heard.len() < n - 1 {
+            let text = recv_text(ws).await.with_context(|| format!("client {i}"))?;
+            let (r, from) = text.split_once(" from ").context("unexpected message")?;
+            ensure!(r == round, "client {i} got {text:?} during {round}");
+            let from: usize = from.parse()?;
+            ensure!(from != i, "client {i} heard itself");
+            heard.insert(from);
+        }
+        Ok::<_, anyhow::Error>(())
+    }))
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_over_four_lanes_keeps_one_instance_per_document() -> anyhow::Result<()> {
+    let server = Server::start(&["relay"], 4, &[])?;
+    let nginx = Nginx::start(&server, &["--routing", "any"])?;
+    let url = nginx.url("/ws/relay/meeting");
+    let mut clients = try_join_all((0..40).map(|_| connect(&url))).await?;
+    everyone_hears_everyone(&mut clients, "hello").await?;
+
+    let stats = all_stats(&server).await?;
+    assert_eq!(sum(&stats, "documents"), 1, "one instance: {stats:?}");
+    let owner = stats
+        .iter()
+        .find(|s| s["documents"] == 1)
+        .context("no lane has the document")?;
+    assert_eq!(
+        owner["connections"], 40,
+        "every socket on the owner: {stats:?}"
+    );
+    let handed = sum(&stats, "handed_over");
+    assert!(
+        handed > 0,
+        "round-robin over 4 lanes must misroute some: {stats:?}"
+    );
+    assert_eq!(handed, sum(&stats, "adopted"));
+
+    // A plain HTTP request for the document, sent straight to each lane, reaches the same
+    // instance (it sees all 40 connections).
+    for &lane in &server.addrs {
+        let (status, body) = http(lane, "GET", "/docs/relay/meeting", b"").await?;
+        assert_eq!((status, body.as_str()), (200, r#"{"connections":40}"#));
+    }
+    assert_eq!(sum(&all_stats(&server).await?, "documents"), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_routing_lands_on_the_owner_lane_directly() -> anyhow::Result<()> {
+    let server = Server::start(&["relay"], 4, &[])?;
+    let nginx = Nginx::start(&server, &["--routing", "hash"])?;
+    // Ids with spaces and non-ASCII: nginx hashes the decoded $uri, as wasmroom does.
+    let docs: Vec<String> = (0..12).map(|i| format!("%C3%9Cbung%20{i}")).collect();
+    for doc in &docs {
+        let url = nginx.url(&format!("/ws/relay/{doc}"));
+        let mut clients = try_join_all((0..3).map(|_| connect(&url))).await?;
+        everyone_hears_everyone(&mut clients, doc).await?;
+        // The HTTP route is hashed the same way.
+        let (status, body) = http(nginx.addr, "GET", &format!("/docs/relay/{doc}"), b"").await?;
+        assert_eq!((status, body.as_str()), (200, r#"{"connections":3}"#));
+    }
+    let stats = all_stats(&server).await?;
+    assert_eq!(
+        sum(&stats, "handed_over"),
+        0,
+        "nginx picked every owner: {stats:?}"
+    );
+    assert_eq!(sum(&stats, "adopted"), 0);
+    assert_eq!(sum(&stats, "documents"), 12, "{stats:?}");
+    let used = stats.iter().filter(|s| s["documents"] != 0).count();
+    assert!(used > 1, "12 documents all hashed to one lane: {stats:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misrouted_reject_answers_421_with_the_owner_port() -> anyhow::Result<()> {
+    let server = Server::start(&["relay"], 4, &["--misrouted", "reject"])?;
+    let first = server.addr(0);
+    let (mut rejected, mut accepted) = (0, 0);
+    for i in 0..20 {
+        let path = format!("/ws/relay/doc-{i}");
+        match tokio_tungstenite::connect_async(server.url(0, &path)).await {
+            Ok(_) => accepted += 1,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), 421);
+                let port: u16 = response
+                    .headers()
+                    .get("x-wasmroom-owner-port")
+                    .context("no owner port header")?
+                    .to_str()?
+                    .parse()?;
+                assert_ne!(port, first.port());
+                let owner = server.addrs.iter().position(|a| a.port() == port);
+                let owner = owner.context("the owner port is one of the lanes")?;
+                // The owner accepts it, and the HTTP route answers the same way.
+                connect(&server.url(owner, &path)).await?;
+                let (status, _) = http(first, "GET", &format!("/docs/relay/doc-{i}"), b"").await?;
+                assert_eq!(status, 421);
+                rejected += 1;
+            }
+            Err(e) => bail!("unexpected error: {e}"),
+        }
+    }
+    assert!(
+        rejected > 0 && accepted > 0,
+        "{rejected} rejected, {accepted} accepted"
+    );
+    let stats = all_stats(&server).await?;
+    assert_eq!(sum(&stats, "handed_over"), 0, "{stats:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_headers_give_the_consumer_the_original_client_address() -> anyhow::Result<()> {
+    let server = Server::start(&["probe"], 2, &["--proxy-headers"])?;
+    let nginx = Nginx::start(&server, &["--routing", "hash"])?;
+    let client: IpAddr = "127.0.0.2".parse()?;
+    let mut ws = connect_from(client, nginx.addr, "/ws/probe/who", &[]).await?;
+    send_text(&mut ws, "whoami").await?;
+    assert_eq!(recv_text(&mut ws).await?, "127.0.0.2:0");
+    // What the client claims itself comes before nginx's entry and does not count.
+    let liar: IpAddr = "127.0.0.3".parse()?;
+    let spoof = [("x-forwarded-for", "10.9.9.9")];
+    let mut ws = connect_from(liar, nginx.addr, "/ws/probe/who", &spoof).await?;
+    send_text(&mut ws, "whoami").await?;
+    assert_eq!(recv_text(&mut ws).await?, "127.0.0.3:0");
+    drop(nginx);
+
+    // Without --proxy-headers the headers are ignored: the consumer sees the socket's peer.
+    let plain = Server::start(&["probe"], 1, &[])?;
+    let mut ws = connect_from(liar, plain.addr(0), "/ws/probe/who", &spoof).await?;
+    send_text(&mut ws, "whoami").await?;
+    let seen = recv_text(&mut ws).await?;
+    assert!(
+        seen.starts_with("127.0.0.3:") && seen != "127.0.0.3:0",
+        "{seen}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_reload_keeps_established_sockets() -> anyhow::Result<()> {
+    let server = Server::start(&["relay"], 4, &[])?;
+    let nginx = Nginx::start(&server, &["--routing", "any"])?;
+    let url = nginx.url("/ws/relay/standup");
+    let mut clients = try_join_all((0..6).map(|_| connect(&url))).await?;
+    everyone_hears_everyone(&mut clients, "before").await?;
+
+    nginx.reload()?;
+    // The sockets opened before the reload still carry messages both ways, and a client
+    // connecting through the new workers joins the same document.
+    everyone_hears_everyone(&mut clients, "after").await?;
+    clients.push(connect(&url).await?);
+    everyone_hears_everyone(&mut clients, "joined").await?;
+    assert_eq!(sum(&all_stats(&server).await?, "documents"), 1);
+    Ok(())
+}

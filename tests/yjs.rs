@@ -1,0 +1,148 @@
+//! The yjs plugin against unmodified npm clients (`yjs` + `y-websocket`, pinned in
+//! tests/yjs/package-lock.json): the scenarios live in tests/yjs/scenarios.mjs, run by
+//! Node against the real binary. Needs `npm ci --prefix tests/yjs` once.
+
+mod support;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use support::*;
+
+/// Bounds one Node run; the script bounds each of its waits far below this.
+const NODE_PATIENCE: Duration = Duration::from_secs(120);
+
+fn node_project() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/yjs")
+}
+
+/// Runs `scenario` on `document` with the Node driver; fails with its output unless it
+/// reports success.
+fn scenario(server: &Server, scenario: &str, document: &str) -> anyhow::Result<()> {
+    let project = node_project();
+    if !project.join("node_modules/y-websocket").is_dir() {
+        bail!(
+            "{} is missing: run `npm ci --prefix tests/yjs` (from the repository root) first",
+            project.join("node_modules").display()
+        );
+    }
+    let mut child = Command::new("node")
+        .arg(project.join("scenarios.mjs"))
+        .arg(server.url(0, "/ws/yjs"))
+        .arg(scenario)
+        .arg(document)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run `node` (Node.js 20 or later must be on PATH)")?;
+    // Read both pipes on threads so that a chatty child never blocks on a full pipe.
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let stdout = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + NODE_PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    eprint!("[node {scenario}] {stdout}{stderr}");
+    match status {
+        None => {
+            bail!("scenario {scenario} did not finish within {NODE_PATIENCE:?}:\n{stdout}{stderr}")
+        }
+        Some(s) if s.success() && stdout.contains(&format!("ok {scenario}:")) => Ok(()),
+        Some(s) => bail!("scenario {scenario} failed ({s}):\n{stdout}{stderr}"),
+    }
+}
+
+#[test]
+fn two_clients_converge() -> anyhow::Result<()> {
+    let server = Server::start(&["yjs"], 1, &[])?;
+    scenario(&server, "converge", "pair")
+}
+
+#[test]
+fn awareness_appears_and_is_removed_when_a_socket_dies_or_a_client_leaves() -> anyhow::Result<()> {
+    let server = Server::start(&["yjs"], 1, &[])?;
+    scenario(&server, "awareness", "presence")
+}
+
+#[test]
+fn a_late_joiner_gets_the_state_from_the_server_alone_and_its_offline_edit_spreads()
+-> anyhow::Result<()> {
+    let server = Server::start(&["yjs"], 1, &[])?;
+    scenario(&server, "late-joiner", "late")
+}
+
+/// Runs blocking work (Node, process control) off the test's runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+#[tokio::test]
+async fn the_document_survives_a_restart_and_kill_9_after_a_checkpoint() -> anyhow::Result<()> {
+    let server = Server::start(&["yjs"], 1, &["--checkpoint", "1"])?;
+    let server = blocking(move || {
+        scenario(&server, "restart-write", "kept")?;
+        let mut server = server;
+        anyhow::ensure!(server.terminate()?.success(), "wasmroom failed on SIGTERM");
+        let file = server.data.path().join("yjs").join("kept.snap");
+        anyhow::ensure!(file.is_file(), "no snapshot at {}", file.display());
+        let server = server.restart()?;
+        scenario(&server, "restart-check", "kept")?;
+        Ok(server)
+    })
+    .await?;
+    // Phase 2's edit is in memory; once a checkpoint has saved it, kill -9 loses nothing.
+    server.wait_for_stats(0, |s| s["unsaved"] == 0).await?;
+    blocking(move || {
+        let mut server = server;
+        server.kill9()?;
+        let server = server.restart()?;
+        scenario(&server, "restart-final", "kept")
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_frame_that_is_not_y_websocket_closes_its_connection_with_4400() -> anyhow::Result<()> {
+    let server = Server::start(&["yjs"], 1, &[])?;
+    for bad in [
+        tokio_tungstenite::tungstenite::Message::text("hello"),
+        tokio_tungstenite::tungstenite::Message::binary(vec![0u8, 1, 200]),
+    ] {
+        let mut ws = server.connect(0, "/ws/yjs/garbage").await?;
+        // The greeting: sync step 1 with the empty document's state vector.
+        match recv(&mut ws).await? {
+            tokio_tungstenite::tungstenite::Message::Binary(b) => assert_eq!(&b[..], [0, 0, 1, 0]),
+            other => bail!("expected sync step 1, got {other:?}"),
+        }
+        futures_util::SinkExt::send(&mut ws, bad).await?;
+        let (code, reason) = expect_close(&mut ws).await?;
+        assert_eq!(code, 4400, "{reason}");
+    }
+    Ok(())
+}
