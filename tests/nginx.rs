@@ -266,6 +266,29 @@ async fn hash_routing_lands_on_the_owner_lane_directly() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_routing_serves_the_seeds_path_slots() -> anyhow::Result<()> {
+    let server = Server::start(&["relay"], 4, &[])?;
+    let nginx = Nginx::start(&server, &["--routing", "slot"])?;
+    // An app that picks slots like the seed (`/ws{N}/`): whatever slot it picks for a
+    // document, the sockets meet in one instance; unslotted paths are hashed.
+    let mut clients = Vec::new();
+    for path in [
+        "/ws0/relay/paper",
+        "/ws1/relay/paper",
+        "/ws3/relay/paper",
+        "/ws/relay/paper",
+    ] {
+        clients.push(connect(&nginx.url(path)).await?);
+    }
+    everyone_hears_everyone(&mut clients, "slots").await?;
+    let (status, body) = http(nginx.addr, "GET", "/docs2/relay/paper", b"").await?;
+    assert_eq!((status, body.as_str()), (200, r#"{"connections":4}"#));
+    let stats = all_stats(&server).await?;
+    assert_eq!(sum(&stats, "documents"), 1, "{stats:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misrouted_reject_answers_421_with_the_owner_port() -> anyhow::Result<()> {
     let server = Server::start(&["relay"], 4, &["--misrouted", "reject"])?;
     let first = server.addr(0);
