@@ -241,7 +241,7 @@ async fn open_document(
     plugin: &std::sync::Arc<Plugin>,
     document: &str,
 ) -> Option<DocumentCell> {
-    match lane.document(plugin, document) {
+    match lane.document_when_settled(plugin, document).await {
         Ok(doc) => Some(doc),
         Err(e) => {
             refuse_document(lane, stream, plugin, document, e).await;
@@ -260,12 +260,14 @@ pub(crate) async fn refuse_document(
 ) {
     lane.metrics.rejected(match e {
         DocumentError::PoolExhausted(_) => Rejection::PoolExhausted,
-        DocumentError::CrashLoop(_) => Rejection::CrashLoop,
+        DocumentError::CrashLoop(_) | DocumentError::Settling => Rejection::CrashLoop,
         DocumentError::Storage(_) => Rejection::Storage,
         _ => Rejection::Error,
     });
     let status = match e {
-        DocumentError::PoolExhausted(_) | DocumentError::CrashLoop(_) => 503,
+        DocumentError::PoolExhausted(_) | DocumentError::CrashLoop(_) | DocumentError::Settling => {
+            503
+        }
         _ => {
             tracing::error!(lane = lane.index, plugin = %plugin.name, doc = %document, "{e}");
             500

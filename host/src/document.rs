@@ -62,6 +62,10 @@ pub enum DocumentError {
     /// clients get close 1013, HTTP clients 503; retry after the given time.
     #[error("document is crash-looping; retry in {}s", .0.as_secs().max(1))]
     CrashLoop(std::time::Duration),
+    /// The document crashed and its last save is still being written; it reopens once
+    /// the write lands ([`crate::lane::Lane::document_when_settled`] waits for that).
+    #[error("the document is being saved after a crash; retry")]
+    Settling,
 }
 
 /// A live document.

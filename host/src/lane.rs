@@ -32,6 +32,10 @@ use crate::routing::Lanes;
 use crate::runtime::deadline_ticks;
 use crate::storage::Storage;
 
+/// How long a connection waits for a crashed document's last save before it is told to
+/// come back later (1013 / 503).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What every lane of the process shares.
 #[derive(Debug)]
 pub struct Shared {
@@ -260,7 +264,7 @@ impl Lane {
                 // Its last checkpoint is still being written: reopening now would read the
                 // file before that write lands, and the write would then overwrite what
                 // the new instance saves.
-                return Err(DocumentError::CrashLoop(Duration::from_secs(1)));
+                return Err(DocumentError::Settling);
             }
             self.forget(&key, &doc);
         }
@@ -334,6 +338,27 @@ impl Lane {
                 break;
             }
             notified.await;
+        }
+    }
+
+    /// [`Lane::document`], waiting (briefly, without blocking the lane) while a crashed
+    /// instance's last save is still being written, instead of refusing the client.
+    pub async fn document_when_settled(
+        self: &Rc<Self>,
+        plugin: &Arc<Plugin>,
+        document: &str,
+    ) -> Result<DocumentCell, DocumentError> {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            match self.document(plugin, document) {
+                Err(DocumentError::Settling) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(DocumentError::Settling) => {
+                    return Err(DocumentError::CrashLoop(Duration::from_secs(1)));
+                }
+                other => return other,
+            }
         }
     }
 

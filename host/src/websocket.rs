@@ -58,7 +58,7 @@ pub async fn serve(
         // Small buffers keep an idle connection cheap; they grow for large messages.
         .read_buffer_size(4096)
         .write_buffer_size(0);
-    let doc = match lane.document(&plugin, document) {
+    let doc = match lane.document_when_settled(&plugin, document).await {
         Ok(doc) => doc,
         Err(DocumentError::CrashLoop(retry)) => {
             // The protocol's "try again later" is a close code (1013), so upgrade first.
