@@ -79,7 +79,7 @@ async fn kill_9_loses_nothing_that_was_checkpointed() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn an_idle_document_is_saved_dropped_and_comes_back() -> anyhow::Result<()> {
-    let server = Server::start(&["chat"], 1, &["--idle-grace", "1", "--checkpoint", "3600"])?;
+    let mut server = Server::start(&["chat"], 1, &["--idle-grace", "1", "--checkpoint", "3600"])?;
     let mut a = server.connect(0, "/ws/chat/idle").await?;
     let mut b = server.connect(0, "/ws/chat/idle").await?;
     chat(&mut a, &mut b, 3).await?;
@@ -90,12 +90,7 @@ async fn an_idle_document_is_saved_dropped_and_comes_back() -> anyhow::Result<()
     drop((a, b));
     // The instance is gone: the lane holds no document any more.
     server.wait_for_stats(0, |s| s["documents"] == 0).await?;
-    assert!(
-        server
-            .log_lines()
-            .iter()
-            .any(|l| l.contains("saved and dropped"))
-    );
+    server.wait_for_log("saved and dropped")?;
     assert_eq!(history(&server, "idle").await?, lines(3));
     Ok(())
 }

@@ -45,6 +45,9 @@ async fn documents_are_isolated_and_chat_history_is_per_document() -> anyhow::Re
     );
     let mut b1 = server.connect(0, "/ws/chat/b?name=cid").await?;
     assert_eq!(recv_json(&mut b1).await?["messages"], serde_json::json!([]));
+    let mut b2 = server.connect(0, "/ws/chat/b?name=eve").await?;
+    assert_eq!(recv_json(&mut b2).await?["messages"], serde_json::json!([]));
+    assert_eq!(recv_json(&mut b1).await?["type"], "join");
 
     send_text(&mut a1, "in a").await?;
     let got = recv_json(&mut a2).await?;
@@ -57,6 +60,8 @@ async fn documents_are_isolated_and_chat_history_is_per_document() -> anyhow::Re
         (Some("message"), Some("ann"), Some("in a"))
     );
     send_text(&mut b1, "in b").await?;
+    // Only `b` sees it (a2's next message below is ann's leave, not this line).
+    assert_eq!(recv_json(&mut b2).await?["text"], "in b");
 
     // ann leaves; bob stays: the history of `a` stays in its instance.
     a1.close(None).await?;

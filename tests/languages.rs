@@ -362,7 +362,17 @@ async fn behaves_like_the_rust_chat(p: &str) -> anyhow::Result<()> {
     }
 
     // Documents are separate: `other` has its own history.
+    // A second client of `other` shows when cid's line has been handled (no echo to the sender).
+    let mut eve = server
+        .connect(0, &format!("/ws/{p}/other?name=eve"))
+        .await?;
+    recv_text(&mut eve).await?; // history
+    assert_eq!(
+        recv_text(&mut cid).await?,
+        r#"{"type":"join","name":"eve"}"#
+    );
     send_text(&mut cid, "elsewhere").await?;
+    check_message(&recv_text(&mut eve).await?, "cid", "elsewhere")?;
     let (status, body) = http(server.addr(0), "GET", &format!("/docs/{p}/other"), b"").await?;
     assert_eq!(status, 200);
     let doc: serde_json::Value = serde_json::from_str(&body)?;

@@ -265,8 +265,12 @@ async fn admin_api_needs_its_token_beyond_loopback() -> anyhow::Result<()> {
         assert_eq!(evict.0, 401);
     }
     assert_eq!(request(admin, "GET", "/healthz", &[]).await?.0, 200);
-    // The unauthorised eviction changed nothing.
+    // The unauthorised eviction changed nothing: the document still relays. Chat does not echo
+    // to the sender, so a second client shows when the message has been handled.
+    let mut watcher = server.connect(0, "/ws/chat/kept?name=bob").await?;
+    assert_eq!(recv_json(&mut watcher).await?["type"], "history");
     send_text(&mut ws, "still here").await?;
+    assert_eq!(recv_json(&mut watcher).await?["text"], "still here");
     let m = scrape(admin, &good).await?;
     assert_eq!(m.sum("wasmroom_instances", &[("plugin", "chat")]), 1.0);
 
@@ -275,7 +279,7 @@ async fn admin_api_needs_its_token_beyond_loopback() -> anyhow::Result<()> {
     let listed: serde_json::Value = serde_json::from_str(&body)?;
     let doc = &listed["lanes"][0]["documents"][0];
     assert_eq!(doc["document"], "kept");
-    assert_eq!(doc["connections"], 1);
+    assert_eq!(doc["connections"], 2);
     assert_eq!(doc["messages"], 1);
     assert!(doc["memory_bytes"].as_u64().unwrap_or(0) > 0, "{doc}");
 
@@ -298,9 +302,11 @@ async fn admin_api_needs_its_token_beyond_loopback() -> anyhow::Result<()> {
     );
     // The client answers the close frame while the eviction waits for it.
     let closed = tokio::spawn(async move { expect_close(&mut ws).await });
+    let watcher_closed = tokio::spawn(async move { expect_close(&mut watcher).await });
     let evicted = request(admin, "POST", "/admin/documents/chat/kept/evict", &good).await?;
     assert_eq!(evicted.0, 200, "{}", evicted.1);
     assert_eq!(closed.await??.0, 1001);
+    assert_eq!(watcher_closed.await??.0, 1001);
     let m = scrape(admin, &good).await?;
     assert_eq!(m.sum("wasmroom_instances", &[("plugin", "chat")]), 0.0);
     assert_eq!(m.sum("wasmroom_documents", &[]), 0.0);

@@ -90,11 +90,25 @@ async fn a_new_relay_takes_over_live_documents_without_dropping_sockets() -> any
     }
     let mut chat = server.connect(0, "/ws/chat/kept?name=ann").await?;
     recv_json(&mut chat).await?; // history
+    let mut reader = server.connect(0, "/ws/chat/kept?name=bob").await?;
+    recv_json(&mut reader).await?; // history
+    recv_json(&mut chat).await?; // bob joined
     send_text(&mut chat, "before the reload").await?;
-    let v1 = version_of(&server, "relay").await?["current"]["version"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    // Chat does not echo to the sender: bob's copy shows the line is in the history.
+    assert_eq!(recv_json(&mut reader).await?["text"], "before the reload");
+    let version = |plugin: &'static str| {
+        let server = &server;
+        async move {
+            anyhow::Ok(
+                version_of(server, plugin).await?["current"]["version"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        }
+    };
+    let v1 = version("relay").await?;
+    let chat_v1 = version("chat").await?;
 
     deploy(&server, "relay", &std::fs::read(variant("relay-tag.wasm"))?)?;
     deploy(
@@ -112,12 +126,12 @@ async fn a_new_relay_takes_over_live_documents_without_dropping_sockets() -> any
         send_text(b, "back").await?;
         assert_eq!(recv_text(a).await?, "[v2] back");
     }
-    // The chat history moved into the new instance with the state.
-    let listed = version_of(&server, "chat").await?;
-    assert_eq!(listed["current"]["live_documents"], 1, "{listed}");
+    // The chat history moved into the new instance with the state, and its sockets stayed.
+    wait_for_version(&server, "chat", &chat_v1, 1).await?;
     let (_, body) = http(server.addr(0), "GET", "/docs/chat/kept", b"").await?;
     assert!(body.contains("before the reload"), "{body}");
     send_text(&mut chat, "after").await?;
+    assert_eq!(recv_json(&mut reader).await?["text"], "after");
     Ok(())
 }
 
