@@ -58,7 +58,8 @@ async function shows (page, name, expected) {
 const browser = await chromium.launch({
   executablePath: CHROMIUM,
   headless: true,
-  timeout: TIMEOUT_MS,
+  // A cold Chromium start on a busy machine takes longer than any single wait below.
+  timeout: 3 * TIMEOUT_MS,
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync']
 })

@@ -8,6 +8,7 @@
 mod support;
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -74,6 +75,8 @@ fn two_browsers_edit_one_document() -> anyhow::Result<()> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so a timeout can kill Chromium with it.
+        .process_group(0)
         .spawn()
         .context("cannot run `node` (Node.js 20 or later must be on PATH)")?;
     // Read both pipes on threads so that a chatty child never blocks on a full pipe.
@@ -92,7 +95,9 @@ fn two_browsers_edit_one_document() -> anyhow::Result<()> {
     let status = match exited.recv_timeout(NODE_PATIENCE) {
         Ok(status) => Some(status?),
         Err(_) => {
-            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
             None
         }
     };

@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
@@ -108,35 +107,8 @@ fn history_texts(history: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The same component with a custom section appended: same code, a new version (the
-/// host keys versions by content hash), as a rebuilt plugin would be.
-fn rebuilt(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let mut bytes = std::fs::read(path)?;
-    let name = b"wasmroom-test";
-    let payload = [&[name.len() as u8][..], name, b"v2"].concat();
-    bytes.push(0); // custom section id
-    bytes.push(payload.len() as u8); // LEB128 size (< 128)
-    bytes.extend_from_slice(&payload);
-    Ok(bytes)
-}
-
-/// Replaces `plugins/{name}.wasm` atomically, as a deploy would.
-fn deploy(server: &Server, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = server.plugins.path();
-    let tmp = dir.join(format!(".{name}.upload"));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, dir.join(format!("{name}.wasm")))?;
-    Ok(())
-}
-
 async fn current_version(server: &Server, name: &str) -> anyhow::Result<serde_json::Value> {
-    let (_, body) = http(server.addr(0), "GET", "/plugins", b"").await?;
-    let listed: serde_json::Value = serde_json::from_str(&body)?;
-    Ok(listed["plugins"]
-        .as_array()
-        .and_then(|p| p.iter().find(|p| p["name"] == name))
-        .map(|p| p["current"]["version"].clone())
-        .unwrap_or_default())
+    Ok(plugin_entry(server, name).await?["current"]["version"].clone())
 }
 
 /// Waits until `name` runs a version other than `old` and no document is left on an
@@ -148,13 +120,7 @@ async fn wait_for_reload(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + RELOAD_PATIENCE;
     loop {
-        let (_, body) = http(server.addr(0), "GET", "/plugins", b"").await?;
-        let listed: serde_json::Value = serde_json::from_str(&body)?;
-        let entry = listed["plugins"]
-            .as_array()
-            .and_then(|p| p.iter().find(|p| p["name"] == name))
-            .cloned()
-            .unwrap_or_default();
+        let entry = plugin_entry(server, name).await?;
         let version = &entry["current"]["version"];
         let migrated = entry["previous"]
             .as_array()

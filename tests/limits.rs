@@ -71,21 +71,45 @@ async fn a_client_that_never_reads_is_closed_with_1008_and_memory_stays_bounded(
         "RSS grew from {rss_before} to {rss_after} bytes"
     );
 
-    // Now the slow client reads: what was buffered, then the close frame.
+    // Now the slow client reads: what was buffered, then the close frame. On a loaded
+    // machine the flood can outlast the server's 5 s close timeout; the server then drops
+    // the socket without the frame, and its metrics still say why.
     let mut received = 0usize;
-    let code = loop {
-        match recv(&mut slow).await? {
-            Message::Binary(b) => received += b.len(),
-            Message::Close(frame) => break frame.map(|f| u16::from(f.code)),
-            other => anyhow::bail!("unexpected {other:?}"),
+    let ending = loop {
+        match tokio::time::timeout(PATIENCE, slow.next()).await? {
+            Some(Ok(Message::Binary(b))) => received += b.len(),
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(other)) => anyhow::bail!("unexpected {other:?}"),
+            Some(Err(e)) => {
+                eprintln!("the slow client's connection ended with {e}");
+                break None;
+            }
+            None => break None,
         }
     };
     eprintln!(
-        "the slow client got {} MiB before its close frame",
+        "the slow client got {} MiB, then {ending:?}",
         received >> 20
     );
-    assert_eq!(code, Some(1008));
+    assert!(matches!(ending, Some(1008) | None), "{ending:?}");
     assert!(received < count * chunk.len());
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, metrics) = http(server.addr(0), "GET", "/metrics", b"").await?;
+        let closed_1008 = metrics.lines().any(|l| {
+            l.starts_with("wasmroom_closes_total{")
+                && l.contains(r#"code="1008""#)
+                && l.ends_with(" 1")
+        });
+        if closed_1008 {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no close with 1008 counted:\n{metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     Ok(())
 }
 
@@ -94,7 +118,7 @@ async fn a_peer_that_stops_answering_pings_is_closed() -> anyhow::Result<()> {
     let mut server = Server::start_with_config(
         &["probe"],
         1,
-        "[limits]\nping_interval_ms = 200\nping_timeout_ms = 1000\n",
+        "[limits]\nping_interval_ms = 200\nping_timeout_ms = 5000\n",
     )?;
     let mut silent = server.connect(0, "/ws/probe/k").await?;
     let lively = server.connect(0, "/ws/probe/k").await?;
@@ -140,7 +164,7 @@ async fn a_peer_that_stops_answering_pings_is_closed() -> anyhow::Result<()> {
 #[tokio::test]
 async fn half_sent_handshakes_and_garbage_are_dropped() -> anyhow::Result<()> {
     let server =
-        Server::start_with_config(&["relay"], 1, "[limits]\nhandshake_timeout_ms = 300\n")?;
+        Server::start_with_config(&["relay"], 1, "[limits]\nhandshake_timeout_ms = 1500\n")?;
     let mut half = tokio::net::TcpStream::connect(server.addr(0)).await?;
     half.write_all(b"GET /ws/relay/x HTTP/1.1\r\nHost: a\r\n")
         .await?;

@@ -41,8 +41,20 @@ fn nginx_binary() -> anyhow::Result<PathBuf> {
 impl Nginx {
     /// Starts nginx in front of every lane of `server` with `wasmroom nginx-config ARGS`.
     fn start(server: &Server, args: &[&str]) -> anyhow::Result<Nginx> {
+        // nginx cannot take a listening socket from us, so its port is bound and released
+        // first; a parallel test may take it in between. nginx then fails to bind and exits,
+        // and another port is tried.
+        for _ in 0..5 {
+            if let Some(nginx) = Nginx::start_on_a_free_port(server, args)? {
+                return Ok(nginx);
+            }
+        }
+        bail!("nginx could not bind a free port in 5 attempts")
+    }
+
+    /// Starts nginx; `None` if its port was taken before nginx could bind it.
+    fn start_on_a_free_port(server: &Server, args: &[&str]) -> anyhow::Result<Option<Nginx>> {
         let binary = nginx_binary()?;
-        // A free port for nginx: bound and released (nginx cannot take a socket from us).
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmroom"));
         cmd.arg("nginx-config")
@@ -80,17 +92,30 @@ impl Nginx {
                 sink.lock().unwrap().push(line);
             }
         });
-        let nginx = Nginx {
+        let mut nginx = Nginx {
             child,
             dir,
             addr,
             log,
         };
-        nginx.wait_until(
-            |n| std::net::TcpStream::connect(n.addr).is_ok(),
-            "listening",
-        )?;
-        Ok(nginx)
+        // Its own "start worker process" line, not just a connectable port: whoever took the
+        // port would accept connections too.
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = nginx.child.try_wait()? {
+                if nginx.log_contains("Address already in use") {
+                    return Ok(None);
+                }
+                bail!("nginx exited at start ({status})");
+            }
+            if nginx.log_contains("start worker process")
+                && std::net::TcpStream::connect(nginx.addr).is_ok()
+            {
+                return Ok(Some(nginx));
+            }
+            ensure!(Instant::now() < deadline, "nginx: not listening in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -244,10 +269,13 @@ async fn hash_routing_lands_on_the_owner_lane_directly() -> anyhow::Result<()> {
     let nginx = Nginx::start(&server, &["--routing", "hash"])?;
     // Ids with spaces and non-ASCII: nginx hashes the decoded $uri, as wasmroom does.
     let docs: Vec<String> = (0..12).map(|i| format!("%C3%9Cbung%20{i}")).collect();
+    // Kept connected, so no document idles out before the count below.
+    let mut everyone = Vec::new();
     for doc in &docs {
         let url = nginx.url(&format!("/ws/relay/{doc}"));
         let mut clients = try_join_all((0..3).map(|_| connect(&url))).await?;
         everyone_hears_everyone(&mut clients, doc).await?;
+        everyone.push(clients);
         // The HTTP route is hashed the same way.
         let (status, body) = http(nginx.addr, "GET", &format!("/docs/relay/{doc}"), b"").await?;
         assert_eq!((status, body.as_str()), (200, r#"{"connections":3}"#));

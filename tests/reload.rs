@@ -2,7 +2,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use futures_util::SinkExt;
@@ -11,26 +11,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 fn variant(name: &str) -> PathBuf {
     built_plugins_dir().join("variants").join(name)
-}
-
-/// Replaces `plugins/{name}.wasm` atomically (write aside, then rename), as a deploy would.
-fn deploy(server: &Server, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = server.plugins.path();
-    let tmp = dir.join(format!(".{name}.upload"));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, dir.join(format!("{name}.wasm")))?;
-    Ok(())
-}
-
-/// The same component with a custom section appended: same behaviour, new version.
-fn rebuilt(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let mut bytes = std::fs::read(path)?;
-    let name = b"wasmroom-test";
-    let payload = [&[name.len() as u8][..], name, b"v2"].concat();
-    bytes.push(0); // custom section id
-    bytes.push(payload.len() as u8); // LEB128 size (< 128)
-    bytes.extend_from_slice(&payload);
-    Ok(bytes)
 }
 
 /// Waits until `/plugins` shows `name` at a version other than `old` with `live`
@@ -43,38 +23,17 @@ async fn wait_for_version(
 ) -> anyhow::Result<String> {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let (_, body) = http(server.addr(0), "GET", "/plugins", b"").await?;
-        let listed: serde_json::Value = serde_json::from_str(&body)?;
-        let entry = listed["plugins"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == name)
-            .cloned();
-        if let Some(current) = entry.as_ref().map(|e| &e["current"])
-            && current["version"] != old
-            && current["live_documents"] == live
-        {
+        let entry = plugin_entry(server, name).await?;
+        let current = &entry["current"];
+        if current["version"] != old && current["live_documents"] == live {
             return Ok(current["version"].as_str().unwrap().to_owned());
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "no reload of {name} in time: {body}"
+            "no reload of {name} in time: {entry}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-}
-
-async fn version_of(server: &Server, name: &str) -> anyhow::Result<serde_json::Value> {
-    let (_, body) = http(server.addr(0), "GET", "/plugins", b"").await?;
-    let listed: serde_json::Value = serde_json::from_str(&body)?;
-    Ok(listed["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .cloned()
-        .unwrap())
 }
 
 #[tokio::test]
@@ -100,7 +59,7 @@ async fn a_new_relay_takes_over_live_documents_without_dropping_sockets() -> any
         let server = &server;
         async move {
             anyhow::Ok(
-                version_of(server, plugin).await?["current"]["version"]
+                plugin_entry(server, plugin).await?["current"]["version"]
                     .as_str()
                     .unwrap()
                     .to_owned(),
@@ -206,7 +165,7 @@ async fn a_version_whose_restore_traps_leaves_documents_on_the_old_one() -> anyh
     recv_json(&mut a).await?; // bob joined
     send_text(&mut a, "kept").await?;
     assert_eq!(recv_json(&mut b).await?["text"], "kept");
-    let v1 = version_of(&server, "chat").await?["current"]["version"].clone();
+    let v1 = plugin_entry(&server, "chat").await?["current"]["version"].clone();
 
     deploy(
         &server,
@@ -216,7 +175,7 @@ async fn a_version_whose_restore_traps_leaves_documents_on_the_old_one() -> anyh
     let listed = {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let listed = version_of(&server, "chat").await?;
+            let listed = plugin_entry(&server, "chat").await?;
             if listed["last_error"].is_string() {
                 break listed;
             }
@@ -251,7 +210,7 @@ async fn garbage_and_wrong_worlds_change_nothing() -> anyhow::Result<()> {
     let mut server = Server::start(&["relay"], 1, &[])?;
     let mut a = server.connect(0, "/ws/relay/steady").await?;
     let mut b = server.connect(0, "/ws/relay/steady").await?;
-    let before = version_of(&server, "relay").await?["current"]["version"].clone();
+    let before = plugin_entry(&server, "relay").await?["current"]["version"].clone();
 
     deploy(&server, "relay", b"definitely not wasm")?;
     server = tokio::task::spawn_blocking(move || {
@@ -268,7 +227,7 @@ async fn garbage_and_wrong_worlds_change_nothing() -> anyhow::Result<()> {
             .map(|_| server)
     })
     .await??;
-    let listed = version_of(&server, "relay").await?;
+    let listed = plugin_entry(&server, "relay").await?;
     assert_eq!(
         listed["current"]["version"], before,
         "the old version keeps serving"
@@ -292,7 +251,7 @@ async fn a_reload_under_a_thousand_live_documents_completes() -> anyhow::Result<
             http(server.addr(0), "GET", &format!("/docs/relay/many-{d}"), b"").await?;
         assert_eq!(status, 200);
     }
-    let v1 = version_of(&server, "relay").await?["current"]["version"]
+    let v1 = plugin_entry(&server, "relay").await?["current"]["version"]
         .as_str()
         .unwrap()
         .to_owned();

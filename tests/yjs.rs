@@ -54,7 +54,9 @@ fn scenario(server: &Server, scenario: &str, document: &str) -> anyhow::Result<(
     });
     let deadline = Instant::now() + NODE_PATIENCE;
     let status = loop {
-        if let Some(status) = child.try_wait()? {
+        if let Some(status) = child.try_wait().inspect_err(|_| {
+            let _ = child.kill();
+        })? {
             break Some(status);
         }
         if Instant::now() > deadline {

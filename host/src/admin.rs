@@ -209,8 +209,8 @@ async fn act(shared: &Shared, path: &str) -> (u16, (Vec<(String, String)>, Vec<u
             serde_json::json!({ "error": "expected /admin/documents/{plugin}/{doc}/{snapshot|evict}" }),
         );
     };
-    let route = http::route(&format!("/ws/{target}"));
-    let Ok(http::Route::Socket { plugin, document }) = route else {
+    let route = crate::route::route(&format!("/ws/{target}"));
+    let Ok(crate::route::Route::Socket { plugin, document }) = route else {
         return reply(
             400,
             serde_json::json!({ "error": "bad plugin or document id" }),

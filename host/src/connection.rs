@@ -8,12 +8,13 @@ use tokio::net::TcpStream;
 
 use crate::document::{DocumentCell, DocumentError};
 use crate::guest::HttpRequest;
-use crate::http::{self, HeadError, RequestHead, Route};
+use crate::http::{self, HeadError, RequestHead};
 use crate::lane::{ConnectionGuard, Handover, Lane};
 use crate::metrics::Rejection;
 use crate::outbox::CLOSE_TIMEOUT;
 use crate::plugin::Plugin;
 use crate::registry::Lookup;
+use crate::route::{self, Route, RouteError};
 use crate::routing::Misrouted;
 
 /// Answers a connection with an HTTP error without reading its request (used when the
@@ -70,14 +71,14 @@ async fn dispatch(
     head: RequestHead,
     adopted: bool,
 ) {
-    let route = match http::route(&head.path) {
+    let route = match route::route(&head.path) {
         Ok(route) => route,
-        Err(e @ http::RouteError::BadDocument(_)) => {
+        Err(e @ RouteError::BadDocument(_)) => {
             lane.metrics.rejected(Rejection::BadRequest);
             let _ = http::write_text(&mut stream, 400, &e.to_string()).await;
             return;
         }
-        Err(http::RouteError::NotFound) if lane.shared.config.static_dir.is_some() => {
+        Err(RouteError::NotFound) if lane.shared.config.static_dir.is_some() => {
             let root = lane.shared.config.static_dir.as_deref().expect("checked");
             crate::static_files::serve(&mut stream, root, &head).await;
             return;

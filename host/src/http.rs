@@ -9,13 +9,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use percent_encoding::percent_decode_str;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The largest request head accepted. Browsers send 1-4 KiB; cookies can add more.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// The longest document id accepted, in bytes after percent-decoding.
-pub const MAX_DOCUMENT_ID_BYTES: usize = 256;
 
 /// Why a request head could not be read. Each maps to one HTTP answer (or none).
 #[derive(Debug, thiserror::Error)]
@@ -143,118 +140,6 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     }))
 }
 
-/// Where a request goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    /// `/metrics`: every metric of the process, OpenMetrics text.
-    Metrics,
-    /// `/ws/{plugin}/{document}`: a WebSocket to a document.
-    Socket { plugin: String, document: String },
-    /// `/docs/{plugin}/{document}[/...]`: an HTTP request to a document.
-    Document { plugin: String, document: String },
-    /// `/healthz`: liveness.
-    Health,
-    /// `/stats`: this lane's document and connection counts, as JSON.
-    Stats,
-    /// `/readyz`: ready to serve (not shutting down).
-    Ready,
-    /// `/plugins`: every plugin's versions, live documents and last error, as JSON.
-    Plugins,
-}
-
-/// Why a path does not route. The message is sent to the client as the 4xx body.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RouteError {
-    /// No route for this path: 404.
-    #[error("no such route: expected /ws/{{plugin}}/{{document}} or /docs/{{plugin}}/{{document}}")]
-    NotFound,
-    /// The plugin name is not a valid file stem: 404 (no such plugin can exist).
-    #[error("invalid plugin name: use letters, digits, '-' and '_'")]
-    BadPlugin,
-    /// The document id is invalid: 400.
-    #[error("invalid document id: {0}")]
-    BadDocument(&'static str),
-}
-
-/// Maps a raw request path to a [`Route`].
-pub fn route(path: &str) -> Result<Route, RouteError> {
-    match path {
-        "/healthz" => return Ok(Route::Health),
-        "/stats" => return Ok(Route::Stats),
-        "/readyz" => return Ok(Route::Ready),
-        "/plugins" => return Ok(Route::Plugins),
-        "/metrics" => return Ok(Route::Metrics),
-        _ => {}
-    }
-    let (kind, rest) = if let Some(rest) = path.strip_prefix("/ws/") {
-        ("ws", rest)
-    } else if let Some(rest) = path.strip_prefix("/docs/") {
-        ("docs", rest)
-    } else {
-        return Err(RouteError::NotFound);
-    };
-    let (plugin, rest) = rest.split_once('/').ok_or(RouteError::NotFound)?;
-    if !valid_plugin_name(plugin) {
-        return Err(RouteError::BadPlugin);
-    }
-    let plugin = plugin.to_owned();
-    match kind {
-        "ws" => Ok(Route::Socket {
-            plugin,
-            document: decode_document_id(rest)?,
-        }),
-        _ => {
-            // `/docs/{plugin}/{doc}/anything` reaches the document; the consumer sees the
-            // whole path and routes the rest itself.
-            let raw_doc = rest.split_once('/').map_or(rest, |(doc, _)| doc);
-            Ok(Route::Document {
-                plugin,
-                document: decode_document_id(raw_doc)?,
-            })
-        }
-    }
-}
-
-/// Plugin names are file stems: ASCII letters, digits, `-` and `_`, at most 64 bytes.
-pub fn valid_plugin_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// Percent-decodes and validates a document id.
-///
-/// A document id is 1 to [`MAX_DOCUMENT_ID_BYTES`] bytes of UTF-8 after decoding, with no
-/// control characters and no `/`. Everything else (spaces, `:`, `.`, `@`, non-ASCII
-/// letters) is allowed, so ids from other systems (UUIDs, `user:42`, `Übung 3`) work as is.
-pub fn decode_document_id(raw: &str) -> Result<String, RouteError> {
-    if raw.is_empty() {
-        return Err(RouteError::BadDocument("empty"));
-    }
-    let decoded = percent_decode_str(raw)
-        .decode_utf8()
-        .map_err(|_| RouteError::BadDocument("not UTF-8 after percent-decoding"))?;
-    if decoded.is_empty() {
-        return Err(RouteError::BadDocument("empty"));
-    }
-    if decoded.len() > MAX_DOCUMENT_ID_BYTES {
-        return Err(RouteError::BadDocument("longer than 256 bytes"));
-    }
-    if decoded.contains('/') {
-        return Err(RouteError::BadDocument("contains '/'"));
-    }
-    if decoded.chars().any(char::is_control) {
-        return Err(RouteError::BadDocument("contains control characters"));
-    }
-    if decoded == "." || decoded == ".." {
-        return Err(RouteError::BadDocument("'.' and '..' are reserved"));
-    }
-    Ok(decoded.into_owned())
-}
-
-/// The reason phrase of the status codes wasmroom sends.
 /// The client's address as the consumer sees it. Behind a proxy (`trust_proxy`), that is
 /// the address the proxy reports: the last `X-Forwarded-For` entry (the one the proxy
 /// appended; entries before it come from the client and prove nothing), else
@@ -282,6 +167,7 @@ pub fn client_address(head: &RequestHead, peer: SocketAddr, trust_proxy: bool) -
         .map_or(peer, |ip| SocketAddr::new(ip, 0))
 }
 
+/// The reason phrase of the status codes wasmroom sends.
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
@@ -468,6 +354,7 @@ pub enum BodyError {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     fn head_with(headers: &[(&str, &str)]) -> RequestHead {
         RequestHead {
@@ -510,42 +397,6 @@ mod tests {
         let garbage = head_with(&[("x-real-ip", "not an address")]);
         assert_eq!(client_address(&garbage, peer, true), peer);
     }
-    use super::*;
-
-    #[test]
-    fn routes_sockets_documents_and_health() {
-        assert_eq!(
-            route("/ws/chat/room-1"),
-            Ok(Route::Socket {
-                plugin: "chat".into(),
-                document: "room-1".into()
-            })
-        );
-        assert_eq!(
-            route("/docs/chat/room%201/history"),
-            Ok(Route::Document {
-                plugin: "chat".into(),
-                document: "room 1".into()
-            })
-        );
-        assert_eq!(route("/healthz"), Ok(Route::Health));
-        assert_eq!(route("/"), Err(RouteError::NotFound));
-        assert_eq!(route("/ws/chat"), Err(RouteError::NotFound));
-        assert_eq!(route("/ws/../x"), Err(RouteError::BadPlugin));
-    }
-
-    #[test]
-    fn document_ids_are_decoded_and_validated() {
-        assert_eq!(decode_document_id("%C3%9Cbung%203").unwrap(), "Übung 3");
-        assert_eq!(decode_document_id("user:42").unwrap(), "user:42");
-        assert!(decode_document_id("").is_err());
-        assert!(decode_document_id("a%2Fb").is_err());
-        assert!(decode_document_id("%00").is_err());
-        assert!(decode_document_id("%FF").is_err());
-        assert!(decode_document_id("..").is_err());
-        assert!(decode_document_id(&"x".repeat(256)).is_ok());
-        assert!(decode_document_id(&"x".repeat(257)).is_err());
-    }
 
     #[test]
     fn parses_heads_incrementally() {
@@ -584,6 +435,7 @@ mod tests {
 
     mod properties {
         use super::*;
+        use crate::route::{Route, route};
         use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
         use proptest::prelude::*;
 
@@ -591,20 +443,6 @@ mod tests {
             #[test]
             fn any_bytes_parse_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
                 let _ = parse_head(&bytes);
-            }
-
-            #[test]
-            fn any_path_routes_or_fails_cleanly(path in "\\PC*") {
-                let _ = route(&path);
-            }
-
-            #[test]
-            fn decoded_ids_keep_the_documented_rules(raw in "[ -~]{0,300}") {
-                if let Ok(id) = decode_document_id(&raw) {
-                    prop_assert!(!id.is_empty() && id.len() <= MAX_DOCUMENT_ID_BYTES);
-                    prop_assert!(!id.contains('/'));
-                    prop_assert!(!id.chars().any(char::is_control));
-                }
             }
 
             #[test]

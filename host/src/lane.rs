@@ -169,11 +169,12 @@ impl Lane {
     /// hand-over comes back.
     pub fn hand_over(&self, owner: usize, handover: Handover) -> Result<(), Box<Handover>> {
         let lane = self.shared.lanes.get(owner);
+        // Counted before the send, so that no reader ever sees more adopted than handed
+        // over (the owner may adopt before this thread runs on). A send fails only while
+        // the server stops; that attempt stays counted.
+        self.metrics.handed_over.inc();
         match lane.commands.send(LaneCommand::Adopt(handover)) {
-            Ok(()) => {
-                self.metrics.handed_over.inc();
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(mpsc::error::SendError(LaneCommand::Adopt(h))) => Err(Box::new(h)),
             Err(_) => unreachable!("the command sent was an adoption"),
         }
@@ -456,15 +457,9 @@ pub async fn run(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    if lane.connections.get() >= lane.shared.config.limits.max_connections_per_lane {
-                        lane.metrics.rejected(crate::metrics::Rejection::Capacity);
-                        tokio::task::spawn_local(crate::connection::refuse(
-                            stream,
-                            503,
-                            "lane at capacity: too many connections",
-                        ));
-                    } else {
-                        spawn_connection(&lane, stream, peer);
+                    if let Some((stream, guard)) = admit(&lane, stream) {
+                        let _ = stream.set_nodelay(true);
+                        tokio::task::spawn_local(crate::connection::serve(lane.clone(), stream, peer, guard));
                     }
                 }
                 Err(e) => {
@@ -499,6 +494,23 @@ fn adopt(lane: &Rc<Lane>, handover: Handover) {
         }
     };
     lane.metrics.adopted.inc();
+    if let Some((stream, guard)) = admit(lane, stream) {
+        tokio::task::spawn_local(crate::connection::serve_adopted(
+            lane.clone(),
+            stream,
+            peer,
+            head,
+            guard,
+        ));
+    }
+}
+
+/// Counts a new connection in, or answers 503 when the lane is at its connection limit
+/// (the client should retry later) and returns `None`.
+fn admit(
+    lane: &Rc<Lane>,
+    stream: tokio::net::TcpStream,
+) -> Option<(tokio::net::TcpStream, ConnectionGuard)> {
     if lane.connections.get() >= lane.shared.config.limits.max_connections_per_lane {
         lane.metrics.rejected(crate::metrics::Rejection::Capacity);
         tokio::task::spawn_local(crate::connection::refuse(
@@ -506,20 +518,7 @@ fn adopt(lane: &Rc<Lane>, handover: Handover) {
             503,
             "lane at capacity: too many connections",
         ));
-        return;
+        return None;
     }
-    let guard = lane.track_connection();
-    tokio::task::spawn_local(crate::connection::serve_adopted(
-        lane.clone(),
-        stream,
-        peer,
-        head,
-        guard,
-    ));
-}
-
-fn spawn_connection(lane: &Rc<Lane>, stream: tokio::net::TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let guard = lane.track_connection();
-    tokio::task::spawn_local(crate::connection::serve(lane.clone(), stream, peer, guard));
+    Some((stream, lane.track_connection()))
 }

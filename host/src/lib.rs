@@ -14,7 +14,8 @@
 //! - [`connection`]: one socket: request head, routing, hand-over, HTTP answers.
 //! - [`websocket`]: the upgrade, then a WebSocket's reader and writer.
 //! - [`static_files`]: `--static DIR`, a web app served on the lane ports.
-//! - [`http`]: request head parsing, routing, document id rules, plain responses.
+//! - [`route`]: the paths wasmroom answers; document id rules.
+//! - [`http`]: request head parsing, client address, plain responses, the 101.
 //! - [`document`]: one live document: its instance, connections, timers; effects; traps.
 //! - [`instance`]: a document's consumer instance; guest calls with the deadline armed.
 //! - [`housekeeping`]: each document's driver: timers, checkpoints, idle eviction.
@@ -49,6 +50,7 @@ pub mod outbox;
 pub mod plugin;
 pub mod registry;
 pub mod reload;
+pub mod route;
 pub mod routing;
 pub mod runtime;
 pub mod server;

@@ -16,7 +16,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
 use crate::guest::{GuestState, Room, RoomPre};
-use crate::http::valid_plugin_name;
+use crate::route::valid_plugin_name;
 
 /// Why a plugin could not be loaded. The old version (if any) keeps serving.
 #[derive(Debug, thiserror::Error)]

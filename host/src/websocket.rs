@@ -227,6 +227,11 @@ pub async fn serve(
         // reading until the client answers the close frame or the writer gives up.
         let _ = result;
     }
+    // A close the server started ends the connection with its code, whether or not the
+    // client answered it (a slow client that never reads still counts as 1008, not 1006).
+    if let Ending::Close(server_code, _) = outbox.ending() {
+        code = server_code;
+    }
     outbox.finish();
     lane.metrics.websockets.dec();
     lane.metrics.closed(code);

@@ -375,3 +375,35 @@ pub async fn refused(url: &str) -> anyhow::Result<(u16, String)> {
         Err(e) => bail!("unexpected error: {e}"),
     }
 }
+
+/// Replaces `plugins/{name}.wasm` atomically (write aside, then rename), as a deploy would.
+pub fn deploy(server: &Server, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = server.plugins.path();
+    let tmp = dir.join(format!(".{name}.upload"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, dir.join(format!("{name}.wasm")))?;
+    Ok(())
+}
+
+/// The same component with a custom section appended: same code, a new version (the
+/// host keys versions by content hash), as a rebuilt plugin would be.
+pub fn rebuilt(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = std::fs::read(path)?;
+    let name = b"wasmroom-test";
+    let payload = [&[name.len() as u8][..], name, b"v2"].concat();
+    bytes.push(0); // custom section id
+    bytes.push(payload.len() as u8); // LEB128 size (< 128)
+    bytes.extend_from_slice(&payload);
+    Ok(bytes)
+}
+
+/// The `/plugins` entry of plugin `name` (`null` when it is not listed).
+pub async fn plugin_entry(server: &Server, name: &str) -> anyhow::Result<serde_json::Value> {
+    let (_, body) = http(server.addr(0), "GET", "/plugins", b"").await?;
+    let listed: serde_json::Value = serde_json::from_str(&body)?;
+    Ok(listed["plugins"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == name))
+        .cloned()
+        .unwrap_or_default())
+}
