@@ -276,7 +276,9 @@ pub trait Consumer: Sized + 'static {
         let _ = (from, msg);
     }
 
-    /// `conn` left with close `code` (1006: dropped without a close frame).
+    /// `conn` left with close `code`: the server's when it started the close (your own
+    /// `close`, 1008 too slow, 1001 ping timeout, 1012 shutdown), else the client's (1006:
+    /// dropped without a close frame).
     fn on_disconnect(&mut self, conn: ConnectionId, code: u16) {
         let _ = (conn, code);
     }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 use wasmtime::Store;
@@ -26,13 +26,8 @@ use crate::instance::Instance;
 use crate::metrics::PluginMetrics;
 use crate::outbox::Outbox;
 use crate::plugin::Plugin;
-use crate::storage::Snapshot;
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+mod state;
 
 /// A document shared between the tasks of its lane.
 pub type DocumentCell = Rc<RefCell<Document>>;
@@ -217,139 +212,6 @@ impl Document {
             self.metrics.memory_changed(self.memory_bytes, now);
             self.memory_bytes = now;
         }
-    }
-
-    /// Hands a saved state to the fresh instance (`restore`) and re-arms its timers. A
-    /// timer whose time has passed fires at once.
-    pub fn restore(&mut self, snapshot: &Snapshot) -> Result<(), DocumentError> {
-        let state = &snapshot.state;
-        let restored = self.call("restore", |room, store| {
-            room.wasmroom_consumer_consumer().call_restore(store, state)
-        })?;
-        restored.map_err(|e| DocumentError::Refused(format!("restore failed: {e}")))?;
-        if let Some(instance) = self.instance.as_mut() {
-            let now = Instant::now();
-            let now_ms = unix_ms();
-            let timers = &mut instance.store.data_mut().timers;
-            for &(id, due_ms) in &snapshot.timers {
-                timers.set(
-                    id,
-                    now + Duration::from_millis(due_ms.saturating_sub(now_ms)),
-                );
-            }
-        }
-        self.saved = self.changes;
-        self.wake.notify_one();
-        tracing::debug!(
-            plugin = %self.plugin.name,
-            doc = %self.id,
-            "restored {} bytes of state and {} timer(s) saved by version {}",
-            snapshot.state.len(),
-            snapshot.timers.len(),
-            snapshot.plugin_version
-        );
-        Ok(())
-    }
-
-    /// Whether the state may have changed since the last successful save.
-    pub fn is_dirty(&self) -> bool {
-        self.changes != self.saved && self.instance.is_some()
-    }
-
-    /// Takes a snapshot: the guest's state and the pending timers. Returns it with the
-    /// change count it reflects, for [`Document::mark_saved`].
-    pub fn snapshot(&mut self) -> Result<(Snapshot, u64), DocumentError> {
-        let generation = self.changes;
-        let state = self.call("snapshot", |room, store| {
-            room.wasmroom_consumer_consumer().call_snapshot(store)
-        })?;
-        let now = Instant::now();
-        let now_ms = unix_ms();
-        let timers = self
-            .instance
-            .as_ref()
-            .map(|i| {
-                i.store
-                    .data()
-                    .timers
-                    .iter()
-                    .map(|(id, at)| {
-                        let left = at.saturating_duration_since(now).as_millis() as u64;
-                        (id, now_ms + left)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok((
-            Snapshot {
-                plugin_version: self.plugin.version.clone(),
-                saved_at_ms: now_ms,
-                timers,
-                state,
-            },
-            generation,
-        ))
-    }
-
-    /// Moves the document to another version of its plugin (hot reload): snapshot on the
-    /// old instance, a fresh instance of `plugin`, `open` and `restore` there, then the
-    /// connections and pending timers move over and the new instance takes its place.
-    /// The sockets notice nothing. If anything fails on the new side, the document stays
-    /// on the old version, unharmed, and the error is returned. (If the *old* version
-    /// traps while taking its snapshot, that is a trap like any other: the document
-    /// crashes.)
-    pub fn migrate(
-        &mut self,
-        plugin: Arc<Plugin>,
-        limits: DocumentLimits,
-    ) -> Result<(), DocumentError> {
-        if self.instance.is_none() || Arc::ptr_eq(&self.plugin, &plugin) {
-            return Ok(());
-        }
-        let (snapshot, _) = self.snapshot()?;
-        // A trap here leaves the document on its old version: not counted as one that ended.
-        let mut fresh = Instance::create(&plugin, &self.id, &limits, &self.metrics, false)?;
-        // The new version sees the document's connections while it restores (it may
-        // rebuild presence from `connections()` or greet them).
-        {
-            let old = self.instance.as_ref().expect("checked above").store.data();
-            let to = fresh.store.data_mut();
-            to.connections = old.connections.clone();
-            to.closing = old.closing.clone();
-        }
-        let restored = fresh
-            .guarded(limits.deadline_ticks, |room, store| {
-                room.wasmroom_consumer_consumer()
-                    .call_restore(store, &snapshot.state)
-            })
-            .map_err(|e| DocumentError::Crashed(format!("restore trapped: {e:#}")))?;
-        restored.map_err(|e| DocumentError::Refused(format!("restore failed: {e}")))?;
-        let old = self.instance.as_mut().expect("checked above");
-        let (from, to) = (old.store.data_mut(), fresh.store.data_mut());
-        // Pending timers carry over; timers the new version set in `open`/`restore` stay
-        // (the new version's own setting wins for the same id).
-        for (id, at) in from.timers.iter().collect::<Vec<_>>() {
-            if !to.timers.contains(id) {
-                to.timers.set(id, at);
-            }
-        }
-        // What the new version said while restoring goes out like any call's effects.
-        for effect in to.effects.drain(..) {
-            apply(&self.outboxes, effect);
-        }
-        self.instance = Some(fresh);
-        plugin.live.fetch_add(1, Ordering::Relaxed);
-        self.plugin.live.fetch_sub(1, Ordering::Relaxed);
-        self.plugin = plugin;
-        self.deadline_ticks = limits.deadline_ticks;
-        self.sync_memory();
-        self.wake.notify_one();
-        Ok(())
-    }
-
-    /// Records that the state as of `generation` is saved.
-    pub fn mark_saved(&mut self, generation: u64) {
-        self.saved = self.saved.max(generation);
     }
 
     /// The plugin version serving this document.

@@ -11,7 +11,7 @@
 //! of a document is served where the document lives (see [`crate::routing`]).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::admin::{AdminReply, AdminRequest};
 use crate::config::Config;
+use crate::crash_loop::CrashLoopGuard;
 use crate::document::{Document, DocumentCell, DocumentError, DocumentLimits};
 use crate::http::RequestHead;
 use crate::metrics::{LaneMetrics, Metrics};
@@ -125,18 +126,11 @@ pub struct Lane {
     connections: Cell<usize>,
     drained: Notify,
     shutting_down: Cell<bool>,
-    crashes: RefCell<HashMap<DocumentKey, CrashHistory>>,
+    crashes: CrashLoopGuard,
     failed_saves: Cell<u64>,
     failed_migrations: Cell<u64>,
     /// This lane's metric handles.
     pub metrics: LaneMetrics,
-}
-
-/// Recent traps of one document, for the crash-loop guard.
-#[derive(Debug, Default)]
-struct CrashHistory {
-    recent: VecDeque<Instant>,
-    blocked_until: Option<Instant>,
 }
 
 impl Lane {
@@ -147,7 +141,7 @@ impl Lane {
             connections: Cell::new(0),
             drained: Notify::new(),
             shutting_down: Cell::new(false),
-            crashes: RefCell::new(HashMap::new()),
+            crashes: CrashLoopGuard::new(&shared.config.limits),
             failed_saves: Cell::new(0),
             failed_migrations: Cell::new(0),
             metrics: shared.metrics.lane(index),
@@ -269,7 +263,7 @@ impl Lane {
             }
             self.forget(&key, &doc);
         }
-        if let Some(retry_in) = self.backoff(&key) {
+        if let Some(retry_in) = self.crashes.backoff(&key, Instant::now()) {
             return Err(DocumentError::CrashLoop(retry_in));
         }
         // A small file read: from the page cache in the common case. Reading it before
@@ -387,38 +381,16 @@ impl Lane {
     }
 
     fn record_crash(&self, key: &DocumentKey) {
-        let l = &self.shared.config.limits;
-        let window = Duration::from_secs(l.crash_loop_window_secs);
-        let now = Instant::now();
-        let mut crashes = self.crashes.borrow_mut();
-        // Keep the map small: forget documents that are neither blocked nor recently failed.
-        crashes.retain(|_, h| {
-            h.blocked_until.is_some_and(|t| t > now)
-                || h.recent.back().is_some_and(|&t| t + window > now)
-        });
-        let history = crashes.entry(key.clone()).or_default();
-        history.recent.push_back(now);
-        while history.recent.front().is_some_and(|&t| t + window <= now) {
-            history.recent.pop_front();
-        }
-        if history.recent.len() >= l.crash_loop_traps as usize {
-            let backoff = Duration::from_secs(l.crash_backoff_secs);
-            history.blocked_until = Some(now + backoff);
-            history.recent.clear();
+        if let Some(backoff) = self.crashes.record(key, Instant::now()) {
             tracing::warn!(
                 lane = self.index,
                 plugin = %key.0,
                 doc = %key.1,
-                "{} traps within {window:?}: refusing connections for {backoff:?}",
-                l.crash_loop_traps
+                "{} traps within {:?}: refusing connections for {backoff:?}",
+                self.crashes.traps(),
+                self.crashes.window()
             );
         }
-    }
-
-    /// How long `key` still refuses connections after crash-looping.
-    fn backoff(&self, key: &DocumentKey) -> Option<Duration> {
-        let until = self.crashes.borrow().get(key)?.blocked_until?;
-        until.checked_duration_since(Instant::now())
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`server`]: start the lanes and the epoch ticker, stop them ([`Server`]).
 //! - [`lane`]: one port's thread: accept loop, document table.
 //! - [`shutdown`]: a lane's shutdown: save, close with 1012, drain, save again.
+//! - [`crash_loop`]: a document that keeps trapping is refused for a while.
 //! - [`routing`]: which lane owns a document (nginx's consistent hash); hand-over.
 //! - [`nginx`]: the nginx config `wasmroom nginx-config` prints.
 //! - [`connection`]: one socket: request head, routing, hand-over, HTTP answers.
@@ -16,7 +17,8 @@
 //! - [`static_files`]: `--static DIR`, a web app served on the lane ports.
 //! - [`route`]: the paths wasmroom answers; document id rules.
 //! - [`http`]: request head parsing, client address, plain responses, the 101.
-//! - [`document`]: one live document: its instance, connections, timers; effects; traps.
+//! - [`document`]: one live document: its instance, connections, timers; effects; traps;
+//!   its state in and out of instances (snapshot, restore, hot-reload migration).
 //! - [`instance`]: a document's consumer instance; guest calls with the deadline armed.
 //! - [`housekeeping`]: each document's driver: timers, checkpoints, idle eviction.
 //! - [`outbox`]: a connection's bounded outbound queue.
@@ -38,6 +40,7 @@
 pub mod admin;
 pub mod config;
 pub mod connection;
+pub mod crash_loop;
 pub mod document;
 pub mod guest;
 pub mod housekeeping;

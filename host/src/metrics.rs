@@ -3,18 +3,26 @@
 //!
 //! The message path touches only handles made once per lane or per document: each is an
 //! atomic counter (a relaxed add) or a histogram of its own lane behind a lock no other
-//! thread takes but a scrape; no label map is looked up per message. Labels are bounded: lane index, plugin name and version,
-//! guest export, reason and close-code classes; never a document id.
+//! thread takes but a scrape; no label map is looked up per message. Labels are bounded
+//! (see [`labels`]): lane index, plugin name and version, guest export, reason and
+//! close-code classes; never a document id.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+
+mod labels;
+
+use labels::{
+    CallLabels, CodeLabels, HistogramFamily, LaneLabels, PluginLabels, ReasonLabels, TrapLabels,
+    VersionLabels, call_histogram, code_label, save_histogram,
+};
+pub use labels::{Rejection, trap_kind};
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -31,160 +39,8 @@ const EXPORTS: [&str; 8] = [
     "restore",
 ];
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct LaneLabels {
-    lane: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    lane: String,
-    reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CodeLabels {
-    lane: String,
-    code: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PluginLabels {
-    plugin: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VersionLabels {
-    plugin: String,
-    version: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CallLabels {
-    lane: String,
-    plugin: String,
-    export: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TrapLabels {
-    plugin: String,
-    kind: &'static str,
-}
-
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
-
 /// The memory sizes of one plugin's documents, as a multiset (bytes -> documents).
 type Sizes = Arc<Mutex<BTreeMap<u64, usize>>>;
-
-fn call_histogram() -> Histogram {
-    // 10 µs .. 1 s: a relay call takes microseconds, the default deadline is 100 ms.
-    Histogram::new([
-        0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
-        0.025, 0.05, 0.1, 0.25, 1.0,
-    ])
-}
-
-fn save_histogram() -> Histogram {
-    Histogram::new([
-        0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
-    ])
-}
-
-/// Why a request was refused before it reached a document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    /// Malformed or oversized request head, bad document id.
-    BadRequest,
-    /// No such route.
-    NotFound,
-    /// No such plugin.
-    UnknownPlugin,
-    /// The plugin failed to load.
-    PluginFailed,
-    /// A `/ws/` request without a valid upgrade.
-    NotUpgrade,
-    /// The consumer's `on-connect` said no.
-    Consumer,
-    /// Lane or document at its connection limit.
-    Capacity,
-    /// The instance pool is full.
-    PoolExhausted,
-    /// The document is in crash-loop back-off.
-    CrashLoop,
-    /// The document's saved state cannot be read.
-    Storage,
-    /// The consumer failed while opening or connecting.
-    Error,
-    /// The server is shutting down.
-    ShuttingDown,
-    /// Another lane owns the document (`--misrouted reject`).
-    Misrouted,
-}
-
-impl Rejection {
-    fn label(self) -> &'static str {
-        match self {
-            Rejection::BadRequest => "bad_request",
-            Rejection::NotFound => "not_found",
-            Rejection::UnknownPlugin => "unknown_plugin",
-            Rejection::PluginFailed => "plugin_failed",
-            Rejection::NotUpgrade => "not_upgrade",
-            Rejection::Consumer => "consumer",
-            Rejection::Capacity => "capacity",
-            Rejection::PoolExhausted => "pool_exhausted",
-            Rejection::CrashLoop => "crash_loop",
-            Rejection::Storage => "storage",
-            Rejection::Error => "error",
-            Rejection::ShuttingDown => "shutting_down",
-            Rejection::Misrouted => "misrouted",
-        }
-    }
-}
-
-/// The label of a close code: the codes of RFC 6455 by number, application codes by
-/// class (a consumer could otherwise create thousands of series).
-fn code_label(code: u16) -> &'static str {
-    match code {
-        1000 => "1000",
-        1001 => "1001",
-        1002 => "1002",
-        1003 => "1003",
-        1005 => "1005",
-        1006 => "1006",
-        1007 => "1007",
-        1008 => "1008",
-        1009 => "1009",
-        1010 => "1010",
-        1011 => "1011",
-        1012 => "1012",
-        1013 => "1013",
-        3000..=3999 => "3xxx",
-        4000..=4999 => "4xxx",
-        _ => "other",
-    }
-}
-
-/// What kind of failure ended a document, from a guest call's error.
-pub fn trap_kind(error: &wasmtime::Error) -> &'static str {
-    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
-        return match trap {
-            wasmtime::Trap::Interrupt => "deadline",
-            wasmtime::Trap::UnreachableCodeReached => "panic",
-            wasmtime::Trap::StackOverflow => "stack_overflow",
-            wasmtime::Trap::MemoryOutOfBounds | wasmtime::Trap::TableOutOfBounds => "out_of_bounds",
-            _ => "other",
-        };
-    }
-    let text = format!("{error:#}");
-    if text.contains("forcing trap when growing memory") || text.contains("memory") {
-        "memory"
-    } else if text.contains("host panicked") {
-        "host"
-    } else {
-        "other"
-    }
-}
 
 /// Every metric of the process.
 pub struct Metrics {
