@@ -13,27 +13,16 @@ fn variant(name: &str) -> PathBuf {
     built_plugins_dir().join("variants").join(name)
 }
 
-/// Waits until `/plugins` shows `name` at a version other than `old` with `live`
-/// documents on it; returns the new version.
+/// Waits until `name` runs a version other than `old` with `live` documents on it;
+/// returns the new version.
 async fn wait_for_version(
     server: &Server,
     name: &str,
     old: &str,
     live: u64,
 ) -> anyhow::Result<String> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let entry = plugin_entry(server, name).await?;
-        let current = &entry["current"];
-        if current["version"] != old && current["live_documents"] == live {
-            return Ok(current["version"].as_str().unwrap().to_owned());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "no reload of {name} in time: {entry}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let entry = wait_for_new_version(server, name, &old.into(), live).await?;
+    Ok(entry["current"]["version"].as_str().unwrap().to_owned())
 }
 
 #[tokio::test]

@@ -351,3 +351,59 @@ async fn text_version_and_history_survive_a_restart() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_hot_reload_keeps_text_version_history_and_sockets() -> anyhow::Result<()> {
+    let server = Server::start(&["textdoc"], 1, &[])?;
+    let mut a = server.connect(0, "/ws/textdoc/reloaded").await?;
+    let mut b = server.connect(0, "/ws/textdoc/reloaded").await?;
+    Replica::join(&mut a).await?;
+    Replica::join(&mut b).await?;
+    for (v, rid, steps) in [
+        (0, 1, json!([ins(0, "one")])),
+        (1, 2, json!([ins(3, " two")])),
+    ] {
+        send_diff(&mut a, v, rid, steps.clone()).await?;
+        assert_eq!(
+            recv_json(&mut a).await?,
+            json!({"type": "confirm", "rid": rid, "v": v + 1})
+        );
+        assert_eq!(
+            recv_json(&mut b).await?,
+            json!({"type": "steps", "v": v + 1, "steps": steps})
+        );
+    }
+
+    let old = plugin_entry(&server, "textdoc").await?["current"]["version"].clone();
+    deploy(
+        &server,
+        "textdoc",
+        &rebuilt(&built_plugins_dir().join("textdoc.wasm"))?,
+    )?;
+    wait_for_new_version(&server, "textdoc", &old, 1).await?;
+
+    // The same sockets go on at the same version, on the new instance.
+    send_diff(&mut b, 2, 1, json!([ins(0, ">")])).await?;
+    assert_eq!(
+        recv_json(&mut b).await?,
+        json!({"type": "confirm", "rid": 1, "v": 3})
+    );
+    assert_eq!(
+        recv_json(&mut a).await?,
+        json!({"type": "steps", "v": 3, "steps": [ins(0, ">")]})
+    );
+    // The history came across too: a client still at version 1 can rebase.
+    send_diff(&mut a, 1, 3, json!([ins(0, "x")])).await?;
+    assert_eq!(
+        recv_json(&mut a).await?,
+        json!({"type": "behind", "rid": 3, "v": 3, "diffs": [
+            {"v": 2, "steps": [ins(3, " two")]},
+            {"v": 3, "steps": [ins(0, ">")]},
+        ]})
+    );
+    assert_eq!(
+        fetch(&server, "reloaded").await?,
+        (3, ">one two".to_owned())
+    );
+    Ok(())
+}

@@ -4,9 +4,10 @@
 
 mod support;
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -22,6 +23,19 @@ fn node_project() -> PathBuf {
 /// Runs `scenario` on `document` with the Node driver; fails with its output unless it
 /// reports success.
 fn scenario(server: &Server, scenario: &str, document: &str) -> anyhow::Result<()> {
+    scenario_with_pauses(server, scenario, document, |why| {
+        bail!("scenario {scenario} paused ({why}) but this test has nothing to do there")
+    })
+}
+
+/// Runs `scenario` like [`scenario`]; when the script pauses (prints `pause: WHY`),
+/// `act(WHY)` runs before the script is told to go on.
+fn scenario_with_pauses(
+    server: &Server,
+    scenario: &str,
+    document: &str,
+    mut act: impl FnMut(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let project = node_project();
     if !project.join("node_modules/y-websocket").is_dir() {
         bail!(
@@ -34,17 +48,26 @@ fn scenario(server: &Server, scenario: &str, document: &str) -> anyhow::Result<(
         .arg(server.url(0, "/ws/yjs"))
         .arg(scenario)
         .arg(document)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot run `node` (Node.js 20 or later must be on PATH)")?;
-    // Read both pipes on threads so that a chatty child never blocks on a full pipe.
-    let mut out = child.stdout.take().expect("piped");
+    // Read both pipes on threads so that a chatty child never blocks on a full pipe; the
+    // pauses come through a channel.
+    let mut stdin = child.stdin.take().expect("piped");
+    let out = child.stdout.take().expect("piped");
     let mut err = child.stderr.take().expect("piped");
+    let (pauses, paused) = mpsc::channel();
     let stdout = std::thread::spawn(move || {
         let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(why) = line.strip_prefix("pause: ") {
+                let _ = pauses.send(why.to_owned());
+            }
+            s.push_str(&line);
+            s.push('\n');
+        }
         s
     });
     let stderr = std::thread::spawn(move || {
@@ -53,28 +76,33 @@ fn scenario(server: &Server, scenario: &str, document: &str) -> anyhow::Result<(
         s
     });
     let deadline = Instant::now() + NODE_PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().inspect_err(|_| {
-            let _ = child.kill();
-        })? {
-            break Some(status);
+    let outcome = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) => {}
+            Err(e) => break Err(anyhow::Error::from(e)),
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
+            break Err(anyhow::anyhow!("did not finish within {NODE_PATIENCE:?}"));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        if let Ok(why) = paused.recv_timeout(Duration::from_millis(20)) {
+            let acted = act(&why).and_then(|()| Ok(stdin.write_all(b"go\n")?));
+            if let Err(e) = acted {
+                break Err(e.context(format!("at the pause {why:?}")));
+            }
+        }
     };
+    if outcome.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
     eprint!("[node {scenario}] {stdout}{stderr}");
-    match status {
-        None => {
-            bail!("scenario {scenario} did not finish within {NODE_PATIENCE:?}:\n{stdout}{stderr}")
-        }
-        Some(s) if s.success() && stdout.contains(&format!("ok {scenario}:")) => Ok(()),
-        Some(s) => bail!("scenario {scenario} failed ({s}):\n{stdout}{stderr}"),
+    match outcome {
+        Err(e) => bail!("scenario {scenario}: {e:#}\n{stdout}{stderr}"),
+        Ok(s) if s.success() && stdout.contains(&format!("ok {scenario}:")) => Ok(()),
+        Ok(s) => bail!("scenario {scenario} failed ({s}):\n{stdout}{stderr}"),
     }
 }
 
@@ -125,6 +153,28 @@ async fn the_document_survives_a_restart_and_kill_9_after_a_checkpoint() -> anyh
         server.kill9()?;
         let server = server.restart()?;
         scenario(&server, "restart-final", "kept")
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_hot_reload_keeps_the_document_and_its_sockets() -> anyhow::Result<()> {
+    let server = Server::start(&["yjs"], 1, &[])?;
+    let old = plugin_entry(&server, "yjs").await?["current"]["version"].clone();
+    blocking(move || {
+        scenario_with_pauses(&server, "reload", "reloaded", |_| {
+            deploy(
+                &server,
+                "yjs",
+                &rebuilt(&built_plugins_dir().join("yjs.wasm"))?,
+            )?;
+            // This thread is off the test's runtime: a small one of its own for the wait.
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(wait_for_new_version(&server, "yjs", &old, 1))?;
+            Ok(())
+        })
     })
     .await
 }

@@ -407,3 +407,29 @@ pub async fn plugin_entry(server: &Server, name: &str) -> anyhow::Result<serde_j
         .cloned()
         .unwrap_or_default())
 }
+
+/// Waits until plugin `name` runs a version other than `old` with `live` documents on
+/// it (a reload has moved them); returns its `/plugins` entry.
+pub async fn wait_for_new_version(
+    server: &Server,
+    name: &str,
+    old: &serde_json::Value,
+    live: u64,
+) -> anyhow::Result<serde_json::Value> {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let entry = plugin_entry(server, name).await?;
+        let current = &entry["current"];
+        if current["version"].is_string()
+            && current["version"] != *old
+            && current["live_documents"] == live
+        {
+            return Ok(entry);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no reload of {name} in time: {entry}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

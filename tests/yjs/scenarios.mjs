@@ -8,6 +8,7 @@
 // Every provider has `disableBc: true`: otherwise providers in one process sync through
 // BroadcastChannel without the server and prove nothing.
 
+import { createInterface } from 'node:readline'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
@@ -40,6 +41,19 @@ const until = (what, check, subscribe) => new Promise((resolve, reject) => {
     }
   })
 })
+
+let driverLines = null
+
+/**
+ * Asks the test driver (tests/yjs.rs) to act on the server: prints `pause: WHY` and waits
+ * for it to answer `go` on stdin once it is done.
+ */
+const pause = async (why) => {
+  driverLines ??= createInterface({ input: process.stdin })[Symbol.asyncIterator]()
+  console.log(`pause: ${why}`)
+  const { value, done } = await driverLines.next()
+  if (done || value !== 'go') fail(`the test driver did not let "${why}" go on (got ${JSON.stringify(value)})`)
+}
 
 /** A client: a Y.Doc (possibly edited offline) and its provider, connected and synced. */
 class Client {
@@ -223,6 +237,29 @@ const scenarios = {
     await d.docUntil("c's live edit", () => d.text.includes('live c; '))
     c.destroy(); d.destroy()
     return `c synced to ${JSON.stringify(synced)} from the server alone; d got c's offline and live edits`
+  },
+
+  // Hot reload: at the pause the driver deploys a new yjs.wasm and waits until the document
+  // moved to it. The same two sockets go on editing; a newcomer gets everything from the
+  // new version.
+  async reload () {
+    const a = await new Client('a').connect()
+    const b = await new Client('b').connect()
+    a.append('before reload; ')
+    await b.docUntil("a's edit", () => b.text === 'before reload; ')
+    const sockets = [a.provider.ws, b.provider.ws]
+    let drops = 0
+    for (const c of [a, b]) c.provider.on('status', ({ status }) => { if (status !== 'connected') drops++ })
+    await pause('deploy a new yjs.wasm')
+    b.append('after reload; ')
+    await a.docUntil("b's edit", () => a.text === 'before reload; after reload; ')
+    if (drops !== 0 || a.provider.ws !== sockets[0] || b.provider.ws !== sockets[1]) {
+      fail(`a socket was replaced during the reload (${drops} status changes)`)
+    }
+    const c = await new Client('c').connect()
+    if (c.text !== a.text) fail(`a newcomer got ${JSON.stringify(c.text)} from the new version`)
+    a.destroy(); b.destroy(); c.destroy()
+    return 'the same sockets went on across the reload; a newcomer got the whole state'
   },
 
   // Restart, phase 1: two clients write; both have seen both edits, so the server has them.
