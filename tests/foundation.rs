@@ -8,6 +8,8 @@ use futures_util::SinkExt;
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test]
 async fn relay_delivers_to_the_others_in_order_and_keeps_frame_types() -> anyhow::Result<()> {
@@ -193,6 +195,51 @@ async fn timers_fire_and_cancelled_timers_do_not() -> anyhow::Result<()> {
     assert_eq!(recv_text(&mut ws).await?, "timer 2");
     send_text(&mut ws, "echo after").await?;
     assert_eq!(recv_text(&mut ws).await?, "after");
+    Ok(())
+}
+
+#[tokio::test]
+async fn on_disconnect_gets_the_code_of_the_side_that_closed() -> anyhow::Result<()> {
+    let server = Server::start(&["probe"], 1, &[])?;
+    let mut watcher = server.connect(0, "/ws/probe/codes").await?;
+    // The client closes: its code.
+    let mut client = server.connect(0, "/ws/probe/codes").await?;
+    client
+        .close(Some(CloseFrame {
+            code: CloseCode::from(4100),
+            reason: "client".into(),
+        }))
+        .await?;
+    // The consumer closes and the client answers.
+    let mut answering = server.connect(0, "/ws/probe/codes").await?;
+    send_text(&mut answering, "close-me 4200").await?;
+    assert_eq!(expect_close(&mut answering).await?.0, 4200);
+    // The consumer closes and the client never answers (it does not even read): once the
+    // server stops waiting for the answer, the consumer still learns its own code.
+    let mut silent = server.connect(0, "/ws/probe/codes").await?;
+    send_text(&mut silent, "close-me 4300").await?;
+
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let codes = loop {
+        send_text(&mut watcher, "departed").await?;
+        let departed = recv_text(&mut watcher).await?;
+        let mut codes: Vec<String> = departed
+            .split(',')
+            .filter_map(|d| d.split_once(':'))
+            .map(|(_, code)| code.to_owned())
+            .collect();
+        if codes.len() == 3 {
+            codes.sort();
+            break codes;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "departed so far: {departed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(codes, ["4100", "4200", "4300"]);
+    drop(silent);
     Ok(())
 }
 

@@ -158,6 +158,10 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // Not if it has exited (and been reaped): its pid may belong to someone else now.
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
         // SIGTERM: the master stops its workers too (SIGKILL would orphan them).
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

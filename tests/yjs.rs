@@ -60,8 +60,10 @@ fn scenario_with_pauses(
     let mut err = child.stderr.take().expect("piped");
     let (pauses, paused) = mpsc::channel();
     let stdout = std::thread::spawn(move || {
+        // Byte lines, so that nothing the script prints can stop the reading.
         let mut s = String::new();
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
+        for line in BufReader::new(out).split(b'\n').map_while(Result::ok) {
+            let line = String::from_utf8_lossy(&line);
             if let Some(why) = line.strip_prefix("pause: ") {
                 let _ = pauses.send(why.to_owned());
             }
@@ -85,10 +87,17 @@ fn scenario_with_pauses(
         if Instant::now() > deadline {
             break Err(anyhow::anyhow!("did not finish within {NODE_PATIENCE:?}"));
         }
-        if let Ok(why) = paused.recv_timeout(Duration::from_millis(20)) {
-            let acted = act(&why).and_then(|()| Ok(stdin.write_all(b"go\n")?));
-            if let Err(e) = acted {
-                break Err(e.context(format!("at the pause {why:?}")));
+        match paused.recv_timeout(Duration::from_millis(20)) {
+            Ok(why) => {
+                let acted = act(&why).and_then(|()| Ok(stdin.write_all(b"go\n")?));
+                if let Err(e) = acted {
+                    break Err(e.context(format!("at the pause {why:?}")));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Its stdout is closed: the script is ending; wait for it without spinning.
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
     };

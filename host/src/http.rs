@@ -1,5 +1,5 @@
-//! The HTTP/1.1 edge of a lane: reading one request head, routing it, writing plain
-//! responses and the WebSocket `101 Switching Protocols`.
+//! The HTTP/1.1 edge of a lane: reading one request head (where it goes is
+//! [`crate::route`]'s), writing plain responses and the WebSocket `101 Switching Protocols`.
 //!
 //! wasmroom parses the head itself (with `httparse`, hyper's parser) instead of running a
 //! full HTTP server: every connection serves exactly one request or one WebSocket, so all

@@ -149,7 +149,8 @@ impl Lane {
         }
     }
 
-    /// Connections this lane accepted and handed to the owner lane of their document.
+    /// Connections this lane accepted and handed to the owner lane of their document
+    /// (counted when sent; during shutdown a hand-over may then still be refused).
     pub fn handed_over(&self) -> u64 {
         self.metrics.handed_over.get()
     }

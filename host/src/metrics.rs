@@ -4,7 +4,7 @@
 //! The message path touches only handles made once per lane or per document: each is an
 //! atomic counter (a relaxed add) or a histogram of its own lane behind a lock no other
 //! thread takes but a scrape; no label map is looked up per message. Labels are bounded
-//! (see [`labels`]): lane index, plugin name and version, guest export, reason and
+//! (see `metrics/labels.rs`): lane index, plugin name and version, guest export, reason and
 //! close-code classes; never a document id.
 
 use std::collections::{BTreeMap, HashMap};

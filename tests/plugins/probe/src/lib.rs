@@ -3,20 +3,23 @@
 //! - connect with `?reject=STATUS&reason=TEXT` to be refused with that status and reason;
 //!   offer the `probe.v1` subprotocol to have it chosen;
 //! - text commands: `timers` (sets timers 1 at 30 ms, 2 at 60 ms and 3 at 45 ms, then
-//!   cancels 3), `later` (timer 9 in 1.5 s), `echo ...`, `count`, `whoami`, `hoard N` (keeps N MiB more), `spin` (never returns), `grow` (allocates
-//!   without end), `panic`;
+//!   cancels 3), `later` (timer 9 in 1.5 s), `echo ...`, `count`, `whoami`, `hoard N`
+//!   (keeps N MiB more), `close-me CODE` (the consumer closes this connection), `departed`
+//!   (`id:code` of every connection gone, as `on-disconnect` reported them), `spin`
+//!   (never returns), `grow` (allocates without end), `panic`;
 //! - every due timer broadcasts `timer N`; `restore` broadcasts how many connections it sees.
 
 use std::time::Duration;
 
 use wasmroom_sdk::{
     Connect, ConnectionId, Consumer, Decision, Message, Request, Response, broadcast, cancel_timer,
-    connections, send, set_timer,
+    close, connections, send, set_timer,
 };
 
 struct Probe {
     document: String,
     remote: Vec<(ConnectionId, String)>,
+    departed: Vec<(ConnectionId, u16)>,
     hoard: Vec<Vec<u8>>,
 }
 
@@ -25,6 +28,7 @@ impl Consumer for Probe {
         Probe {
             document: document.to_owned(),
             remote: Vec::new(),
+            departed: Vec::new(),
             hoard: Vec::new(),
         }
     }
@@ -78,9 +82,26 @@ impl Consumer for Probe {
                 self.hoard.push(vec![1u8; 1 << 20]);
             },
             "panic" => panic!("probe was asked to panic"),
-            other => match (other.strip_prefix("echo "), other.strip_prefix("hoard ")) {
-                (Some(rest), _) => rest.to_owned(),
-                (_, Some(mib)) => {
+            "departed" => self
+                .departed
+                .iter()
+                .map(|(id, code)| format!("{id}:{code}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            other => match (
+                other.strip_prefix("echo "),
+                other.strip_prefix("hoard "),
+                other.strip_prefix("close-me "),
+            ) {
+                (Some(rest), _, _) => rest.to_owned(),
+                (_, _, Some(code)) => {
+                    let code = code.parse().unwrap_or(4000);
+                    match close(from, code, "asked to") {
+                        Ok(()) => return,
+                        Err(e) => e.to_string(),
+                    }
+                }
+                (_, Some(mib), _) => {
                     // Keeps MiB of touched memory, for the memory metrics.
                     let mib: usize = mib.parse().unwrap_or(0);
                     for _ in 0..mib {
@@ -94,8 +115,9 @@ impl Consumer for Probe {
         let _ = send(from, reply);
     }
 
-    fn on_disconnect(&mut self, conn: ConnectionId, _code: u16) {
+    fn on_disconnect(&mut self, conn: ConnectionId, code: u16) {
         self.remote.retain(|(id, _)| *id != conn);
+        self.departed.push((conn, code));
     }
 
     fn on_timer(&mut self, id: u64) {
