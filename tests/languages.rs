@@ -153,7 +153,7 @@ async fn saved_state(
     loop {
         if let Ok(bytes) = std::fs::read(&file) {
             let snapshot =
-                wasmroom::storage::decode(&bytes, plugin, document).map_err(anyhow::Error::msg)?;
+                wasmroom::store::decode(&bytes, plugin, document).map_err(anyhow::Error::msg)?;
             let state = String::from_utf8(snapshot.state)?;
             if ready(&state) {
                 return Ok(state);
@@ -175,7 +175,7 @@ async fn restores_what_serde_reads(server: &Server, p: &str) -> anyhow::Result<(
     let dir = server.data.path().join(p);
     std::fs::create_dir_all(&dir)?;
     let save = |document: &str, state: &str| {
-        let snapshot = wasmroom::storage::Snapshot {
+        let snapshot = wasmroom::store::Snapshot {
             plugin_version: "0".repeat(16),
             saved_at_ms: 0,
             timers: Vec::new(),
@@ -183,7 +183,7 @@ async fn restores_what_serde_reads(server: &Server, p: &str) -> anyhow::Result<(
         };
         std::fs::write(
             dir.join(format!("{document}.snap")),
-            wasmroom::storage::encode(&snapshot, p, document),
+            wasmroom::store::encode(&snapshot, p, document),
         )
     };
     save(

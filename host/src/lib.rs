@@ -6,64 +6,38 @@
 //!
 //! # Layout
 //!
-//! - [`server`]: start the lanes and the epoch ticker, stop them ([`Server`]).
-//! - [`lane`]: one port's thread: accept loop, document table.
-//! - [`shutdown`]: a lane's shutdown: save, close with 1012, drain, save again.
-//! - [`crash_loop`]: a document that keeps trapping is refused for a while.
-//! - [`routing`]: which lane owns a document (nginx's consistent hash); hand-over.
-//! - [`nginx`]: the nginx config `wasmroom nginx-config` prints.
-//! - [`connection`]: one socket: request head, routing, hand-over, HTTP answers.
-//! - [`websocket`]: the upgrade, then a WebSocket's reader and writer.
-//! - [`static_files`]: `--static DIR`, a web app served on the lane ports.
-//! - [`route`]: the paths wasmroom answers; document id rules.
-//! - [`http`]: request head parsing, client address, plain responses, the 101.
-//! - [`document`]: one live document: its instance, connections, timers; effects; traps;
-//!   its state in and out of instances (snapshot, restore, hot-reload migration).
-//! - [`instance`]: a document's consumer instance; guest calls with the deadline armed.
-//! - [`housekeeping`]: each document's driver: timers, checkpoints, idle eviction.
-//! - [`outbox`]: a connection's bounded outbound queue.
-//! - [`guest`]: bindings generated from `wit/` and the host functions guests call.
-//! - [`timers`]: a document's pending timers.
-//! - [`wasi`]: the WASI imports (granting nothing, never blocking, output to the log).
-//! - [`plugin`]: compiling (with an on-disk cache) and checking one `{plugin}.wasm`.
-//! - [`registry`]: the current version of every plugin, shared by the lanes.
-//! - [`reload`]: watching the plugins directory; hot reload into the lanes.
-//! - [`runtime`]: the shared wasmtime engine (pooling allocator, epoch deadline).
-//! - [`storage`]: durable snapshots of documents (atomic files by default).
-//! - [`admin`]: the admin API (`--admin-port`): documents per lane, save, evict, reload.
-//! - [`top`]: `wasmroom top`, a terminal view of the admin API.
-//! - [`metrics`]: Prometheus metrics (`GET /metrics`), bounded labels, cheap handles.
-//! - [`config`]: defaults, TOML file, validation.
+//! Folders are layers. A module uses its own layer and the layers below it, never one
+//! above (`python3 tools/layers.py --check` enforces it), top to bottom:
+//!
+//! - [`server`]: wires everything: binds the ports, starts the lanes, the watcher, the
+//!   admin API, the epoch ticker; stops them ([`Server`]).
+//! - [`ops`] (admin API, `wasmroom top`, nginx config) and [`reload`] (watcher and
+//!   SIGHUP): outside the lanes; they reach a lane only through its command channel.
+//! - [`lane`]: one port's thread: accept loop, connections, WebSocket reader and writer,
+//!   the document table, housekeeping (timers, checkpoints, idle documents), the
+//!   crash-loop guard, hand-over between lanes, shutdown.
+//! - [`document`]: one live document: its consumer instance, its connections' outboxes,
+//!   effects, its state in and out of instances (snapshot, restore, migration). Knows
+//!   nothing of lanes or sockets.
+//! - [`guest`] (engine, plugins, registry, bindings and host functions, WASI) and
+//!   [`store`] (the `Storage` trait, the snapshot format, the file backend).
+//! - [`net`]: HTTP heads, routes and document ids, static files.
+//! - [`metrics`], [`config`], [`routing`] (nginx's ring): plain data and pure
+//!   functions, used by all.
 //!
 //! See `ARCHITECTURE.md` for the path of a message and the invariants.
 
-pub mod admin;
 pub mod config;
-pub mod connection;
-pub mod crash_loop;
 pub mod document;
 pub mod guest;
-pub mod housekeeping;
-pub mod http;
-pub mod instance;
 pub mod lane;
 pub mod metrics;
-pub mod nginx;
-pub mod outbox;
-pub mod plugin;
-pub mod registry;
+pub mod net;
+pub mod ops;
 pub mod reload;
-pub mod route;
 pub mod routing;
-pub mod runtime;
 pub mod server;
-pub mod shutdown;
-pub mod static_files;
-pub mod storage;
-pub mod timers;
-pub mod top;
-pub mod wasi;
-pub mod websocket;
+pub mod store;
 
 pub use config::{Config, Limits};
 pub use server::{Server, StartError};

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use wasmroom::config::{Config, parse_ports};
-use wasmroom::nginx::{self, NginxOptions, Routing, Upstream};
+use wasmroom::ops::nginx_config::{self as nginx, NginxOptions, Routing, Upstream};
 use wasmroom::routing::Misrouted;
 
 #[derive(Parser)]
@@ -247,10 +247,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Top { admin, token, once } => {
             let token = token.or_else(|| std::env::var(TOKEN_VAR).ok());
-            wasmroom::top::run(&admin, token.as_deref(), once)?;
+            wasmroom::ops::top::run(&admin, token.as_deref(), once)?;
             Ok(())
         }
-        Command::Check { file } => match wasmroom::plugin::check(&file) {
+        Command::Check { file } => match wasmroom::guest::plugin::check(&file) {
             Ok(plugin) => {
                 println!(
                     "{}: ok: plugin '{}', version {}, implements wasmroom:consumer/room",

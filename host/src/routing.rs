@@ -14,12 +14,7 @@
 //! ring, a process that serves only some of nginx's servers still agrees with nginx about
 //! every document nginx sends it.
 
-use std::net::SocketAddr;
-
 use serde::Deserialize;
-use tokio::sync::mpsc::UnboundedSender;
-
-use crate::lane::LaneCommand;
 
 /// Points per server on the ring (nginx: 160 per unit of weight).
 const POINTS_PER_SERVER: usize = 160;
@@ -91,61 +86,6 @@ pub fn server_name(host: &str, port: u16) -> String {
 /// The key a document is hashed by, the same string nginx's `$wasmroom_document` holds.
 pub fn document_key(plugin: &str, document: &str) -> String {
     format!("{plugin}/{document}")
-}
-
-/// One lane as the other lanes see it.
-#[derive(Debug)]
-pub struct LaneAddress {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// Its name in nginx's upstream (`HOST:PORT`).
-    pub name: String,
-    /// Where to send it work (hand-overs, migrations).
-    pub commands: UnboundedSender<LaneCommand>,
-}
-
-/// Every lane of the process and the ring that assigns documents to them.
-#[derive(Debug)]
-pub struct Lanes {
-    lanes: Vec<LaneAddress>,
-    ring: Ring,
-}
-
-impl Lanes {
-    /// The lanes, in port order.
-    pub fn new(lanes: Vec<LaneAddress>) -> Lanes {
-        let names: Vec<&str> = lanes.iter().map(|l| l.name.as_str()).collect();
-        let ring = Ring::new(&names);
-        Lanes { lanes, ring }
-    }
-
-    /// The lane that owns `document` of `plugin`.
-    pub fn owner(&self, plugin: &str, document: &str) -> usize {
-        if self.lanes.len() == 1 {
-            return 0;
-        }
-        self.ring.owner(document_key(plugin, document).as_bytes())
-    }
-
-    /// Lane `index`.
-    pub fn get(&self, index: usize) -> &LaneAddress {
-        &self.lanes[index]
-    }
-
-    /// All lanes.
-    pub fn iter(&self) -> impl Iterator<Item = &LaneAddress> {
-        self.lanes.iter()
-    }
-
-    /// How many lanes there are.
-    pub fn len(&self) -> usize {
-        self.lanes.len()
-    }
-
-    /// Whether there are none (never, for a started server).
-    pub fn is_empty(&self) -> bool {
-        self.lanes.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -9,16 +9,15 @@ use std::thread::JoinHandle;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
 
-use crate::admin::AdminServer;
 use crate::config::{Config, ConfigError};
-use crate::lane::{self, Shared};
+use crate::guest::engine::{self, EngineError, EpochTicker};
+use crate::guest::plugin;
+use crate::guest::registry::Registry;
+use crate::lane::{self, Health, LaneAddress, Lanes, Services};
 use crate::metrics::Metrics;
-use crate::plugin;
-use crate::registry::Registry;
+use crate::ops::admin::{AdminContext, AdminServer};
 use crate::reload::Reloader;
-use crate::routing::{LaneAddress, Lanes};
-use crate::runtime::{self, EngineError, EpochTicker};
-use crate::storage::FileStorage;
+use crate::store::FileStorage;
 
 /// Why the server could not start. Nothing is left running when this is returned.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +65,7 @@ pub struct Server {
     watching: Arc<AtomicBool>,
     watcher: Option<JoinHandle<()>>,
     admin: Option<AdminServer>,
-    shared: Arc<Shared>,
+    health: Arc<Health>,
     _ticker: EpochTicker,
 }
 
@@ -90,27 +89,14 @@ impl Server {
             .map(|l| l.local_addr().expect("a bound socket has an address"))
             .collect();
 
-        let engine = runtime::engine(&config)?;
-        let linker = plugin::linker(&engine).map_err(|e| StartError::Link(format!("{e:#}")))?;
-        let cache = Some(config.data.join(".compiled"));
         let metrics = Arc::new(Metrics::new());
-        let registry = Registry::load_dir(
-            engine.clone(),
-            linker,
-            &config.plugins,
-            cache,
-            metrics.clone(),
-        )
-        .map_err(|source| StartError::Plugins {
-            path: config.plugins.clone(),
-            source,
-        })?;
+        let (engine, registry) = load_plugins(&config, &metrics)?;
         let ticker = EpochTicker::start(engine.clone()).map_err(StartError::Thread)?;
         let storage = Arc::new(FileStorage::new(config.data.clone()));
         let (senders, mut receivers): (Vec<_>, Vec<_>) = (0..listeners.len())
             .map(|_| tokio::sync::mpsc::unbounded_channel())
             .unzip();
-        let lanes = Lanes::new(
+        let lane_table = Arc::new(Lanes::new(
             addrs
                 .iter()
                 .zip(senders)
@@ -120,46 +106,35 @@ impl Server {
                     commands,
                 })
                 .collect(),
-        );
-        let shared = Arc::new(Shared::new(config, registry, storage, lanes, metrics));
+        ));
+        let health = Arc::new(Health::default());
+        let config = Arc::new(config);
+        let services = Arc::new(Services::new(
+            config.clone(),
+            registry.clone(),
+            storage,
+            lane_table.clone(),
+            metrics.clone(),
+            health.clone(),
+        ));
 
         let (stop, stopped) = watch::channel(false);
-        let reloader = Reloader::new(shared.clone());
+        let reloader = Reloader::new(registry.clone(), lane_table.clone());
         let watching = Arc::new(AtomicBool::new(false));
         let watcher = match reloader.clone().watch(watching.clone()) {
             Ok(thread) => Some(thread),
             Err(e) => {
                 tracing::warn!(
                     "cannot watch {}: {e}; reload with SIGHUP",
-                    config_dir(&shared)
+                    registry.dir().display()
                 );
                 None
             }
         };
         let mut lanes = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {
-            let shared = shared.clone();
-            let stopped = stopped.clone();
             let commands = receivers.remove(0);
-            let thread = std::thread::Builder::new()
-                .name(format!("lane-{index}"))
-                .spawn(move || {
-                    let _watch = LaneWatch {
-                        shared: shared.clone(),
-                        index,
-                    };
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("a current-thread runtime builds");
-                    let local = tokio::task::LocalSet::new();
-                    if let Err(e) = local.block_on(
-                        &runtime,
-                        lane::run(index, listener, shared, stopped, commands),
-                    ) {
-                        tracing::error!("lane {index} failed: {e}");
-                    }
-                });
+            let thread = spawn_lane(index, listener, services.clone(), stopped.clone(), commands);
             match thread {
                 Ok(t) => lanes.push(t),
                 Err(e) => {
@@ -174,8 +149,19 @@ impl Server {
         }
         let admin = match admin_listener {
             Some(listener) => Some(
-                AdminServer::start(listener, shared.clone(), reloader.clone())
-                    .map_err(StartError::Thread)?,
+                AdminServer::start(
+                    listener,
+                    AdminContext {
+                        token: config.admin_token.clone(),
+                        handshake_timeout: config.limits.handshake_timeout(),
+                        registry,
+                        metrics,
+                        lanes: lane_table,
+                        health: health.clone(),
+                        reloader: reloader.clone(),
+                    },
+                )
+                .map_err(StartError::Thread)?,
             ),
             None => None,
         };
@@ -189,7 +175,7 @@ impl Server {
             watching,
             watcher,
             admin,
-            shared,
+            health,
             _ticker: ticker,
         })
     }
@@ -237,7 +223,7 @@ impl Server {
     /// and waits for the lanes (each bounded by the shutdown timeout).
     pub fn shutdown(self) {
         // Readiness turns false first, so load balancers stop sending while lanes save.
-        self.shared.stopping.store(true, Ordering::Relaxed);
+        self.health.begin_stopping();
         self.watching.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
         for lane in self.lanes {
@@ -257,26 +243,75 @@ impl Server {
     }
 }
 
+/// The engine and every plugin of the plugins directory, compiled (or loaded from the
+/// artifact cache under the data directory).
+fn load_plugins(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<(wasmtime::Engine, Arc<Registry>), StartError> {
+    let engine = engine::engine(config)?;
+    let linker = plugin::linker(&engine).map_err(|e| StartError::Link(format!("{e:#}")))?;
+    let cache = Some(config.data.join(".compiled"));
+    let registry = Registry::load_dir(
+        engine.clone(),
+        linker,
+        &config.plugins,
+        cache,
+        metrics.clone(),
+    )
+    .map_err(|source| StartError::Plugins {
+        path: config.plugins.clone(),
+        source,
+    })?;
+    Ok((engine, Arc::new(registry)))
+}
+
+/// Starts lane `index` on a thread of its own: a current-thread runtime serving
+/// `listener` until `stopped` turns true.
+fn spawn_lane(
+    index: usize,
+    listener: std::net::TcpListener,
+    services: Arc<Services>,
+    stopped: watch::Receiver<bool>,
+    commands: tokio::sync::mpsc::UnboundedReceiver<lane::LaneCommand>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("lane-{index}"))
+        .spawn(move || {
+            let _watch = LaneWatch {
+                health: services.health.clone(),
+                index,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime builds");
+            let local = tokio::task::LocalSet::new();
+            if let Err(e) = local.block_on(
+                &runtime,
+                lane::run(index, listener, services, stopped, commands),
+            ) {
+                tracing::error!("lane {index} failed: {e}");
+            }
+        })
+}
+
 /// Marks the process unready if a lane thread ends (an error or a panic) before shutdown.
 struct LaneWatch {
-    shared: Arc<Shared>,
+    health: Arc<Health>,
     index: usize,
 }
 
 impl Drop for LaneWatch {
     fn drop(&mut self) {
-        if !self.shared.stopping.load(Ordering::Relaxed) {
-            self.shared.lane_down.store(true, Ordering::Relaxed);
+        if !self.health.is_stopping() {
+            self.health.lane_failed();
             tracing::error!(
                 "lane {} stopped unexpectedly: its documents are unavailable; /readyz now fails",
                 self.index
             );
         }
     }
-}
-
-fn config_dir(shared: &Shared) -> String {
-    shared.registry.dir().display().to_string()
 }
 
 /// A listening socket with `SO_REUSEADDR` (restarts do not wait for TIME_WAIT) and a

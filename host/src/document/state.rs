@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Document, DocumentError, DocumentLimits, apply};
-use crate::instance::Instance;
-use crate::plugin::Plugin;
-use crate::storage::Snapshot;
+use crate::document::error::DocumentError;
+use crate::document::instance::{DocumentLimits, Instance};
+use crate::document::live::{Document, apply};
+use crate::guest::plugin::Plugin;
+use crate::store::Snapshot;
 
 fn unix_ms() -> u64 {
     SystemTime::now()

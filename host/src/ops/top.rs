@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::admin::LaneInfo as Lane;
 use crate::document::DocumentInfo as Document;
+use crate::lane::commands::LaneInfo as Lane;
 
 /// Why `top` stopped.
 #[derive(Debug, thiserror::Error)]

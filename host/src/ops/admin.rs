@@ -18,18 +18,39 @@
 //! [`Config::validate`]: crate::config::Config::validate
 
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
-use crate::document::DocumentInfo;
-use crate::http::{self, RequestHead};
-use crate::lane::{DocumentKey, Lane, LaneCommand, Shared};
+use crate::guest::registry::Registry;
+use crate::lane::commands::{AdminReply, AdminRequest, SHUTTING_DOWN};
+use crate::lane::{Health, LaneCommand, Lanes};
+use crate::metrics::Metrics;
+use crate::net::http::{self, RequestHead};
+use crate::net::route::{Route, route};
 use crate::reload::Reloader;
+
+/// What the admin API reads and acts on.
+#[derive(Debug, Clone)]
+pub struct AdminContext {
+    /// The bearer token every route but the health checks requires, if set.
+    pub token: Option<String>,
+    /// How long a client may take to send its request head.
+    pub handshake_timeout: Duration,
+    /// The plugins (`/plugins`, instance gauges).
+    pub registry: Arc<Registry>,
+    /// Every metric.
+    pub metrics: Arc<Metrics>,
+    /// The lanes, reached through their command channels.
+    pub lanes: Arc<Lanes>,
+    /// Readiness.
+    pub health: Arc<Health>,
+    /// `POST /admin/reload`.
+    pub reloader: Reloader,
+}
 
 /// The running admin API.
 #[derive(Debug)]
@@ -43,9 +64,9 @@ impl AdminServer {
     /// Serves the admin API on `listener` until [`AdminServer::stop`].
     pub fn start(
         listener: std::net::TcpListener,
-        shared: Arc<Shared>,
-        reloader: Reloader,
+        context: AdminContext,
     ) -> std::io::Result<AdminServer> {
+        let context = Arc::new(context);
         let addr = listener.local_addr()?;
         let (stop, mut stopped) = watch::channel(false);
         let thread = std::thread::Builder::new()
@@ -65,7 +86,7 @@ impl AdminServer {
                         tokio::select! {
                             accepted = listener.accept() => match accepted {
                                 Ok((stream, _)) => {
-                                    tokio::spawn(serve(stream, shared.clone(), reloader.clone()));
+                                    tokio::spawn(serve(stream, context.clone()));
                                 }
                                 Err(e) => {
                                     // Out of file descriptors and similar: back off.
@@ -121,8 +142,8 @@ fn authorized(head: &RequestHead, token: Option<&str>) -> bool {
             == 0
 }
 
-async fn serve(mut stream: TcpStream, shared: Arc<Shared>, reloader: Reloader) {
-    let timeout = shared.config.limits.handshake_timeout();
+async fn serve(mut stream: TcpStream, context: Arc<AdminContext>) {
+    let timeout = context.handshake_timeout;
     let Ok(head) = http::read_head(&mut stream, timeout).await else {
         let _ = http::write_text(&mut stream, 400, "malformed request").await;
         return;
@@ -141,7 +162,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, reloader: Reloader) {
             return;
         }
         ("GET", "/readyz") => {
-            let (status, text) = if shared.ready() {
+            let (status, text) = if context.health.ready() {
                 (200, "ready")
             } else {
                 (503, "not ready: shutting down or a lane is down")
@@ -151,7 +172,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, reloader: Reloader) {
         }
         _ => {}
     }
-    if !authorized(&head, shared.config.admin_token.as_deref()) {
+    if !authorized(&head, context.token.as_deref()) {
         let headers = [("www-authenticate".to_owned(), "Bearer".to_owned())];
         let _ =
             http::write_response(&mut stream, 401, &headers, b"a bearer token is required\n").await;
@@ -159,7 +180,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, reloader: Reloader) {
     }
     let (status, (headers, body)) = match (method, path) {
         ("GET", "/metrics") => {
-            let text = shared.metrics.render(&shared.registry);
+            let text = context.metrics.render(&context.registry.live_instances());
             let headers = vec![(
                 "content-type".to_owned(),
                 crate::metrics::CONTENT_TYPE.to_owned(),
@@ -168,7 +189,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, reloader: Reloader) {
         }
         ("GET", "/admin/documents") => {
             let replies = futures_util::future::join_all(
-                (0..shared.lanes.len()).map(|lane| ask(&shared, lane, AdminRequest::List)),
+                (0..context.lanes.len()).map(|lane| ask(&context.lanes, lane, AdminRequest::List)),
             )
             .await;
             let lanes: Vec<serde_json::Value> = replies
@@ -181,13 +202,14 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, reloader: Reloader) {
             (200, json(&serde_json::json!({ "lanes": lanes })))
         }
         ("POST", "/admin/reload") => {
+            let reloader = context.reloader.clone();
             let done = tokio::task::spawn_blocking(move || reloader.reload_all()).await;
             match done {
-                Ok(()) => (200, json(&shared.registry.describe())),
+                Ok(()) => (200, json(&context.registry.describe())),
                 Err(e) => (500, json(&serde_json::json!({ "error": e.to_string() }))),
             }
         }
-        ("POST", _) if path.starts_with("/admin/documents/") => act(&shared, path).await,
+        ("POST", _) if path.starts_with("/admin/documents/") => act(&context.lanes, path).await,
         (_, "/metrics" | "/admin/documents" | "/admin/reload") => (
             405,
             json(&serde_json::json!({ "error": "method not allowed" })),
@@ -198,7 +220,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, reloader: Reloader) {
 }
 
 /// `POST /admin/documents/{plugin}/{doc}/{snapshot|evict}`, sent to the owner lane.
-async fn act(shared: &Shared, path: &str) -> (u16, (Vec<(String, String)>, Vec<u8>)) {
+async fn act(lanes: &Lanes, path: &str) -> (u16, (Vec<(String, String)>, Vec<u8>)) {
     let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
     let reply =
         |status, v: serde_json::Value| (status, (headers.clone(), v.to_string().into_bytes()));
@@ -209,14 +231,13 @@ async fn act(shared: &Shared, path: &str) -> (u16, (Vec<(String, String)>, Vec<u
             serde_json::json!({ "error": "expected /admin/documents/{plugin}/{doc}/{snapshot|evict}" }),
         );
     };
-    let route = crate::route::route(&format!("/ws/{target}"));
-    let Ok(crate::route::Route::Socket { plugin, document }) = route else {
+    let Ok(Route::Socket { plugin, document }) = route(&format!("/ws/{target}")) else {
         return reply(
             400,
             serde_json::json!({ "error": "bad plugin or document id" }),
         );
     };
-    let owner = shared.lanes.owner(&plugin, &document);
+    let owner = lanes.owner(&plugin, &document);
     let key = (plugin, document);
     let request = match action {
         "snapshot" => AdminRequest::Snapshot(key),
@@ -228,7 +249,7 @@ async fn act(shared: &Shared, path: &str) -> (u16, (Vec<(String, String)>, Vec<u
             );
         }
     };
-    match ask(shared, owner, request).await {
+    match ask(lanes, owner, request).await {
         Some(AdminReply::Done(Ok(done))) => reply(200, serde_json::json!({ "ok": done })),
         Some(AdminReply::Done(Err(why))) if why.ends_with("is not live") => {
             reply(404, serde_json::json!({ "error": why }))
@@ -244,148 +265,15 @@ async fn act(shared: &Shared, path: &str) -> (u16, (Vec<(String, String)>, Vec<u
     }
 }
 
-/// What a lane answers an action with once shutdown has begun.
-pub const SHUTTING_DOWN: &str = "server shutting down";
-
 /// Sends `request` to lane `index` and waits for its answer (`None` if it is stopping).
-async fn ask(shared: &Shared, index: usize, request: AdminRequest) -> Option<AdminReply> {
+async fn ask(lanes: &Lanes, index: usize, request: AdminRequest) -> Option<AdminReply> {
     let (tx, rx) = oneshot::channel();
-    shared
-        .lanes
+    lanes
         .get(index)
         .commands
         .send(LaneCommand::Admin(request, tx))
         .ok()?;
     rx.await.ok()
-}
-
-// ---- The lane side: runs on the lane's thread, between two events.
-
-/// What the admin API asks a lane.
-#[derive(Debug)]
-pub enum AdminRequest {
-    /// The lane's figures and its live documents.
-    List,
-    /// Save the document now.
-    Snapshot(DocumentKey),
-    /// Close the document's connections (1001), save it and drop it from memory.
-    Evict(DocumentKey),
-}
-
-/// A lane's answer to the admin API.
-#[derive(Debug)]
-pub enum AdminReply {
-    /// For [`AdminRequest::List`].
-    Lane(LaneInfo),
-    /// For the actions: what happened, or why not.
-    Done(Result<String, String>),
-}
-
-/// A lane as the admin API shows it.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct LaneInfo {
-    /// The lane's index.
-    pub lane: usize,
-    /// Its port.
-    pub port: u16,
-    /// Open WebSockets.
-    pub websockets: i64,
-    /// Messages from clients, ever.
-    pub messages_in: u64,
-    /// Messages to clients, ever.
-    pub messages_out: u64,
-    /// Live documents.
-    pub documents: Vec<DocumentInfo>,
-}
-
-/// Runs on lane `lane`: lists at once, acts on a task of its own.
-pub fn answer(lane: &Rc<Lane>, request: AdminRequest, reply: oneshot::Sender<AdminReply>) {
-    match request {
-        AdminRequest::List => {
-            let m = &lane.metrics;
-            let info = LaneInfo {
-                lane: lane.index,
-                port: lane.shared.lanes.get(lane.index).addr.port(),
-                websockets: m.websockets.get(),
-                messages_in: m.messages_in.get(),
-                messages_out: m.messages_out.get(),
-                documents: lane
-                    .live_documents()
-                    .iter()
-                    .filter_map(|(_, d)| d.try_borrow().ok().map(|d| d.info()))
-                    .collect(),
-            };
-            let _ = reply.send(AdminReply::Lane(info));
-        }
-        AdminRequest::Snapshot(key) | AdminRequest::Evict(key) if lane.live(&key).is_none() => {
-            let _ = reply.send(AdminReply::Done(Err(format!(
-                "{}/{} is not live",
-                key.0, key.1
-            ))));
-        }
-        AdminRequest::Snapshot(key) => {
-            let lane = lane.clone();
-            tokio::task::spawn_local(async move {
-                let _ = reply.send(AdminReply::Done(save_now(&lane, &key).await));
-            });
-        }
-        AdminRequest::Evict(key) => {
-            let lane = lane.clone();
-            tokio::task::spawn_local(async move {
-                let _ = reply.send(AdminReply::Done(evict(&lane, &key).await));
-            });
-        }
-    }
-}
-
-async fn save_now(lane: &Lane, key: &DocumentKey) -> Result<String, String> {
-    let Some(doc) = lane.live(key) else {
-        return Err(format!("{}/{} is not live", key.0, key.1));
-    };
-    // A checkpoint in flight: let it land, then save what changed since.
-    while doc.borrow().persistence.saving {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    match crate::housekeeping::save(lane, key, &doc).await {
-        crate::housekeeping::Saved::Clean => Ok(format!("{}/{} saved", key.0, key.1)),
-        crate::housekeeping::Saved::Failed(e) => Err(format!("save failed: {e}")),
-        crate::housekeeping::Saved::Skipped => Err("the document crashed".to_owned()),
-    }
-}
-
-/// Closes the document's connections, saves it and drops it. A document that cannot be
-/// saved stays (dropping it would lose its state).
-async fn evict(lane: &Lane, key: &DocumentKey) -> Result<String, String> {
-    let Some(doc) = lane.live(key) else {
-        return Err(format!("{}/{} is not live", key.0, key.1));
-    };
-    doc.borrow_mut().close_all(1001, "document evicted");
-    // The clients answer the close (or their writers give up after the close timeout);
-    // their `on-disconnect` then runs before the save.
-    let deadline = Instant::now() + crate::outbox::CLOSE_TIMEOUT + Duration::from_secs(1);
-    while doc.borrow().connection_count() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    // A change may land while a write is in flight (a timer, a `/docs` request, a late
-    // `on-disconnect`): save until the saved state is the last one.
-    let mut saved = save_now(lane, key).await?;
-    for _ in 0..3 {
-        if !doc.borrow().is_dirty() {
-            break;
-        }
-        saved = save_now(lane, key).await?;
-    }
-    if doc.borrow().connection_count() > 0 {
-        return Err(format!(
-            "{saved}, but it has connections again; not evicted"
-        ));
-    }
-    if doc.borrow().is_dirty() {
-        return Err(format!("{saved}, but it keeps changing; not evicted"));
-    }
-    lane.forget(key, &doc);
-    tracing::info!(lane = lane.index, plugin = %key.0, doc = %key.1, "evicted by the admin API");
-    Ok(format!("{}/{} saved and evicted", key.0, key.1))
 }
 
 #[cfg(test)]

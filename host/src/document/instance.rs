@@ -7,10 +7,23 @@ use std::time::Instant;
 
 use wasmtime::Store;
 
-use crate::document::{DocumentError, DocumentLimits};
+use crate::document::error::DocumentError;
+use crate::guest::plugin::Plugin;
 use crate::guest::{GuestState, Room};
 use crate::metrics::PluginMetrics;
-use crate::plugin::Plugin;
+
+/// Limits a document applies to its instance.
+#[derive(Debug, Clone, Copy)]
+pub struct DocumentLimits {
+    /// Linear memory cap.
+    pub max_memory_bytes: usize,
+    /// Largest message the guest may send.
+    pub max_message_bytes: usize,
+    /// Pending timers cap.
+    pub max_timers: u32,
+    /// Guest call deadline, in epoch ticks.
+    pub deadline_ticks: u64,
+}
 
 /// The instance of a live document.
 pub struct Instance {

@@ -9,13 +9,12 @@ use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use crate::document::{Document, DocumentCell};
-use crate::lane::{DocumentKey, Lane};
-use sha2::{Digest, Sha256};
-
-use crate::storage::{Snapshot, StorageError};
+use crate::document::{Document, DocumentCell, DocumentKey};
+use crate::lane::Lane;
+use crate::store::{Snapshot, StorageError};
 
 /// The longest wait between two attempts to save a document whose saves fail.
 const MAX_RETRY: Duration = Duration::from_secs(30);
@@ -48,7 +47,7 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
         let hash = content_hash(&snapshot);
         if doc.persistence.saved_hash == Some(hash) {
             doc.mark_saved(generation);
-            doc.persistence.next_save = Instant::now() + lane.shared.config.checkpoint_interval();
+            doc.persistence.next_save = Instant::now() + lane.services.config.checkpoint_interval();
             return Saved::Clean;
         }
         doc.persistence.saving = true;
@@ -56,7 +55,7 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
         (snapshot, generation, hash)
     };
     let timers = snapshot.timers.len();
-    let storage = lane.shared.storage.clone();
+    let storage = lane.services.storage.clone();
     let (plugin, document) = key.clone();
     let started = Instant::now();
     let written = tokio::task::spawn_blocking(move || storage.save(&plugin, &document, &snapshot))
@@ -70,7 +69,7 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
     let mut doc = cell.borrow_mut();
     doc.persistence.saving = false;
     doc.metrics().saved(written.is_ok(), started.elapsed());
-    let checkpoint = lane.shared.config.checkpoint_interval();
+    let checkpoint = lane.services.config.checkpoint_interval();
     match written {
         Ok(()) => {
             doc.mark_saved(generation);
@@ -116,7 +115,7 @@ pub async fn drive(
     doc: Weak<RefCell<Document>>,
     wake: Rc<Notify>,
 ) {
-    let grace = lane.shared.config.idle_grace();
+    let grace = lane.services.config.idle_grace();
     loop {
         let next = {
             let Some(cell) = doc.upgrade() else { return };

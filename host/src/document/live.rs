@@ -19,74 +19,45 @@ use std::time::Instant;
 use tokio::sync::Notify;
 use wasmtime::Store;
 
+use crate::document::error::DocumentError;
+use crate::document::instance::{DocumentLimits, Instance};
+use crate::document::outbox::Outbox;
+use crate::guest::plugin::Plugin;
 use crate::guest::{
     ConnectInfo, Decision, Effect, GuestState, HttpRequest, HttpResponse, Message, Room,
 };
-use crate::instance::Instance;
 use crate::metrics::PluginMetrics;
-use crate::outbox::Outbox;
-use crate::plugin::Plugin;
 
-mod state;
+/// A document's key: (plugin, document id).
+pub type DocumentKey = (String, String);
 
 /// A document shared between the tasks of its lane.
 pub type DocumentCell = Rc<RefCell<Document>>;
 
-/// Why a document could not be opened or served.
-#[derive(Debug, thiserror::Error)]
-pub enum DocumentError {
-    /// Every slot of the instance pool is in use: raise `limits.max_documents` or add
-    /// lanes/machines. Clients get 503.
-    #[error("server at capacity: {0}")]
-    PoolExhausted(String),
-    /// The instance could not be created (other than pool exhaustion). Clients get 500.
-    #[error("cannot instantiate the consumer: {0}")]
-    Instantiate(String),
-    /// The consumer's `open` or `restore` refused the document. Clients get 500.
-    #[error("the consumer refused to open the document: {0}")]
-    Refused(String),
-    /// The consumer trapped; the document is gone. Clients get 500 (HTTP) or 1011.
-    #[error("the consumer crashed: {0}")]
-    Crashed(String),
-    /// The document's saved state cannot be read (corrupt file, incompatible format, I/O
-    /// error). It refuses to open rather than start empty over the old data; the message
-    /// names the file. WebSocket clients get close 1011, HTTP clients 500.
-    #[error("the saved state of this document cannot be read: {0}")]
-    Storage(String),
-    /// The document trapped repeatedly and refuses connections for a while. WebSocket
-    /// clients get close 1013, HTTP clients 503; retry after the given time.
-    #[error("document is crash-looping; retry in {}s", .0.as_secs().max(1))]
-    CrashLoop(std::time::Duration),
-    /// The document crashed and its last save is still being written; it reopens once
-    /// the write lands ([`crate::lane::Lane::document_when_settled`] waits for that).
-    #[error("the document is being saved after a crash; retry")]
-    Settling,
-}
-
 /// A live document.
 pub struct Document {
-    plugin: Arc<Plugin>,
-    id: String,
-    instance: Option<Instance>,
-    outboxes: HashMap<u64, Rc<Outbox>>,
-    deadline_ticks: u64,
+    pub(super) plugin: Arc<Plugin>,
+    pub(super) id: String,
+    pub(super) instance: Option<Instance>,
+    pub(super) outboxes: HashMap<u64, Rc<Outbox>>,
+    pub(super) deadline_ticks: u64,
     /// When the last connection left (or the document opened without one).
-    idle_since: Option<Instant>,
+    pub(super) idle_since: Option<Instant>,
     /// Wakes the document's driver task: timers changed, it went idle, or it crashed.
     pub wake: Rc<Notify>,
     /// Guest calls that may have changed the state, ever.
-    changes: u64,
+    pub(super) changes: u64,
     /// `changes` as of the last successful save.
-    saved: u64,
+    pub(super) saved: u64,
     /// Save bookkeeping, kept by the lane.
     pub persistence: Persistence,
-    metrics: PluginMetrics,
+    pub(super) metrics: PluginMetrics,
     /// Linear memory as last reported to the metrics.
-    memory_bytes: u64,
+    pub(super) memory_bytes: u64,
     /// Messages from clients, ever.
-    messages: u64,
+    pub(super) messages: u64,
     /// When a guest call last ran.
-    last_activity: Instant,
+    pub(super) last_activity: Instant,
 }
 
 /// What the admin API shows of a live document.
@@ -133,19 +104,6 @@ impl std::fmt::Debug for Document {
             .field("crashed", &self.instance.is_none())
             .finish_non_exhaustive()
     }
-}
-
-/// Limits a document applies to its instance.
-#[derive(Debug, Clone, Copy)]
-pub struct DocumentLimits {
-    /// Linear memory cap.
-    pub max_memory_bytes: usize,
-    /// Largest message the guest may send.
-    pub max_message_bytes: usize,
-    /// Pending timers cap.
-    pub max_timers: u32,
-    /// Guest call deadline, in epoch ticks.
-    pub deadline_ticks: u64,
 }
 
 impl Document {
@@ -203,7 +161,7 @@ impl Document {
     }
 
     /// Reports the instance's linear memory to the metrics if it changed.
-    fn sync_memory(&mut self) {
+    pub(super) fn sync_memory(&mut self) {
         let now = self
             .instance
             .as_ref()
@@ -241,7 +199,7 @@ impl Document {
 
     /// Runs one guest call with the deadline armed, then applies its effects. A trap
     /// crashes the document.
-    fn call<R>(
+    pub(super) fn call<R>(
         &mut self,
         what: &'static str,
         f: impl FnOnce(&Room, &mut Store<GuestState>) -> wasmtime::Result<R>,
@@ -419,7 +377,7 @@ impl Drop for Document {
     }
 }
 
-fn apply(outboxes: &HashMap<u64, Rc<Outbox>>, effect: Effect) {
+pub(crate) fn apply(outboxes: &HashMap<u64, Rc<Outbox>>, effect: Effect) {
     match effect {
         Effect::Send(id, frame) => {
             if let Some(outbox) = outboxes.get(&id) {

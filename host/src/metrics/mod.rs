@@ -272,15 +272,19 @@ impl Metrics {
         }
     }
 
-    /// The exposition text. Live instances per version are read from `plugins` now.
-    pub fn render(&self, plugins: &crate::registry::Registry) -> String {
+    /// The exposition text, with `instances` as the live instances per plugin version
+    /// (plugin, version, live documents), as the plugin registry counts them now.
+    pub fn render(&self, instances: &[(String, String, usize)]) -> String {
         let _one_at_a_time = self.rendering.lock().unwrap_or_else(|e| e.into_inner());
         // Versions come and go: rebuild the gauge so gone versions disappear.
         self.instances.clear();
-        for (plugin, version, live) in plugins.live_instances() {
+        for (plugin, version, live) in instances {
             self.instances
-                .get_or_create(&VersionLabels { plugin, version })
-                .set(live as i64);
+                .get_or_create(&VersionLabels {
+                    plugin: plugin.clone(),
+                    version: version.clone(),
+                })
+                .set(*live as i64);
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)

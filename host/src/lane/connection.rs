@@ -1,20 +1,16 @@
 //! One accepted TCP connection: its request head, routing (and hand-over to the owner
-//! lane), then a plain HTTP answer or a WebSocket ([`crate::websocket`]).
+//! lane), then a plain HTTP answer, a request to a document ([`crate::lane::requests`]) or
+//! a WebSocket ([`crate::lane::upgrade`]).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 
 use tokio::net::TcpStream;
 
-use crate::document::{DocumentCell, DocumentError};
-use crate::guest::HttpRequest;
-use crate::http::{self, HeadError, RequestHead};
 use crate::lane::{ConnectionGuard, Handover, Lane};
 use crate::metrics::Rejection;
-use crate::outbox::CLOSE_TIMEOUT;
-use crate::plugin::Plugin;
-use crate::registry::Lookup;
-use crate::route::{self, Route, RouteError};
+use crate::net::http::{self, HeadError, RequestHead};
+use crate::net::route::{self, Route, RouteError};
 use crate::routing::Misrouted;
 
 /// Answers a connection with an HTTP error without reading its request (used when the
@@ -30,7 +26,7 @@ pub async fn serve(
     peer: SocketAddr,
     _guard: ConnectionGuard,
 ) {
-    let limits = &lane.shared.config.limits;
+    let limits = &lane.services.config.limits;
     let head = match http::read_head(&mut stream, limits.handshake_timeout()).await {
         Ok(head) => head,
         Err(HeadError::TooLarge) => {
@@ -78,9 +74,9 @@ async fn dispatch(
             let _ = http::write_text(&mut stream, 400, &e.to_string()).await;
             return;
         }
-        Err(RouteError::NotFound) if lane.shared.config.static_dir.is_some() => {
-            let root = lane.shared.config.static_dir.as_deref().expect("checked");
-            crate::static_files::serve(&mut stream, root, &head).await;
+        Err(RouteError::NotFound) if lane.services.config.static_dir.is_some() => {
+            let root = lane.services.config.static_dir.as_deref().expect("checked");
+            crate::net::static_files::serve(&mut stream, root, &head).await;
             return;
         }
         Err(e) => {
@@ -90,7 +86,7 @@ async fn dispatch(
         }
     };
     if let Route::Socket { plugin, document } | Route::Document { plugin, document } = &route {
-        let owner = lane.shared.lanes.owner(plugin, document);
+        let owner = lane.services.lanes.owner(plugin, document);
         // An adopted connection was sent by the owner rule itself: never send it on.
         if owner != lane.index && !adopted {
             misrouted(&lane, stream, peer, head, owner, plugin, document).await;
@@ -101,14 +97,17 @@ async fn dispatch(
         Route::Health => {
             let _ = http::write_text(&mut stream, 200, "ok").await;
         }
-        Route::Metrics if lane.shared.config.admin_port.is_some() => {
+        Route::Metrics if lane.services.config.admin_port.is_some() => {
             // The admin port has them, behind its token when one is set.
             lane.metrics.rejected(Rejection::NotFound);
             let _ =
                 http::write_text(&mut stream, 404, "metrics are served on the admin port").await;
         }
         Route::Metrics => {
-            let body = lane.shared.metrics.render(&lane.shared.registry);
+            let body = lane
+                .services
+                .metrics
+                .render(&lane.services.registry.live_instances());
             let headers = [(
                 "content-type".to_owned(),
                 crate::metrics::CONTENT_TYPE.to_owned(),
@@ -116,14 +115,14 @@ async fn dispatch(
             let _ = http::write_response(&mut stream, 200, &headers, body.as_bytes()).await;
         }
         Route::Plugins => {
-            let body = lane.shared.registry.describe().to_string();
+            let body = lane.services.registry.describe().to_string();
             let headers = [("content-type".to_owned(), "application/json".to_owned())];
             let _ = http::write_response(&mut stream, 200, &headers, body.as_bytes()).await;
         }
         Route::Ready => {
             // A lane answers only once the plugins are compiled and it listens; it stops
             // being ready as soon as shutdown begins.
-            let (status, text) = if lane.is_shutting_down() || !lane.shared.ready() {
+            let (status, text) = if lane.is_shutting_down() || !lane.services.health.ready() {
                 (503, "not ready: shutting down or a lane is down")
             } else {
                 (200, "ready")
@@ -134,7 +133,7 @@ async fn dispatch(
             let body = format!(
                 "{{\"lane\":{},\"port\":{},\"documents\":{},\"unsaved\":{},\"connections\":{},\"failed_saves\":{},\"failed_migrations\":{},\"handed_over\":{},\"adopted\":{}}}",
                 lane.index,
-                lane.shared.lanes.get(lane.index).addr.port(),
+                lane.services.lanes.get(lane.index).addr.port(),
                 lane.document_count(),
                 lane.unsaved_count(),
                 lane.connection_count().saturating_sub(1),
@@ -147,10 +146,10 @@ async fn dispatch(
             let _ = http::write_response(&mut stream, 200, &headers, body.as_bytes()).await;
         }
         Route::Socket { plugin, document } => {
-            crate::websocket::serve(lane, stream, peer, head, &plugin, &document).await;
+            crate::lane::upgrade::serve(lane, stream, peer, head, &plugin, &document).await;
         }
         Route::Document { plugin, document } => {
-            serve_request(lane, stream, head, &plugin, &document).await;
+            crate::lane::requests::serve(lane, stream, head, &plugin, &document).await;
         }
     }
 }
@@ -165,8 +164,8 @@ async fn misrouted(
     plugin: &str,
     document: &str,
 ) {
-    let to = lane.shared.lanes.get(owner);
-    if lane.shared.config.misrouted == Misrouted::Reject {
+    let to = lane.services.lanes.get(owner);
+    if lane.services.config.misrouted == Misrouted::Reject {
         let headers = [
             (
                 "x-wasmroom-owner-port".to_owned(),
@@ -202,131 +201,4 @@ async fn misrouted(
             let _ = http::write_text(&mut stream, 503, "server shutting down").await;
         }
     }
-}
-
-/// Finds the plugin, answering 404/503 itself when there is none to serve.
-pub(crate) async fn find_plugin(
-    lane: &Lane,
-    stream: &mut TcpStream,
-    name: &str,
-) -> Option<std::sync::Arc<Plugin>> {
-    if lane.is_shutting_down() {
-        lane.metrics.rejected(Rejection::ShuttingDown);
-        let _ = http::write_text(stream, 503, "server shutting down").await;
-        return None;
-    }
-    match lane.shared.registry.get(name) {
-        Lookup::Ready(plugin) => Some(plugin),
-        Lookup::Failed(why) => {
-            lane.metrics.rejected(Rejection::PluginFailed);
-            let _ = http::write_text(
-                stream,
-                503,
-                &format!("plugin '{name}' failed to load: {why}"),
-            )
-            .await;
-            None
-        }
-        Lookup::Missing => {
-            lane.metrics.rejected(Rejection::UnknownPlugin);
-            let _ = http::write_text(stream, 404, &format!("no plugin named '{name}'")).await;
-            None
-        }
-    }
-}
-
-/// Opens the document, answering 503/500 itself when it cannot.
-async fn open_document(
-    lane: &Rc<Lane>,
-    stream: &mut TcpStream,
-    plugin: &std::sync::Arc<Plugin>,
-    document: &str,
-) -> Option<DocumentCell> {
-    match lane.document_when_settled(plugin, document).await {
-        Ok(doc) => Some(doc),
-        Err(e) => {
-            refuse_document(lane, stream, plugin, document, e).await;
-            None
-        }
-    }
-}
-
-/// Answers a document that cannot be opened with 503 (try later) or 500.
-pub(crate) async fn refuse_document(
-    lane: &Lane,
-    stream: &mut TcpStream,
-    plugin: &Plugin,
-    document: &str,
-    e: DocumentError,
-) {
-    lane.metrics.rejected(match e {
-        DocumentError::PoolExhausted(_) => Rejection::PoolExhausted,
-        DocumentError::CrashLoop(_) | DocumentError::Settling => Rejection::CrashLoop,
-        DocumentError::Storage(_) => Rejection::Storage,
-        _ => Rejection::Error,
-    });
-    let status = match e {
-        DocumentError::PoolExhausted(_) | DocumentError::CrashLoop(_) | DocumentError::Settling => {
-            503
-        }
-        _ => {
-            tracing::error!(lane = lane.index, plugin = %plugin.name, doc = %document, "{e}");
-            500
-        }
-    };
-    let _ = http::write_text(stream, status, &e.to_string()).await;
-}
-
-async fn serve_request(
-    lane: Rc<Lane>,
-    mut stream: TcpStream,
-    head: RequestHead,
-    plugin: &str,
-    document: &str,
-) {
-    let limits = &lane.shared.config.limits;
-    let body = match http::read_body(
-        &mut stream,
-        &head,
-        limits.max_message_bytes,
-        limits.handshake_timeout(),
-    )
-    .await
-    {
-        Ok(body) => body,
-        Err(e) => {
-            let status = match e {
-                http::BodyError::LengthRequired => 411,
-                http::BodyError::BadLength => 400,
-                http::BodyError::TooLarge(_) => 413,
-                http::BodyError::Timeout | http::BodyError::Io(_) => return,
-            };
-            lane.metrics.rejected(Rejection::BadRequest);
-            let _ = http::write_text(&mut stream, status, &e.to_string()).await;
-            return;
-        }
-    };
-    let Some(plugin) = find_plugin(&lane, &mut stream, plugin).await else {
-        return;
-    };
-    let Some(doc) = open_document(&lane, &mut stream, &plugin, document).await else {
-        return;
-    };
-    let request = HttpRequest {
-        method: head.method,
-        path: head.path,
-        query: head.query,
-        headers: head.headers,
-        body,
-    };
-    let response = doc.borrow_mut().request(&request);
-    drop(doc);
-    // A client that does not read its response must not hold the connection forever.
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        match response {
-            Ok(r) => http::write_response(&mut stream, r.status, &r.headers, &r.body).await,
-            Err(e) => http::write_text(&mut stream, 500, &e.to_string()).await,
-        }
-    })
-    .await;
 }

@@ -22,14 +22,12 @@ use wasmtime_wasi::{WasiCtx, WasiView};
 use wasmtime_wasi_io::bindings::wasi::io::poll as async_poll;
 use wasmtime_wasi_io::bindings::wasi::io::streams as async_streams;
 
-use crate::guest::GuestState;
-
 /// Links WASI into `linker` with non-blocking streams and poll.
-pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+pub fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
     linker.allow_shadowing(true);
-    poll::add_to_linker::<GuestState, NonBlocking>(linker, |s| NonBlockingIo(s.ctx().table))?;
-    streams::add_to_linker::<GuestState, NonBlocking>(linker, |s| NonBlockingIo(s.ctx().table))?;
+    poll::add_to_linker::<T, NonBlocking>(linker, |s| NonBlockingIo(s.ctx().table))?;
+    streams::add_to_linker::<T, NonBlocking>(linker, |s| NonBlockingIo(s.ctx().table))?;
     linker.allow_shadowing(false);
     Ok(())
 }

@@ -435,7 +435,7 @@ mod tests {
 
     mod properties {
         use super::*;
-        use crate::route::{Route, route};
+        use crate::net::route::{Route, route};
         use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
         use proptest::prelude::*;
 

@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::config::Limits;
-use crate::lane::DocumentKey;
+use crate::document::DocumentKey;
 
 /// Recent traps of the documents of one lane.
 #[derive(Debug)]

@@ -16,7 +16,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
 use crate::guest::{GuestState, Room, RoomPre};
-use crate::route::valid_plugin_name;
+use crate::net::route::valid_plugin_name;
 
 /// Why a plugin could not be loaded. The old version (if any) keeps serving.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +80,7 @@ impl std::fmt::Debug for Plugin {
 /// `wasmroom:consumer/host` interface.
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
     let mut linker = Linker::new(engine);
-    crate::wasi::add_to_linker(&mut linker)?;
+    crate::guest::wasi::add_to_linker(&mut linker)?;
     Room::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |state| state)?;
     Ok(linker)
 }
@@ -181,7 +181,7 @@ fn compile_cached(
 pub fn check(path: &Path) -> Result<Plugin, PluginError> {
     let mut config = crate::config::Config::default();
     config.limits.max_documents = 1;
-    let engine = crate::runtime::engine(&config).map_err(|e| PluginError::Invalid {
+    let engine = crate::guest::engine::engine(&config).map_err(|e| PluginError::Invalid {
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
@@ -219,7 +219,7 @@ mod tests {
     fn garbage_is_refused_with_a_reason() {
         let mut config = crate::config::Config::default();
         config.limits.max_documents = 4;
-        let engine = crate::runtime::engine(&config).unwrap();
+        let engine = crate::guest::engine::engine(&config).unwrap();
         let linker = linker(&engine).unwrap();
         let dir = std::env::temp_dir().join(format!("wasmroom-plugin-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use percent_encoding::percent_decode_str;
 use tokio::net::TcpStream;
 
-use crate::http::{self, RequestHead};
+use crate::net::http::{self, RequestHead};
 
 /// Largest file served (a bundled app is far smaller; this bounds memory per request).
 const MAX_FILE_BYTES: u64 = 16 << 20;

@@ -3,13 +3,12 @@
 //! to acknowledge, save again (the closes ran `on-disconnect`), all bounded by the
 //! shutdown timeout.
 
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use std::rc::Rc;
-
-use crate::admin::{AdminReply, SHUTTING_DOWN};
+use crate::lane::commands::{AdminReply, SHUTTING_DOWN};
 use crate::lane::{Lane, LaneCommand};
 use crate::metrics::Rejection;
 
@@ -29,7 +28,7 @@ pub async fn stop(lane: &Rc<Lane>, mut commands: mpsc::UnboundedReceiver<LaneCom
                     // Counted as a connection, so the drain below waits for the answer.
                     let guard = lane.track_connection();
                     tokio::task::spawn_local(async move {
-                        crate::connection::refuse(stream, 503, SHUTTING_DOWN).await;
+                        crate::lane::connection::refuse(stream, 503, SHUTTING_DOWN).await;
                         drop(guard);
                     });
                 }
@@ -41,14 +40,14 @@ pub async fn stop(lane: &Rc<Lane>, mut commands: mpsc::UnboundedReceiver<LaneCom
     // the last state.
     lane.begin_shutdown();
     let docs = lane.live_documents();
-    let timeout = lane.shared.config.shutdown_timeout();
+    let timeout = lane.services.config.shutdown_timeout();
     let started = Instant::now();
     let saves = futures_util::future::join_all(docs.iter().map(|(key, doc)| async {
         // A checkpoint may be in flight: let it finish, then save what changed since.
         while doc.borrow().persistence.saving {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        crate::housekeeping::save(lane, key, doc).await
+        crate::lane::housekeeping::save(lane, key, doc).await
     }));
     if tokio::time::timeout(timeout, saves).await.is_err() {
         tracing::error!(lane = lane.index, "saving took longer than {timeout:?}");
@@ -90,14 +89,14 @@ pub async fn stop(lane: &Rc<Lane>, mut commands: mpsc::UnboundedReceiver<LaneCom
     }
     // The closes ran the consumers' `on-disconnect` (presence, say): save that too.
     let left = lane
-        .shared
+        .services
         .config
         .shutdown_timeout()
         .saturating_sub(started.elapsed())
         .max(Duration::from_secs(1));
     let again = futures_util::future::join_all(
         docs.iter()
-            .map(|(key, doc)| crate::housekeeping::save(lane, key, doc)),
+            .map(|(key, doc)| crate::lane::housekeeping::save(lane, key, doc)),
     );
     let _ = tokio::time::timeout(left, again).await;
 }

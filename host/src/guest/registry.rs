@@ -16,8 +16,8 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 use crate::guest::GuestState;
+use crate::guest::plugin::{Plugin, load, plugin_name};
 use crate::metrics::Metrics;
-use crate::plugin::{Plugin, load, plugin_name};
 
 /// What a lane finds when it looks up a plugin.
 #[derive(Debug, Clone)]
@@ -246,8 +246,8 @@ mod tests {
     fn failed_and_removed_plugins() {
         let mut config = crate::config::Config::default();
         config.limits.max_documents = 4;
-        let engine = crate::runtime::engine(&config).unwrap();
-        let linker = crate::plugin::linker(&engine).unwrap();
+        let engine = crate::guest::engine::engine(&config).unwrap();
+        let linker = crate::guest::plugin::linker(&engine).unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("junk.wasm"), b"not wasm").unwrap();
         // An empty component: valid, but it exports nothing.

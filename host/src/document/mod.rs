@@ -1,0 +1,14 @@
+//! One live document, knowing nothing of lanes or sockets: [`live`] (the document, its
+//! guest calls and their effects, traps), [`instance`] (its consumer instance and the
+//! deadline), [`outbox`] (a connection's bounded queue of frames), [`state`] (snapshot,
+//! restore, migration to a new plugin version) and [`error`].
+
+pub mod error;
+pub mod instance;
+pub mod live;
+pub mod outbox;
+pub mod state;
+
+pub use error::DocumentError;
+pub use instance::DocumentLimits;
+pub use live::{Document, DocumentCell, DocumentInfo, DocumentKey, Persistence};

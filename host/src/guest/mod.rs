@@ -1,0 +1,26 @@
+//! The Wasm side of a document: the shared engine ([`engine`]), plugins compiled and
+//! checked ([`plugin`]) and their current versions ([`registry`]), the bindings generated
+//! from `wit/` ([`bindings`]), the state each document's store carries ([`state`]), the
+//! host functions a consumer calls ([`host`]), pending timers ([`timers`]) and WASI
+//! ([`wasi`]).
+//!
+//! Host functions never touch sockets. They check their arguments against the document's
+//! state, then record an [`Effect`]; the document applies the effects in order once the
+//! guest call has returned. That keeps a guest call free of I/O and keeps the store data
+//! `Send`, as wasmtime requires, while the lane's own state stays `!Send`.
+
+pub mod bindings;
+pub mod engine;
+pub mod host;
+pub mod plugin;
+pub mod registry;
+pub mod state;
+pub mod timers;
+pub mod wasi;
+
+pub use bindings::{
+    ConnectInfo, Decision, HostError, HttpRequest, HttpResponse, LogLevel, Message, Rejection,
+    Room, RoomPre,
+};
+pub use host::{frame, truncate_reason, valid_close_code};
+pub use state::{Effect, GuestState, MeteredLimits};

@@ -1,0 +1,166 @@
+//! The data of one document's store: WASI's context, the memory caps (metered for the
+//! metrics), the effects of the current call, the connections the guest may address and
+//! its pending timers.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tokio_tungstenite::tungstenite::Message as Frame;
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::WasiCtx;
+
+use crate::guest::bindings::{HostError, Message};
+use crate::guest::timers::TimerTable;
+
+/// Something a guest asked for during a call, applied by the document afterwards.
+#[derive(Debug)]
+pub enum Effect {
+    /// Queue a frame for one connection.
+    Send(u64, Frame),
+    /// Queue one shared frame for every connection except some.
+    Broadcast(Frame, Vec<u64>),
+    /// Close a connection.
+    Close(u64, u16, String),
+}
+
+/// The data of one document's store.
+pub struct GuestState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    /// Memory and instance caps, checked by wasmtime.
+    pub limits: MeteredLimits,
+    /// Effects of the current call, in call order.
+    pub effects: Vec<Effect>,
+    /// Open connections, oldest first (ids only grow).
+    pub connections: BTreeSet<u64>,
+    /// Connections the guest (or the host) has started to close.
+    pub closing: BTreeSet<u64>,
+    /// Pending timers.
+    pub timers: TimerTable,
+    /// Whether the current call set or cancelled a timer.
+    pub timers_changed: bool,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) max_timers: u32,
+    /// `plugin/document`, for log lines.
+    pub(crate) tag: Arc<str>,
+}
+
+/// The store's limits, also counting the linear memory the instance holds (for the
+/// metrics and the admin API; wasmtime asks the limiter before every memory grows).
+#[derive(Debug)]
+pub struct MeteredLimits {
+    limits: StoreLimits,
+    /// Linear memory of all the instance's memories, in bytes.
+    pub memory_bytes: u64,
+}
+
+impl wasmtime::ResourceLimiter for MeteredLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_bytes += desired.saturating_sub(current) as u64;
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+impl std::fmt::Debug for GuestState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestState")
+            .field("tag", &self.tag)
+            .field("connections", &self.connections.len())
+            .field("timers", &self.timers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GuestState {
+    /// State for a new document. WASI is linked but grants nothing: no files, network,
+    /// environment or arguments; stdout and stderr are discarded.
+    pub fn new(
+        tag: Arc<str>,
+        max_memory_bytes: usize,
+        max_message_bytes: usize,
+        max_timers: u32,
+    ) -> GuestState {
+        GuestState {
+            wasi: crate::guest::wasi::context(&tag),
+            table: ResourceTable::new(),
+            limits: MeteredLimits {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(max_memory_bytes)
+                    .instances(CORE_INSTANCE_LIMIT)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                memory_bytes: 0,
+            },
+            effects: Vec::new(),
+            connections: BTreeSet::new(),
+            closing: BTreeSet::new(),
+            timers: TimerTable::default(),
+            timers_changed: false,
+            max_message_bytes,
+            max_timers,
+            tag,
+        }
+    }
+
+    pub(crate) fn check_size(&self, msg: &Message) -> Result<(), HostError> {
+        let len = match msg {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+        };
+        if len > self.max_message_bytes {
+            return Err(HostError::TooLarge(self.max_message_bytes as u64));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_open(&self, connection: u64) -> Result<(), HostError> {
+        if !self.connections.contains(&connection) {
+            return Err(HostError::UnknownConnection);
+        }
+        if self.closing.contains(&connection) {
+            return Err(HostError::Closing);
+        }
+        Ok(())
+    }
+}
+
+/// Core instances one component may create; generous for Rust, C, JS and Python guests.
+const CORE_INSTANCE_LIMIT: usize = 64;

@@ -1,0 +1,41 @@
+//! A lane: one port, one OS thread, one single-threaded tokio runtime.
+//!
+//! The lane owns its listener, its documents and their connections. Nothing on the
+//! message path takes a lock or hops to another thread: a connection task calls its
+//! document directly, and the document queues frames to the other connections' writers,
+//! all on this thread. What the lanes share is read-only or atomic ([`Services`]).
+//!
+//! A connection for a document another lane owns is handed over before its upgrade: the
+//! socket itself moves to the owner lane's thread ([`LaneCommand::Adopt`]), so every socket
+//! of a document is served where the document lives (see [`crate::routing`]).
+//!
+//! The files, in the order a connection meets them: [`run`] (accept loop, commands),
+//! [`connection`] (request head, routing, hand-over, plain HTTP answers), [`requests`]
+//! (`/docs/...` to a document), [`lookup`] (plugin and document for a request), [`upgrade`] (the WebSocket handshake and the consumer's
+//! decision), [`reader`] and [`writer`] (a WebSocket's two halves); [`open`] (the document
+//! table), [`housekeeping`] (timers, checkpoints, idle documents), [`crash_loop`],
+//! [`migrate`] (hot reload), [`admin`] (the admin API's requests), [`shutdown`].
+
+pub mod admin;
+pub mod commands;
+pub mod connection;
+pub mod crash_loop;
+pub mod housekeeping;
+pub mod lookup;
+pub mod migrate;
+pub mod open;
+pub mod reader;
+pub mod requests;
+pub mod run;
+pub mod services;
+pub mod shutdown;
+pub mod state;
+pub mod table;
+pub mod upgrade;
+pub mod writer;
+
+pub use commands::{Handover, LaneCommand};
+pub use run::run;
+pub use services::Services;
+pub use state::{ConnectionGuard, Lane};
+pub use table::{Health, LaneAddress, Lanes};

@@ -1,0 +1,231 @@
+//! A `/ws/{plugin}/{document}` request on the document's owner lane: check the upgrade,
+//! find the plugin, open the document, let the consumer decide, answer `101`, then serve
+//! the socket ([`crate::lane::reader`] on this task, [`crate::lane::writer`] on its own).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::Error as WsError;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use crate::config::Limits;
+use crate::document::outbox::{CLOSE_TIMEOUT, Outbox};
+use crate::document::{DocumentCell, DocumentError};
+use crate::guest::plugin::Plugin;
+use crate::guest::{ConnectInfo, Decision};
+use crate::lane::Lane;
+use crate::lane::lookup::{find_plugin, refuse_document};
+use crate::metrics::Rejection;
+use crate::net::http::{self, RequestHead};
+
+/// Upgrades a `/ws/{plugin}/{document}` request on the document's owner lane and serves
+/// the socket until either side closes it.
+pub async fn serve(
+    lane: Rc<Lane>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    head: RequestHead,
+    plugin: &str,
+    document: &str,
+) {
+    let accept_key = match http::websocket_accept_key(&head) {
+        Ok(key) => key,
+        Err(why) => {
+            let status = if head.header("upgrade").is_none() {
+                426
+            } else {
+                400
+            };
+            lane.metrics.rejected(Rejection::NotUpgrade);
+            let _ = http::write_text(&mut stream, status, why).await;
+            return;
+        }
+    };
+    let Some(plugin) = find_plugin(&lane, &mut stream, plugin).await else {
+        return;
+    };
+    let limits = &lane.services.config.limits;
+    let ws_config = websocket_config(limits);
+    let Some(doc) = open(&lane, &mut stream, &plugin, document).await else {
+        // `open` answered (or needs the upgrade to answer: 1013 / 1011).
+        return;
+    };
+    let doc = match doc {
+        Opened::Ready(doc) => doc,
+        Opened::CloseAfterUpgrade(code, reason) => {
+            refuse_after_upgrade(stream, &accept_key, head.rest, ws_config, code, reason).await;
+            return;
+        }
+    };
+    if doc.borrow().connection_count() >= limits.max_connections_per_document {
+        lane.metrics.rejected(Rejection::Capacity);
+        let _ = http::write_text(
+            &mut stream,
+            503,
+            "document at capacity: too many connections",
+        )
+        .await;
+        return;
+    }
+    let id = lane.services.next_connection_id();
+    let outbox = Rc::new(Outbox::new(limits.max_queued_bytes));
+    let Some(subprotocol) = join(&lane, &mut stream, &doc, &plugin, id, peer, &head, &outbox).await
+    else {
+        return;
+    };
+    if http::write_switching_protocols(&mut stream, &accept_key, subprotocol.as_deref())
+        .await
+        .is_err()
+    {
+        outbox.finish();
+        doc.borrow_mut().disconnect(id, 1006);
+        return;
+    }
+    let ws = WebSocketStream::from_partially_read(stream, head.rest, Role::Server, Some(ws_config))
+        .await;
+    let (sink, frames) = ws.split();
+    tokio::task::spawn_local(crate::lane::writer::write_loop(
+        sink,
+        outbox.clone(),
+        lane.metrics.clone(),
+    ));
+    lane.metrics.websockets.inc();
+    let code = crate::lane::reader::read_loop(&lane, &doc, id, frames, &outbox, peer).await;
+    outbox.finish();
+    lane.metrics.websockets.dec();
+    lane.metrics.closed(code);
+    doc.borrow_mut().disconnect(id, code);
+}
+
+/// tungstenite's settings for a lane's sockets.
+fn websocket_config(limits: &Limits) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(limits.max_message_bytes))
+        .max_frame_size(Some(limits.max_message_bytes))
+        // Small buffers keep an idle connection cheap; they grow for large messages.
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+}
+
+/// What opening the document gave a WebSocket request.
+enum Opened {
+    /// Serve it.
+    Ready(DocumentCell),
+    /// The protocol's way to say "later" (1013) or "broken" (1011) is a close code, so
+    /// upgrade first, then close with it.
+    CloseAfterUpgrade(u16, String),
+}
+
+/// Opens the document (waiting for a crashed one's last save). `None` means the client
+/// was answered already.
+async fn open(
+    lane: &Rc<Lane>,
+    stream: &mut TcpStream,
+    plugin: &Arc<Plugin>,
+    document: &str,
+) -> Option<Opened> {
+    match lane.document_when_settled(plugin, document).await {
+        Ok(doc) => Some(Opened::Ready(doc)),
+        Err(DocumentError::CrashLoop(retry)) => {
+            lane.metrics.rejected(Rejection::CrashLoop);
+            let reason = format!(
+                "document is crash-looping; retry in {}s",
+                retry.as_secs().max(1)
+            );
+            Some(Opened::CloseAfterUpgrade(1013, reason))
+        }
+        Err(DocumentError::Storage(_)) => {
+            lane.metrics.rejected(Rejection::Storage);
+            let reason = "saved state unreadable; see the server log".to_owned();
+            Some(Opened::CloseAfterUpgrade(1011, reason))
+        }
+        Err(e) => {
+            refuse_document(lane, stream, plugin, document, e).await;
+            None
+        }
+    }
+}
+
+/// Registers the connection with the document and asks the consumer (`on-connect`).
+/// Returns the subprotocol to answer with, or `None` when the client was refused (the
+/// consumer's own status and reason, or 500).
+#[allow(clippy::too_many_arguments)]
+async fn join(
+    lane: &Lane,
+    stream: &mut TcpStream,
+    doc: &DocumentCell,
+    plugin: &Plugin,
+    id: u64,
+    peer: SocketAddr,
+    head: &RequestHead,
+    outbox: &Rc<Outbox>,
+) -> Option<Option<String>> {
+    let offered = head.subprotocols();
+    let client = http::client_address(head, peer, lane.services.config.proxy_headers);
+    let info = ConnectInfo {
+        id,
+        path: head.path.clone(),
+        query: head.query.clone(),
+        headers: head.headers.clone(),
+        subprotocols: offered.clone(),
+        remote_address: client.to_string(),
+    };
+    let decision = doc.borrow_mut().connect(info, outbox.clone());
+    match decision {
+        Ok(Decision::Accept(Some(p))) if !offered.contains(&p) => {
+            let doc = doc.borrow();
+            tracing::warn!(plugin = %plugin.name, doc = %doc.id(), "consumer chose subprotocol {p:?}, which the client did not offer; ignored");
+            Some(None)
+        }
+        Ok(Decision::Accept(choice)) => Some(choice),
+        Ok(Decision::Reject(r)) => {
+            let status = if (400..=599).contains(&r.status) {
+                r.status
+            } else {
+                403
+            };
+            lane.metrics.rejected(Rejection::Consumer);
+            let _ = http::write_text(stream, status, &r.reason).await;
+            None
+        }
+        Err(e) => {
+            lane.metrics.rejected(Rejection::Error);
+            let _ = http::write_text(stream, 500, &e.to_string()).await;
+            None
+        }
+    }
+}
+
+/// Completes the upgrade only to close at once with `code` (e.g. 1013 "try again later").
+async fn refuse_after_upgrade(
+    mut stream: TcpStream,
+    accept_key: &str,
+    rest: Vec<u8>,
+    config: WebSocketConfig,
+    code: u16,
+    reason: String,
+) {
+    if http::write_switching_protocols(&mut stream, accept_key, None)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut ws =
+        WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config)).await;
+    let close = CloseFrame {
+        code: code.into(),
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        ws.close(Some(close)).await?;
+        while ws.next().await.is_some() {}
+        Ok::<_, WsError>(())
+    })
+    .await;
+}

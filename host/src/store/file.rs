@@ -1,0 +1,146 @@
+//! The embedded store: one snapshot file per (plugin, document) under the data
+//! directory, written atomically (temporary file, fsync, rename, fsync of the directory),
+//! so a crash at any moment leaves either the old snapshot or the new one, never half of
+//! one. An empty state with no timers is stored as no file at all.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use sha2::{Digest, Sha256};
+
+use crate::store::format::{decode, encode};
+use crate::store::{Snapshot, Storage, StorageError};
+
+/// Snapshots as files: `{dir}/{plugin}/{document}.snap`.
+#[derive(Debug)]
+pub struct FileStorage {
+    dir: PathBuf,
+}
+
+/// Characters kept as they are in file names; everything else is percent-encoded, so any
+/// document id maps to one safe file name (`.` is encoded: no hidden files, no `..`).
+const FILE_NAME: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_');
+/// Longer encoded names are replaced by a hash (file names are limited to 255 bytes).
+const MAX_ENCODED: usize = 200;
+
+impl FileStorage {
+    /// Snapshots under `dir` (created on the first save).
+    pub fn new(dir: impl Into<PathBuf>) -> FileStorage {
+        FileStorage { dir: dir.into() }
+    }
+
+    /// The file of a document.
+    pub fn path(&self, plugin: &str, document: &str) -> PathBuf {
+        let encoded = utf8_percent_encode(document, FILE_NAME).to_string();
+        let name = if encoded.len() <= MAX_ENCODED {
+            encoded
+        } else {
+            let digest = Sha256::digest(document.as_bytes());
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            format!("~{hex}")
+        };
+        self.dir.join(plugin).join(format!("{name}.snap"))
+    }
+}
+
+impl Storage for FileStorage {
+    fn load(&self, plugin: &str, document: &str) -> Result<Option<Snapshot>, StorageError> {
+        let path = self.path(plugin, document);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StorageError::Io { path, source }),
+        };
+        decode(&bytes, plugin, document)
+            .map(Some)
+            .map_err(|reason| StorageError::Corrupt { path, reason })
+    }
+
+    fn save(&self, plugin: &str, document: &str, snapshot: &Snapshot) -> Result<(), StorageError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let path = self.path(plugin, document);
+        let dir = path
+            .parent()
+            .expect("snapshot files have a directory")
+            .to_owned();
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StorageError::Io { path, source }
+        };
+        if snapshot.state.is_empty() && snapshot.timers.is_empty() {
+            // Nothing to keep (a stateless consumer such as a relay): no file, so that
+            // opening the document again is the same as opening it fresh, and the data
+            // directory does not fill with empty snapshots.
+            return match std::fs::remove_file(&path) {
+                Ok(()) => File::open(&dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io(&dir)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(StorageError::Io { path, source }),
+            };
+        }
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let tmp = dir.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let bytes = encode(snapshot, plugin, document);
+        let written = (|| {
+            let mut file = File::create(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()
+        })();
+        if let Err(source) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(StorageError::Io { path: tmp, source });
+        }
+        if let Err(source) = std::fs::rename(&tmp, &path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(StorageError::Io { path, source });
+        }
+        // The rename is durable only once the directory entry is.
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::format::tests::sample;
+
+    #[test]
+    fn files_are_atomic_and_names_safe() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FileStorage::new(dir.path());
+        assert_eq!(storage.load("chat", "../x").unwrap(), None);
+        storage.save("chat", "../x", &sample()).unwrap();
+        let path = storage.path("chat", "../x");
+        assert!(path.starts_with(dir.path().join("chat")));
+        assert_eq!(path.file_name().unwrap(), "%2E%2E%2Fx.snap");
+        assert_eq!(storage.load("chat", "../x").unwrap(), Some(sample()));
+        // No temporary files are left behind.
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("chat")).unwrap().count(),
+            1
+        );
+        // An empty state without timers removes the file instead of writing one.
+        let empty = Snapshot {
+            state: Vec::new(),
+            timers: Vec::new(),
+            ..sample()
+        };
+        storage.save("chat", "../x", &empty).unwrap();
+        assert_eq!(storage.load("chat", "../x").unwrap(), None);
+        storage.save("chat", "../x", &sample()).unwrap();
+        let long = "é".repeat(120);
+        storage.save("chat", &long, &sample()).unwrap();
+        assert!(storage.path("chat", &long).file_name().unwrap().len() < 100);
+        assert_eq!(storage.load("chat", &long).unwrap(), Some(sample()));
+    }
+}
