@@ -1,0 +1,227 @@
+//! Load generator for relay-style WebSocket servers.
+//!
+//! `run`: D documents x C clients; every client sends S-byte text messages at R messages/s
+//! (the send time is in the payload); the server relays each message to the document's
+//! other clients. Reports offered and delivered deliveries/s, delivered/expected, latency
+//! percentiles, connect time, and the generator's own CPU share over the sending window;
+//! above 70 % the point is marked `generator_saturated` (not a valid ceiling). One thread,
+//! hand-encoded frames, no allocation per message: see `lean.rs`.
+//!
+//! `cold`: opens N fresh documents one after another; reports connect -> upgraded times.
+//!
+//! `hold`: opens D x C idle connections (from several loopback source addresses), prints
+//! `READY <open> <failed>` and holds them until stdin closes, so that the server's
+//! memory can be measured.
+
+mod frame;
+mod lean;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use tokio::net::TcpSocket;
+
+#[derive(Parser)]
+struct Cli {
+    /// Base URL; `/{document}` is appended (e.g. ws://127.0.0.1:8000/ws/relay).
+    #[arg(long)]
+    url: String,
+    /// Worker threads of the generator (`cold` and `hold`; `run` is single-threaded).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Relay throughput and latency at a fixed send rate (one thread, lean).
+    Run {
+        #[arg(long, default_value_t = 100)]
+        docs: usize,
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Message size in bytes (at least 16).
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Messages per second per client.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Each client writes once per tick every message that came due (milliseconds).
+        #[arg(long, default_value_t = 50.0)]
+        tick_ms: f64,
+        /// The generator polls its sockets once per this many microseconds (received
+        /// messages are timed when read, so latencies include up to this much).
+        #[arg(long, default_value_t = 250)]
+        poll_us: u64,
+        /// The server's pid: its CPU share over the sending window is reported too.
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+    /// Cold opens of fresh documents.
+    Cold {
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+    },
+    /// Hold idle connections.
+    Hold {
+        #[arg(long, default_value_t = 1000)]
+        docs: usize,
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+        /// Source addresses 127.0.0.1 .. 127.0.0.N (each has ~28k ephemeral ports).
+        #[arg(long, default_value_t = 1)]
+        sources: u8,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let report = match cli.mode {
+        Mode::Run {
+            docs,
+            clients,
+            size,
+            rate,
+            seconds,
+            tick_ms,
+            poll_us,
+            server_pid,
+        } => lean::run(
+            &cli.url,
+            lean::Shape {
+                docs,
+                clients,
+                size,
+                rate,
+                duration: Duration::from_secs_f64(seconds),
+                tick: Duration::from_secs_f64(tick_ms / 1000.0),
+                poll: Duration::from_micros(poll_us),
+            },
+            server_pid,
+        )?,
+        Mode::Cold { count } => runtime(cli.threads)?.block_on(cold(&cli.url, count))?,
+        Mode::Hold {
+            docs,
+            clients,
+            sources,
+        } => runtime(cli.threads)?.block_on(hold(&cli.url, docs, clients, sources))?,
+    };
+    println!("{report}");
+    Ok(())
+}
+
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    // One thread: a current-thread runtime (no work stealing).
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}
+
+fn address(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url.strip_prefix("ws://").context("ws:// URLs only")?;
+    let host = rest.split('/').next().context("no host")?;
+    Ok(host.parse()?)
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+async fn open(url: &str, source: Option<IpAddr>) -> anyhow::Result<Ws> {
+    let addr = address(url)?;
+    let socket = TcpSocket::new_v4()?;
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+    Ok(ws)
+}
+
+fn percentile_us(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64
+}
+
+async fn cold(base: &str, count: usize) -> anyhow::Result<serde_json::Value> {
+    let mut hist = Histogram::<u64>::new(3)?;
+    let tag = std::process::id();
+    for i in 0..count {
+        let t = Instant::now();
+        let mut ws = open(&format!("{base}/cold-{tag}-{i}"), None).await?;
+        hist.record(t.elapsed().as_micros().max(1) as u64)?;
+        let _ = ws.close(None).await;
+    }
+    Ok(serde_json::json!({
+        "count": count,
+        "p50_ms": percentile_us(&hist, 0.50) / 1000.0,
+        "p99_ms": percentile_us(&hist, 0.99) / 1000.0,
+        "max_ms": hist.max() as f64 / 1000.0,
+    }))
+}
+
+async fn hold(
+    base: &str,
+    docs: usize,
+    clients: usize,
+    sources: u8,
+) -> anyhow::Result<serde_json::Value> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut tasks = Vec::new();
+    let mut n = 0usize;
+    for d in 0..docs {
+        for _ in 0..clients {
+            let source = IpAddr::from([127, 0, 0, 1 + (n % sources.max(1) as usize) as u8]);
+            n += 1;
+            let url = format!("{base}/idle-{d}");
+            let limit = limit.clone();
+            tasks.push(tokio::spawn(async move {
+                let _permit = limit.acquire_owned().await.ok()?;
+                open(&url, Some(source)).await.ok()
+            }));
+        }
+    }
+    let mut open_sockets = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        match t.await? {
+            Some(ws) => open_sockets.push(ws),
+            None => failed += 1,
+        }
+    }
+    println!("READY {} {failed}", open_sockets.len());
+    // Keep answering pings while holding, until stdin closes.
+    let held = open_sockets.len();
+    let keep = tokio::spawn(async move {
+        let mut all =
+            futures_util::stream::select_all(open_sockets.into_iter().map(|ws| ws.split().1));
+        while all.next().await.is_some() {}
+    });
+    tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        while std::io::stdin()
+            .read_line(&mut line)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {
+            line.clear();
+        }
+    })
+    .await?;
+    keep.abort();
+    Ok(serde_json::json!({"held": held, "failed": failed}))
+}
