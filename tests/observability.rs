@@ -385,7 +385,7 @@ async fn json_logs_and_top() -> anyhow::Result<()> {
     let screen = String::from_utf8(out.stdout)?;
     let lanes: Vec<&str> = screen.lines().skip(1).take(2).collect();
     assert!(
-        lanes.iter().all(|l| l.split_whitespace().count() == 6),
+        lanes.iter().all(|l| l.split_whitespace().count() == 7),
         "{screen}"
     );
     assert!(screen.contains("relay/watched"), "{screen}");

@@ -26,7 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "host" / "src"
 # row share a layer; `main` and `lib` (the crate's faces) may import anything.
 LAYERS = [
     ["main", "lib"],
-    ["server"],
+    ["server", "cluster"],
     ["ops", "reload"],
     ["lane"],
     ["document"],

@@ -22,6 +22,11 @@
 //! max_timers = 1000
 //! max_documents = 10000
 //!
+//! # Several hosts: documents in a shared PostgreSQL (default: files under `data`).
+//! [store]
+//! url = "postgres://wasmroom@db.internal:5432/wasmroom"
+//! lease_ttl_ms = 10000
+//!
 //! # Per plugin: bigger guests (a language runtime) need more memory.
 //! [plugin.yjs]
 //! max_memory_bytes = 134217728
@@ -70,6 +75,13 @@ pub enum ConfigError {
     },
 }
 
+/// The longest guest call deadline: a lane serves nothing else while a call runs.
+const MAX_GUEST_DEADLINE_MS: u64 = 60_000;
+
+/// What a queued frame costs beyond its payload, for the queue bounds: the queue's slot,
+/// the frame's header and its reference count (about 55 bytes measured; rounded up).
+pub const FRAME_OVERHEAD: usize = 64;
+
 /// The whole server configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -83,6 +95,9 @@ pub struct Config {
     pub plugins: PathBuf,
     /// How long a document without connections stays in memory.
     pub idle_grace_secs: u64,
+    /// How long a document that only HTTP requests opened (no WebSocket ever joined it)
+    /// stays in memory after its last request.
+    pub http_idle_grace_ms: u64,
     /// How long shutdown may take: saving every live document, then waiting for clients
     /// to acknowledge their close frames.
     pub shutdown_timeout_secs: u64,
@@ -113,6 +128,60 @@ pub struct Config {
     /// The bearer token the admin API requires (also `WASMROOM_ADMIN_TOKEN`). Needed when
     /// `admin_bind` is not a loopback address.
     pub admin_token: Option<String>,
+    /// Where documents live: files under `data` (the default), or a PostgreSQL shared
+    /// by several hosts.
+    pub store: StoreConfig,
+}
+
+/// The `[store]` section.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DB` (also `--store` and `WASMROOM_STORE`):
+    /// documents in PostgreSQL, so that several hosts can serve them, one at a time.
+    pub url: Option<String>,
+    /// How long a host's leases live without a heartbeat (it heartbeats every third).
+    pub lease_ttl_ms: u64,
+    /// How long a connection waits for a document another live host holds to be handed
+    /// back before it gets 503.
+    pub handoff_timeout_ms: u64,
+    /// Connections each host keeps to PostgreSQL.
+    pub pool_size: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: None,
+            lease_ttl_ms: 10_000,
+            handoff_timeout_ms: 3_000,
+            pool_size: 8,
+        }
+    }
+}
+
+// By hand: the URL may hold a password.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.url.as_ref().map(|_| "(set)"))
+            .field("lease_ttl_ms", &self.lease_ttl_ms)
+            .field("handoff_timeout_ms", &self.handoff_timeout_ms)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl StoreConfig {
+    /// How long a lease lives without a heartbeat.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ttl_ms)
+    }
+
+    /// How long a connection waits for a hand-back.
+    pub fn handoff_timeout(&self) -> Duration {
+        Duration::from_millis(self.handoff_timeout_ms)
+    }
 }
 
 /// Limits one plugin may set differently from [`Limits`].
@@ -141,8 +210,23 @@ pub struct Limits {
     pub max_documents: u32,
     /// Time allowed for a client to send its complete HTTP request head.
     pub handshake_timeout_ms: u64,
-    /// Bytes a connection may have queued before it counts as a slow reader (1008).
+    /// Bytes a connection may have queued before it counts as a slow reader (1008). Each
+    /// queued frame counts its payload plus [`FRAME_OVERHEAD`] bytes.
     pub max_queued_bytes: usize,
+    /// Frames a connection may have queued before it counts as a slow reader (1008).
+    pub max_queued_frames: usize,
+    /// How long a client may take to send one whole message (every frame of it) once
+    /// its first byte arrived, and any frame; 1008 beyond.
+    pub message_timeout_ms: u64,
+    /// Bytes a lane holds for requests and messages still arriving: HTTP bodies, partial
+    /// WebSocket messages, static files being sent. Beyond it, new ones are refused (503,
+    /// close 1013).
+    pub max_incoming_bytes_per_lane: usize,
+    /// Documents one client address may open per second on a lane (refilling), beyond
+    /// `open_burst_per_address` (429).
+    pub open_rate_per_address: u32,
+    /// Documents one client address may open at once before the rate applies.
+    pub open_burst_per_address: u32,
     /// Most WebSocket connections of one document (503 beyond).
     pub max_connections_per_document: usize,
     /// Most connections of one lane, WebSocket or HTTP (503 beyond).
@@ -166,6 +250,7 @@ impl Default for Config {
             ports: vec![8000],
             plugins: PathBuf::from("plugins"),
             idle_grace_secs: 30,
+            http_idle_grace_ms: 2_000,
             shutdown_timeout_secs: 10,
             data: PathBuf::from("data"),
             checkpoint_secs: 5,
@@ -178,6 +263,7 @@ impl Default for Config {
             admin_port: None,
             admin_bind: IpAddr::from([127, 0, 0, 1]),
             admin_token: None,
+            store: StoreConfig::default(),
         }
     }
 }
@@ -192,6 +278,11 @@ impl Default for Limits {
             max_documents: 10_000,
             handshake_timeout_ms: 5_000,
             max_queued_bytes: 8 << 20,
+            max_queued_frames: 16_384,
+            message_timeout_ms: 10_000,
+            max_incoming_bytes_per_lane: 64 << 20,
+            open_rate_per_address: 100,
+            open_burst_per_address: 1_000,
             max_connections_per_document: 10_000,
             max_connections_per_lane: 100_000,
             ping_interval_ms: 20_000,
@@ -281,6 +372,25 @@ impl Config {
         if l.crash_loop_traps == 0 {
             return invalid("limits.crash_loop_traps", "must be above 0");
         }
+        if l.max_queued_frames == 0 {
+            return invalid("limits.max_queued_frames", "must be above 0");
+        }
+        if l.max_incoming_bytes_per_lane < l.max_message_bytes {
+            return invalid(
+                "limits.max_incoming_bytes_per_lane",
+                "must be at least limits.max_message_bytes",
+            );
+        }
+        if l.open_rate_per_address == 0 || l.open_burst_per_address == 0 {
+            return invalid(
+                "limits.open_rate_per_address",
+                "open rate and burst per address must be above 0",
+            );
+        }
+        self.validate_durations()?;
+        if !(1..=64).contains(&self.store.pool_size) {
+            return invalid("store.pool_size", "must be between 1 and 64");
+        }
         for p in self.plugin.values() {
             if p.max_memory_bytes.is_some_and(|m| m < (1 << 16)) {
                 return invalid(
@@ -288,8 +398,123 @@ impl Config {
                     "must be at least one page (64 KiB)",
                 );
             }
-            if p.guest_deadline_ms == Some(0) {
-                return invalid("plugin.*.guest_deadline_ms", "must be above 0");
+            if p.guest_deadline_ms
+                .is_some_and(|ms| ms == 0 || ms > MAX_GUEST_DEADLINE_MS)
+            {
+                return invalid(
+                    "plugin.*.guest_deadline_ms",
+                    "must be between 1 and 60000 ms",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Durations must fit the clock (a huge value would overflow `Instant` arithmetic)
+    /// and mean something; each bound is stated in its error.
+    fn validate_durations(&self) -> Result<(), ConfigError> {
+        const DAY: u64 = 86_400;
+        const YEAR: u64 = 365 * DAY;
+        let l = &self.limits;
+        // (name, value, lowest, highest, what the error says)
+        let secs: [(&'static str, u64, u64, u64, &'static str); 5] = [
+            (
+                "idle_grace_secs",
+                self.idle_grace_secs,
+                0,
+                YEAR,
+                "must be at most a year (31536000 s)",
+            ),
+            (
+                "checkpoint_secs",
+                self.checkpoint_secs,
+                0,
+                DAY,
+                "must be at most a day (86400 s)",
+            ),
+            (
+                "shutdown_timeout_secs",
+                self.shutdown_timeout_secs,
+                1,
+                DAY,
+                "must be between 1 s and a day (86400 s)",
+            ),
+            (
+                "limits.crash_loop_window_secs",
+                l.crash_loop_window_secs,
+                1,
+                YEAR,
+                "must be between 1 s and a year (31536000 s)",
+            ),
+            (
+                "limits.crash_backoff_secs",
+                l.crash_backoff_secs,
+                0,
+                YEAR,
+                "must be at most a year (31536000 s)",
+            ),
+        ];
+        let millis: [(&'static str, u64, u64, u64, &'static str); 8] = [
+            (
+                "store.lease_ttl_ms",
+                self.store.lease_ttl_ms,
+                500,
+                600_000,
+                "must be between 500 ms and 10 minutes",
+            ),
+            (
+                "store.handoff_timeout_ms",
+                self.store.handoff_timeout_ms,
+                0,
+                60_000,
+                "must be at most a minute (60000 ms)",
+            ),
+            (
+                "http_idle_grace_ms",
+                self.http_idle_grace_ms,
+                0,
+                DAY * 1000,
+                "must be at most a day (86400000 ms)",
+            ),
+            (
+                "limits.guest_deadline_ms",
+                l.guest_deadline_ms,
+                1,
+                MAX_GUEST_DEADLINE_MS,
+                "must be between 1 and 60000 ms",
+            ),
+            (
+                "limits.handshake_timeout_ms",
+                l.handshake_timeout_ms,
+                1,
+                DAY * 1000,
+                "must be between 1 ms and a day (86400000 ms)",
+            ),
+            (
+                "limits.ping_interval_ms",
+                l.ping_interval_ms,
+                1,
+                DAY * 1000,
+                "must be between 1 ms and a day (86400000 ms)",
+            ),
+            (
+                "limits.ping_timeout_ms",
+                l.ping_timeout_ms,
+                1,
+                DAY * 1000,
+                "must be between 1 ms and a day (86400000 ms)",
+            ),
+            (
+                "limits.message_timeout_ms",
+                l.message_timeout_ms,
+                1,
+                DAY * 1000,
+                "must be between 1 ms and a day (86400000 ms)",
+            ),
+        ];
+        for (name, value, low, high, reason) in secs.into_iter().chain(millis) {
+            if value < low || value > high {
+                return Err(ConfigError::Invalid { name, reason });
             }
         }
         Ok(())
@@ -328,6 +553,11 @@ impl Config {
         Duration::from_secs(self.idle_grace_secs)
     }
 
+    /// How long a document only HTTP requests opened stays in memory.
+    pub fn http_idle_grace(&self) -> Duration {
+        Duration::from_millis(self.http_idle_grace_ms)
+    }
+
     /// How long shutdown may take.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
@@ -358,6 +588,11 @@ impl Limits {
     /// The ping timeout.
     pub fn ping_timeout(&self) -> Duration {
         Duration::from_millis(self.ping_timeout_ms)
+    }
+
+    /// How long one message may take to arrive.
+    pub fn message_timeout(&self) -> Duration {
+        Duration::from_millis(self.message_timeout_ms)
     }
 }
 
@@ -440,6 +675,31 @@ mod tests {
         assert_eq!(c.largest_memory(), 4 << 20);
         assert_eq!(c.guest_deadline_for("big"), Duration::from_millis(250));
         assert_eq!(c.guest_deadline_for("small"), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn durations_are_bounded_with_clear_errors() {
+        let huge = Config {
+            checkpoint_secs: u64::MAX,
+            ..Config::default()
+        };
+        let err = huge.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("checkpoint_secs") && err.contains("a day"),
+            "{err}"
+        );
+        for toml in [
+            "idle_grace_secs = 99999999999",
+            "[limits]\ncrash_backoff_secs = 18446744073709551615",
+            "[limits]\ncrash_loop_window_secs = 0",
+            "[limits]\nmessage_timeout_ms = 0",
+            "[limits]\nguest_deadline_ms = 600000",
+            "[plugin.big]\nguest_deadline_ms = 600000",
+        ] {
+            let c: Config = toml::from_str(toml).unwrap();
+            assert!(c.validate().is_err(), "{toml} passed");
+        }
+        Config::default().validate().unwrap();
     }
 
     #[test]

@@ -27,6 +27,7 @@
 //!
 //! See `ARCHITECTURE.md` for the path of a message and the invariants.
 
+pub mod cluster;
 pub mod config;
 pub mod document;
 pub mod guest;
@@ -40,4 +41,4 @@ pub mod server;
 pub mod store;
 
 pub use config::{Config, Limits};
-pub use server::{Server, StartError};
+pub use server::{Server, StartError, Stopped};

@@ -52,6 +52,57 @@ enum Command {
         /// The component to check.
         file: PathBuf,
     },
+    /// Check a plugin and deploy it to every host of a shared store: each hot-reloads it,
+    /// and hosts started later load it.
+    Deploy {
+        /// The component to deploy; its file name is the plugin's name.
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// The shared store: create or upgrade its schema, list its documents.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Create or upgrade wasmroom's tables (hosts do it at start too).
+    Migrate {
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// List the documents with their owner host, epoch, size and last save.
+    Ls {
+        #[command(flatten)]
+        store: StoreArg,
+        /// A lease younger than this (ms) counts as held [default: 10000].
+        #[arg(long, default_value_t = 10_000)]
+        lease_ttl_ms: u64,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct StoreArg {
+    /// The store: postgres://USER[:PASSWORD]@HOST:PORT/DB [default: $WASMROOM_STORE].
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+}
+
+impl StoreArg {
+    fn target(&self) -> anyhow::Result<wasmroom::store::postgres::Target> {
+        let url = match &self.store {
+            Some(url) => url.clone(),
+            None => std::env::var(STORE_VAR)
+                .context("no store: pass --store postgres://... or set WASMROOM_STORE")?,
+        };
+        Ok(wasmroom::store::postgres::Target::parse(&url)?)
+    }
 }
 
 #[derive(clap::Args)]
@@ -102,6 +153,11 @@ struct ServeArgs {
     /// (`admin_token` in the config or $WASMROOM_ADMIN_TOKEN).
     #[arg(long, value_name = "ADDR")]
     admin_bind: Option<IpAddr>,
+    /// Keep documents in a PostgreSQL shared by several hosts:
+    /// postgres://USER[:PASSWORD]@HOST:PORT/DB [default: $WASMROOM_STORE, else files under
+    /// --data].
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -129,6 +185,10 @@ struct NginxArgs {
     /// of a whole nginx.conf.
     #[arg(long)]
     site: bool,
+    /// The hosts share a store (`serve --store`): let nginx move a document to the next
+    /// host when its host does not answer [default: when the config file names a store].
+    #[arg(long)]
+    store_shared: bool,
 }
 
 /// The config file (or the defaults) with `--ports` applied.
@@ -165,6 +225,7 @@ impl NginxArgs {
             standalone: !self.site,
             ping_interval: config.limits.ping_interval(),
             max_body_bytes: config.limits.max_message_bytes,
+            shared_store: self.store_shared || config.store.url.is_some(),
         })?)
     }
 }
@@ -211,15 +272,31 @@ impl ServeArgs {
         if let Ok(token) = std::env::var(TOKEN_VAR) {
             config.admin_token = Some(token);
         }
+        if let Some(url) = self.store.or_else(|| std::env::var(STORE_VAR).ok()) {
+            config.store.url = Some(url);
+        }
         Ok(config)
     }
 }
 
 /// The environment variable holding the admin API's token.
 const TOKEN_VAR: &str = "WASMROOM_ADMIN_TOKEN";
+/// The environment variable holding the shared store's URL.
+const STORE_VAR: &str = "WASMROOM_STORE";
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, causes joined: what went wrong and why.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -229,17 +306,43 @@ fn main() -> anyhow::Result<()> {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
+    // Panics go to the log like every other event (one line, with where it happened),
+    // instead of raw to stderr beside it.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        tracing::error!(
+            "thread '{name}' panicked{location}: {}",
+            wasmroom::lane::task::message(info.payload())
+        );
+    }));
     match cli.command {
         Command::Serve(args) => {
             let config = args.into_config()?;
             let server = wasmroom::Server::start(config).context("wasmroom cannot start")?;
-            tokio::runtime::Builder::new_current_thread()
+            let stopped = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
                 .block_on(server.run_until_signal());
-            tracing::info!("signal received: shutting down");
-            server.shutdown();
-            Ok(())
+            match stopped {
+                wasmroom::Stopped::Signal => {
+                    tracing::info!("signal received: shutting down");
+                    server.shutdown();
+                    Ok(())
+                }
+                wasmroom::Stopped::Failed(why) => {
+                    tracing::error!(
+                        "fatal: {why}; saving the other lanes' documents and exiting so that a supervisor restarts wasmroom"
+                    );
+                    server.shutdown();
+                    // EX_SOFTWARE: an internal error.
+                    std::process::exit(70);
+                }
+            }
         }
         Command::NginxConfig(args) => {
             print!("{}", args.render()?);
@@ -250,6 +353,8 @@ fn main() -> anyhow::Result<()> {
             wasmroom::ops::top::run(&admin, token.as_deref(), once)?;
             Ok(())
         }
+        Command::Deploy { file, store } => deploy(&file, &store),
+        Command::Store { command } => store_command(command),
         Command::Check { file } => match wasmroom::guest::plugin::check(&file) {
             Ok(plugin) => {
                 println!(
@@ -266,4 +371,80 @@ fn main() -> anyhow::Result<()> {
             }
         },
     }
+}
+
+/// `wasmroom deploy FILE`: checked as `wasmroom check` does, then stored and announced.
+fn deploy(file: &Path, store: &StoreArg) -> anyhow::Result<()> {
+    let target = store.target()?;
+    let plugin = match wasmroom::guest::plugin::check(file) {
+        Ok(plugin) => plugin,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let seq = runtime()?.block_on(wasmroom::store::postgres::deploy(
+        &target,
+        &plugin.name,
+        &plugin.version,
+        &bytes,
+    ))?;
+    println!(
+        "deployed plugin '{}' version {} (#{seq}) to {target}: every host reloads it",
+        plugin.name, plugin.version
+    );
+    Ok(())
+}
+
+/// `wasmroom store ...`.
+fn store_command(command: StoreCommand) -> anyhow::Result<()> {
+    match command {
+        StoreCommand::Migrate { store } => {
+            let target = store.target()?;
+            let (before, after) =
+                runtime()?.block_on(wasmroom::store::postgres::migrate(&target))?;
+            println!("{target}: schema version {before} -> {after}");
+        }
+        StoreCommand::Ls {
+            store,
+            lease_ttl_ms,
+            json,
+        } => {
+            let target = store.target()?;
+            let ttl = std::time::Duration::from_millis(lease_ttl_ms);
+            let docs = runtime()?.block_on(wasmroom::store::postgres::list(&target, ttl))?;
+            if json {
+                for d in &docs {
+                    println!("{}", serde_json::to_string(d)?);
+                }
+            } else {
+                println!(
+                    "{:<12} {:<32} {:<20} {:>6} {:>10}  saved at",
+                    "plugin", "document", "owner", "epoch", "bytes"
+                );
+                for d in &docs {
+                    let saved = d
+                        .saved_at_ms
+                        .map(|ms| format!("{ms} ms since the epoch"))
+                        .unwrap_or_else(|| "never".into());
+                    println!(
+                        "{:<12} {:<32} {:<20} {:>6} {:>10}  {saved}",
+                        d.plugin,
+                        d.document,
+                        d.owner.as_deref().unwrap_or("-"),
+                        d.epoch,
+                        d.size
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }

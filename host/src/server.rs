@@ -17,7 +17,8 @@ use crate::lane::{self, Health, LaneAddress, Lanes, Services};
 use crate::metrics::Metrics;
 use crate::ops::admin::{AdminContext, AdminServer};
 use crate::reload::Reloader;
-use crate::store::FileStorage;
+use crate::store::postgres::{PostgresStore, StoreError};
+use crate::store::{FileStorage, Storage};
 
 /// Why the server could not start. Nothing is left running when this is returned.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,19 @@ pub enum StartError {
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    /// The shared store (`--store`) cannot be used: see the message.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why [`Server::run_until_signal`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGINT or SIGTERM: a normal stop.
+    Signal,
+    /// A lane failed (a panic in wasmroom's own code): stop the process with an error so
+    /// that a supervisor restarts it. The text says what failed.
+    Failed(String),
 }
 
 /// A running server. Dropping it without [`Server::shutdown`] leaves the lanes running
@@ -66,6 +80,8 @@ pub struct Server {
     watcher: Option<JoinHandle<()>>,
     admin: Option<AdminServer>,
     health: Arc<Health>,
+    /// The shared store and the thread that forwards its events, if there is one.
+    store: Option<(Arc<PostgresStore>, crate::cluster::Forwarder)>,
     _ticker: EpochTicker,
 }
 
@@ -90,9 +106,14 @@ impl Server {
             .collect();
 
         let metrics = Arc::new(Metrics::new());
+        // The shared store first: it may bring newer plugin versions for the registry.
+        let shared = crate::cluster::start(&config, &metrics)?;
         let (engine, registry) = load_plugins(&config, &metrics)?;
         let ticker = EpochTicker::start(engine.clone()).map_err(StartError::Thread)?;
-        let storage = Arc::new(FileStorage::new(config.data.clone()));
+        let storage: Arc<dyn Storage> = match &shared {
+            Some(shared) => shared.store.clone(),
+            None => Arc::new(FileStorage::new(config.data.clone())),
+        };
         let (senders, mut receivers): (Vec<_>, Vec<_>) = (0..listeners.len())
             .map(|_| tokio::sync::mpsc::unbounded_channel())
             .unzip();
@@ -100,14 +121,12 @@ impl Server {
             addrs
                 .iter()
                 .zip(senders)
-                .map(|(&addr, commands)| LaneAddress {
-                    addr,
-                    name: config.lane_name(addr.port()),
-                    commands,
+                .map(|(&addr, commands)| {
+                    LaneAddress::new(addr, config.lane_name(addr.port()), commands)
                 })
                 .collect(),
         ));
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health::new(storage.leases().cloned()));
         let config = Arc::new(config);
         let services = Arc::new(Services::new(
             config.clone(),
@@ -120,6 +139,7 @@ impl Server {
 
         let (stop, stopped) = watch::channel(false);
         let reloader = Reloader::new(registry.clone(), lane_table.clone());
+        let lane_table_for_store = lane_table.clone();
         let watching = Arc::new(AtomicBool::new(false));
         let watcher = match reloader.clone().watch(watching.clone()) {
             Ok(thread) => Some(thread),
@@ -165,6 +185,18 @@ impl Server {
             ),
             None => None,
         };
+        let store = match shared {
+            Some(shared) => Some(
+                shared
+                    .forward(
+                        lane_table_for_store,
+                        reloader.clone(),
+                        config.plugins.clone(),
+                    )
+                    .map_err(StartError::Thread)?,
+            ),
+            None => None,
+        };
         // A file that changed between the first load and the watcher's start.
         reloader.reload_all();
         Ok(Server {
@@ -176,6 +208,7 @@ impl Server {
             watcher,
             admin,
             health,
+            store,
             _ticker: ticker,
         })
     }
@@ -186,8 +219,9 @@ impl Server {
         self.reloader.reload_all();
     }
 
-    /// Serves until SIGINT or SIGTERM; SIGHUP reloads the plugins.
-    pub async fn run_until_signal(&self) {
+    /// Serves until SIGINT or SIGTERM, or until a lane fails; SIGHUP reloads the
+    /// plugins. Either way, call [`Server::shutdown`] next.
+    pub async fn run_until_signal(&self) -> Stopped {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -196,8 +230,9 @@ impl Server {
             let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
             loop {
                 tokio::select! {
-                    _ = int.recv() => return,
-                    _ = term.recv() => return,
+                    _ = int.recv() => return Stopped::Signal,
+                    _ = term.recv() => return Stopped::Signal,
+                    why = self.health.failure() => return Stopped::Failed(why),
                     _ = hup.recv() => {
                         tracing::info!("SIGHUP: reloading plugins");
                         let reloader = self.reloader.clone();
@@ -210,7 +245,10 @@ impl Server {
         }
         #[cfg(not(unix))]
         {
-            let _ = tokio::signal::ctrl_c().await;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => Stopped::Signal,
+                why = self.health.failure() => Stopped::Failed(why),
+            }
         }
     }
 
@@ -234,6 +272,12 @@ impl Server {
         }
         if let Some(admin) = self.admin {
             admin.stop();
+        }
+        // Every lane saved and stopped: let every document go at once, so the other
+        // hosts take them without waiting for the lease to expire.
+        if let Some((store, forwarder)) = self.store {
+            forwarder.stop();
+            store.shutdown();
         }
     }
 
@@ -305,11 +349,13 @@ struct LaneWatch {
 impl Drop for LaneWatch {
     fn drop(&mut self) {
         if !self.health.is_stopping() {
-            self.health.lane_failed();
-            tracing::error!(
-                "lane {} stopped unexpectedly: its documents are unavailable; /readyz now fails",
-                self.index
-            );
+            let how = if std::thread::panicking() {
+                "panicked"
+            } else {
+                "stopped unexpectedly"
+            };
+            self.health
+                .fail(format!("lane {} {how}; its documents are lost", self.index));
         }
     }
 }

@@ -3,6 +3,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod nginx;
+pub mod postgres;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,12 +45,34 @@ pub struct Server {
     pub data: tempfile::TempDir,
     lanes: usize,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
     log: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
 
 impl Server {
     /// Starts `lanes` lanes on free ports serving `plugins` (names of built plugins).
     pub fn start(plugins: &[&str], lanes: usize, extra: &[&str]) -> anyhow::Result<Server> {
+        Self::start_with_env(plugins, lanes, extra, &[])
+    }
+
+    /// Like [`Server::start`], with environment variables for the server process.
+    pub fn start_with_env(
+        plugins: &[&str],
+        lanes: usize,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
+        let dir = Self::plugins_dir(plugins)?;
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::launch(dir, tempfile::tempdir()?, lanes, extra, env)
+    }
+
+    /// A new plugins directory holding the built `plugins`.
+    pub fn plugins_dir(plugins: &[&str]) -> anyhow::Result<tempfile::TempDir> {
         let dir = tempfile::tempdir()?;
         for p in plugins {
             let from = built_plugins_dir().join(format!("{p}.wasm"));
@@ -58,7 +83,7 @@ impl Server {
                 )
             })?;
         }
-        Self::start_in(dir, lanes, extra)
+        Ok(dir)
     }
 
     /// Like [`Server::start`], with a TOML config file holding `config`.
@@ -101,7 +126,7 @@ impl Server {
         extra: &[&str],
     ) -> anyhow::Result<Server> {
         let extra = extra.iter().map(|s| s.to_string()).collect();
-        Self::launch(dir, tempfile::tempdir()?, lanes, extra)
+        Self::launch(dir, tempfile::tempdir()?, lanes, extra, Vec::new())
     }
 
     /// Starts the server again on the same plugins and data directories, on new ports.
@@ -111,7 +136,60 @@ impl Server {
         let _ = self.child.wait();
         let plugins = std::mem::replace(&mut self.plugins, tempfile::tempdir()?);
         let data = std::mem::replace(&mut self.data, tempfile::tempdir()?);
-        Self::launch(plugins, data, self.lanes, self.extra.clone())
+        Self::launch(
+            plugins,
+            data,
+            self.lanes,
+            self.extra.clone(),
+            self.env.clone(),
+        )
+    }
+
+    /// Waits for the process to exit on its own; returns its status.
+    pub fn wait_for_exit(&mut self) -> anyhow::Result<ExitStatus> {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "wasmroom did not exit in time"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a host of a cluster: `plugins` on `bind`, one lane per port of `ports`
+    /// (fixed, so that it restarts where nginx expects it), plus `extra` arguments.
+    pub fn start_host(
+        plugins: &[&str],
+        bind: &str,
+        ports: &[u16],
+        extra: &[&str],
+    ) -> anyhow::Result<Server> {
+        let mut args: Vec<String> = vec![
+            "--bind".into(),
+            bind.into(),
+            "--upstream-host".into(),
+            bind.into(),
+        ];
+        for port in ports {
+            args.push("--port".into());
+            args.push(port.to_string());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let dir = Self::plugins_dir(plugins)?;
+        Self::launch(dir, tempfile::tempdir()?, ports.len(), args, Vec::new())
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} failed");
+        Ok(())
     }
 
     /// Kills the process with SIGKILL: no chance to save anything.
@@ -126,12 +204,17 @@ impl Server {
         data: tempfile::TempDir,
         lanes: usize,
         extra: Vec<String>,
+        env: Vec<(String, String)>,
     ) -> anyhow::Result<Server> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmroom"));
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         cmd.arg("serve").arg("--plugins").arg(dir.path());
         cmd.arg("--data").arg(data.path());
-        for _ in 0..lanes {
-            cmd.args(["--port", "0"]);
+        // Fixed ports (a host that restarts where nginx expects it) come with `extra`.
+        if !extra.iter().any(|a| a == "--port") {
+            for _ in 0..lanes {
+                cmd.args(["--port", "0"]);
+            }
         }
         cmd.args(&extra)
             .env("RUST_LOG", "info,wasmroom=debug")
@@ -158,6 +241,7 @@ impl Server {
             data,
             lanes,
             extra,
+            env,
             log,
         };
         // Lanes announce themselves as `lane N listening on ADDR`.
@@ -388,9 +472,14 @@ pub fn deploy(server: &Server, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
 /// The same component with a custom section appended: same code, a new version (the
 /// host keys versions by content hash), as a rebuilt plugin would be.
 pub fn rebuilt(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    rebuilt_as(path, "v2")
+}
+
+/// [`rebuilt`] with `tag` in the section: each tag is another version.
+pub fn rebuilt_as(path: &std::path::Path, tag: &str) -> anyhow::Result<Vec<u8>> {
     let mut bytes = std::fs::read(path)?;
     let name = b"wasmroom-test";
-    let payload = [&[name.len() as u8][..], name, b"v2"].concat();
+    let payload = [&[name.len() as u8][..], name, tag.as_bytes()].concat();
     bytes.push(0); // custom section id
     bytes.push(payload.len() as u8); // LEB128 size (< 128)
     bytes.extend_from_slice(&payload);
@@ -429,6 +518,117 @@ pub async fn wait_for_new_version(
         anyhow::ensure!(
             std::time::Instant::now() < deadline,
             "no reload of {name} in time: {entry}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A WebSocket upgrade done by hand: the raw socket after `101`, for tests that send
+/// frames no polite client library would (fragments left open, floods of empty frames).
+pub async fn raw_upgrade(addr: SocketAddr, path: &str) -> anyhow::Result<TcpStream> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await?;
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut byte))
+            .await
+            .context("no upgrade answer in time")??;
+        anyhow::ensure!(n == 1, "connection closed during the upgrade");
+        got.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    anyhow::ensure!(text.starts_with("HTTP/1.1 101"), "not upgraded: {text}");
+    Ok(stream)
+}
+
+/// A masked client frame (mask 1, 2, 3, 4).
+pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![(u8::from(fin) << 7) | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    let mask = [1u8, 2, 3, 4];
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Reads server frames from a raw socket until a close frame; returns its code (`None`
+/// if the connection ends without one).
+pub async fn raw_close_code(stream: &mut TcpStream) -> anyhow::Result<Option<u16>> {
+    let mut buf = Vec::new();
+    loop {
+        // Parse what is there: unmasked server frames.
+        while buf.len() >= 2 {
+            let len7 = (buf[1] & 0x7f) as usize;
+            let (len, start) = match len7 {
+                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+                127 if buf.len() >= 10 => (
+                    u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                126 | 127 => break,
+                n => (n, 2),
+            };
+            if buf.len() < start + len {
+                break;
+            }
+            if buf[0] & 0x0f == 8 {
+                return Ok((len >= 2).then(|| u16::from_be_bytes([buf[start], buf[start + 1]])));
+            }
+            buf.drain(..start + len);
+        }
+        let mut chunk = [0u8; 65536];
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut chunk))
+            .await
+            .context("no close frame in time")?
+            .unwrap_or(0);
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The value of a metric line `{name}{...labels containing every `labels` entry} VALUE`
+/// in `/metrics` of `addr`, summed over matching lines.
+pub async fn metric(addr: SocketAddr, name: &str, labels: &[&str]) -> anyhow::Result<f64> {
+    let (_, text) = http(addr, "GET", "/metrics", b"").await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+/// Waits until `metric` reaches at least `value`.
+pub async fn wait_for_metric(
+    addr: SocketAddr,
+    name: &str,
+    labels: &[&str],
+    value: f64,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let now = metric(addr, name, labels).await?;
+        if now >= value {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{name}{labels:?} stayed at {now}, expected {value}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -1,4 +1,5 @@
-//! Developer tasks: `cargo xtask serve`, `cargo xtask test`, `cargo xtask plugins`.
+//! Developer tasks: `cargo xtask serve`, `cargo xtask test`, `cargo xtask plugins`,
+//! `cargo xtask soak`.
 //!
 //! Plugins are WebAssembly components built for `wasm32-wasip2`; the host is native. Cargo
 //! cannot build both in one invocation, so this builds the plugins first, then runs the
@@ -34,6 +35,32 @@ fn main() -> anyhow::Result<()> {
             cmd.args(&args[1..]);
             run(cmd.current_dir(&root))
         }
+        Some("soak") => {
+            let minutes = match args.get(1..) {
+                Some([flag, value]) if flag == "--minutes" => value.clone(),
+                Some([]) => "30".to_owned(),
+                _ => bail!("usage: cargo xtask soak [--minutes N]"),
+            };
+            minutes
+                .parse::<f64>()
+                .ok()
+                .filter(|m| *m > 0.0)
+                .with_context(|| format!("--minutes takes a positive number, not {minutes:?}"))?;
+            build_plugins(&root, false)?;
+            let mut cmd = cargo();
+            cmd.args([
+                "test",
+                "--package",
+                "wasmroom",
+                "--test",
+                "soak",
+                "--",
+                "--ignored",
+                "--nocapture",
+            ]);
+            cmd.env("WASMROOM_SOAK_MINUTES", &minutes);
+            run(cmd.current_dir(&root))
+        }
         Some("test") => {
             build_plugins(&root, true)?;
             prepare::for_tests(&root)?;
@@ -49,6 +76,7 @@ fn main() -> anyhow::Result<()> {
                  serve [ARGS]   build the plugins, then run `wasmroom serve ARGS` (release build)\n  \
                  test [ARGS]    build the plugins, install what the end-to-end tests drive (npm\n                 \
                  clients, nginx, Chromium), then run every test (`cargo test --workspace ARGS`)\n  \
+                 soak [--minutes N]  normal and hostile clients for N minutes (30); fails if\n                 memory, open files or disk use grow past the limits\n  \
                  plugins        build the plugins into plugins/*.wasm, and the chat in JavaScript,\n                 \
                  Python and C (js-chat, py-chat, c-chat: skipped with a note when their\n                 \
                  toolchain is missing) into target/wasm32-wasip2/plugin/"

@@ -1,6 +1,7 @@
 //! What the tests drive besides the plugins, made ready before `cargo test`: the npm
-//! clients (pinned by their lockfiles), the browser demo's bundle, and Debian's nginx and
-//! Chromium (installed with apt-get when missing and this runs as root or with sudo).
+//! clients (pinned by their lockfiles), the browser demo's bundle, and Debian's nginx,
+//! Chromium and PostgreSQL (installed with apt-get when missing and this runs as root or
+//! with sudo).
 
 use std::path::Path;
 use std::process::Command;
@@ -55,16 +56,29 @@ pub(crate) fn language_toolchains() {
     }
 }
 
+/// Whether Debian's PostgreSQL server is there (`/usr/lib/postgresql/VERSION/bin`): the
+/// tests of the shared store start their own.
+fn postgres_installed() -> bool {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|v| v.path().join("bin/initdb").exists() && v.path().join("bin/postgres").exists())
+}
+
 /// Node projects the tests run, relative to the workspace root.
 const NPM_PROJECTS: &[&str] = &["tests/yjs", "demo"];
 
 /// Installs what is missing and builds the demo.
 pub(crate) fn for_tests(root: &Path) -> anyhow::Result<()> {
-    let missing: Vec<&str> = SYSTEM_PACKAGES
+    let mut missing: Vec<&str> = SYSTEM_PACKAGES
         .iter()
         .filter(|(program, _)| !Path::new(program).exists())
         .map(|&(_, package)| package)
         .collect();
+    if !postgres_installed() {
+        missing.push("postgresql");
+    }
     apt_install(&missing)?;
     for project in NPM_PROJECTS {
         let dir = root.join(project);

@@ -25,6 +25,24 @@ pub enum DocumentError {
     /// clients get close 1013, HTTP clients 503; retry after the given time.
     #[error("document is crash-looping; retry in {}s", .0.as_secs().max(1))]
     CrashLoop(std::time::Duration),
+    /// The client's address opened too many documents lately: HTTP 429; retry after the
+    /// given time.
+    #[error("too many new documents from this address; retry in {}s", .0.as_secs().max(1))]
+    OpenRateLimited(std::time::Duration),
+    /// The document moved to another host (or this host's lease lapsed): reconnect, and
+    /// the load balancer sends you to its new host. HTTP clients get 503.
+    #[error("the document moved to another host; retry")]
+    Moved,
+    /// The shared store cannot be reached, or this host's lease in it lapsed: it serves
+    /// no document until the store answers again. Clients get 503.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
+    /// Another live host holds the document and did not hand it back in time: 503.
+    #[error("the document is held by host {0}, which did not let it go in time; retry")]
+    HeldElsewhere(String),
+    /// The document was saved by a newer plugin version than this host runs: 503.
+    #[error("{0}")]
+    NewerVersion(String),
     /// The document crashed and its last save is still being written; it reopens once
     /// the write lands (the lane waits for that before it answers).
     #[error("the document is being saved after a crash; retry")]

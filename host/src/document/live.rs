@@ -27,6 +27,7 @@ use crate::guest::{
     ConnectInfo, Decision, Effect, GuestState, HttpRequest, HttpResponse, Message, Room,
 };
 use crate::metrics::PluginMetrics;
+use crate::store::Lease;
 
 /// A document's key: (plugin, document id).
 pub type DocumentKey = (String, String);
@@ -43,6 +44,11 @@ pub struct Document {
     pub(super) deadline_ticks: u64,
     /// When the last connection left (or the document opened without one).
     pub(super) idle_since: Option<Instant>,
+    /// A WebSocket has joined since the document opened (else only HTTP requests used
+    /// it, and it leaves memory sooner).
+    pub(super) had_sockets: bool,
+    /// Ended without a trap: it moved to another host, or this host's lease lapsed.
+    pub(super) retired: bool,
     /// Wakes the document's driver task: timers changed, it went idle, or it crashed.
     pub wake: Rc<Notify>,
     /// Guest calls that may have changed the state, ever.
@@ -79,6 +85,9 @@ pub struct DocumentInfo {
     pub idle_ms: u64,
     /// Whether it changed since its last save.
     pub unsaved: bool,
+    /// Its epoch in the shared store (0 with the file store).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// Where the document stands with saving.
@@ -93,6 +102,8 @@ pub struct Persistence {
     /// Hash of the last saved state and timers: a guest call that changed nothing (a
     /// read over HTTP, say) then costs a snapshot call but no write.
     pub saved_hash: Option<[u8; 32]>,
+    /// The document's lease in the store: every save carries it.
+    pub lease: Lease,
 }
 
 impl std::fmt::Debug for Document {
@@ -125,6 +136,8 @@ impl Document {
             outboxes: HashMap::new(),
             deadline_ticks: limits.deadline_ticks,
             idle_since: Some(Instant::now()),
+            had_sockets: false,
+            retired: false,
             wake: Rc::new(Notify::new()),
             changes: 0,
             saved: 0,
@@ -133,6 +146,7 @@ impl Document {
                 failures: 0,
                 next_save: Instant::now(),
                 saved_hash: None,
+                lease: Lease::default(),
             },
             metrics,
             memory_bytes,
@@ -152,6 +166,7 @@ impl Document {
             messages: self.messages,
             idle_ms: self.last_activity.elapsed().as_millis() as u64,
             unsaved: self.is_dirty(),
+            epoch: self.persistence.lease.epoch,
         }
     }
 
@@ -184,12 +199,43 @@ impl Document {
 
     /// Whether the consumer crashed.
     pub fn is_crashed(&self) -> bool {
-        self.instance.is_none()
+        self.instance.is_none() && !self.retired
+    }
+
+    /// Whether the document was ended without a trap ([`Document::retire`]).
+    pub fn is_retired(&self) -> bool {
+        self.retired
+    }
+
+    /// Ends the document at once, without a save and without calling its consumer
+    /// again: its instance is dropped and every connection is closed with `code`. For
+    /// a document this host may no longer serve (another host took it, or the lease
+    /// lapsed): what changed since its last save is lost, as documented.
+    pub fn retire(&mut self, code: u16, reason: &str) {
+        self.retired = true;
+        if self.instance.take().is_some() {
+            self.plugin.live.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.sync_memory();
+        for outbox in self.outboxes.values() {
+            outbox.close(code, reason);
+        }
+        self.wake.notify_one();
     }
 
     /// The number of open connections.
     pub fn connection_count(&self) -> usize {
         self.outboxes.len()
+    }
+
+    /// When a guest call last ran.
+    pub fn last_activity(&self) -> Instant {
+        self.last_activity
+    }
+
+    /// Whether a WebSocket has joined since the document opened.
+    pub fn had_sockets(&self) -> bool {
+        self.had_sockets
     }
 
     /// Since when the document has had no connections, if it has none.
@@ -205,6 +251,9 @@ impl Document {
         f: impl FnOnce(&Room, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, DocumentError> {
         let Some(instance) = self.instance.as_mut() else {
+            if self.retired {
+                return Err(DocumentError::Moved);
+            }
             return Err(DocumentError::Crashed(
                 "the consumer crashed earlier".into(),
             ));
@@ -275,7 +324,9 @@ impl Document {
             room.wasmroom_consumer_consumer()
                 .call_on_connect(store, &info)
         });
-        if !matches!(decision, Ok(Decision::Accept(_))) {
+        if matches!(decision, Ok(Decision::Accept(_))) {
+            self.had_sockets = true;
+        } else {
             self.detach(id);
         }
         decision

@@ -3,9 +3,10 @@
 //!
 //! Everything here runs on the lane's thread, so the queue is a `RefCell` and frames are
 //! moved, never copied: a broadcast pushes clones of one [`Frame`] whose payload is
-//! reference-counted. The queue is bounded in bytes; a client that does not read fast
-//! enough to keep its queue under the bound is closed with 1008 instead of growing the
-//! lane's memory without end.
+//! reference-counted. The queue is bounded in bytes and in frames, and every frame costs
+//! its payload plus [`FRAME_OVERHEAD`] (an empty frame still takes a slot): a client that
+//! does not read fast enough to keep its queue under the bounds is closed with 1008
+//! instead of growing the lane's memory without end.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -13,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message as Frame;
+
+use crate::config::FRAME_OVERHEAD;
 
 /// What the writer should do once the queue is empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +34,7 @@ pub struct Outbox {
     queue: RefCell<VecDeque<Frame>>,
     queued_bytes: Cell<usize>,
     max_bytes: usize,
+    max_frames: usize,
     ending: RefCell<Ending>,
     /// Wakes the writer: frames were queued or the connection is ending.
     pub wake: Notify,
@@ -48,12 +52,14 @@ pub struct Outbox {
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Outbox {
-    /// An empty queue that holds at most `max_bytes` of payload.
-    pub fn new(max_bytes: usize) -> Outbox {
+    /// An empty queue that holds at most `max_frames` frames and `max_bytes`, each frame
+    /// counted as its payload plus [`FRAME_OVERHEAD`].
+    pub fn new(max_bytes: usize, max_frames: usize) -> Outbox {
         Outbox {
             queue: RefCell::new(VecDeque::new()),
             queued_bytes: Cell::new(0),
             max_bytes,
+            max_frames,
             ending: RefCell::new(Ending::Open),
             wake: Notify::new(),
             abort: Notify::new(),
@@ -71,9 +77,8 @@ impl Outbox {
         if *self.ending.borrow() != Ending::Open {
             return false;
         }
-        let len = frame.len();
-        let total = self.queued_bytes.get() + len;
-        if total > self.max_bytes {
+        let total = self.queued_bytes.get() + cost(&frame);
+        if total > self.max_bytes || self.queue.borrow().len() >= self.max_frames {
             self.queue.borrow_mut().clear();
             self.queued_bytes.set(0);
             self.close(1008, "client too slow: send queue full");
@@ -89,7 +94,7 @@ impl Outbox {
     pub fn pop(&self) -> Option<Frame> {
         let frame = self.queue.borrow_mut().pop_front()?;
         self.queued_bytes
-            .set(self.queued_bytes.get().saturating_sub(frame.len()));
+            .set(self.queued_bytes.get().saturating_sub(cost(&frame)));
         Some(frame)
     }
 
@@ -145,7 +150,7 @@ impl Outbox {
         self.ending.borrow().clone()
     }
 
-    /// Bytes of payload waiting to be written.
+    /// What the queued frames cost: payload plus [`FRAME_OVERHEAD`] each.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes.get()
     }
@@ -162,16 +167,21 @@ impl Outbox {
     }
 }
 
+/// What a queued frame counts against the bounds.
+fn cost(frame: &Frame) -> usize {
+    frame.len() + FRAME_OVERHEAD
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn keeps_order_and_counts_bytes() {
-        let o = Outbox::new(100);
+        let o = Outbox::new(1000, 10);
         assert!(o.push(Frame::text("ab")));
         assert!(o.push(Frame::binary(vec![1, 2, 3])));
-        assert_eq!(o.queued_bytes(), 5);
+        assert_eq!(o.queued_bytes(), 5 + 2 * FRAME_OVERHEAD);
         assert_eq!(o.pop(), Some(Frame::text("ab")));
         assert_eq!(o.pop(), Some(Frame::binary(vec![1, 2, 3])));
         assert_eq!(o.pop(), None);
@@ -180,7 +190,7 @@ mod tests {
 
     #[test]
     fn overflow_closes_with_1008_and_frees_the_queue() {
-        let o = Outbox::new(10);
+        let o = Outbox::new(FRAME_OVERHEAD + 10, 10);
         assert!(o.push(Frame::text("12345")));
         assert!(!o.push(Frame::text("1234567")));
         assert_eq!(o.queued_bytes(), 0);
@@ -190,8 +200,23 @@ mod tests {
     }
 
     #[test]
+    fn empty_frames_are_bounded_too() {
+        let o = Outbox::new(1 << 20, 100);
+        for _ in 0..100 {
+            assert!(o.push(Frame::text("")));
+        }
+        assert!(!o.push(Frame::text("")));
+        assert!(matches!(o.ending(), Ending::Close(1008, _)));
+        let by_bytes = Outbox::new(10 * FRAME_OVERHEAD, 1000);
+        for _ in 0..10 {
+            assert!(by_bytes.push(Frame::binary(Vec::new())));
+        }
+        assert!(!by_bytes.push(Frame::binary(Vec::new())));
+    }
+
+    #[test]
     fn first_close_wins() {
-        let o = Outbox::new(10);
+        let o = Outbox::new(100, 10);
         o.close(1001, "bye");
         o.close(1011, "crash");
         assert_eq!(o.ending(), Ending::Close(1001, "bye".into()));

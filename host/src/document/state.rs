@@ -53,6 +53,16 @@ impl Document {
         Ok(())
     }
 
+    /// Records the state right after opening (and restoring) as the saved one, so that a
+    /// document that is only read is never written: a later save finds the same state
+    /// and writes nothing. Costs one `snapshot` call per open.
+    pub fn mark_opened(&mut self) -> Result<(), DocumentError> {
+        let (snapshot, generation) = self.snapshot()?;
+        self.persistence.saved_hash = Some(snapshot.content_hash());
+        self.mark_saved(generation);
+        Ok(())
+    }
+
     /// Whether the state may have changed since the last successful save.
     pub fn is_dirty(&self) -> bool {
         self.changes != self.saved && self.instance.is_some()

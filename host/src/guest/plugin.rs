@@ -125,7 +125,7 @@ pub fn load(
     };
     let pre = linker.instantiate_pre(&component).map_err(contract)?;
     let pre = RoomPre::new(pre).map_err(contract)?;
-    let version = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let version = version_of_digest(&digest);
     Ok(Plugin {
         name,
         version,
@@ -133,6 +133,16 @@ pub fn load(
         pre,
         live: AtomicUsize::new(0),
     })
+}
+
+/// The version of a plugin file: the first 16 hex digits of its SHA-256. The same bytes
+/// are the same version on every host.
+pub fn version_of(bytes: &[u8]) -> String {
+    version_of_digest(&Sha256::digest(bytes))
+}
+
+fn version_of_digest(digest: &[u8]) -> String {
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Compiles `bytes`, or loads the artifact an earlier compilation left in `dir`. The file

@@ -29,6 +29,11 @@ pub fn answer(lane: &Rc<Lane>, request: AdminRequest, reply: oneshot::Sender<Adm
                     .iter()
                     .filter_map(|(_, d)| d.try_borrow().ok().map(|d| d.info()))
                     .collect(),
+                lease: lane
+                    .services
+                    .storage
+                    .leases()
+                    .map(|clock| if clock.valid_now() { "held" } else { "lapsed" }.to_owned()),
             };
             let _ = reply.send(AdminReply::Lane(info));
         }
@@ -40,13 +45,15 @@ pub fn answer(lane: &Rc<Lane>, request: AdminRequest, reply: oneshot::Sender<Adm
         }
         AdminRequest::Snapshot(key) => {
             let lane = lane.clone();
-            tokio::task::spawn_local(async move {
+            let health = lane.services.health.clone();
+            crate::lane::task::spawn(&health, "admin", async move {
                 let _ = reply.send(AdminReply::Done(save_now(&lane, &key).await));
             });
         }
         AdminRequest::Evict(key) => {
             let lane = lane.clone();
-            tokio::task::spawn_local(async move {
+            let health = lane.services.health.clone();
+            crate::lane::task::spawn(&health, "admin", async move {
                 let _ = reply.send(AdminReply::Done(evict(&lane, &key).await));
             });
         }
@@ -65,6 +72,7 @@ async fn save_now(lane: &Lane, key: &DocumentKey) -> Result<String, String> {
         Saved::Clean => Ok(format!("{}/{} saved", key.0, key.1)),
         Saved::Failed(e) => Err(format!("save failed: {e}")),
         Saved::Skipped => Err("the document crashed".to_owned()),
+        Saved::Fenced => Err("another host took the document".to_owned()),
     }
 }
 
@@ -99,6 +107,7 @@ async fn evict(lane: &Lane, key: &DocumentKey) -> Result<String, String> {
         return Err(format!("{saved}, but it keeps changing; not evicted"));
     }
     lane.forget(key, &doc);
+    lane.release_later(key, doc.borrow().persistence.lease);
     tracing::info!(lane = lane.index, plugin = %key.0, doc = %key.1, "evicted by the admin API");
     Ok(format!("{}/{} saved and evicted", key.0, key.1))
 }

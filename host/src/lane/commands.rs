@@ -19,6 +19,10 @@ pub enum LaneCommand {
     Adopt(Handover),
     /// A request of the admin API; the answer goes back on the channel.
     Admin(AdminRequest, oneshot::Sender<AdminReply>),
+    /// Another host asks for this document: save it and let it go.
+    Release(DocumentKey),
+    /// This host's lease in the shared store lapsed: drop every document now.
+    Fence,
 }
 
 /// A connection on its way to the lane that owns its document: the socket (taken off
@@ -71,4 +75,7 @@ pub struct LaneInfo {
     pub messages_out: u64,
     /// Live documents.
     pub documents: Vec<DocumentInfo>,
+    /// With a shared store: whether this host's lease holds (`held`) or not (`lapsed`).
+    #[serde(default)]
+    pub lease: Option<String>,
 }

@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use tokio::net::TcpStream;
 
-use crate::lane::{ConnectionGuard, Handover, Lane};
+use crate::lane::{ConnectionGuard, HandOverError, Handover, Lane};
 use crate::metrics::Rejection;
 use crate::net::http::{self, HeadError, RequestHead};
 use crate::net::route::{self, Route, RouteError};
@@ -59,6 +59,14 @@ pub async fn serve_adopted(
     dispatch(lane, stream, peer, head, true).await;
 }
 
+/// The path a request must have for the lane to panic, for the tests of what a panic in
+/// a lane does (`WASMROOM_TEST_PANIC_PATH`; debug builds only).
+fn test_panic_path() -> Option<String> {
+    cfg!(debug_assertions)
+        .then(|| std::env::var("WASMROOM_TEST_PANIC_PATH").ok())
+        .flatten()
+}
+
 /// Answers a request whose head has been read.
 async fn dispatch(
     lane: Rc<Lane>,
@@ -67,6 +75,9 @@ async fn dispatch(
     head: RequestHead,
     adopted: bool,
 ) {
+    if test_panic_path().is_some_and(|p| p == head.path) {
+        panic!("the test asked this lane to panic ({})", head.path);
+    }
     let route = match route::route(&head.path) {
         Ok(route) => route,
         Err(e @ RouteError::BadDocument(_)) => {
@@ -76,7 +87,7 @@ async fn dispatch(
         }
         Err(RouteError::NotFound) if lane.services.config.static_dir.is_some() => {
             let root = lane.services.config.static_dir.as_deref().expect("checked");
-            crate::net::static_files::serve(&mut stream, root, &head).await;
+            crate::net::static_files::serve(&mut stream, root, &head, lane.charge()).await;
             return;
         }
         Err(e) => {
@@ -104,10 +115,18 @@ async fn dispatch(
                 http::write_text(&mut stream, 404, "metrics are served on the admin port").await;
         }
         Route::Metrics => {
-            let body = lane
-                .services
-                .metrics
-                .render(&lane.services.registry.live_instances());
+            // Rendered off the lane: it locks every histogram and the instance gauges.
+            let (metrics, registry) = (
+                lane.services.metrics.clone(),
+                lane.services.registry.clone(),
+            );
+            let rendered =
+                tokio::task::spawn_blocking(move || metrics.render(&registry.live_instances()))
+                    .await;
+            let Ok(body) = rendered else {
+                let _ = http::write_text(&mut stream, 500, "cannot render the metrics").await;
+                return;
+            };
             let headers = [(
                 "content-type".to_owned(),
                 crate::metrics::CONTENT_TYPE.to_owned(),
@@ -123,7 +142,10 @@ async fn dispatch(
             // A lane answers only once the plugins are compiled and it listens; it stops
             // being ready as soon as shutdown begins.
             let (status, text) = if lane.is_shutting_down() || !lane.services.health.ready() {
-                (503, "not ready: shutting down or a lane is down")
+                (
+                    503,
+                    "not ready: shutting down, a lane is down, or the shared store is unreachable",
+                )
             } else {
                 (200, "ready")
             };
@@ -149,7 +171,7 @@ async fn dispatch(
             crate::lane::upgrade::serve(lane, stream, peer, head, &plugin, &document).await;
         }
         Route::Document { plugin, document } => {
-            crate::lane::requests::serve(lane, stream, head, &plugin, &document).await;
+            crate::lane::requests::serve(lane, stream, peer, head, &plugin, &document).await;
         }
     }
 }
@@ -194,11 +216,20 @@ async fn misrouted(
         to = owner,
         "{plugin}/{document}: handing the socket over"
     );
-    if let Err(back) = lane.hand_over(owner, Handover { stream, peer, head }) {
+    let (back, reason, text) = match lane.hand_over(owner, Handover { stream, peer, head }) {
+        Ok(()) => return,
+        Err(HandOverError::Full(back)) => (
+            back,
+            Rejection::Capacity,
+            "lane at capacity: too many connections",
+        ),
         // The owner lane is stopping: the whole server is.
-        lane.metrics.rejected(Rejection::ShuttingDown);
-        if let Ok(mut stream) = TcpStream::from_std(back.stream) {
-            let _ = http::write_text(&mut stream, 503, "server shutting down").await;
+        Err(HandOverError::Stopping(back)) => {
+            (back, Rejection::ShuttingDown, "server shutting down")
         }
+    };
+    lane.metrics.rejected(reason);
+    if let Ok(mut stream) = TcpStream::from_std(back.stream) {
+        let _ = http::write_text(&mut stream, 503, text).await;
     }
 }

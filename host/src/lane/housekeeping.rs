@@ -3,18 +3,20 @@
 //! it when it crashed.
 //!
 //! Saving takes the snapshot on the lane (a guest call, between two events of the
-//! document) and writes it on tokio's blocking pool, so a slow disk never stalls the lane.
+//! document) and hands it to the store (the file store writes on tokio's blocking pool,
+//! PostgreSQL on the store's thread), so a slow disk or database never stalls the lane.
+//! A write the store refuses because another host took the document ends the document
+//! here at once.
 
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::document::{Document, DocumentCell, DocumentKey};
 use crate::lane::Lane;
-use crate::store::{Snapshot, StorageError};
+use crate::store::StorageError;
 
 /// The longest wait between two attempts to save a document whose saves fail.
 const MAX_RETRY: Duration = Duration::from_secs(30);
@@ -28,6 +30,8 @@ pub enum Saved {
     Failed(StorageError),
     /// Another save is in flight, or the document crashed.
     Skipped,
+    /// Another host took the document: it was dropped here.
+    Fenced,
 }
 
 /// Saves `cell` if it changed since its last save.
@@ -44,7 +48,7 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
             Ok(taken) => taken,
             Err(_) => return Saved::Skipped, // crashed: logged by the document
         };
-        let hash = content_hash(&snapshot);
+        let hash = snapshot.content_hash();
         if doc.persistence.saved_hash == Some(hash) {
             doc.mark_saved(generation);
             doc.persistence.next_save = Instant::now() + lane.services.config.checkpoint_interval();
@@ -55,17 +59,18 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
         (snapshot, generation, hash)
     };
     let timers = snapshot.timers.len();
-    let storage = lane.services.storage.clone();
-    let (plugin, document) = key.clone();
+    let lease = cell.borrow().persistence.lease;
     let started = Instant::now();
-    let written = tokio::task::spawn_blocking(move || storage.save(&plugin, &document, &snapshot))
-        .await
-        .unwrap_or_else(|e| {
-            Err(StorageError::Io {
-                path: "(save task)".into(),
-                source: std::io::Error::other(e.to_string()),
-            })
-        });
+    let written = lane
+        .services
+        .storage
+        .save(&key.0, &key.1, lease, snapshot)
+        .await;
+    if let Err(StorageError::Fenced { .. }) = written {
+        cell.borrow_mut().persistence.saving = false;
+        lane.retire(key, cell, "fenced");
+        return Saved::Fenced;
+    }
     let mut doc = cell.borrow_mut();
     doc.persistence.saving = false;
     doc.metrics().saved(written.is_ok(), started.elapsed());
@@ -97,14 +102,16 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
     }
 }
 
-fn content_hash(snapshot: &Snapshot) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for (id, due) in &snapshot.timers {
-        h.update(id.to_le_bytes());
-        h.update(due.to_le_bytes());
-    }
-    h.update(&snapshot.state);
-    h.finalize().into()
+/// When `doc`, now without connections, may leave memory: its idle grace after the last
+/// connection left, or, if no WebSocket ever joined it, the (shorter) HTTP grace after its
+/// last request. `None` while it has connections.
+fn idle_end(doc: &Document, (grace, http_grace): (Duration, Duration)) -> Option<Instant> {
+    let since = doc.idle_since()?;
+    Some(if doc.had_sockets() {
+        since + grace
+    } else {
+        since.max(doc.last_activity()) + http_grace
+    })
 }
 
 /// Drives one document until it is dropped. Holds only a weak reference: the lane's table
@@ -115,17 +122,24 @@ pub async fn drive(
     doc: Weak<RefCell<Document>>,
     wake: Rc<Notify>,
 ) {
-    let grace = lane.services.config.idle_grace();
+    let config = &lane.services.config;
+    let graces = (config.idle_grace(), config.http_idle_grace());
     loop {
         let next = {
             let Some(cell) = doc.upgrade() else { return };
             let d = cell.borrow();
-            if d.is_crashed() {
-                drop(d);
-                lane.forget(&key, &cell);
+            if d.is_retired() {
+                // Dropped by the lane already (fenced, lapsed, handed back).
                 return;
             }
-            let idle_end = d.idle_since().map(|t| t + grace);
+            if d.is_crashed() {
+                let lease = d.persistence.lease;
+                drop(d);
+                lane.forget(&key, &cell);
+                lane.release_later(&key, lease);
+                return;
+            }
+            let idle_end = idle_end(&d, graces);
             // A changed document is saved at its checkpoint, or when its grace ends if
             // that is sooner (unless saves are failing: then it waits for its retry); an
             // unchanged one is dropped when its grace ends.
@@ -160,26 +174,31 @@ pub async fn drive(
             // restart instead).
             return;
         }
+        let lease = cell.borrow().persistence.lease;
+        if !lane.holds(lease) {
+            // Nothing may change a document whose lease does not hold any more.
+            lane.retire(&key, &cell, "lapsed");
+            return;
+        }
         let now = Instant::now();
         cell.borrow_mut().fire_due_timers(now);
         let (dirty, save_due) = {
             let d = cell.borrow();
             (d.is_dirty(), d.persistence.next_save <= now)
         };
-        let idle_over = || {
-            cell.borrow()
-                .idle_since()
-                .is_some_and(|since| since + grace <= Instant::now())
-        };
-        if dirty
-            && (save_due || idle_over())
-            && let Saved::Failed(_) = save(&lane, &key, &cell).await
-        {
-            continue; // never drop a document whose latest state is unsaved
+        let idle_over =
+            || idle_end(&cell.borrow(), graces).is_some_and(|end| end <= Instant::now());
+        if dirty && (save_due || idle_over()) {
+            match save(&lane, &key, &cell).await {
+                Saved::Failed(_) => continue, // never drop a document whose latest state is unsaved
+                Saved::Fenced => return,
+                Saved::Clean | Saved::Skipped => {}
+            }
         }
         if idle_over() && !cell.borrow().is_dirty() && !lane.is_shutting_down() {
-            tracing::debug!(lane = lane.index, plugin = %key.0, doc = %key.1, "idle for {grace:?}: saved and dropped");
+            tracing::debug!(lane = lane.index, plugin = %key.0, doc = %key.1, "idle: saved and dropped");
             lane.forget(&key, &cell);
+            lane.release_later(&key, lease);
             return;
         }
     }

@@ -1,69 +1,130 @@
-//! The lane's table of live documents: opening a document on first use (its saved state
-//! read first), waiting for a crashed one's last save, forgetting a document, and counting
-//! traps for the crash-loop guard.
+//! The lane's table of live documents: opening a document on first use (its lease taken
+//! and its snapshot read first, while other connections for it wait), waiting for a
+//! crashed one's last save, asking another host to hand a document back, forgetting a
+//! document, retiring documents this host may no longer serve, and counting traps for
+//! the crash-loop guard.
 
 use std::cell::RefCell;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 use crate::document::{Document, DocumentCell, DocumentError, DocumentKey};
 use crate::guest::plugin::Plugin;
 use crate::lane::Lane;
+use crate::store::{Lease, Opened, StorageError};
 
 /// How long a connection waits for a crashed document's last save before it is told to
 /// come back later (1013 / 503).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How often a host waiting for a document another host holds asks again.
+const HANDOFF_POLL: Duration = Duration::from_millis(150);
+
+/// The close a document this host may no longer serve ends its sockets with: 1012
+/// (service restart), so that clients reconnect and reach its new host.
+const MOVED: (u16, &str) = (1012, "document moved to another host");
+
 impl Lane {
-    /// The live document `document` of `plugin`, opening it if needed.
-    pub fn document(
+    /// Whether this host may apply anything to a document opened under `lease`: always
+    /// with the file store; with a shared store, while that lease holds.
+    pub fn holds(&self, lease: Lease) -> bool {
+        self.services
+            .storage
+            .leases()
+            .is_none_or(|clock| clock.holds(lease))
+    }
+
+    /// The live document `document` of `plugin`, opening it if needed for `client`
+    /// (which may open only so many documents a second). Connections that ask while it
+    /// opens wait for that one opening.
+    pub async fn document(
         self: &Rc<Self>,
         plugin: &Arc<Plugin>,
         document: &str,
+        client: IpAddr,
     ) -> Result<DocumentCell, DocumentError> {
         let key = (plugin.name.clone(), document.to_owned());
-        let existing = self.documents.borrow().get(&key).cloned();
-        if let Some(doc) = existing {
-            if !doc.borrow().is_crashed() {
-                return Ok(doc);
+        loop {
+            let existing = self.documents.borrow().get(&key).cloned();
+            if let Some(doc) = existing {
+                let (ended, saving, lease) = {
+                    let d = doc.borrow();
+                    (
+                        d.is_crashed() || d.is_retired(),
+                        d.persistence.saving,
+                        d.persistence.lease,
+                    )
+                };
+                if !ended && self.holds(lease) {
+                    return Ok(doc);
+                }
+                if !ended {
+                    // Opened under a lease this host no longer holds.
+                    self.retire(&key, &doc, "lapsed");
+                } else if saving {
+                    // Its last checkpoint is still being written: reopening now would
+                    // read the old state, and the write would then overwrite what the
+                    // new instance saves.
+                    return Err(DocumentError::Settling);
+                }
+                self.forget(&key, &doc);
             }
-            if doc.borrow().persistence.saving {
-                // Its last checkpoint is still being written: reopening now would read the
-                // file before that write lands, and the write would then overwrite what
-                // the new instance saves.
-                return Err(DocumentError::Settling);
+            let opening = self.opening.borrow().get(&key).cloned();
+            match opening {
+                Some(done) => done.notified().await,
+                None => break,
             }
-            self.forget(&key, &doc);
         }
         if let Some(retry_in) = self.crashes.backoff(&key, Instant::now()) {
             return Err(DocumentError::CrashLoop(retry_in));
         }
-        // A small file read: from the page cache in the common case. Reading it before
-        // opening keeps "one document, one instance" simple (no await between the lookup
-        // and the insertion below).
-        let saved = self
-            .services
-            .storage
-            .load(&plugin.name, document)
-            .map_err(|e| {
-                tracing::error!(lane = self.index, plugin = %plugin.name, doc = %document, "refusing to open: {e}");
-                DocumentError::Storage(e.to_string())
-            })?;
+        if let Some(clock) = self.services.storage.leases()
+            && !clock.valid_now()
+        {
+            return Err(DocumentError::StoreUnavailable(
+                "this host's lease in the shared store has lapsed; retry".into(),
+            ));
+        }
+        self.opens
+            .take(client, Instant::now())
+            .map_err(DocumentError::OpenRateLimited)?;
+        let done = Rc::new(Notify::new());
+        self.opening.borrow_mut().insert(key.clone(), done.clone());
+        let opened = self.open_new(plugin, &key).await;
+        self.opening.borrow_mut().remove(&key);
+        done.notify_waiters();
+        opened
+    }
+
+    /// Takes the document in the store, instantiates it and puts it in the table.
+    async fn open_new(
+        self: &Rc<Self>,
+        plugin: &Arc<Plugin>,
+        key: &DocumentKey,
+    ) -> Result<DocumentCell, DocumentError> {
+        let document = key.1.as_str();
+        let Opened { lease, snapshot } = self.take(plugin, document).await?;
         let started = Instant::now();
         let metrics = self.services.metrics.plugin(&plugin.name, self.index);
-        let doc = match Document::open(
+        let opened = Document::open(
             plugin.clone(),
             document,
             self.limits_for(&plugin.name),
             metrics,
         )
         .and_then(|mut doc| {
-            if let Some(snapshot) = &saved {
+            if let Some(snapshot) = &snapshot {
                 doc.restore(snapshot)?;
             }
+            doc.mark_opened()?;
+            doc.persistence.lease = lease;
             Ok(doc)
-        }) {
+        });
+        let doc = match opened {
             Ok(doc) => doc,
             Err(e) => {
                 if matches!(e, DocumentError::PoolExhausted(_)) {
@@ -74,23 +135,95 @@ impl Lane {
                         self.services.config.limits.max_documents
                     );
                 }
+                // Not served here after all: another host may take it at once.
+                self.release_later(key, lease);
                 return Err(e);
             }
         };
-        tracing::debug!(lane = self.index, plugin = %plugin.name, doc = %document, "opened in {:?}", started.elapsed());
+        tracing::debug!(lane = self.index, plugin = %plugin.name, doc = %document, epoch = lease.epoch, "opened in {:?}", started.elapsed());
         let wake = doc.wake.clone();
         let cell: DocumentCell = Rc::new(RefCell::new(doc));
         self.documents
             .borrow_mut()
             .insert(key.clone(), cell.clone());
         self.metrics.documents.set(self.document_count() as i64);
-        tokio::task::spawn_local(crate::lane::housekeeping::drive(
-            self.clone(),
-            key,
-            Rc::downgrade(&cell),
-            wake,
-        ));
+        crate::lane::task::spawn(
+            &self.services.health,
+            "housekeeping",
+            crate::lane::housekeeping::drive(self.clone(), key.clone(), Rc::downgrade(&cell), wake),
+        );
         Ok(cell)
+    }
+
+    /// Takes the document's lease and reads its snapshot. A document another live host
+    /// holds is asked back from it (it saves and lets go), for up to the hand-off
+    /// timeout.
+    async fn take(&self, plugin: &Plugin, document: &str) -> Result<Opened, DocumentError> {
+        let storage = &self.services.storage;
+        let deadline = Instant::now() + self.services.config.store.handoff_timeout();
+        loop {
+            match storage.open(&plugin.name, document, &plugin.version).await {
+                Ok(opened) => return Ok(opened),
+                Err(StorageError::HeldElsewhere { holder, host }) => {
+                    if Instant::now() >= deadline {
+                        return Err(DocumentError::HeldElsewhere(host));
+                    }
+                    tracing::debug!(lane = self.index, plugin = %plugin.name, doc = %document, "held by host {host}: asking it to let go");
+                    // Asked again on every try: a notification sent while that host's
+                    // listener reconnected is lost.
+                    let _ = storage.ask_release(holder, &plugin.name, document).await;
+                    tokio::time::sleep(HANDOFF_POLL).await;
+                }
+                Err(StorageError::Unavailable(why)) => {
+                    return Err(DocumentError::StoreUnavailable(why));
+                }
+                Err(e @ StorageError::NewerVersion { .. }) => {
+                    return Err(DocumentError::NewerVersion(format!(
+                        "{}/{document} was {e}",
+                        plugin.name
+                    )));
+                }
+                Err(e) => {
+                    tracing::error!(lane = self.index, plugin = %plugin.name, doc = %document, "refusing to open: {e}");
+                    return Err(DocumentError::Storage(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Lets the store know a document is not served here any more (off this task: the
+    /// caller goes on at once).
+    pub fn release_later(&self, key: &DocumentKey, lease: Lease) {
+        if self.services.storage.leases().is_none() {
+            return;
+        }
+        let storage = self.services.storage.clone();
+        let (plugin, document) = key.clone();
+        crate::lane::task::spawn(&self.services.health, "release", async move {
+            if let Err(e) = storage.release(&plugin, &document, lease).await {
+                tracing::warn!(plugin = %plugin, doc = %document, "cannot release the lease: {e}");
+            }
+        });
+    }
+
+    /// Ends a document this host may no longer serve (`why`: `fenced`, another host
+    /// took it; `lapsed`, this host's lease ran out): its sockets close with 1012 and it
+    /// leaves the table without a save.
+    pub fn retire(&self, key: &DocumentKey, cell: &DocumentCell, why: &'static str) {
+        if cell.borrow().is_retired() {
+            return;
+        }
+        tracing::warn!(lane = self.index, plugin = %key.0, doc = %key.1, "dropping the document: {}", if why == "fenced" { "another host took it" } else { "this host's lease lapsed" });
+        cell.borrow_mut().retire(MOVED.0, MOVED.1);
+        self.forget(key, cell);
+        self.services.metrics.store().leases_lost(why, 1);
+    }
+
+    /// Ends every live document (this host's lease lapsed).
+    pub fn retire_all(&self, why: &'static str) {
+        for (key, doc) in self.live_documents() {
+            self.retire(&key, &doc, why);
+        }
     }
 
     /// [`Lane::document`], waiting (briefly, without blocking the lane) while a crashed
@@ -99,10 +232,11 @@ impl Lane {
         self: &Rc<Self>,
         plugin: &Arc<Plugin>,
         document: &str,
+        client: IpAddr,
     ) -> Result<DocumentCell, DocumentError> {
         let deadline = Instant::now() + SETTLE_TIMEOUT;
         loop {
-            match self.document(plugin, document) {
+            match self.document(plugin, document, client).await {
                 Err(DocumentError::Settling) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }

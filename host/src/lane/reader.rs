@@ -1,6 +1,7 @@
 //! A WebSocket's reading half: every frame from the client goes straight to the document
 //! (one synchronous guest call); the keepalive pings a quiet client and drops one that
-//! stops answering.
+//! stops answering; a message that starts to arrive must be complete within the message
+//! timeout (1008), and its bytes must fit the lane's budget (1013).
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -18,24 +19,35 @@ use crate::document::DocumentCell;
 use crate::document::outbox::{Ending, Outbox};
 use crate::guest::Message;
 use crate::lane::Lane;
+use crate::net::frame_watch::{Incoming, Watched};
 
 /// Reads frames until the connection ends; returns the close code it ended with.
 pub async fn read_loop(
     lane: &Lane,
     doc: &DocumentCell,
     id: u64,
-    mut frames: SplitStream<WebSocketStream<TcpStream>>,
+    mut frames: SplitStream<WebSocketStream<Watched<TcpStream>>>,
     outbox: &Outbox,
+    incoming: &Incoming,
     peer: SocketAddr,
 ) -> u16 {
-    // Keepalive: ping every `ping_interval`; a client that sends nothing at all (not even
-    // the pong) within `ping_timeout` of a ping is dropped. One timer per connection,
-    // re-armed only when it fires, never per message.
+    // One timer per connection, re-armed only when what it waits for changes, never per
+    // message. It serves the keepalive (ping every `ping_interval`; a client that sends
+    // nothing at all, not even the pong, within `ping_timeout` of a ping is dropped) and
+    // the deadline of a message that has started to arrive but is not complete.
     let limits = &lane.services.config.limits;
     let (ping_interval, ping_timeout) = (limits.ping_interval(), limits.ping_timeout());
+    let message_timeout = limits.message_timeout();
     let mut awaiting_pong = false;
-    let keepalive = tokio::time::sleep(ping_interval);
-    tokio::pin!(keepalive);
+    let mut ping_at = Instant::now() + ping_interval;
+    let mut timer_at = ping_at;
+    let timer = tokio::time::sleep_until(timer_at.into());
+    tokio::pin!(timer);
+
+    // With a shared store, every message is applied only while this host's lease on the
+    // document holds (an atomic read and a clock read; nothing without one).
+    let clock = lane.services.storage.leases().cloned();
+    let lease = doc.borrow().persistence.lease;
 
     let mut code = 1006;
     loop {
@@ -44,26 +56,47 @@ pub async fn read_loop(
         if outbox.reader_aborted() {
             break;
         }
+        if incoming.over_budget() {
+            tracing::debug!(lane = lane.index, %peer, "partial message over the lane's byte budget: closing");
+            (code, _) = close(outbox, 1013, "server busy: too many bytes in flight");
+            break;
+        }
         // Fast path: a frame that is already there is handled without arming the other
-        // branches (the keepalive only matters when the client is quiet).
+        // branches (the timer only matters when the client is quiet or slow).
         let ready = poll_fn(|cx| Poll::Ready(frames.poll_next_unpin(cx))).await;
         let next = if let Poll::Ready(next) = ready {
             next
         } else {
+            let due = incoming
+                .started()
+                .map_or(ping_at, |started| ping_at.min(started + message_timeout));
+            if due != timer_at {
+                timer.as_mut().reset(due.into());
+                timer_at = due;
+            }
             tokio::select! {
             biased;
             next = frames.next() => next,
             _ = outbox.abort.notified() => break,
-            _ = &mut keepalive => {
-                if awaiting_pong {
-                    tracing::debug!(lane = lane.index, %peer, "no answer to a ping within {ping_timeout:?}: closing");
-                    outbox.close(1001, "ping timeout");
-                    code = 1001;
+            // A message stayed incomplete (arm its deadline) or went over the budget.
+            _ = incoming.changed.notified() => continue,
+            _ = &mut timer => {
+                let now = Instant::now();
+                if incoming.started().is_some_and(|started| now >= started + message_timeout) {
+                    tracing::debug!(lane = lane.index, %peer, "message not complete within {message_timeout:?}: closing");
+                    (code, _) = close(outbox, 1008, "message not completed in time");
                     break;
                 }
-                outbox.push(Frame::Ping(Default::default()));
-                awaiting_pong = true;
-                keepalive.as_mut().reset((Instant::now() + ping_timeout).into());
+                if now >= ping_at {
+                    if awaiting_pong {
+                        tracing::debug!(lane = lane.index, %peer, "no answer to a ping within {ping_timeout:?}: closing");
+                        (code, _) = close(outbox, 1001, "ping timeout");
+                        break;
+                    }
+                    outbox.push(Frame::Ping(Default::default()));
+                    awaiting_pong = true;
+                    ping_at = now + ping_timeout;
+                }
                 continue;
             }
             }
@@ -72,13 +105,24 @@ pub async fn read_loop(
             // Anything from the client answers the ping; the next ping is a full interval
             // after this one.
             awaiting_pong = false;
-            keepalive
-                .as_mut()
-                .reset((Instant::now() + ping_interval).into());
+            ping_at = Instant::now() + ping_interval;
         }
         if lane.is_shutting_down() && matches!(next, Some(Ok(Frame::Text(_) | Frame::Binary(_)))) {
             // The document is being saved for shutdown: what arrives now is not applied
             // (the client gets 1012 and resends what was not acknowledged).
+            continue;
+        }
+        if let Some(clock) = &clock
+            && matches!(next, Some(Ok(Frame::Text(_) | Frame::Binary(_))))
+            && !clock.holds(lease)
+        {
+            // This host may not serve the document any more (its lease lapsed, or it
+            // registered anew): nothing more is applied; the client gets 1012.
+            let key = {
+                let d = doc.borrow();
+                (d.plugin().name.clone(), d.id().to_owned())
+            };
+            lane.retire(&key, doc, "lapsed");
             continue;
         }
         match next {
@@ -120,6 +164,12 @@ pub async fn read_loop(
         code = server_code;
     }
     code
+}
+
+/// Starts closing with `code` and `reason`; returns them.
+fn close(outbox: &Outbox, code: u16, reason: &'static str) -> (u16, &'static str) {
+    outbox.close(code, reason);
+    (code, reason)
 }
 
 /// The close code and reason to answer a read error with, if the socket is still usable.

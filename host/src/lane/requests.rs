@@ -1,51 +1,61 @@
 //! An HTTP request to a document (`/docs/{plugin}/{document}[/...]`): read its body, open
 //! the document, hand the request to the consumer's `on-request`, write its answer.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use tokio::net::TcpStream;
 
-use crate::document::outbox::CLOSE_TIMEOUT;
 use crate::guest::HttpRequest;
 use crate::lane::Lane;
 use crate::lane::lookup::{find_plugin, open_document};
 use crate::metrics::Rejection;
 use crate::net::http::{self, RequestHead};
 
-/// Serves one request to a document on its owner lane.
+/// Serves one request to a document on its owner lane: the plugin first (nothing is
+/// read for a request that cannot be served), then the body (held in the lane's byte
+/// budget while it arrives), then the document.
 pub async fn serve(
     lane: Rc<Lane>,
     mut stream: TcpStream,
+    peer: SocketAddr,
     head: RequestHead,
     plugin: &str,
     document: &str,
 ) {
+    let Some(plugin) = find_plugin(&lane, &mut stream, plugin).await else {
+        http::linger(&mut stream).await;
+        return;
+    };
     let limits = &lane.services.config.limits;
+    let mut charge = lane.charge();
     let body = match http::read_body(
         &mut stream,
         &head,
         limits.max_message_bytes,
         limits.handshake_timeout(),
+        &mut charge,
     )
     .await
     {
         Ok(body) => body,
         Err(e) => {
-            let status = match e {
-                http::BodyError::LengthRequired => 411,
-                http::BodyError::BadLength => 400,
-                http::BodyError::TooLarge(_) => 413,
+            let (status, reason) = match e {
+                http::BodyError::LengthRequired => (411, Rejection::BadRequest),
+                http::BodyError::BadLength => (400, Rejection::BadRequest),
+                http::BodyError::TooLarge(_) => (413, Rejection::BadRequest),
+                http::BodyError::Busy => (503, Rejection::Busy),
                 http::BodyError::Timeout | http::BodyError::Io(_) => return,
             };
-            lane.metrics.rejected(Rejection::BadRequest);
+            lane.metrics.rejected(reason);
+            drop(charge);
             let _ = http::write_text(&mut stream, status, &e.to_string()).await;
+            http::linger(&mut stream).await;
             return;
         }
     };
-    let Some(plugin) = find_plugin(&lane, &mut stream, plugin).await else {
-        return;
-    };
-    let Some(doc) = open_document(&lane, &mut stream, &plugin, document).await else {
+    let client = http::client_address(&head, peer, lane.services.config.proxy_headers).ip();
+    let Some(doc) = open_document(&lane, &mut stream, &plugin, document, client).await else {
         return;
     };
     let request = HttpRequest {
@@ -56,13 +66,11 @@ pub async fn serve(
         body,
     };
     let response = doc.borrow_mut().request(&request);
-    drop(doc);
-    // A client that does not read its response must not hold the connection forever.
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        match response {
-            Ok(r) => http::write_response(&mut stream, r.status, &r.headers, &r.body).await,
-            Err(e) => http::write_text(&mut stream, 500, &e.to_string()).await,
-        }
-    })
-    .await;
+    drop((doc, charge));
+    // Bounded by the write timeout: a client that does not read its answer cannot hold
+    // the connection.
+    let _ = match response {
+        Ok(r) => http::write_response(&mut stream, r.status, &r.headers, &r.body).await,
+        Err(e) => http::write_text(&mut stream, 500, &e.to_string()).await,
+    };
 }

@@ -25,13 +25,15 @@ pub async fn run(
     let addr = listener.local_addr()?;
     tracing::info!("lane {index} listening on {addr}");
     let lane = Rc::new(Lane::new(index, services));
+    let health = lane.services.health.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     if let Some((stream, guard)) = admit(&lane, stream) {
                         let _ = stream.set_nodelay(true);
-                        tokio::task::spawn_local(crate::lane::connection::serve(lane.clone(), stream, peer, guard));
+                        let serve = crate::lane::connection::serve(lane.clone(), stream, peer, guard);
+                        crate::lane::task::spawn(&health, "connection", serve);
                     }
                 }
                 Err(e) => {
@@ -42,10 +44,16 @@ pub async fn run(
             },
             Some(command) = commands.recv() => match command {
                 LaneCommand::Migrate(plugin) => {
-                    tokio::task::spawn_local(crate::lane::migrate::migrate_all(lane.clone(), plugin));
+                    let migrate = crate::lane::migrate::migrate_all(lane.clone(), plugin);
+                    crate::lane::task::spawn(&health, "migration", migrate);
                 }
                 LaneCommand::Adopt(handover) => adopt(&lane, handover),
                 LaneCommand::Admin(request, reply) => crate::lane::admin::answer(&lane, request, reply),
+                LaneCommand::Release(key) => {
+                    let hand_back = crate::lane::handback::hand_back(lane.clone(), key);
+                    crate::lane::task::spawn(&health, "hand-back", hand_back);
+                }
+                LaneCommand::Fence => lane.retire_all("lapsed"),
             },
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
@@ -55,9 +63,11 @@ pub async fn run(
     Ok(())
 }
 
-/// Takes over a connection another lane accepted for a document this lane owns.
+/// Takes over a connection another lane accepted for a document this lane owns (the
+/// sending lane already counted it in this lane's connection cap).
 fn adopt(lane: &Rc<Lane>, handover: Handover) {
     let Handover { stream, peer, head } = handover;
+    let guard = lane.track_admitted();
     let stream = match tokio::net::TcpStream::from_std(stream) {
         Ok(stream) => stream,
         Err(e) => {
@@ -66,15 +76,8 @@ fn adopt(lane: &Rc<Lane>, handover: Handover) {
         }
     };
     lane.metrics.adopted.inc();
-    if let Some((stream, guard)) = admit(lane, stream) {
-        tokio::task::spawn_local(crate::lane::connection::serve_adopted(
-            lane.clone(),
-            stream,
-            peer,
-            head,
-            guard,
-        ));
-    }
+    let serve = crate::lane::connection::serve_adopted(lane.clone(), stream, peer, head, guard);
+    crate::lane::task::spawn(&lane.services.health, "connection", serve);
 }
 
 /// Counts a new connection in, or answers 503 when the lane is at its connection limit
@@ -83,14 +86,17 @@ fn admit(
     lane: &Rc<Lane>,
     stream: tokio::net::TcpStream,
 ) -> Option<(tokio::net::TcpStream, ConnectionGuard)> {
-    if lane.connections.get() >= lane.services.config.limits.max_connections_per_lane {
-        lane.metrics.rejected(Rejection::Capacity);
-        tokio::task::spawn_local(crate::lane::connection::refuse(
-            stream,
-            503,
-            "lane at capacity: too many connections",
-        ));
-        return None;
+    match lane.admit() {
+        Some(guard) => Some((stream, guard)),
+        None => {
+            lane.metrics.rejected(Rejection::Capacity);
+            let refuse = crate::lane::connection::refuse(
+                stream,
+                503,
+                "lane at capacity: too many connections",
+            );
+            crate::lane::task::spawn(&lane.services.health, "refusal", refuse);
+            None
+        }
     }
-    Some((stream, lane.track_connection()))
 }

@@ -24,16 +24,18 @@ pub async fn stop(lane: &Rc<Lane>, mut commands: mpsc::UnboundedReceiver<LaneCom
             }
             LaneCommand::Adopt(h) => {
                 lane.metrics.rejected(Rejection::ShuttingDown);
+                // Counted as a connection (the sender counted it in this lane's cap), so
+                // the drain below waits for the answer.
+                let guard = lane.track_admitted();
                 if let Ok(stream) = tokio::net::TcpStream::from_std(h.stream) {
-                    // Counted as a connection, so the drain below waits for the answer.
-                    let guard = lane.track_connection();
-                    tokio::task::spawn_local(async move {
+                    crate::lane::task::spawn(&lane.services.health, "refusal", async move {
                         crate::lane::connection::refuse(stream, 503, SHUTTING_DOWN).await;
                         drop(guard);
                     });
                 }
             }
-            LaneCommand::Migrate(_) => {}
+            // The store frees everything this host holds once the lanes have stopped.
+            LaneCommand::Migrate(_) | LaneCommand::Release(_) | LaneCommand::Fence => {}
         }
     }
     // From here on, readers stop handing messages to documents, so the saved state is

@@ -1,5 +1,6 @@
 //! The state of one lane, shared by the tasks of its thread: its documents, its
-//! connection count, its shutdown flag and its counters. Only its own thread touches it.
+//! connection count, its byte budget for what is still arriving, the per-address limit on
+//! opening documents, its shutdown flag and its counters. Only its own thread touches it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -12,8 +13,11 @@ use crate::document::{DocumentCell, DocumentKey, DocumentLimits};
 use crate::guest::engine::deadline_ticks;
 use crate::lane::commands::{Handover, LaneCommand};
 use crate::lane::crash_loop::CrashLoopGuard;
+use crate::lane::open_limit::OpenLimiter;
 use crate::lane::services::Services;
+use crate::lane::table::LaneAddress;
 use crate::metrics::LaneMetrics;
+use crate::net::budget::{ByteBudget, Charge};
 
 /// The state of one lane, shared by the tasks of its thread.
 #[derive(Debug)]
@@ -23,10 +27,17 @@ pub struct Lane {
     /// What the lanes share.
     pub services: Arc<Services>,
     pub(super) documents: RefCell<HashMap<DocumentKey, DocumentCell>>,
-    pub(super) connections: Cell<usize>,
+    /// Documents being opened (their lease taken, their snapshot read): connections for
+    /// them wait for that opening instead of starting another.
+    pub(super) opening: RefCell<HashMap<DocumentKey, Rc<Notify>>>,
+    /// Connection tasks running on this lane (the shared count in [`LaneAddress`] also
+    /// holds hand-overs on their way here).
+    tasks: Cell<usize>,
     drained: Notify,
     shutting_down: Cell<bool>,
     pub(super) crashes: CrashLoopGuard,
+    pub(super) opens: OpenLimiter,
+    incoming: Rc<ByteBudget>,
     failed_saves: Cell<u64>,
     failed_migrations: Cell<u64>,
     /// This lane's metric handles.
@@ -38,10 +49,13 @@ impl Lane {
         Lane {
             index,
             documents: RefCell::new(HashMap::new()),
-            connections: Cell::new(0),
+            opening: RefCell::new(HashMap::new()),
+            tasks: Cell::new(0),
             drained: Notify::new(),
             shutting_down: Cell::new(false),
             crashes: CrashLoopGuard::new(&services.config.limits),
+            opens: OpenLimiter::new(&services.config.limits),
+            incoming: ByteBudget::new(services.config.limits.max_incoming_bytes_per_lane),
             failed_saves: Cell::new(0),
             failed_migrations: Cell::new(0),
             metrics: services.metrics.lane(index),
@@ -60,19 +74,36 @@ impl Lane {
         self.metrics.adopted.get()
     }
 
-    /// Sends a connection to lane `owner`. On failure (that lane is stopping) the
-    /// hand-over comes back.
-    pub fn hand_over(&self, owner: usize, handover: Handover) -> Result<(), Box<Handover>> {
+    /// This lane as the others see it.
+    pub fn address(&self) -> &LaneAddress {
+        self.services.lanes.get(self.index)
+    }
+
+    /// Sends a connection to lane `owner`, where it counts towards the connection cap
+    /// from now on. On failure the hand-over comes back: that lane is full
+    /// ([`HandOverError::Full`]) or stopping.
+    pub fn hand_over(&self, owner: usize, handover: Handover) -> Result<(), HandOverError> {
         let lane = self.services.lanes.get(owner);
+        if !lane.try_admit(self.services.config.limits.max_connections_per_lane) {
+            return Err(HandOverError::Full(Box::new(handover)));
+        }
         // Counted before the send, so that no reader ever sees more adopted than handed
         // over (the owner may adopt before this thread runs on). A send fails only while
         // the server stops; that attempt stays counted.
         self.metrics.handed_over.inc();
         match lane.commands.send(LaneCommand::Adopt(handover)) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendError(LaneCommand::Adopt(h))) => Err(Box::new(h)),
+            Err(mpsc::error::SendError(LaneCommand::Adopt(h))) => {
+                lane.release();
+                Err(HandOverError::Stopping(Box::new(h)))
+            }
             Err(_) => unreachable!("the command sent was an adoption"),
         }
+    }
+
+    /// A charge against this lane's budget for bytes still arriving.
+    pub fn charge(&self) -> Charge {
+        Charge::new(&self.incoming)
     }
 
     /// Documents that could not move to a new plugin version since the lane started.
@@ -103,12 +134,17 @@ impl Lane {
 
     /// The number of connection tasks (WebSocket or HTTP) of this lane.
     pub fn connection_count(&self) -> usize {
-        self.connections.get()
+        self.tasks.get()
     }
 
     /// Whether the lane is shutting down (new connections get 503).
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.get() || self.services.health.is_stopping()
+    }
+
+    /// Whether the document under `key` is being opened now.
+    pub fn is_opening(&self, key: &DocumentKey) -> bool {
+        self.opening.borrow().contains_key(key)
     }
 
     /// The live document under `key`, if any.
@@ -151,23 +187,39 @@ impl Lane {
 
     /// Waits until the lane has no connection task left.
     pub async fn drained(&self) {
-        while self.connections.get() > 0 {
+        while self.tasks.get() > 0 {
             let notified = self.drained.notified();
-            if self.connections.get() == 0 {
+            if self.tasks.get() == 0 {
                 break;
             }
             notified.await;
         }
     }
 
-    /// Counts a connection task in; the guard counts it out when dropped.
-    pub fn track_connection(self: &Rc<Self>) -> ConnectionGuard {
-        self.connections.set(self.connections.get() + 1);
+    /// Counts a new connection in, unless the lane is at its connection cap.
+    pub fn admit(self: &Rc<Self>) -> Option<ConnectionGuard> {
+        let cap = self.services.config.limits.max_connections_per_lane;
+        self.address().try_admit(cap).then(|| self.track_admitted())
+    }
+
+    /// Tracks a connection already counted in the lane's cap (a hand-over, counted by
+    /// the lane that sent it); the guard counts it out when dropped.
+    pub fn track_admitted(self: &Rc<Self>) -> ConnectionGuard {
+        self.tasks.set(self.tasks.get() + 1);
         ConnectionGuard { lane: self.clone() }
     }
 }
 
-/// Keeps a lane's connection count while a connection task runs.
+/// Why a hand-over came back.
+#[derive(Debug)]
+pub enum HandOverError {
+    /// The owner lane is at its connection cap: answer 503.
+    Full(Box<Handover>),
+    /// The owner lane is stopping (so is the server): answer 503.
+    Stopping(Box<Handover>),
+}
+
+/// Keeps a lane's connection counts while a connection task runs.
 #[derive(Debug)]
 pub struct ConnectionGuard {
     lane: Rc<Lane>,
@@ -175,8 +227,9 @@ pub struct ConnectionGuard {
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        let n = self.lane.connections.get() - 1;
-        self.lane.connections.set(n);
+        self.lane.address().release();
+        let n = self.lane.tasks.get() - 1;
+        self.lane.tasks.set(n);
         if n == 0 {
             self.lane.drained.notify_waiters();
         }

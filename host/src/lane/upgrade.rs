@@ -21,6 +21,7 @@ use crate::guest::{ConnectInfo, Decision};
 use crate::lane::Lane;
 use crate::lane::lookup::{find_plugin, refuse_document};
 use crate::metrics::Rejection;
+use crate::net::frame_watch::{Incoming, Watched};
 use crate::net::http::{self, RequestHead};
 
 /// Upgrades a `/ws/{plugin}/{document}` request on the document's owner lane and serves
@@ -51,7 +52,8 @@ pub async fn serve(
     };
     let limits = &lane.services.config.limits;
     let ws_config = websocket_config(limits);
-    let Some(doc) = open(&lane, &mut stream, &plugin, document).await else {
+    let client = http::client_address(&head, peer, lane.services.config.proxy_headers);
+    let Some(doc) = open(&lane, &mut stream, &plugin, document, client).await else {
         // `open` answered (or needs the upgrade to answer: 1013 / 1011).
         return;
     };
@@ -73,8 +75,21 @@ pub async fn serve(
         return;
     }
     let id = lane.services.next_connection_id();
-    let outbox = Rc::new(Outbox::new(limits.max_queued_bytes));
-    let Some(subprotocol) = join(&lane, &mut stream, &doc, &plugin, id, peer, &head, &outbox).await
+    let outbox = Rc::new(Outbox::new(
+        limits.max_queued_bytes,
+        limits.max_queued_frames,
+    ));
+    let Some(subprotocol) = join(
+        &lane,
+        &mut stream,
+        &doc,
+        &plugin,
+        id,
+        client,
+        &head,
+        &outbox,
+    )
+    .await
     else {
         return;
     };
@@ -86,16 +101,22 @@ pub async fn serve(
         doc.borrow_mut().disconnect(id, 1006);
         return;
     }
-    let ws = WebSocketStream::from_partially_read(stream, head.rest, Role::Server, Some(ws_config))
-        .await;
+    // Partial messages are watched: bounded in time and held in the lane's byte budget.
+    let incoming = Rc::new(Incoming::new(lane.charge()));
+    let watched = Watched::new(stream, incoming.clone(), &head.rest);
+    let ws =
+        WebSocketStream::from_partially_read(watched, head.rest, Role::Server, Some(ws_config))
+            .await;
     let (sink, frames) = ws.split();
-    tokio::task::spawn_local(crate::lane::writer::write_loop(
-        sink,
-        outbox.clone(),
-        lane.metrics.clone(),
-    ));
+    crate::lane::task::spawn(
+        &lane.services.health,
+        "WebSocket writer",
+        crate::lane::writer::write_loop(sink, outbox.clone(), lane.metrics.clone()),
+    );
     lane.metrics.websockets.inc();
-    let code = crate::lane::reader::read_loop(&lane, &doc, id, frames, &outbox, peer).await;
+    let code =
+        crate::lane::reader::read_loop(&lane, &doc, id, frames, &outbox, &incoming, peer).await;
+    incoming.release();
     outbox.finish();
     lane.metrics.websockets.dec();
     lane.metrics.closed(code);
@@ -128,8 +149,12 @@ async fn open(
     stream: &mut TcpStream,
     plugin: &Arc<Plugin>,
     document: &str,
+    client: SocketAddr,
 ) -> Option<Opened> {
-    match lane.document_when_settled(plugin, document).await {
+    match lane
+        .document_when_settled(plugin, document, client.ip())
+        .await
+    {
         Ok(doc) => Some(Opened::Ready(doc)),
         Err(DocumentError::CrashLoop(retry)) => {
             lane.metrics.rejected(Rejection::CrashLoop);
@@ -161,12 +186,11 @@ async fn join(
     doc: &DocumentCell,
     plugin: &Plugin,
     id: u64,
-    peer: SocketAddr,
+    client: SocketAddr,
     head: &RequestHead,
     outbox: &Rc<Outbox>,
 ) -> Option<Option<String>> {
     let offered = head.subprotocols();
-    let client = http::client_address(head, peer, lane.services.config.proxy_headers);
     let info = ConnectInfo {
         id,
         path: head.path.clone(),

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 
 use crate::document::outbox::{Ending, Outbox};
 use crate::metrics::LaneMetrics;
+use crate::net::frame_watch::Watched;
 
 /// Runs one socket operation of the writer. Once the connection is closing, the operation
 /// (and everything after it) must finish by the outbox's give-up time: a client that does
@@ -42,7 +43,7 @@ async fn bounded<F: Future>(outbox: &Outbox, op: F) -> Option<F::Output> {
 
 /// Drains the outbox into the socket: feed every queued frame, flush once per batch.
 pub async fn write_loop(
-    mut sink: SplitSink<WebSocketStream<TcpStream>, Frame>,
+    mut sink: SplitSink<WebSocketStream<Watched<TcpStream>>, Frame>,
     outbox: Rc<Outbox>,
     metrics: LaneMetrics,
 ) {

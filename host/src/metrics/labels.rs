@@ -47,7 +47,7 @@ pub(super) struct TrapLabels {
     pub(super) kind: &'static str,
 }
 
-pub(super) type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+pub(crate) type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub(super) fn call_histogram() -> Histogram {
     // 10 µs .. 1 s: a relay call takes microseconds, the default deadline is 100 ms.
@@ -92,6 +92,18 @@ pub enum Rejection {
     ShuttingDown,
     /// Another lane owns the document (`--misrouted reject`).
     Misrouted,
+    /// The client's address opened too many documents lately (429).
+    OpenRate,
+    /// The lane's budget for bytes still arriving is spent (503).
+    Busy,
+    /// The shared store is unreachable or this host's lease lapsed (503).
+    StoreUnavailable,
+    /// Another host holds the document and did not hand it back in time (503).
+    Handoff,
+    /// The document was saved by a newer plugin version than this host runs (503).
+    NewerVersion,
+    /// The document moved to another host (503).
+    Moved,
 }
 
 impl Rejection {
@@ -110,6 +122,12 @@ impl Rejection {
             Rejection::Error => "error",
             Rejection::ShuttingDown => "shutting_down",
             Rejection::Misrouted => "misrouted",
+            Rejection::OpenRate => "open_rate",
+            Rejection::Busy => "busy",
+            Rejection::StoreUnavailable => "store_unavailable",
+            Rejection::Handoff => "handoff",
+            Rejection::NewerVersion => "newer_version",
+            Rejection::Moved => "moved",
         }
     }
 }

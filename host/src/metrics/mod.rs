@@ -17,12 +17,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
 mod labels;
+mod store;
 
 use labels::{
     CallLabels, CodeLabels, HistogramFamily, LaneLabels, PluginLabels, ReasonLabels, TrapLabels,
     VersionLabels, call_histogram, code_label, save_histogram,
 };
 pub use labels::{Rejection, trap_kind};
+pub use store::StoreMetrics;
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -65,6 +67,7 @@ pub struct Metrics {
     save_seconds: HistogramFamily<PluginLabels>,
     reloads: Family<PluginLabels, Counter>,
     reload_failures: Family<PluginLabels, Counter>,
+    store: store::StoreFamilies,
     /// Per plugin: document memory sizes (a multiset), for the largest document.
     sizes: Mutex<HashMap<String, Sizes>>,
     /// One render at a time: it rebuilds the instance gauges.
@@ -109,6 +112,7 @@ impl Metrics {
             save_seconds: Family::new_with_constructor(save_histogram),
             reloads: Family::default(),
             reload_failures: Family::default(),
+            store: store::StoreFamilies::new(),
             sizes: Mutex::new(HashMap::new()),
             rendering: Mutex::new(()),
         };
@@ -205,7 +209,13 @@ impl Metrics {
             "Plugin files that failed to load",
             m.reload_failures.clone(),
         );
+        m.store.register(r);
         Metrics { registry, ..m }
+    }
+
+    /// The shared store's handles.
+    pub fn store(&self) -> StoreMetrics {
+        self.store.handles()
     }
 
     /// The handles of lane `index`.

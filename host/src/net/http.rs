@@ -11,8 +11,18 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::net::budget::Charge;
+
 /// The largest request head accepted. Browsers send 1-4 KiB; cookies can add more.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// How long a client may take to receive an answer: one that does not read cannot hold
+/// its connection (and the memory of the answer) for longer.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bytes read into a body per step: a body's memory grows as its bytes arrive (by at
+/// most this much ahead of them), never from what its `Content-Length` announces.
+const BODY_STEP: usize = 16 * 1024;
 
 /// Why a request head could not be read. Each maps to one HTTP answer (or none).
 #[derive(Debug, thiserror::Error)]
@@ -191,18 +201,27 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// Writes a complete response and flushes it. The connection is not reused afterwards
-/// (`Connection: close`): each socket carries one request.
+/// Writes a complete response and flushes it, within [`WRITE_TIMEOUT`]. The connection
+/// is not reused afterwards (`Connection: close`): each socket carries one request.
 pub async fn write_response<S: AsyncWrite + Unpin>(
     stream: &mut S,
     status: u16,
     headers: &[(String, String)],
     body: &[u8],
 ) -> std::io::Result<()> {
-    let mut bytes = response_head(status, headers, body.len()).into_bytes();
-    bytes.extend_from_slice(body);
-    stream.write_all(&bytes).await?;
-    stream.flush().await
+    write_response_within(WRITE_TIMEOUT, stream, status, headers, body).await
+}
+
+/// [`write_response`] with another time limit (large static files).
+pub async fn write_response_within<S: AsyncWrite + Unpin>(
+    timeout: Duration,
+    stream: &mut S,
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let head = response_head(status, headers, body.len());
+    write_within(timeout, stream, &[head.as_bytes(), body]).await
 }
 
 /// Writes only the head of a response whose body would be `length` bytes (`HEAD`).
@@ -212,10 +231,35 @@ pub async fn write_head<S: AsyncWrite + Unpin>(
     headers: &[(String, String)],
     length: usize,
 ) -> std::io::Result<()> {
-    stream
-        .write_all(response_head(status, headers, length).as_bytes())
-        .await?;
-    stream.flush().await
+    let head = response_head(status, headers, length);
+    write_within(WRITE_TIMEOUT, stream, &[head.as_bytes()]).await
+}
+
+/// Writes `parts` (in one vectored write where the stream allows, so that a small
+/// answer leaves in one segment) and flushes, or fails with `TimedOut` after `timeout`.
+async fn write_within<S: AsyncWrite + Unpin>(
+    timeout: Duration,
+    stream: &mut S,
+    parts: &[&[u8]],
+) -> std::io::Result<()> {
+    let write = async {
+        match parts {
+            [one] => stream.write_all(one).await?,
+            [head, body] => {
+                let mut both = bytes::Buf::chain(*head, *body);
+                stream.write_all_buf(&mut both).await?;
+            }
+            _ => {
+                for part in parts {
+                    stream.write_all(part).await?;
+                }
+            }
+        }
+        stream.flush().await
+    };
+    tokio::time::timeout(timeout, write)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 fn response_head(status: u16, headers: &[(String, String)], length: usize) -> String {
@@ -295,17 +339,41 @@ pub async fn write_switching_protocols<S: AsyncWrite + Unpin>(
         out.push_str(&format!("sec-websocket-protocol: {p}\r\n"));
     }
     out.push_str("\r\n");
-    stream.write_all(out.as_bytes()).await?;
-    stream.flush().await
+    write_within(WRITE_TIMEOUT, stream, &[out.as_bytes()]).await
+}
+
+/// How long, and for how many bytes, a connection answered before its request body was
+/// read keeps reading (and discarding) after the answer: closing a socket with unread
+/// input makes the kernel reset it, and the client may lose the answer.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 2 << 20;
+
+/// Closes our side after an early answer, then reads and discards what the client still
+/// sends, for at most [`LINGER_TIME`] and [`LINGER_BYTES`] (as nginx's lingering close).
+pub async fn linger(stream: &mut tokio::net::TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut left = LINGER_BYTES;
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while left > 0 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// Reads a `Content-Length` body of at most `limit` bytes, starting with the bytes that
-/// came with the head.
-pub async fn read_body<S: AsyncRead + Unpin>(
-    stream: &mut S,
+/// came with the head, within `timeout`. Memory grows as the bytes arrive, and every byte
+/// is held in `charge` first: when the lane's budget is spent, [`BodyError::Busy`].
+pub async fn read_body(
+    stream: &mut tokio::net::TcpStream,
     head: &RequestHead,
     limit: usize,
     timeout: Duration,
+    charge: &mut Charge,
 ) -> Result<Vec<u8>, BodyError> {
     if head
         .header("transfer-encoding")
@@ -320,15 +388,32 @@ pub async fn read_body<S: AsyncRead + Unpin>(
     if len > limit {
         return Err(BodyError::TooLarge(limit));
     }
-    let mut body = head.rest.clone();
-    body.truncate(len);
-    if body.len() < len {
-        let start = body.len();
-        body.resize(len, 0);
-        tokio::time::timeout(timeout, stream.read_exact(&mut body[start..]))
-            .await
-            .map_err(|_| BodyError::Timeout)??;
+    let mut body = head.rest[..head.rest.len().min(len)].to_vec();
+    if !charge.resize(body.len()) {
+        return Err(BodyError::Busy);
     }
+    let read = async {
+        while body.len() < len {
+            // Memory only once bytes are there to read: a client that announces a body
+            // and sends nothing costs nothing.
+            stream.readable().await?;
+            body.reserve((len - body.len()).min(BODY_STEP));
+            if !charge.resize(body.capacity()) {
+                return Err(BodyError::Busy);
+            }
+            let room = len - body.len();
+            match stream.try_read_buf(&mut bytes::BufMut::limit(&mut body, room)) {
+                Ok(0) => return Err(BodyError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| BodyError::Timeout)??;
     Ok(body)
 }
 
@@ -347,6 +432,9 @@ pub enum BodyError {
     /// The body did not arrive in time.
     #[error("body not complete in time")]
     Timeout,
+    /// The lane holds as many bytes of unfinished requests as it may: retry later (503).
+    #[error("server busy: too many request bytes in flight; retry later")]
+    Busy,
     /// A socket error.
     #[error(transparent)]
     Io(#[from] std::io::Error),

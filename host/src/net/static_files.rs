@@ -3,13 +3,15 @@
 //!
 //! Files are read on tokio's blocking pool, never on the lane. A path that leaves the
 //! folder (`..`, a symlink pointing outside) or names a hidden file (`.git/...`) is
-//! answered 404, like a missing file. A client has [`WRITE_TIMEOUT`] to take a file.
+//! answered 404, like a missing file. A client has [`WRITE_TIMEOUT`] to take a file, and
+//! a file on its way out is held in the lane's byte budget (503 when it is spent).
 
 use std::path::{Component, Path, PathBuf};
 
 use percent_encoding::percent_decode_str;
 use tokio::net::TcpStream;
 
+use crate::net::budget::Charge;
 use crate::net::http::{self, RequestHead};
 
 /// Largest file served (a bundled app is far smaller; this bounds memory per request).
@@ -18,8 +20,8 @@ const MAX_FILE_BYTES: u64 = 16 << 20;
 /// How long a client may take to receive a file.
 pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Answers `head` from `root`, or 404/405.
-pub async fn serve(stream: &mut TcpStream, root: &Path, head: &RequestHead) {
+/// Answers `head` from `root`, or 404/405; the file's bytes are held in `charge`.
+pub async fn serve(stream: &mut TcpStream, root: &Path, head: &RequestHead, mut charge: Charge) {
     if head.method != "GET" && head.method != "HEAD" {
         let _ = http::write_text(stream, 405, "static files answer GET and HEAD").await;
         return;
@@ -29,7 +31,21 @@ pub async fn serve(stream: &mut TcpStream, root: &Path, head: &RequestHead) {
         return;
     };
     let root = root.to_owned();
-    let read = tokio::task::spawn_blocking(move || read_inside(&root, &relative)).await;
+    let Ok(Some((path, size))) =
+        tokio::task::spawn_blocking(move || resolve_inside(&root, &relative)).await
+    else {
+        let _ = http::write_text(stream, 404, "not found").await;
+        return;
+    };
+    if !charge.resize(size as usize) {
+        let _ = http::write_text(stream, 503, "server busy; retry later").await;
+        return;
+    }
+    let read = tokio::task::spawn_blocking(move || {
+        let bytes = std::fs::read(&path).ok();
+        bytes.map(|b| (path, b))
+    })
+    .await;
     match read {
         Ok(Some((path, bytes))) => {
             let kind = mime_guess::from_path(&path).first_or_octet_stream();
@@ -38,14 +54,11 @@ pub async fn serve(stream: &mut TcpStream, root: &Path, head: &RequestHead) {
                 // The app is rebuilt in place: let browsers check for a newer one.
                 ("cache-control".to_owned(), "no-cache".to_owned()),
             ];
-            let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
-                if head.method == "HEAD" {
-                    http::write_head(stream, 200, &headers, bytes.len()).await
-                } else {
-                    http::write_response(stream, 200, &headers, &bytes).await
-                }
-            })
-            .await;
+            let _ = if head.method == "HEAD" {
+                http::write_head(stream, 200, &headers, bytes.len()).await
+            } else {
+                http::write_response_within(WRITE_TIMEOUT, stream, 200, &headers, &bytes).await
+            };
         }
         _ => {
             let _ = http::write_text(stream, 404, "not found").await;
@@ -68,8 +81,9 @@ fn relative_path(raw: &str) -> Option<PathBuf> {
     Some(out)
 }
 
-/// Reads `relative` under `root` (a directory's `index.html`), if it stays inside `root`.
-fn read_inside(root: &Path, relative: &Path) -> Option<(PathBuf, Vec<u8>)> {
+/// The file `relative` names under `root` (a directory's `index.html`) and its size, if
+/// it stays inside `root` and is small enough to serve.
+fn resolve_inside(root: &Path, relative: &Path) -> Option<(PathBuf, u64)> {
     let root = root.canonicalize().ok()?;
     let mut path = root.join(relative).canonicalize().ok()?;
     if path.is_dir() {
@@ -82,7 +96,7 @@ fn read_inside(root: &Path, relative: &Path) -> Option<(PathBuf, Vec<u8>)> {
     if !meta.is_file() || meta.len() > MAX_FILE_BYTES {
         return None;
     }
-    Some((path.clone(), std::fs::read(&path).ok()?))
+    Some((path, meta.len()))
 }
 
 #[cfg(test)]
@@ -113,7 +127,9 @@ mod tests {
         std::fs::write(dir.path().join("secret"), "no").unwrap();
         #[cfg(unix)]
         std::os::unix::fs::symlink(dir.path().join("secret"), site.join("link")).unwrap();
-        let read = |p: &str| read_inside(&site, Path::new(p)).map(|(_, b)| b);
+        let read = |p: &str| {
+            resolve_inside(&site, Path::new(p)).map(|(path, _)| std::fs::read(path).unwrap())
+        };
         assert_eq!(read(""), Some(b"home".to_vec()));
         assert_eq!(read("sub/app.js"), Some(b"js".to_vec()));
         assert_eq!(read("missing"), None);

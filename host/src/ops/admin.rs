@@ -165,7 +165,10 @@ async fn serve(mut stream: TcpStream, context: Arc<AdminContext>) {
             let (status, text) = if context.health.ready() {
                 (200, "ready")
             } else {
-                (503, "not ready: shutting down or a lane is down")
+                (
+                    503,
+                    "not ready: shutting down, a lane is down, or the shared store is unreachable",
+                )
             };
             let _ = http::write_text(&mut stream, status, text).await;
             return;

@@ -48,6 +48,9 @@ pub enum NginxError {
     /// Nothing to proxy to.
     #[error("no lanes to proxy to")]
     NoLanes,
+    /// Failover follows the hash ring: use `--routing hash` with `--store-shared`.
+    #[error("--store-shared moves documents along the hash ring: use it with --routing hash")]
+    FailoverNeedsHash,
 }
 
 /// What to print.
@@ -68,7 +71,14 @@ pub struct NginxOptions {
     pub ping_interval: Duration,
     /// The lanes' largest message (and HTTP body).
     pub max_body_bytes: usize,
+    /// The hosts share a store (`--store`): a host that does not answer is skipped and
+    /// the next one on the ring takes its documents over from the store, instead of
+    /// nginx failing closed.
+    pub shared_store: bool,
 }
+
+/// How long nginx keeps a host that failed out of the ring (with a shared store).
+const FAIL_TIMEOUT_SECS: u64 = 10;
 
 /// Parses `HOST:PORTS` (`10.0.0.5:8000-8003`, `[::1]:8000,8002`).
 pub fn parse_upstream(spec: &str) -> Result<Upstream, NginxError> {
@@ -102,6 +112,9 @@ pub fn render(options: &NginxOptions) -> Result<String, NginxError> {
     if options.routing == Routing::Any && hosts.len() > 1 {
         return Err(NginxError::AnyAcrossHosts);
     }
+    if options.shared_store && options.routing != Routing::Hash {
+        return Err(NginxError::FailoverNeedsHash);
+    }
     let mut out = String::new();
     let o = &mut out;
     line(
@@ -112,6 +125,14 @@ pub fn render(options: &NginxOptions) -> Result<String, NginxError> {
     line(
         o,
         match options.routing {
+            Routing::Hash if options.shared_store => {
+                "# Routing: hash with failover (--store-shared). nginx sends every socket of a document
+# to the lane that owns it. The hosts keep their documents in one shared store, so when
+# a host does not answer nginx tries the next lane on the ring, on another host, which
+# takes the document over from the store; the store's leases keep one live instance of
+# a document at a time. A host that fails stays out of the ring for a few seconds, then
+# gets its documents back (the host holding one hands it back when asked)."
+            }
             Routing::Hash => {
                 "# Routing: hash. nginx sends every socket of a document to the lane that owns it\n# (wasmroom computes the same consistent hash), and never elsewhere: a lane that is\n# down answers 502 rather than letting the document open a second time on another."
             }
@@ -179,7 +200,8 @@ fn render_site(o: &mut String, options: &NginxOptions, servers: &[String]) {
     // nginx closes an upstream connection that is silent for proxy_read_timeout; the
     // lanes ping idle clients every ping interval, so three intervals leave room.
     let timeout = options.ping_interval.as_secs().saturating_mul(3).max(60);
-    let fail_closed = options.routing != Routing::Any;
+    let hashed = options.routing != Routing::Any;
+    let fail_closed = hashed && !options.shared_store;
     line(
         o,
         "# The WebSocket upgrade headers are hop-by-hop: pass them on explicitly.
@@ -197,7 +219,7 @@ map $uri $wasmroom_document {
 ",
     );
     line(o, "upstream wasmroom {");
-    if fail_closed {
+    if hashed {
         line(
             o,
             "    # Consistent hash (ketama): adding a lane moves only the documents it takes over.",
@@ -214,6 +236,13 @@ map $uri $wasmroom_document {
             // max_fails=0: a failed attempt never marks the lane down, so the hash never
             // moves a document to another lane while its owner lives.
             let _ = writeln!(o, "    server {server} max_fails=0;");
+        } else if options.shared_store {
+            // One failure takes the lane out of the ring for a while: its documents move
+            // to the next lane (another host), which takes them from the shared store.
+            let _ = writeln!(
+                o,
+                "    server {server} max_fails=1 fail_timeout={FAIL_TIMEOUT_SECS}s;"
+            );
         } else {
             let _ = writeln!(o, "    server {server};");
         }
@@ -264,6 +293,14 @@ map $uri $wasmroom_document {
                 "        # Never retry a document on another lane: it would live twice.",
             );
             line(o, "        proxy_next_upstream off;");
+        } else if options.shared_store {
+            line(
+                o,
+                "        # A host that does not answer: try the next one on the ring, which takes the
+        # document over from the shared store.",
+            );
+            line(o, "        proxy_next_upstream error timeout;");
+            line(o, "        proxy_connect_timeout 2s;");
         }
     };
     line(o, "    location /ws/ {");
@@ -311,6 +348,7 @@ mod tests {
             standalone: true,
             ping_interval: Duration::from_secs(20),
             max_body_bytes: 1 << 20,
+            shared_store: false,
         }
     }
 
@@ -339,6 +377,20 @@ mod tests {
         assert!(text.contains("proxy_http_version 1.1;"));
         assert!(text.contains("proxy_read_timeout 60s;"));
         assert_eq!(text.matches('{').count(), text.matches('}').count());
+    }
+
+    #[test]
+    fn a_shared_store_lets_nginx_walk_the_ring() {
+        let mut o = options(Routing::Hash, &["10.0.0.1:8000", "10.0.0.2:8000"]);
+        o.shared_store = true;
+        let text = render(&o).unwrap();
+        assert!(text.contains("hash $wasmroom_document consistent;"));
+        assert!(text.contains("server 10.0.0.2:8000 max_fails=1 fail_timeout=10s;"));
+        assert!(text.contains("proxy_next_upstream error timeout;"));
+        assert!(!text.contains("proxy_next_upstream off;"));
+        assert!(text.contains("with failover (--store-shared)"));
+        o.routing = Routing::Slot;
+        assert!(matches!(render(&o), Err(NginxError::FailoverNeedsHash)));
     }
 
     #[test]

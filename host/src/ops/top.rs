@@ -91,19 +91,20 @@ pub fn render(now: &Snapshot, previous: Option<(&Snapshot, Duration)>, heaviest:
         .map(|(p, _)| p.lanes.iter().map(|l| (l.lane, l)).collect())
         .unwrap_or_default();
     out.push_str(&format!(
-        "{:<5} {:>6} {:>8} {:>6} {:>10} {:>10}\n",
-        "LANE", "PORT", "SOCKETS", "DOCS", "IN MSG/S", "OUT MSG/S"
+        "{:<5} {:>6} {:>8} {:>6} {:>10} {:>10} {:>7}\n",
+        "LANE", "PORT", "SOCKETS", "DOCS", "IN MSG/S", "OUT MSG/S", "LEASE"
     ));
     for l in &now.lanes {
         let before = lanes_before.get(&l.lane);
         out.push_str(&format!(
-            "{:<5} {:>6} {:>8} {:>6} {:>10} {:>10}\n",
+            "{:<5} {:>6} {:>8} {:>6} {:>10} {:>10} {:>7}\n",
             l.lane,
             l.port,
             l.websockets,
             l.documents.len(),
             rate(l.messages_in, before.map(|b| b.messages_in)),
             rate(l.messages_out, before.map(|b| b.messages_out)),
+            l.lease.as_deref().unwrap_or("-"),
         ));
     }
     let docs_before: HashMap<(&str, &str), u64> = previous
@@ -133,18 +134,19 @@ pub fn render(now: &Snapshot, previous: Option<(&Snapshot, Duration)>, heaviest:
         let short: String = name.chars().take(40).collect();
         let version: String = d.version.chars().take(8).collect();
         out.push_str(&format!(
-            "{:<40} {:>4} {:>8} {:>6} {:>10.1} {:>8.0}\n",
+            "{:<40} {:>4} {:>8} {:>6} {:>10.1} {:>8.0} {:>6}\n",
             short,
             l.lane,
             version,
             d.connections,
             d.memory_bytes as f64 / 1024.0,
-            per_sec
+            per_sec,
+            d.epoch
         ));
     };
     let header = format!(
-        "{:<40} {:>4} {:>8} {:>6} {:>10} {:>8}\n",
-        "DOCUMENT", "LANE", "VERSION", "CONNS", "MEM KIB", "MSG/S"
+        "{:<40} {:>4} {:>8} {:>6} {:>10} {:>8} {:>6}\n",
+        "DOCUMENT", "LANE", "VERSION", "CONNS", "MEM KIB", "MSG/S", "EPOCH"
     );
     docs.sort_by_key(|d| std::cmp::Reverse(d.1.memory_bytes));
     out.push_str("\nHeaviest by memory\n");
@@ -209,7 +211,7 @@ mod tests {
         let lane = screen.lines().nth(1).unwrap();
         assert!(
             lane.split_whitespace()
-                .eq(["0", "8000", "2", "2", "100", "200"]),
+                .eq(["0", "8000", "2", "2", "100", "200", "-"]),
             "{lane}"
         );
         let memory = screen
@@ -224,7 +226,7 @@ mod tests {
             .nth(2)
             .unwrap();
         assert!(
-            busy.starts_with("relay/busy") && busy.ends_with("100"),
+            busy.starts_with("relay/busy") && busy.split_whitespace().nth(5) == Some("100"),
             "{busy}"
         );
         // A single sample has no rates.

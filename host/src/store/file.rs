@@ -12,7 +12,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
 use crate::store::format::{decode, encode};
-use crate::store::{Snapshot, Storage, StorageError};
+use crate::store::{Lease, Opened, Snapshot, Storage, StorageError};
 
 /// Snapshots as files: `{dir}/{plugin}/{document}.snap`.
 #[derive(Debug)]
@@ -46,20 +46,75 @@ impl FileStorage {
     }
 }
 
+#[async_trait::async_trait]
 impl Storage for FileStorage {
-    fn load(&self, plugin: &str, document: &str) -> Result<Option<Snapshot>, StorageError> {
+    async fn open(
+        &self,
+        plugin: &str,
+        document: &str,
+        _version: &str,
+    ) -> Result<Opened, StorageError> {
+        // Read in place: a small file, from the page cache in the common case, and no
+        // await between a lane's lookup of the document and its insertion.
+        Ok(Opened {
+            lease: Lease::default(),
+            snapshot: self.load(plugin, document)?,
+        })
+    }
+
+    async fn save(
+        &self,
+        plugin: &str,
+        document: &str,
+        _lease: Lease,
+        snapshot: Snapshot,
+    ) -> Result<(), StorageError> {
+        let this = FileStorage {
+            dir: self.dir.clone(),
+        };
+        let (plugin, document) = (plugin.to_owned(), document.to_owned());
+        tokio::task::spawn_blocking(move || this.write(&plugin, &document, &snapshot))
+            .await
+            .unwrap_or_else(|e| {
+                Err(StorageError::Io {
+                    what: "(save task)".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })
+    }
+
+    async fn release(
+        &self,
+        _plugin: &str,
+        _document: &str,
+        _lease: Lease,
+    ) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+impl FileStorage {
+    /// The last snapshot of a document, if there is one.
+    pub fn load(&self, plugin: &str, document: &str) -> Result<Option<Snapshot>, StorageError> {
         let path = self.path(plugin, document);
+        let what = path.display().to_string();
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(StorageError::Io { path, source }),
+            Err(source) => return Err(StorageError::Io { what, source }),
         };
         decode(&bytes, plugin, document)
             .map(Some)
-            .map_err(|reason| StorageError::Corrupt { path, reason })
+            .map_err(|reason| StorageError::Corrupt { what, reason })
     }
 
-    fn save(&self, plugin: &str, document: &str, snapshot: &Snapshot) -> Result<(), StorageError> {
+    /// Replaces the snapshot of a document atomically (blocking).
+    pub fn write(
+        &self,
+        plugin: &str,
+        document: &str,
+        snapshot: &Snapshot,
+    ) -> Result<(), StorageError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let path = self.path(plugin, document);
         let dir = path
@@ -67,8 +122,8 @@ impl Storage for FileStorage {
             .expect("snapshot files have a directory")
             .to_owned();
         let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| StorageError::Io { path, source }
+            let what = path.display().to_string();
+            move |source| StorageError::Io { what, source }
         };
         if snapshot.state.is_empty() && snapshot.timers.is_empty() {
             // Nothing to keep (a stateless consumer such as a relay): no file, so that
@@ -79,7 +134,7 @@ impl Storage for FileStorage {
                     .and_then(|d| d.sync_all())
                     .map_err(io(&dir)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(source) => Err(StorageError::Io { path, source }),
+                Err(source) => Err(io(&path)(source)),
             };
         }
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -96,11 +151,11 @@ impl Storage for FileStorage {
         })();
         if let Err(source) = written {
             let _ = std::fs::remove_file(&tmp);
-            return Err(StorageError::Io { path: tmp, source });
+            return Err(io(&tmp)(source));
         }
         if let Err(source) = std::fs::rename(&tmp, &path) {
             let _ = std::fs::remove_file(&tmp);
-            return Err(StorageError::Io { path, source });
+            return Err(io(&path)(source));
         }
         // The rename is durable only once the directory entry is.
         File::open(&dir)
@@ -119,7 +174,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = FileStorage::new(dir.path());
         assert_eq!(storage.load("chat", "../x").unwrap(), None);
-        storage.save("chat", "../x", &sample()).unwrap();
+        storage.write("chat", "../x", &sample()).unwrap();
         let path = storage.path("chat", "../x");
         assert!(path.starts_with(dir.path().join("chat")));
         assert_eq!(path.file_name().unwrap(), "%2E%2E%2Fx.snap");
@@ -135,11 +190,11 @@ mod tests {
             timers: Vec::new(),
             ..sample()
         };
-        storage.save("chat", "../x", &empty).unwrap();
+        storage.write("chat", "../x", &empty).unwrap();
         assert_eq!(storage.load("chat", "../x").unwrap(), None);
-        storage.save("chat", "../x", &sample()).unwrap();
+        storage.write("chat", "../x", &sample()).unwrap();
         let long = "é".repeat(120);
-        storage.save("chat", &long, &sample()).unwrap();
+        storage.write("chat", &long, &sample()).unwrap();
         assert!(storage.path("chat", &long).file_name().unwrap().len() < 100);
         assert_eq!(storage.load("chat", &long).unwrap(), Some(sample()));
     }

@@ -3,11 +3,13 @@
 //! - connect with `?reject=STATUS&reason=TEXT` to be refused with that status and reason;
 //!   offer the `probe.v1` subprotocol to have it chosen;
 //! - text commands: `timers` (sets timers 1 at 30 ms, 2 at 60 ms and 3 at 45 ms, then
-//!   cancels 3), `later` (timer 9 in 1.5 s), `echo ...`, `count`, `whoami`, `hoard N`
+//!   cancels 3), `later` (timer 9 in 1.5 s), `later MS` (timer 9 in MS ms), `echo ...`,
+//!   `count`, `whoami`, `hoard N`
 //!   (keeps N MiB more), `close-me CODE` (the consumer closes this connection), `departed`
 //!   (`id:code` of every connection gone, as `on-disconnect` reported them), `spin`
 //!   (never returns), `grow` (allocates without end), `panic`;
-//! - every due timer broadcasts `timer N`; `restore` broadcasts how many connections it sees.
+//! - every due timer broadcasts `timer N`; `restore` broadcasts how many connections it sees;
+//! - an HTTP request answers `probe {document}`, or `?size=N` bytes of `x`.
 
 use std::time::Duration;
 
@@ -62,10 +64,7 @@ impl Consumer for Probe {
                     "timers failed".to_owned()
                 }
             }
-            "later" => match set_timer(9, Duration::from_millis(1500)) {
-                Ok(()) => "later set".to_owned(),
-                Err(e) => e.to_string(),
-            },
+            "later" => later(1500),
             "count" => connections().len().to_string(),
             "whoami" => self
                 .remote
@@ -88,6 +87,9 @@ impl Consumer for Probe {
                 .map(|(id, code)| format!("{id}:{code}"))
                 .collect::<Vec<_>>()
                 .join(","),
+            other if other.starts_with("later ") => {
+                later(other["later ".len()..].parse().unwrap_or(1500))
+            }
             other => match (
                 other.strip_prefix("echo "),
                 other.strip_prefix("hoard "),
@@ -133,8 +135,19 @@ impl Consumer for Probe {
         Ok(())
     }
 
-    fn on_request(&mut self, _request: Request) -> Response {
-        Response::text(200, format!("probe {}", self.document))
+    fn on_request(&mut self, request: Request) -> Response {
+        match request.query_param("size").and_then(|n| n.parse().ok()) {
+            Some(size) => Response::text(200, "x".repeat(size)),
+            None => Response::text(200, format!("probe {}", self.document)),
+        }
+    }
+}
+
+/// Sets timer 9 to fire in `ms` milliseconds.
+fn later(ms: u64) -> String {
+    match set_timer(9, Duration::from_millis(ms)) {
+        Ok(()) => "later set".to_owned(),
+        Err(e) => e.to_string(),
     }
 }
 

@@ -1,0 +1,81 @@
+//! wasmroom's tables in PostgreSQL, created and upgraded by wasmroom itself: each step
+//! of [`STEPS`] runs once, in order, inside one transaction that holds an advisory lock,
+//! so that several hosts starting at once (or `wasmroom store migrate`) are safe.
+
+use tokio_postgres::Client;
+
+use crate::store::postgres::StoreError;
+
+/// The key of the advisory lock migrations hold (any constant shared by all hosts).
+const MIGRATION_LOCK: i64 = 0x7761_736d_726f_6f6d; // "wasmroom"
+
+/// The schema, one step per version. Never edit a step that has shipped: add one.
+const STEPS: &[&str] = &[
+    // 1: hosts with their heartbeat, documents with their lease and snapshot, plugins.
+    "CREATE TABLE wasmroom.hosts (
+        id bigserial PRIMARY KEY,
+        name text NOT NULL,
+        started_at timestamptz NOT NULL DEFAULT now(),
+        heartbeat_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE wasmroom.documents (
+        plugin text NOT NULL,
+        doc text NOT NULL,
+        owner bigint,
+        epoch bigint NOT NULL,
+        snapshot bytea,
+        plugin_version text,
+        size bigint NOT NULL DEFAULT 0,
+        saved_at timestamptz,
+        PRIMARY KEY (plugin, doc)
+    );
+    CREATE INDEX documents_owner ON wasmroom.documents (owner) WHERE owner IS NOT NULL;
+    CREATE TABLE wasmroom.plugins (
+        seq bigserial PRIMARY KEY,
+        name text NOT NULL,
+        version text NOT NULL,
+        bytes bytea NOT NULL,
+        deployed_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX plugins_by_name ON wasmroom.plugins (name, seq DESC);",
+];
+
+/// The schema version this build creates and understands.
+pub const SCHEMA_VERSION: i32 = STEPS.len() as i32;
+
+/// Creates or upgrades the schema; returns the version it was at before.
+pub async fn migrate(client: &mut Client) -> Result<i32, StoreError> {
+    let tx = client.transaction().await.map_err(StoreError::query)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(StoreError::query)?;
+    tx.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS wasmroom;
+         CREATE TABLE IF NOT EXISTS wasmroom.schema_version (version int NOT NULL);",
+    )
+    .await
+    .map_err(StoreError::query)?;
+    let row = tx
+        .query_opt("SELECT max(version) FROM wasmroom.schema_version", &[])
+        .await
+        .map_err(StoreError::query)?;
+    let current: i32 = row.and_then(|r| r.get::<_, Option<i32>>(0)).unwrap_or(0);
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (version, step) in STEPS.iter().enumerate().skip(current as usize) {
+        tx.batch_execute(step).await.map_err(StoreError::query)?;
+        let version = version as i32 + 1;
+        tx.execute(
+            "INSERT INTO wasmroom.schema_version (version) VALUES ($1)",
+            &[&version],
+        )
+        .await
+        .map_err(StoreError::query)?;
+    }
+    tx.commit().await.map_err(StoreError::query)?;
+    Ok(current)
+}

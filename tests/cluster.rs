@@ -1,0 +1,435 @@
+//! Several hosts on one PostgreSQL: three real wasmroom processes on 127.0.0.1-3 behind a
+//! real nginx (`nginx-config --store-shared`), a real PostgreSQL started by the test.
+//! Documents move when a host dies, freezes, restarts or comes back; at no moment do two
+//! hosts accept messages for one document, and nothing saved is lost.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use support::nginx::Nginx;
+use support::postgres::Postgres;
+use support::*;
+
+/// One cluster at a time: each runs a PostgreSQL, three hosts and nginx on two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const HOST_CONFIG: &str = "\
+checkpoint_secs = 1
+idle_grace_secs = 600
+http_idle_grace_ms = 600000
+[store]
+lease_ttl_ms = 2000
+handoff_timeout_ms = 3000
+";
+
+/// A PostgreSQL, `hosts` wasmroom hosts of two lanes each, and nginx in front.
+struct Cluster {
+    // Dropped in this order: the hosts first, the store they use last.
+    hosts: Vec<Option<Server>>,
+    nginx: Nginx,
+    config: tempfile::NamedTempFile,
+    pg: Postgres,
+}
+
+impl Cluster {
+    fn start(hosts: usize, plugins: &[&str]) -> anyhow::Result<Cluster> {
+        let pg = Postgres::start()?;
+        let mut config = tempfile::Builder::new().suffix(".toml").tempfile()?;
+        std::io::Write::write_all(&mut config, HOST_CONFIG.as_bytes())?;
+        let mut started = Vec::new();
+        let mut lanes = Vec::new();
+        for h in 0..hosts {
+            let ip = format!("127.0.0.{}", h + 1);
+            let ports = [free_port(&ip)?, free_port(&ip)?];
+            lanes.push(
+                ports
+                    .iter()
+                    .map(|p| format!("{ip}:{p}"))
+                    .collect::<Vec<_>>(),
+            );
+            started.push(Some(launch(&pg, &config, plugins, &ip, &ports)?));
+        }
+        let all: Vec<String> = lanes.iter().flatten().cloned().collect();
+        let nginx = Nginx::start_for(&all, &["--routing", "hash", "--store-shared"])?;
+        Ok(Cluster {
+            pg,
+            hosts: started,
+            nginx,
+            config,
+        })
+    }
+
+    fn launch(&self, plugins: &[&str], ip: &str, ports: &[u16]) -> anyhow::Result<Server> {
+        launch(&self.pg, &self.config, plugins, ip, ports)
+    }
+
+    fn host(&self, h: usize) -> &Server {
+        self.hosts[h].as_ref().expect("the host runs")
+    }
+
+    /// `wasmroom store ls --json`: document -> (owner, epoch), for live owners.
+    fn owners(&self) -> anyhow::Result<BTreeMap<String, (Option<String>, i64)>> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmroom"))
+            .args([
+                "store",
+                "ls",
+                "--json",
+                "--lease-ttl-ms",
+                "2000",
+                "--store",
+                &self.pg.url,
+            ])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "store ls failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut owners = BTreeMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let row: serde_json::Value = serde_json::from_str(line)?;
+            owners.insert(
+                row["document"].as_str().unwrap_or_default().to_owned(),
+                (
+                    row["owner"].as_str().map(str::to_owned),
+                    row["epoch"].as_i64().unwrap_or(0),
+                ),
+            );
+        }
+        Ok(owners)
+    }
+
+    /// Whether the snapshot of `doc` in the store holds `text`.
+    fn saved(&self, doc: &str, text: &str) -> anyhow::Result<bool> {
+        let found = self.pg.sql(&format!(
+            "SELECT count(*) FROM wasmroom.documents WHERE doc = '{doc}' AND position(convert_to('{text}', 'UTF8') in snapshot) > 0"
+        ))?;
+        Ok(found == "1")
+    }
+
+    fn wait_saved(&self, doc: &str, text: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.saved(doc, text)? {
+            anyhow::ensure!(Instant::now() < deadline, "{doc}: {text:?} never saved");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// The chat history of `doc` through nginx (any host may have to take it over).
+    async fn history(&self, doc: &str) -> anyhow::Result<String> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let got = http(self.nginx.addr, "GET", &format!("/docs/chat/{doc}"), b"").await;
+            match got {
+                Ok((200, body)) => return Ok(body),
+                other => {
+                    anyhow::ensure!(Instant::now() < deadline, "{doc}: no history ({other:?})");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Starts a host on `ip` and `ports` with the shared store and the cluster's config.
+fn launch(
+    pg: &Postgres,
+    config: &tempfile::NamedTempFile,
+    plugins: &[&str],
+    ip: &str,
+    ports: &[u16],
+) -> anyhow::Result<Server> {
+    let config = config.path().to_str().context("temp path")?;
+    Server::start_host(
+        plugins,
+        ip,
+        ports,
+        &["--store", &pg.url, "--config", config],
+    )
+}
+
+fn free_port(ip: &str) -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
+}
+
+/// Connects until a host accepts (a document may be on its way between hosts).
+async fn connect_retrying(url: &str) -> anyhow::Result<Ws> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((ws, _)) => return Ok(ws),
+            Err(e) => {
+                anyhow::ensure!(Instant::now() < deadline, "cannot connect to {url}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_hosts_documents_come_back_on_the_others_with_their_state() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start(3, &["chat"])?;
+    let mut clients = Vec::new();
+    for i in 0..30 {
+        let mut ws = connect_retrying(&cluster.nginx.url(&format!("/ws/chat/d{i}?name=w"))).await?;
+        recv_json(&mut ws).await?;
+        send_text(&mut ws, &format!("line {i}")).await?;
+        clients.push(ws);
+    }
+    for i in 0..30 {
+        cluster.wait_saved(&format!("d{i}"), &format!("line {i}"))?;
+    }
+    // Every document has exactly one live owner, and each host serves only its own.
+    let owners = cluster.owners()?;
+    assert_eq!(owners.len(), 30);
+    let mut per_host: BTreeMap<String, usize> = BTreeMap::new();
+    for (doc, (owner, _)) in &owners {
+        let owner = owner
+            .clone()
+            .with_context(|| format!("{doc} has no owner"))?;
+        *per_host.entry(owner).or_default() += 1;
+    }
+    let mut live = 0;
+    for h in 0..3 {
+        for lane in 0..2 {
+            let (_, body) = http(cluster.host(h).addr(lane), "GET", "/stats", b"").await?;
+            let stats: serde_json::Value = serde_json::from_str(&body)?;
+            live += stats["documents"].as_u64().unwrap_or(0);
+        }
+    }
+    assert_eq!(live, 30, "one instance per document: {per_host:?}");
+    eprintln!("documents per host: {per_host:?}");
+    // The host with the most documents dies without a word.
+    let (victim_name, _) = per_host.iter().max_by_key(|(_, n)| **n).unwrap();
+    let victim = (0..3)
+        .find(|h| &format!("127.0.0.{}", h + 1) == victim_name)
+        .unwrap();
+    let killed_at = Instant::now();
+    cluster.hosts[victim].as_mut().unwrap().kill9()?;
+    cluster.hosts[victim] = None;
+    // Whatever host nginx now sends them to opens them from the last snapshot.
+    for i in 0..30 {
+        let history = cluster.history(&format!("d{i}")).await?;
+        assert!(history.contains(&format!("line {i}")), "d{i}: {history}");
+    }
+    eprintln!(
+        "every document back {:?} after the kill (lease TTL 2 s)",
+        killed_at.elapsed()
+    );
+    let owners = cluster.owners()?;
+    for (doc, (owner, _)) in &owners {
+        assert_ne!(owner.as_deref(), Some(victim_name.as_str()), "{doc}");
+        assert!(owner.is_some(), "{doc} is served but has no owner");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_host_never_applies_a_message_after_its_lease() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = Cluster::start(2, &["chat"])?;
+    let (a, b) = (cluster.host(0), cluster.host(1));
+    let mut on_a = a.connect(0, "/ws/chat/z?name=a").await?;
+    recv_json(&mut on_a).await?;
+    send_text(&mut on_a, "before the freeze").await?;
+    cluster.wait_saved("z", "before the freeze")?;
+    let epoch_a = cluster.owners()?["z"].1;
+    // Host A stops dead (a long GC pause, a frozen VM): its sockets stay open.
+    a.signal("STOP")?;
+    // After A's lease expires, B takes the document over from the store.
+    let mut on_b = connect_retrying(&b.url(0, "/ws/chat/z?name=b")).await?;
+    let history = recv_json(&mut on_b).await?;
+    assert!(
+        history.to_string().contains("before the freeze"),
+        "{history}"
+    );
+    send_text(&mut on_b, "after the takeover").await?;
+    cluster.wait_saved("z", "after the takeover")?;
+    let (owner, epoch_b) = cluster.owners()?["z"].clone();
+    assert_eq!(owner.as_deref(), Some("127.0.0.2"));
+    assert!(epoch_b > epoch_a, "a takeover bumps the epoch");
+    // A wakes up and its old client speaks: A must not apply it, and tells it to go.
+    a.signal("CONT")?;
+    send_text(&mut on_a, "from the zombie").await?;
+    assert_eq!(expect_close(&mut on_a).await?.0, 1012);
+    // B's document never saw it, and A wrote nothing over B's state.
+    let (_, history) = http(b.addr(0), "GET", "/docs/chat/z", b"").await?;
+    assert!(history.contains("after the takeover"), "{history}");
+    assert!(!history.contains("from the zombie"), "{history}");
+    tokio::time::sleep(Duration::from_millis(1500)).await; // two of A's checkpoints
+    assert!(!cluster.saved("z", "from the zombie")?);
+    assert!(cluster.saved("z", "after the takeover")?);
+    let lost = metric(a.addr(0), "wasmroom_leases_lost_total", &[]).await?;
+    assert!(lost >= 1.0, "A counted no lost lease");
+    // A serves again under a new registration.
+    let _again = connect_retrying(&a.url(0, "/ws/chat/elsewhere?name=a")).await?;
+    drop(on_b);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_moves_every_document_and_loses_no_line() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start(3, &["chat"])?;
+    let docs: Vec<String> = (0..9).map(|i| format!("r{i}")).collect();
+    let mut sent = 0usize;
+    for h in 0..3 {
+        // Every document gets a line, then host h restarts (SIGTERM: saves, releases).
+        for doc in &docs {
+            let mut ws =
+                connect_retrying(&cluster.nginx.url(&format!("/ws/chat/{doc}?name=w"))).await?;
+            recv_json(&mut ws).await?;
+            send_text(&mut ws, &format!("{doc} round {h}")).await?;
+            // Seen by a second client: the line was applied before the restart.
+            let (_, body) =
+                http(cluster.nginx.addr, "GET", &format!("/docs/chat/{doc}"), b"").await?;
+            anyhow::ensure!(body.contains(&format!("{doc} round {h}")), "{body}");
+            sent += 1;
+        }
+        let mut host = cluster.hosts[h].take().unwrap();
+        let stopped = Instant::now();
+        let status =
+            tokio::task::spawn_blocking(move || host.terminate().map(|s| (s, host))).await??;
+        assert!(status.0.success(), "{:?}", status.0);
+        let mut moved = Duration::ZERO;
+        for doc in &docs {
+            let body = cluster.history(doc).await?;
+            moved = moved.max(stopped.elapsed());
+            assert!(body.contains(&format!("{doc} round {h}")), "{doc}: {body}");
+        }
+        eprintln!("host {h} stopped: every document served again within {moved:?}");
+        cluster.hosts[h] = Some(status.1.restart()?);
+    }
+    for doc in &docs {
+        let body = cluster.history(doc).await?;
+        for h in 0..3 {
+            assert!(body.contains(&format!("{doc} round {h}")), "{doc}: {body}");
+        }
+    }
+    eprintln!("{sent} lines, none lost");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_host_gets_its_document_handed_back() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start(2, &["chat"])?;
+    // B holds the document (say A was down); its client is connected to B.
+    let mut on_b = cluster.host(1).connect(0, "/ws/chat/h?name=b").await?;
+    recv_json(&mut on_b).await?;
+    send_text(&mut on_b, "written on B").await?;
+    // A connection reaches A (nginx sends it there again): A asks B for it.
+    let asked = Instant::now();
+    let mut on_a = cluster.host(0).connect(0, "/ws/chat/h?name=a").await?;
+    let history = recv_json(&mut on_a).await?;
+    eprintln!("handed back in {:?}", asked.elapsed());
+    assert!(history.to_string().contains("written on B"), "{history}");
+    // B's client was told to reconnect; the document lives on A only.
+    assert_eq!(expect_close(&mut on_b).await?.0, 1012);
+    let (owner, _) = cluster.owners()?["h"].clone();
+    assert_eq!(owner.as_deref(), Some("127.0.0.1"));
+    let (_, stats) = http(cluster.host(1).addr(0), "GET", "/stats", b"").await?;
+    let stats: serde_json::Value = serde_json::from_str(&stats)?;
+    let mut b_docs = stats["documents"].as_u64().unwrap_or(0);
+    let (_, stats) = http(cluster.host(1).addr(1), "GET", "/stats", b"").await?;
+    let stats: serde_json::Value = serde_json::from_str(&stats)?;
+    b_docs += stats["documents"].as_u64().unwrap_or(0);
+    assert_eq!(b_docs, 0);
+    let _ = cluster.hosts[1].take();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_stop_serving_while_the_store_is_down_and_come_back() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start(2, &["chat"])?;
+    let mut ws = connect_retrying(&cluster.nginx.url("/ws/chat/p?name=w")).await?;
+    recv_json(&mut ws).await?;
+    send_text(&mut ws, "saved before the outage").await?;
+    cluster.wait_saved("p", "saved before the outage")?;
+    cluster.pg.stop_server()?;
+    // Longer than the lease: every host fences itself.
+    assert_eq!(expect_close(&mut ws).await?.0, 1012);
+    for h in 0..2 {
+        let deadline = Instant::now() + PATIENCE;
+        while http(cluster.host(h).addr(0), "GET", "/readyz", b"")
+            .await?
+            .0
+            != 503
+        {
+            anyhow::ensure!(Instant::now() < deadline, "host {h} stayed ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (status, body) = http(cluster.host(0).addr(0), "GET", "/docs/chat/p", b"").await?;
+    assert_eq!(status, 503, "{body}");
+    cluster.pg.start_server()?;
+    for h in 0..2 {
+        let deadline = Instant::now() + PATIENCE;
+        while http(cluster.host(h).addr(0), "GET", "/readyz", b"")
+            .await?
+            .0
+            != 200
+        {
+            anyhow::ensure!(Instant::now() < deadline, "host {h} never ready again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let history = cluster.history("p").await?;
+    assert!(history.contains("saved before the outage"), "{history}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_version_reaches_every_host_and_hosts_started_later() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start(2, &["relay"])?;
+    let mut pairs = Vec::new();
+    for h in 0..2 {
+        let a = cluster
+            .host(h)
+            .connect(0, &format!("/ws/relay/dep{h}"))
+            .await?;
+        let b = cluster
+            .host(h)
+            .connect(0, &format!("/ws/relay/dep{h}"))
+            .await?;
+        pairs.push((a, b));
+    }
+    let old = plugin_entry(cluster.host(0), "relay").await?["current"]["version"].clone();
+    // The tagged relay, deployed under the plugin's name.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("relay.wasm");
+    std::fs::copy(built_plugins_dir().join("variants/relay-tag.wasm"), &file)?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmroom"))
+        .args(["deploy", file.to_str().unwrap(), "--store", &cluster.pg.url])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for h in 0..2 {
+        wait_for_new_version(cluster.host(h), "relay", &old, 1).await?;
+    }
+    // The live documents moved with their sockets: the tagged relay answers.
+    for (a, b) in pairs.iter_mut() {
+        send_text(a, "hello").await?;
+        assert_eq!(recv_text(b).await?, "[v2] hello");
+    }
+    let new = plugin_entry(cluster.host(0), "relay").await?["current"]["version"].clone();
+    // A host started afterwards serves the deployed version.
+    let ip = "127.0.0.3";
+    let later = cluster.launch(&["relay"], ip, &[free_port(ip)?])?;
+    let entry = plugin_entry(&later, "relay").await?;
+    assert_eq!(entry["current"]["version"], new);
+    drop(later);
+    let _ = cluster.hosts.pop();
+    Ok(())
+}
