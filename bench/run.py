@@ -109,10 +109,10 @@ def rss_kib(pid):
     return 0
 
 
-def peer_command(name, port, plugins_dir):
+def peer_command(name, port, plugins_dir, config=BENCH / "wasmroom.toml"):
     release = ROOT / "target" / "release"
     if name == "wasmroom":
-        return [release / "wasmroom", "serve", "--config", BENCH / "wasmroom.toml", "--port", str(port),
+        return [release / "wasmroom", "serve", "--config", config, "--port", str(port),
                 "--plugins", plugins_dir], None
     if name == "native":
         return [release / "native_relay", str(port)], None
@@ -125,10 +125,10 @@ def peer_command(name, port, plugins_dir):
 
 
 class Peer:
-    def __init__(self, name, plugins_dir, lanes=1, cpus=SERVER_CPU, extra=()):
+    def __init__(self, name, plugins_dir, lanes=1, cpus=SERVER_CPU, extra=(), config=BENCH / "wasmroom.toml"):
         self.name = name
         self.port = free_port()
-        cmd, cwd = peer_command(name, self.port, plugins_dir)
+        cmd, cwd = peer_command(name, self.port, plugins_dir, config)
         cmd += list(extra)
         self.ports = [self.port]
         for _ in range(lanes - 1):
@@ -344,7 +344,10 @@ def reload_times(counts):
     for n in counts:
         with tempfile.TemporaryDirectory() as plugins, tempfile.TemporaryDirectory() as data:
             shutil.copy(ROOT / "plugins" / "relay.wasm", Path(plugins) / "relay.wasm")
-            peer = Peer("wasmroom", plugins, extra=["--idle-grace", "600", "--data", data])
+            # At the default pool size: 10,000 live documents fill it, and the migration
+            # takes its second instance from the reserve.
+            peer = Peer("wasmroom", plugins, extra=["--data", data],
+                        config=BENCH / "wasmroom-reload.toml")
             try:
                 for i in range(n):
                     status, _ = http_get(peer.port, f"/docs/relay/reload-{i}")

@@ -44,16 +44,22 @@ async fn a_client_that_never_reads_is_closed_with_1008_and_memory_stays_bounded(
     // kernel's socket buffers plus the 1 MiB queue, and far more than the bound below.
     let chunk = vec![7u8; 64 * 1024];
     let count = 3072;
+    // The observer is a well-behaved client that reads everything; the flooder never
+    // gets more than 512 KiB ahead of it, so the observer's own queue (1 MiB) never fills
+    // however fast the server relays. The slow client's does.
+    let (progress, mut received) = tokio::sync::watch::channel(0usize);
     let reader = tokio::spawn(async move {
-        for _ in 0..count {
+        for n in 1..=count {
             match recv(&mut observer).await? {
                 Message::Binary(b) => anyhow::ensure!(b.len() == 64 * 1024),
                 other => anyhow::bail!("unexpected {other:?}"),
             }
+            let _ = progress.send(n);
         }
         Ok(observer)
     });
-    for _ in 0..count {
+    for sent in 0..count {
+        received.wait_for(|&r| r + 8 > sent).await?;
         flooder.send(Message::binary(chunk.clone())).await?;
     }
     // The observer got everything: the slow client did not hold the document back.

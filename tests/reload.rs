@@ -335,3 +335,27 @@ async fn the_new_version_sees_every_connection_and_pending_timers_carry_over() -
     }
     anyhow::bail!("the reload never landed before a 16 s timer")
 }
+
+#[tokio::test]
+async fn a_full_server_can_still_be_upgraded() -> anyhow::Result<()> {
+    // Every slot of the pool holds a live document: a migration's second instance comes
+    // from the reserve, not from a slot a document could have had.
+    let server = Server::start_with_config(
+        &["relay"],
+        1,
+        "http_idle_grace_ms = 600000\n[limits]\nmax_documents = 20\n",
+    )?;
+    for d in 0..20 {
+        let (status, _) =
+            http(server.addr(0), "GET", &format!("/docs/relay/full-{d}"), b"").await?;
+        assert_eq!(status, 200);
+    }
+    // The pool is full for new documents...
+    let (status, body) = http(server.addr(0), "GET", "/docs/relay/one-more", b"").await?;
+    assert_eq!(status, 503, "{body}");
+    let old = plugin_entry(&server, "relay").await?["current"]["version"].clone();
+    deploy(&server, "relay", &std::fs::read(variant("relay-tag.wasm"))?)?;
+    // ...yet every live document moves to the new version.
+    wait_for_new_version(&server, "relay", &old, 20).await?;
+    Ok(())
+}

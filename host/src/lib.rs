@@ -13,7 +13,7 @@
 //!   admin API, the epoch ticker; stops them ([`Server`]).
 //! - [`ops`] (admin API, `wasmroom top`, nginx config) and [`reload`] (watcher and
 //!   SIGHUP): outside the lanes; they reach a lane only through its command channel.
-//! - [`lane`]: one port's thread: accept loop, connections, WebSocket reader and writer,
+//! - [`lane`]: one port's thread: accept loop, connections, WebSocket connections,
 //!   the document table, housekeeping (timers, checkpoints, idle documents), the
 //!   crash-loop guard, hand-over between lanes, shutdown.
 //! - [`document`]: one live document: its consumer instance, its connections' outboxes,

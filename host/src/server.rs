@@ -135,6 +135,7 @@ impl Server {
             lane_table.clone(),
             metrics.clone(),
             health.clone(),
+            engine::Slots::new(&config),
         ));
 
         let (stop, stopped) = watch::channel(false);

@@ -8,6 +8,7 @@ use std::time::Instant;
 use wasmtime::Store;
 
 use crate::document::error::DocumentError;
+use crate::guest::engine::Slot;
 use crate::guest::plugin::Plugin;
 use crate::guest::{GuestState, Room};
 use crate::metrics::PluginMetrics;
@@ -30,6 +31,8 @@ pub struct Instance {
     /// The store: the guest's state and the host's per-document state.
     pub store: Store<GuestState>,
     room: Room,
+    /// Its place in the instance pool, given back with it.
+    _slot: Slot,
 }
 
 impl std::fmt::Debug for Instance {
@@ -49,6 +52,7 @@ impl Instance {
         limits: &DocumentLimits,
         metrics: &PluginMetrics,
         count_traps: bool,
+        slot: Slot,
     ) -> Result<Instance, DocumentError> {
         let tag: Arc<str> = format!("{}/{}", plugin.name, id).into();
         let engine = plugin.pre.instance_pre().engine().clone();
@@ -73,7 +77,11 @@ impl Instance {
                 DocumentError::Instantiate(format!("{e:#}"))
             }
         })?;
-        let mut instance = Instance { store, room };
+        let mut instance = Instance {
+            store,
+            room,
+            _slot: slot,
+        };
         let started = Instant::now();
         let opened = instance.guarded(limits.deadline_ticks, |room, store| {
             room.wasmroom_consumer_consumer().call_open(store, id)

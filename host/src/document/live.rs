@@ -22,6 +22,7 @@ use wasmtime::Store;
 use crate::document::error::DocumentError;
 use crate::document::instance::{DocumentLimits, Instance};
 use crate::document::outbox::Outbox;
+use crate::guest::engine::Slot;
 use crate::guest::plugin::Plugin;
 use crate::guest::{
     ConnectInfo, Decision, Effect, GuestState, HttpRequest, HttpResponse, Message, Room,
@@ -118,14 +119,15 @@ impl std::fmt::Debug for Document {
 }
 
 impl Document {
-    /// Instantiates `plugin` for document `id` and calls its `open`.
+    /// Instantiates `plugin` for document `id` in pool `slot` and calls its `open`.
     pub fn open(
         plugin: Arc<Plugin>,
         id: &str,
         limits: DocumentLimits,
         metrics: PluginMetrics,
+        slot: Slot,
     ) -> Result<Document, DocumentError> {
-        let instance = Instance::create(&plugin, id, &limits, &metrics, true)?;
+        let instance = Instance::create(&plugin, id, &limits, &metrics, true, slot)?;
         plugin.live.fetch_add(1, Ordering::Relaxed);
         let memory_bytes = instance.store.data().limits.memory_bytes;
         metrics.memory_changed(0, memory_bytes);

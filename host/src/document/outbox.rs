@@ -1,5 +1,5 @@
 //! The outbound queue of one connection, shared by the document (which fills it) and the
-//! connection's writer task (which drains it).
+//! connection's task (which drains it into the socket).
 //!
 //! Everything here runs on the lane's thread, so the queue is a `RefCell` and frames are
 //! moved, never copied: a broadcast pushes clones of one [`Frame`] whose payload is
@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 
 use crate::config::FRAME_OVERHEAD;
 
-/// What the writer should do once the queue is empty.
+/// What the connection should do once the queue is empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
     /// Keep the connection open.
@@ -36,14 +36,8 @@ pub struct Outbox {
     max_bytes: usize,
     max_frames: usize,
     ending: RefCell<Ending>,
-    /// Wakes the writer: frames were queued or the connection is ending.
+    /// Wakes the connection's task: frames were queued or the connection is ending.
     pub wake: Notify,
-    /// Tells the reader to stop waiting for the client (close handshake timed out).
-    pub abort: Notify,
-    aborted: Cell<bool>,
-    reader_done: Cell<bool>,
-    /// Fired once when closing starts, for a writer stuck on a full socket.
-    pub closing: Notify,
     give_up_at: Cell<Option<Instant>>,
 }
 
@@ -62,10 +56,6 @@ impl Outbox {
             max_frames,
             ending: RefCell::new(Ending::Open),
             wake: Notify::new(),
-            abort: Notify::new(),
-            aborted: Cell::new(false),
-            reader_done: Cell::new(false),
-            closing: Notify::new(),
             give_up_at: Cell::new(None),
         }
     }
@@ -85,8 +75,13 @@ impl Outbox {
             return false;
         }
         self.queued_bytes.set(total);
-        self.queue.borrow_mut().push_back(frame);
-        self.wake.notify_one();
+        let mut queue = self.queue.borrow_mut();
+        queue.push_back(frame);
+        // One wake-up per batch: the connection drains the whole queue when it runs, so
+        // only the first frame of an empty queue needs to wake it.
+        if queue.len() == 1 {
+            self.wake.notify_one();
+        }
         true
     }
 
@@ -106,7 +101,6 @@ impl Outbox {
             *ending = Ending::Close(code, reason.to_owned());
             self.give_up_at.set(Some(Instant::now() + CLOSE_TIMEOUT));
             self.wake.notify_one();
-            self.closing.notify_one();
         }
     }
 
@@ -115,15 +109,12 @@ impl Outbox {
         self.give_up_at.get()
     }
 
-    /// Marks the reader ended: queued frames are dropped; a pending close frame is still
-    /// sent (it tells the client why), then the writer stops.
+    /// The connection is ending: queued frames are dropped (a pending close frame is
+    /// still sent: it tells the client why) and nothing more is accepted.
     pub fn finish(&self) {
-        self.reader_done.set(true);
-        // A writer blocked on a socket the client no longer reads must give up too.
         if self.give_up_at.get().is_none() {
             self.give_up_at.set(Some(Instant::now() + CLOSE_TIMEOUT));
         }
-        self.closing.notify_one();
         {
             let mut ending = self.ending.borrow_mut();
             if *ending == Ending::Open {
@@ -133,11 +124,6 @@ impl Outbox {
         self.queue.borrow_mut().clear();
         self.queued_bytes.set(0);
         self.wake.notify_one();
-    }
-
-    /// Whether the reader has ended.
-    pub fn reader_done(&self) -> bool {
-        self.reader_done.get()
     }
 
     /// Whether the connection accepts more frames.
@@ -153,17 +139,6 @@ impl Outbox {
     /// What the queued frames cost: payload plus [`FRAME_OVERHEAD`] each.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes.get()
-    }
-
-    /// Tells the reader to give up on the client.
-    pub fn abort_reader(&self) {
-        self.aborted.set(true);
-        self.abort.notify_one();
-    }
-
-    /// Whether [`Outbox::abort_reader`] was called.
-    pub fn reader_aborted(&self) -> bool {
-        self.aborted.get()
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::document::error::DocumentError;
 use crate::document::instance::{DocumentLimits, Instance};
 use crate::document::live::{Document, apply};
+use crate::guest::engine::Slot;
 use crate::guest::plugin::Plugin;
 use crate::store::Snapshot;
 
@@ -114,13 +115,14 @@ impl Document {
         &mut self,
         plugin: Arc<Plugin>,
         limits: DocumentLimits,
+        slot: Slot,
     ) -> Result<(), DocumentError> {
         if self.instance.is_none() || Arc::ptr_eq(&self.plugin, &plugin) {
             return Ok(());
         }
         let (snapshot, _) = self.snapshot()?;
         // A trap here leaves the document on its old version: not counted as one that ended.
-        let mut fresh = Instance::create(&plugin, &self.id, &limits, &self.metrics, false)?;
+        let mut fresh = Instance::create(&plugin, &self.id, &limits, &self.metrics, false, slot)?;
         // The new version sees the document's connections while it restores (it may
         // rebuild presence from `connections()` or greet them).
         {

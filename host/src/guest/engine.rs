@@ -6,7 +6,7 @@
 //! exceed the `vm.max_map_count` of the kernel however many documents are live.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -35,10 +35,14 @@ pub struct EngineError {
     source: wasmtime::Error,
 }
 
-/// Builds the engine for `config`: the pool holds `limits.max_documents` instances whose
-/// memories may grow to the largest memory cap of any plugin.
+/// Builds the engine for `config`: the pool holds `limits.max_documents` instances, plus
+/// one per lane for migrations ([`Slots`]), whose memories may grow to the largest memory
+/// cap of any plugin.
 pub fn engine(config: &Config) -> Result<Engine, EngineError> {
-    let documents = config.limits.max_documents;
+    let documents = config
+        .limits
+        .max_documents
+        .saturating_add(migration_reserve(config));
     let memory = config.largest_memory();
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(documents)
@@ -64,6 +68,66 @@ pub fn engine(config: &Config) -> Result<Engine, EngineError> {
         memory,
         source,
     })
+}
+
+/// Slots kept for migrations: each lane migrates one document at a time.
+fn migration_reserve(config: &Config) -> u32 {
+    config.ports.len() as u32
+}
+
+/// The instance pool's slots, counted, so that a full server can still be upgraded:
+/// documents take at most `max_documents`; the reserve above it (one slot per lane) is
+/// for the second instance a document needs while it migrates to a new version.
+#[derive(Debug)]
+pub struct Slots {
+    used: AtomicUsize,
+    documents: usize,
+    total: usize,
+}
+
+/// A slot of the pool, given back when dropped (with its instance).
+#[derive(Debug)]
+pub struct Slot {
+    slots: Arc<Slots>,
+}
+
+impl Slots {
+    /// The slots of `config`'s pool.
+    pub fn new(config: &Config) -> Arc<Slots> {
+        let documents = config.limits.max_documents as usize;
+        Arc::new(Slots {
+            used: AtomicUsize::new(0),
+            documents,
+            total: documents + migration_reserve(config) as usize,
+        })
+    }
+
+    /// A slot for a document that opens; `None` when `max_documents` are live.
+    pub fn for_document(self: &Arc<Self>) -> Option<Slot> {
+        self.take(self.documents)
+    }
+
+    /// A slot for a migration's second instance, from the reserve if need be.
+    pub fn for_migration(self: &Arc<Self>) -> Option<Slot> {
+        self.take(self.total)
+    }
+
+    fn take(self: &Arc<Self>, limit: usize) -> Option<Slot> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot {
+                slots: self.clone(),
+            })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.used.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The number of epoch ticks to allow for `deadline`. A call starts somewhere inside a
@@ -112,6 +176,29 @@ impl Drop for EpochTicker {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn migrations_have_a_reserve_documents_cannot_take() {
+        let config = Config {
+            ports: vec![0, 0],
+            ..Config::default()
+        };
+        let mut small = config.clone();
+        small.limits.max_documents = 3;
+        let slots = Slots::new(&small);
+        let held: Vec<Slot> = (0..3).map(|_| slots.for_document().unwrap()).collect();
+        assert!(slots.for_document().is_none());
+        let m1 = slots.for_migration().unwrap();
+        let _m2 = slots.for_migration().unwrap();
+        assert!(slots.for_migration().is_none(), "one per lane");
+        drop(m1);
+        assert!(
+            slots.for_document().is_none(),
+            "the reserve is not for documents"
+        );
+        drop(held);
+        assert!(slots.for_document().is_some());
+    }
+
     use super::*;
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! The lane owns its listener, its documents and their connections. Nothing on the
 //! message path takes a lock or hops to another thread: a connection task calls its
-//! document directly, and the document queues frames to the other connections' writers,
+//! document directly, and the document queues frames to the other connections' tasks,
 //! all on this thread. What the lanes share is read-only or atomic ([`Services`]).
 //!
 //! A connection for a document another lane owns is handed over before its upgrade: the
@@ -12,7 +12,7 @@
 //! The files, in the order a connection meets them: [`run`] (accept loop, commands),
 //! [`connection`] (request head, routing, hand-over, plain HTTP answers), [`requests`]
 //! (`/docs/...` to a document), [`lookup`] (plugin and document for a request), [`upgrade`] (the WebSocket handshake and the consumer's
-//! decision), [`reader`] and [`writer`] (a WebSocket's two halves); [`open`] (the document
+//! decision), [`socket`] (a WebSocket after the upgrade); [`open`] (the document
 //! table), [`housekeeping`] (timers, checkpoints, idle documents), [`crash_loop`],
 //! [`migrate`] (hot reload), [`admin`] (the admin API's requests), [`shutdown`].
 
@@ -26,16 +26,15 @@ pub mod lookup;
 pub mod migrate;
 pub mod open;
 pub mod open_limit;
-pub mod reader;
 pub mod requests;
 pub mod run;
 pub mod services;
 pub mod shutdown;
+pub mod socket;
 pub mod state;
 pub mod table;
 pub mod task;
 pub mod upgrade;
-pub mod writer;
 
 pub use commands::{Handover, LaneCommand};
 pub use run::run;

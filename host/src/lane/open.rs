@@ -110,20 +110,33 @@ impl Lane {
         let Opened { lease, snapshot } = self.take(plugin, document).await?;
         let started = Instant::now();
         let metrics = self.services.metrics.plugin(&plugin.name, self.index);
-        let opened = Document::open(
-            plugin.clone(),
-            document,
-            self.limits_for(&plugin.name),
-            metrics,
-        )
-        .and_then(|mut doc| {
-            if let Some(snapshot) = &snapshot {
-                doc.restore(snapshot)?;
-            }
-            doc.mark_opened()?;
-            doc.persistence.lease = lease;
-            Ok(doc)
-        });
+        let opened = self
+            .services
+            .slots
+            .for_document()
+            .ok_or_else(|| {
+                DocumentError::PoolExhausted(format!(
+                    "{} documents are live",
+                    self.services.config.limits.max_documents
+                ))
+            })
+            .and_then(|slot| {
+                Document::open(
+                    plugin.clone(),
+                    document,
+                    self.limits_for(&plugin.name),
+                    metrics,
+                    slot,
+                )
+            })
+            .and_then(|mut doc| {
+                if let Some(snapshot) = &snapshot {
+                    doc.restore(snapshot)?;
+                }
+                doc.mark_opened()?;
+                doc.persistence.lease = lease;
+                Ok(doc)
+            });
         let doc = match opened {
             Ok(doc) => doc,
             Err(e) => {

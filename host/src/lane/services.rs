@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::Config;
+use crate::guest::engine::Slots;
 use crate::guest::registry::Registry;
 use crate::lane::table::{Health, Lanes};
 use crate::metrics::Metrics;
@@ -26,6 +27,9 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// Readiness: shutdown begun, a lane down.
     pub health: Arc<Health>,
+    /// The instance pool's slots: documents up to `max_documents`, a reserve for
+    /// migrations.
+    pub slots: Arc<Slots>,
     next_connection: AtomicU64,
 }
 
@@ -38,6 +42,7 @@ impl Services {
         lanes: Arc<Lanes>,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
+        slots: Arc<Slots>,
     ) -> Services {
         Services {
             config,
@@ -46,6 +51,7 @@ impl Services {
             lanes,
             metrics,
             health,
+            slots,
             next_connection: AtomicU64::new(1),
         }
     }

@@ -1,19 +1,14 @@
 //! A `/ws/{plugin}/{document}` request on the document's owner lane: check the upgrade,
 //! find the plugin, open the document, let the consumer decide, answer `101`, then serve
-//! the socket ([`crate::lane::reader`] on this task, [`crate::lane::writer`] on its own).
+//! the socket ([`crate::lane::socket`]).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::error::Error as WsError;
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use crate::config::Limits;
 use crate::document::outbox::{CLOSE_TIMEOUT, Outbox};
 use crate::document::{DocumentCell, DocumentError};
 use crate::guest::plugin::Plugin;
@@ -21,8 +16,8 @@ use crate::guest::{ConnectInfo, Decision};
 use crate::lane::Lane;
 use crate::lane::lookup::{find_plugin, refuse_document};
 use crate::metrics::Rejection;
-use crate::net::frame_watch::{Incoming, Watched};
 use crate::net::http::{self, RequestHead};
+use crate::net::websocket::frame::{close_payload, encode, opcode};
 
 /// Upgrades a `/ws/{plugin}/{document}` request on the document's owner lane and serves
 /// the socket until either side closes it.
@@ -51,7 +46,6 @@ pub async fn serve(
         return;
     };
     let limits = &lane.services.config.limits;
-    let ws_config = websocket_config(limits);
     let client = http::client_address(&head, peer, lane.services.config.proxy_headers);
     let Some(doc) = open(&lane, &mut stream, &plugin, document, client).await else {
         // `open` answered (or needs the upgrade to answer: 1013 / 1011).
@@ -60,7 +54,7 @@ pub async fn serve(
     let doc = match doc {
         Opened::Ready(doc) => doc,
         Opened::CloseAfterUpgrade(code, reason) => {
-            refuse_after_upgrade(stream, &accept_key, head.rest, ws_config, code, reason).await;
+            refuse_after_upgrade(stream, &accept_key, code, &reason).await;
             return;
         }
     };
@@ -101,36 +95,12 @@ pub async fn serve(
         doc.borrow_mut().disconnect(id, 1006);
         return;
     }
-    // Partial messages are watched: bounded in time and held in the lane's byte budget.
-    let incoming = Rc::new(Incoming::new(lane.charge()));
-    let watched = Watched::new(stream, incoming.clone(), &head.rest);
-    let ws =
-        WebSocketStream::from_partially_read(watched, head.rest, Role::Server, Some(ws_config))
-            .await;
-    let (sink, frames) = ws.split();
-    crate::lane::task::spawn(
-        &lane.services.health,
-        "WebSocket writer",
-        crate::lane::writer::write_loop(sink, outbox.clone(), lane.metrics.clone()),
-    );
     lane.metrics.websockets.inc();
-    let code =
-        crate::lane::reader::read_loop(&lane, &doc, id, frames, &outbox, &incoming, peer).await;
-    incoming.release();
+    let code = crate::lane::socket::serve(&lane, &doc, id, stream, head.rest, &outbox, peer).await;
     outbox.finish();
     lane.metrics.websockets.dec();
     lane.metrics.closed(code);
     doc.borrow_mut().disconnect(id, code);
-}
-
-/// tungstenite's settings for a lane's sockets.
-fn websocket_config(limits: &Limits) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(limits.max_message_bytes))
-        .max_frame_size(Some(limits.max_message_bytes))
-        // Small buffers keep an idle connection cheap; they grow for large messages.
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
 }
 
 /// What opening the document gave a WebSocket request.
@@ -225,31 +195,23 @@ async fn join(
     }
 }
 
-/// Completes the upgrade only to close at once with `code` (e.g. 1013 "try again later").
-async fn refuse_after_upgrade(
-    mut stream: TcpStream,
-    accept_key: &str,
-    rest: Vec<u8>,
-    config: WebSocketConfig,
-    code: u16,
-    reason: String,
-) {
+/// Completes the upgrade only to close at once with `code` (e.g. 1013 "try again later"),
+/// then waits (bounded) for the client's answer.
+async fn refuse_after_upgrade(mut stream: TcpStream, accept_key: &str, code: u16, reason: &str) {
     if http::write_switching_protocols(&mut stream, accept_key, None)
         .await
         .is_err()
     {
         return;
     }
-    let mut ws =
-        WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config)).await;
-    let close = CloseFrame {
-        code: code.into(),
-        reason: reason.into(),
-    };
+    let mut close = Vec::new();
+    encode(&mut close, opcode::CLOSE, &close_payload(code, reason));
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        ws.close(Some(close)).await?;
-        while ws.next().await.is_some() {}
-        Ok::<_, WsError>(())
+        stream.write_all(&close).await?;
+        // Whatever the client sends until it closes is read and dropped.
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
     })
     .await;
 }

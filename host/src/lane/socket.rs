@@ -1,0 +1,353 @@
+//! A WebSocket connection on its lane, after the upgrade: one task per connection that
+//! reads the client's frames and hands each message to the document (one synchronous
+//! guest call), and writes what the connection's outbox holds.
+//!
+//! A connection keeps no buffer of its own while it is idle. A read lands in the lane's
+//! read buffer and whole frames are handled where they lie ([`Decoder`] keeps only the
+//! tail of a frame that has not arrived whole); queued frames are encoded into the
+//! lane's write buffer and written with one `write` per wake-up, however many there
+//! are; only what the socket could not take is copied aside until it drains.
+//!
+//! The same task keeps the connection's timer (keepalive, the deadline of an incomplete
+//! message, the close handshake's), answers pings and carries out the close handshake.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use std::io::Read;
+
+use socket2::SockRef;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+use crate::document::DocumentCell;
+use crate::document::outbox::{Ending, Outbox};
+use crate::guest::Message;
+use crate::lane::Lane;
+use crate::net::budget::Charge;
+use crate::net::websocket::frame::{close_payload, encode, opcode};
+use crate::net::websocket::{Decoder, Event};
+use crate::store::{Lease, LeaseClock};
+
+/// Bytes encoded for one `write` at most.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// One connection's state, beside the decoder.
+struct Connection<'a> {
+    lane: &'a Lane,
+    doc: &'a DocumentCell,
+    id: u64,
+    stream: TcpStream,
+    outbox: &'a Outbox,
+    peer: SocketAddr,
+    /// Bytes encoded but not yet taken by the socket; empty (no allocation) otherwise.
+    pending: Vec<u8>,
+    /// The client's close code, once its close frame arrived (1005 without a code).
+    client_closed: Option<u16>,
+    /// Our close frame is encoded (the last thing this connection sends).
+    close_sent: bool,
+    /// Nothing more is read: the client's stream ended, or it broke the protocol.
+    read_done: bool,
+    /// End once our close frame is out, without waiting for the client's.
+    fail: bool,
+    /// The incomplete message's bytes, held in the lane's budget.
+    charge: Charge,
+    /// With a shared store: messages are applied only while the lease holds.
+    clock: Option<std::sync::Arc<LeaseClock>>,
+    lease: Lease,
+    awaiting_pong: bool,
+    ping_at: Instant,
+}
+
+/// Serves the connection until it ends; returns its close code (the server's when the
+/// server started the close, else the client's; 1006 without a close frame).
+pub async fn serve(
+    lane: &Lane,
+    doc: &DocumentCell,
+    id: u64,
+    stream: TcpStream,
+    already: Vec<u8>,
+    outbox: &Outbox,
+    peer: SocketAddr,
+) -> u16 {
+    let limits = &lane.services.config.limits;
+    let (ping_interval, ping_timeout) = (limits.ping_interval(), limits.ping_timeout());
+    let message_timeout = limits.message_timeout();
+    let mut decoder = Decoder::new(limits.max_message_bytes);
+    let mut conn = Connection {
+        lane,
+        doc,
+        id,
+        stream,
+        outbox,
+        peer,
+        pending: Vec::new(),
+        client_closed: None,
+        close_sent: false,
+        read_done: false,
+        fail: false,
+        charge: lane.charge(),
+        clock: lane.services.storage.leases().cloned(),
+        lease: doc.borrow().persistence.lease,
+        awaiting_pong: false,
+        ping_at: Instant::now() + ping_interval,
+    };
+    if !already.is_empty() {
+        let mut already = already;
+        conn.receive(&mut decoder, &mut already);
+    }
+    let mut timer_at = conn.ping_at;
+    let timer = tokio::time::sleep_until(timer_at.into());
+    tokio::pin!(timer);
+    loop {
+        if conn.flush().is_err() {
+            break;
+        }
+        if conn.done() {
+            break;
+        }
+        let message_due = decoder
+            .incomplete_since()
+            .map(|since| since + message_timeout);
+        let due = [Some(conn.ping_at), message_due, outbox.give_up_at()]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("the keepalive is always due");
+        if due != timer_at {
+            timer.as_mut().reset(due.into());
+            timer_at = due;
+        }
+        let writing = !conn.pending.is_empty();
+        tokio::select! {
+            biased;
+            readable = conn.stream.readable(), if !conn.read_done => {
+                if readable.is_err() {
+                    conn.read_done = true;
+                    continue;
+                }
+                conn.read(&mut decoder);
+                // Fairness between the lane's connections: a client that keeps its socket
+                // full yields like any other task.
+                tokio::task::consume_budget().await;
+            }
+            _ = outbox.wake.notified() => {}
+            writable = conn.stream.writable(), if writing => {
+                if writable.is_err() {
+                    break;
+                }
+            }
+            _ = &mut timer => {
+                let now = Instant::now();
+                if outbox.give_up_at().is_some_and(|at| now >= at) {
+                    break;
+                }
+                if message_due.is_some_and(|at| now >= at) {
+                    tracing::debug!(lane = lane.index, peer = %conn.peer, "message not complete within {message_timeout:?}: closing");
+                    conn.fail_with(1008, "message not completed in time");
+                } else if now >= conn.ping_at {
+                    if conn.awaiting_pong {
+                        tracing::debug!(lane = lane.index, peer = %conn.peer, "no answer to a ping within {ping_timeout:?}: closing");
+                        conn.fail_with(1001, "ping timeout");
+                    } else {
+                        outbox.push(Frame::Ping(Default::default()));
+                        conn.awaiting_pong = true;
+                        conn.ping_at = now + ping_timeout;
+                    }
+                }
+            }
+        }
+    }
+    let mut code = conn.client_closed.unwrap_or(1006);
+    // A close the server started ends the connection with its code, whether or not the
+    // client answered it (a slow client that never reads still counts as 1008, not 1006).
+    if let Ending::Close(server_code, _) = outbox.ending() {
+        code = server_code;
+    }
+    code
+}
+
+impl Connection<'_> {
+    /// Reads what the socket has into the lane's read buffer and handles it.
+    fn read(&mut self, decoder: &mut Decoder) {
+        let lane = self.lane;
+        let mut buffer = lane.read_buffer();
+        // A read shorter than the buffer has emptied the socket (epoll(7) on stream
+        // sockets): its readiness is cleared at once, instead of by one more read that
+        // would only say "would block".
+        let mut drained = None;
+        let read = self.stream.try_io(Interest::READABLE, || {
+            let n = (&*SockRef::from(&self.stream)).read(&mut buffer)?;
+            if n > 0 && n < buffer.len() {
+                drained = Some(n);
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match (read, drained) {
+            (_, Some(n)) | (Ok(n), None) if n > 0 => self.receive(decoder, &mut buffer[..n]),
+            (Ok(_), None) => self.read_done = true,
+            (Err(e), None) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            (Err(_), _) => self.read_done = true,
+            (Ok(_), Some(_)) => unreachable!("a short read is reported as would-block"),
+        }
+    }
+
+    /// Handles bytes the client sent.
+    fn receive(&mut self, decoder: &mut Decoder, bytes: &mut [u8]) {
+        let now = Instant::now();
+        if self.awaiting_pong {
+            // Anything from the client answers the ping; the next ping is a full interval
+            // after this one.
+            self.awaiting_pong = false;
+            self.ping_at = now + self.lane.services.config.limits.ping_interval();
+        }
+        let decoded = decoder.feed(bytes, now, |event| self.event(event));
+        if let Err(e) = decoded {
+            let (code, reason) = e.close();
+            self.fail_with(code, reason);
+            return;
+        }
+        if !self.charge.resize(decoder.held_bytes()) {
+            tracing::debug!(lane = self.lane.index, peer = %self.peer, "partial message over the lane's byte budget: closing");
+            self.fail_with(1013, "server busy: too many bytes in flight");
+        }
+    }
+
+    /// One event from the client.
+    fn event(&mut self, event: Event) {
+        let message = match event {
+            Event::Text(text) => Message::Text(text),
+            Event::Binary(bytes) => Message::Binary(bytes),
+            Event::Ping(payload) => {
+                self.outbox.push(Frame::Pong(payload.into()));
+                return;
+            }
+            Event::Pong => return,
+            Event::Close(close) => {
+                self.client_closed = Some(close.map_or(1005, |(code, _)| code));
+                // The client is leaving: what is still queued for it is dropped, and the
+                // answer to its close is the last frame.
+                self.outbox.finish();
+                return;
+            }
+        };
+        if self.client_closed.is_some() || self.lane.is_shutting_down() {
+            // The document is being saved for shutdown: what arrives now is not applied
+            // (the client gets 1012 and resends what was not acknowledged).
+            return;
+        }
+        if let Some(clock) = &self.clock
+            && !clock.holds(self.lease)
+        {
+            // This host may not serve the document any more (its lease lapsed, or it
+            // registered anew): nothing more is applied; the client gets 1012.
+            let key = {
+                let d = self.doc.borrow();
+                (d.plugin().name.clone(), d.id().to_owned())
+            };
+            self.lane.retire(&key, self.doc, "lapsed");
+            return;
+        }
+        let metrics = &self.lane.metrics;
+        metrics.messages_in.inc();
+        metrics.bytes_in.inc_by(match &message {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+        } as u64);
+        // On an error the document crashed and the outbox is closing with 1011.
+        let _ = self.doc.borrow_mut().message(self.id, &message);
+    }
+
+    /// Starts closing with `code` and ends once the close frame is out, without waiting
+    /// for the client's answer (it broke the protocol, stalled or went silent).
+    fn fail_with(&mut self, code: u16, reason: &'static str) {
+        self.outbox.close(code, reason);
+        self.read_done = true;
+        self.fail = true;
+        self.charge.resize(0);
+    }
+
+    /// Writes what is pending, then what is queued, then the close frame when it is due,
+    /// as long as the socket takes it.
+    fn flush(&mut self) -> std::io::Result<()> {
+        loop {
+            if !self.pending.is_empty() {
+                match self.stream.try_write(&self.pending) {
+                    Ok(n) => {
+                        self.pending.drain(..n);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+                if !self.pending.is_empty() {
+                    return Ok(());
+                }
+                // Drained: an idle connection keeps no buffer.
+                self.pending = Vec::new();
+            }
+            let lane = self.lane;
+            let mut out = lane.write_buffer();
+            out.clear();
+            while out.len() < WRITE_BATCH {
+                let Some(frame) = self.outbox.pop() else {
+                    break;
+                };
+                self.encode(&mut out, &frame);
+            }
+            if self.outbox.queued_bytes() == 0 && !self.close_sent {
+                let close = match (self.client_closed, self.outbox.ending()) {
+                    // The client closed: echo its code (none if it gave none).
+                    (Some(1005), _) => Some(Vec::new()),
+                    (Some(code), _) => Some(close_payload(code, "")),
+                    (None, Ending::Close(code, reason)) => Some(close_payload(code, &reason)),
+                    _ => None,
+                };
+                if let Some(payload) = close {
+                    encode(&mut out, opcode::CLOSE, &payload);
+                    self.close_sent = true;
+                }
+            }
+            if out.is_empty() {
+                return Ok(());
+            }
+            match self.stream.try_write(&out) {
+                Ok(n) if n == out.len() => {}
+                Ok(n) => self.pending.extend_from_slice(&out[n..]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.pending.extend_from_slice(&out)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Encodes a queued frame into `out`.
+    fn encode(&self, out: &mut Vec<u8>, frame: &Frame) {
+        let (op, payload): (u8, &[u8]) = match frame {
+            Frame::Text(text) => (opcode::TEXT, text.as_bytes()),
+            Frame::Binary(bytes) => (opcode::BINARY, bytes),
+            Frame::Ping(bytes) => (opcode::PING, bytes),
+            Frame::Pong(bytes) => (opcode::PONG, bytes),
+            // Closes go through the outbox's ending, never through its queue.
+            Frame::Close(_) | Frame::Frame(_) => return,
+        };
+        if op == opcode::TEXT || op == opcode::BINARY {
+            self.lane.metrics.messages_out.inc();
+            self.lane.metrics.bytes_out.inc_by(payload.len() as u64);
+        }
+        encode(out, op, payload);
+    }
+
+    /// Whether the connection is over.
+    fn done(&self) -> bool {
+        let written = self.close_sent && self.pending.is_empty();
+        // The client closed and we answered; or we failed it and said why.
+        if written && (self.client_closed.is_some() || self.fail) {
+            return true;
+        }
+        // The client's stream ended (after our close, or without a close handshake).
+        self.read_done && !self.fail
+    }
+}

@@ -1,0 +1,12 @@
+//! The WebSocket protocol as a lane speaks it (RFC 6455, server side, no extensions):
+//! [`frame`] parses and checks client frame headers, unmasks payloads and encodes server
+//! frames; [`decoder`] turns the bytes of a read into events, keeping only what an
+//! incomplete frame or message needs between reads. The handshake is in
+//! [`crate::net::http`]. Plain functions over bytes: the lane owns the sockets and the
+//! buffers.
+
+pub mod decoder;
+pub mod frame;
+
+pub use decoder::{Decoder, Event};
+pub use frame::FrameError;
