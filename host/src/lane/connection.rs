@@ -70,7 +70,7 @@ fn test_panic_path() -> Option<String> {
 /// Answers a request whose head has been read.
 async fn dispatch(
     lane: Rc<Lane>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     head: RequestHead,
     adopted: bool,
@@ -78,7 +78,28 @@ async fn dispatch(
     if test_panic_path().is_some_and(|p| p == head.path) {
         panic!("the test asked this lane to panic ({})", head.path);
     }
-    let route = match route::route(&head.path) {
+    let routed = route::route(&head.path);
+    // A WebSocket for a document of this lane lives in this task for hours; everything
+    // else is boxed, so that its states do not make every connection's future larger.
+    if let Ok(Route::Socket { plugin, document }) = &routed
+        && (adopted || lane.services.lanes.owner(plugin, document) == lane.index)
+    {
+        crate::lane::upgrade::serve(lane.clone(), stream, peer, head, plugin, document).await;
+        return;
+    }
+    Box::pin(answer(lane, stream, peer, head, routed, adopted)).await;
+}
+
+/// Answers a request that is not a WebSocket of this lane.
+async fn answer(
+    lane: Rc<Lane>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    head: RequestHead,
+    routed: Result<Route, RouteError>,
+    adopted: bool,
+) {
+    let route = match routed {
         Ok(route) => route,
         Err(e @ RouteError::BadDocument(_)) => {
             lane.metrics.rejected(Rejection::BadRequest);
@@ -100,7 +121,10 @@ async fn dispatch(
         let owner = lane.services.lanes.owner(plugin, document);
         // An adopted connection was sent by the owner rule itself: never send it on.
         if owner != lane.index && !adopted {
-            misrouted(&lane, stream, peer, head, owner, plugin, document).await;
+            Box::pin(misrouted(
+                &lane, stream, peer, head, owner, plugin, document,
+            ))
+            .await;
             return;
         }
     }
@@ -171,7 +195,10 @@ async fn dispatch(
             crate::lane::upgrade::serve(lane, stream, peer, head, &plugin, &document).await;
         }
         Route::Document { plugin, document } => {
-            crate::lane::requests::serve(lane, stream, peer, head, &plugin, &document).await;
+            Box::pin(crate::lane::requests::serve(
+                lane, stream, peer, head, &plugin, &document,
+            ))
+            .await;
         }
     }
 }

@@ -23,12 +23,53 @@ use crate::net::websocket::frame::{close_payload, encode, opcode};
 /// the socket until either side closes it.
 pub async fn serve(
     lane: Rc<Lane>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     head: RequestHead,
     plugin: &str,
     document: &str,
 ) {
+    // Boxed: the steps before the upgrade are freed once the socket is up, so a live
+    // connection's future holds only what it needs from then on.
+    let upgraded = Box::pin(upgrade(&lane, stream, peer, head, plugin, document)).await;
+    let Some(Upgraded {
+        stream,
+        rest,
+        doc,
+        id,
+        outbox,
+    }) = upgraded
+    else {
+        return;
+    };
+    lane.metrics.websockets.inc();
+    let code = crate::lane::socket::serve(&lane, &doc, id, stream, rest, &outbox, peer).await;
+    outbox.finish();
+    lane.metrics.websockets.dec();
+    lane.metrics.closed(code);
+    doc.borrow_mut().disconnect(id, code);
+}
+
+/// A connection the consumer accepted, its `101` written.
+struct Upgraded {
+    stream: TcpStream,
+    /// Bytes the client sent after its request head: the start of its frames.
+    rest: Vec<u8>,
+    doc: DocumentCell,
+    id: u64,
+    outbox: Rc<Outbox>,
+}
+
+/// Everything before the upgrade: checks, plugin, document, the consumer's decision, the
+/// `101`. `None` when the client was answered otherwise.
+async fn upgrade(
+    lane: &Rc<Lane>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    head: RequestHead,
+    plugin: &str,
+    document: &str,
+) -> Option<Upgraded> {
     let accept_key = match http::websocket_accept_key(&head) {
         Ok(key) => key,
         Err(why) => {
@@ -39,23 +80,18 @@ pub async fn serve(
             };
             lane.metrics.rejected(Rejection::NotUpgrade);
             let _ = http::write_text(&mut stream, status, why).await;
-            return;
+            return None;
         }
     };
-    let Some(plugin) = find_plugin(&lane, &mut stream, plugin).await else {
-        return;
-    };
+    let plugin = find_plugin(lane, &mut stream, plugin).await?;
     let limits = &lane.services.config.limits;
     let client = http::client_address(&head, peer, lane.services.config.proxy_headers);
-    let Some(doc) = open(&lane, &mut stream, &plugin, document, client).await else {
-        // `open` answered (or needs the upgrade to answer: 1013 / 1011).
-        return;
-    };
-    let doc = match doc {
+    // `None`: `open` answered (or the upgrade must answer: 1013 / 1011).
+    let doc = match open(lane, &mut stream, &plugin, document, client).await? {
         Opened::Ready(doc) => doc,
         Opened::CloseAfterUpgrade(code, reason) => {
             refuse_after_upgrade(stream, &accept_key, code, &reason).await;
-            return;
+            return None;
         }
     };
     if doc.borrow().connection_count() >= limits.max_connections_per_document {
@@ -66,41 +102,29 @@ pub async fn serve(
             "document at capacity: too many connections",
         )
         .await;
-        return;
+        return None;
     }
     let id = lane.services.next_connection_id();
     let outbox = Rc::new(Outbox::new(
         limits.max_queued_bytes,
         limits.max_queued_frames,
     ));
-    let Some(subprotocol) = join(
-        &lane,
-        &mut stream,
-        &doc,
-        &plugin,
-        id,
-        client,
-        &head,
-        &outbox,
-    )
-    .await
-    else {
-        return;
-    };
+    let subprotocol = join(lane, &mut stream, &doc, &plugin, id, client, &head, &outbox).await?;
     if http::write_switching_protocols(&mut stream, &accept_key, subprotocol.as_deref())
         .await
         .is_err()
     {
         outbox.finish();
         doc.borrow_mut().disconnect(id, 1006);
-        return;
+        return None;
     }
-    lane.metrics.websockets.inc();
-    let code = crate::lane::socket::serve(&lane, &doc, id, stream, head.rest, &outbox, peer).await;
-    outbox.finish();
-    lane.metrics.websockets.dec();
-    lane.metrics.closed(code);
-    doc.borrow_mut().disconnect(id, code);
+    Some(Upgraded {
+        stream,
+        rest: head.rest,
+        doc,
+        id,
+        outbox,
+    })
 }
 
 /// What opening the document gave a WebSocket request.
@@ -209,7 +233,7 @@ async fn refuse_after_upgrade(mut stream: TcpStream, accept_key: &str, code: u16
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         stream.write_all(&close).await?;
         // Whatever the client sends until it closes is read and dropped.
-        let mut sink = [0u8; 1024];
+        let mut sink = vec![0u8; 1024];
         while stream.read(&mut sink).await? > 0 {}
         Ok::<_, std::io::Error>(())
     })

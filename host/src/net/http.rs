@@ -353,7 +353,8 @@ const LINGER_BYTES: usize = 2 << 20;
 pub async fn linger(stream: &mut tokio::net::TcpStream) {
     let _ = stream.shutdown().await;
     let mut left = LINGER_BYTES;
-    let mut buf = [0u8; 4096];
+    // On the heap: an array here would be part of every connection task's future.
+    let mut buf = vec![0u8; 4096];
     let _ = tokio::time::timeout(LINGER_TIME, async {
         while left > 0 {
             match stream.read(&mut buf).await {
