@@ -6,6 +6,8 @@
 
 pub mod budget;
 pub mod http;
-pub mod route;
 pub mod static_files;
-pub mod websocket;
+
+// Pure parsers live in the `wasmroom-wire` crate (fuzzed there); the lane reaches them
+// here, beside the I/O that feeds them.
+pub use wasmroom_wire::{origin, route, websocket};

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
-use crate::store::format::{decode, encode};
 use crate::store::{Lease, Opened, Snapshot, Storage, StorageError};
+use crate::store::{decode, encode};
 
 /// Snapshots as files: `{dir}/{plugin}/{document}.snap`.
 #[derive(Debug)]
@@ -167,7 +167,15 @@ impl FileStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::format::tests::sample;
+
+    fn sample() -> Snapshot {
+        Snapshot {
+            plugin_version: "abc".into(),
+            saved_at_ms: 1_700_000_000_000,
+            timers: vec![(1, 5), (2, 6)],
+            state: b"state".to_vec(),
+        }
+    }
 
     #[test]
     fn files_are_atomic_and_names_safe() {

@@ -5,7 +5,7 @@
 //! document go. [`FileStorage`] ([`file`]) is the embedded default for one machine: one
 //! file per document under the data directory, no leases. [`postgres`] is the shared
 //! store for several hosts: leases with fencing epochs, self-fencing by the
-//! [`lease::LeaseClock`], hand-back between hosts. Both write the format of [`format`].
+//! [`lease::LeaseClock`], hand-back between hosts. Both write the format of `wasmroom_wire::snapshot`.
 //!
 //! A lane only awaits these calls: the file store reads a snapshot inline (a small read,
 //! from the page cache in the common case) and writes on the blocking pool; PostgreSQL
@@ -14,41 +14,12 @@
 use std::sync::Arc;
 
 pub mod file;
-pub mod format;
 pub mod lease;
 pub mod postgres;
 
 pub use file::FileStorage;
-pub use format::{FORMAT_VERSION, decode, encode};
 pub use lease::LeaseClock;
-
-/// What is saved of a document.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
-    /// The plugin version that produced `state`.
-    pub plugin_version: String,
-    /// When it was taken, Unix milliseconds.
-    pub saved_at_ms: u64,
-    /// Pending timers: (id, due time in Unix milliseconds).
-    pub timers: Vec<(u64, u64)>,
-    /// The consumer's state.
-    pub state: Vec<u8>,
-}
-
-impl Snapshot {
-    /// A hash of what the snapshot holds (state and timers, not when it was taken): two
-    /// snapshots with the same hash need not both be written.
-    pub fn content_hash(&self) -> [u8; 32] {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        for (id, due) in &self.timers {
-            h.update(id.to_le_bytes());
-            h.update(due.to_le_bytes());
-        }
-        h.update(&self.state);
-        h.finalize().into()
-    }
-}
+pub use wasmroom_wire::snapshot::{FORMAT_VERSION, Snapshot, decode, encode};
 
 /// A document held by this host, as the store knows it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::format::encode;
+use crate::store::encode;
 use crate::store::postgres::Inner;
 use crate::store::{Lease, Snapshot, StorageError};
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::store::format::decode;
+use crate::store::decode;
 use crate::store::postgres::{Inner, StoreError, error_text};
 use crate::store::{Lease, Opened, StorageError, StoreEvent};
 

@@ -2,7 +2,7 @@
 //! [`frame`] parses and checks client frame headers, unmasks payloads and encodes server
 //! frames; [`decoder`] turns the bytes of a read into events, keeping only what an
 //! incomplete frame or message needs between reads. The handshake is in
-//! [`crate::net::http`]. Plain functions over bytes: the lane owns the sockets and the
+//! host's `net::http`. Plain functions over bytes: the lane owns the sockets and the
 //! buffers.
 
 pub mod decoder;

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use crate::net::websocket::frame::{FrameError, Header, opcode, parse_close, parse_header, unmask};
+use crate::websocket::frame::{FrameError, Header, opcode, parse_close, parse_header, unmask};
 
 /// What a client sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,7 +236,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::net::websocket::frame::tests::client_frame;
+    use crate::websocket::frame::tests::client_frame;
 
     fn feed_all(d: &mut Decoder, bytes: &[u8], at: Instant) -> Result<Vec<Event>, FrameError> {
         let mut events = Vec::new();

@@ -1,4 +1,4 @@
-//! The snapshot format, shared by every backend.
+//! The snapshot format, shared by every store backend (files, PostgreSQL rows).
 //!
 //! A snapshot file is, little-endian:
 //!
@@ -16,7 +16,32 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::store::Snapshot;
+/// What is saved of a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The plugin version that produced `state`.
+    pub plugin_version: String,
+    /// When it was taken, Unix milliseconds.
+    pub saved_at_ms: u64,
+    /// Pending timers: (id, due time in Unix milliseconds).
+    pub timers: Vec<(u64, u64)>,
+    /// The consumer's state.
+    pub state: Vec<u8>,
+}
+
+impl Snapshot {
+    /// A hash of what the snapshot holds (state and timers, not when it was taken): two
+    /// snapshots with the same hash need not both be written.
+    pub fn content_hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        for (id, due) in &self.timers {
+            h.update(id.to_le_bytes());
+            h.update(due.to_le_bytes());
+        }
+        h.update(&self.state);
+        h.finalize().into()
+    }
+}
 
 const MAGIC: &[u8; 8] = b"WRSNAP\r\n";
 /// The snapshot format this build writes and reads.
@@ -122,10 +147,10 @@ pub fn decode(bytes: &[u8], plugin: &str, document: &str) -> Result<Snapshot, St
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    pub(crate) fn sample() -> Snapshot {
+    fn sample() -> Snapshot {
         Snapshot {
             plugin_version: "abc".into(),
             saved_at_ms: 1_700_000_000_000,
