@@ -297,14 +297,20 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
     match cli.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().flatten_event(true).init(),
+        // Without colours: every control character of an event is escaped, so that text
+        // from clients and consumers cannot forge a line (and colours would be escaped).
+        LogFormat::Text => logs
+            .with_ansi(false)
+            .with_writer(wasmroom::ops::log_lines::EscapedStderr)
+            .init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .init(),
     }
     // Panics go to the log like every other event (one line, with where it happened),
     // instead of raw to stderr beside it.

@@ -65,6 +65,8 @@ pub struct Document {
     pub(super) messages: u64,
     /// When a guest call last ran.
     pub(super) last_activity: Instant,
+    /// The consumer's output was corrected once already (logged once per document).
+    pub(super) output_corrected: bool,
 }
 
 /// What the admin API shows of a live document.
@@ -139,6 +141,7 @@ impl Document {
             deadline_ticks: limits.deadline_ticks,
             idle_since: Some(Instant::now()),
             had_sockets: false,
+            output_corrected: false,
             retired: false,
             wake: Rc::new(Notify::new()),
             changes: 0,
@@ -322,10 +325,19 @@ impl Document {
     ) -> Result<Decision, DocumentError> {
         let id = info.id;
         self.attach(id, outbox);
-        let decision = self.call("on-connect", |room, store| {
+        let mut decision = self.call("on-connect", |room, store| {
             room.wasmroom_consumer_consumer()
                 .call_on_connect(store, &info)
         });
+        if let Ok(Decision::Reject(r)) = &mut decision
+            && !(400..=599).contains(&r.status)
+        {
+            self.output_corrected(
+                format_args!("refused a connection with status {}", r.status),
+                403,
+            );
+            r.status = 403;
+        }
         if matches!(decision, Ok(Decision::Accept(_))) {
             self.had_sockets = true;
         } else {
@@ -377,10 +389,32 @@ impl Document {
 
     /// An HTTP request to the document.
     pub fn request(&mut self, req: &HttpRequest) -> Result<HttpResponse, DocumentError> {
-        self.call("on-request", |room, store| {
+        let mut response = self.call("on-request", |room, store| {
             room.wasmroom_consumer_consumer()
                 .call_on_request(store, req)
-        })
+        })?;
+        // 1xx (101 above all) would change what the connection is; 0 and 600+ are not
+        // statuses at all.
+        if !(200..=599).contains(&response.status) {
+            self.output_corrected(
+                format_args!("answered an HTTP request with status {}", response.status),
+                500,
+            );
+            response.status = 500;
+        }
+        Ok(response)
+    }
+
+    /// Logs (once per document) that the consumer's output was replaced by `instead`.
+    fn output_corrected(&mut self, what: std::fmt::Arguments<'_>, instead: u16) {
+        if !std::mem::replace(&mut self.output_corrected, true) {
+            tracing::warn!(
+                plugin = %self.plugin.name,
+                version = %self.plugin.version,
+                doc = %self.id,
+                "consumer {what}; sent {instead} instead (logged once per document)"
+            );
+        }
     }
 
     /// When the next timer is due.

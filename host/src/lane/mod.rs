@@ -16,7 +16,9 @@
 //! table), [`housekeeping`] (timers, checkpoints, idle documents), [`crash_loop`],
 //! [`migrate`] (hot reload), [`admin`] (the admin API's requests), [`shutdown`].
 
+pub mod address_limit;
 pub mod admin;
+pub mod admission;
 pub mod commands;
 pub mod connection;
 pub mod crash_loop;

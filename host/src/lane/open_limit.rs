@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::Limits;
+use crate::net::token_bucket::{TokenBucket, address_key};
 
 /// Addresses tracked at most; beyond, buckets that have refilled are forgotten first, and
 /// while every tracked address is busy new addresses are refused (memory stays bounded
@@ -20,13 +21,7 @@ const MAX_TRACKED: usize = 65_536;
 pub struct OpenLimiter {
     rate: f64,
     burst: f64,
-    buckets: RefCell<HashMap<IpAddr, Bucket>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+    buckets: RefCell<HashMap<IpAddr, TokenBucket>>,
 }
 
 impl OpenLimiter {
@@ -41,46 +36,18 @@ impl OpenLimiter {
 
     /// Takes one open for `client` at `now`, or says how long until one is available.
     pub fn take(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
-        let key = bucket_key(client);
+        let key = address_key(client);
         let mut buckets = self.buckets.borrow_mut();
         if !buckets.contains_key(&key) && buckets.len() >= MAX_TRACKED {
-            buckets.retain(|_, b| self.refilled(*b, now) < self.burst);
+            buckets.retain(|_, b| !b.is_full(now));
             if buckets.len() >= MAX_TRACKED {
                 return Err(Duration::from_secs(1));
             }
         }
-        let bucket = buckets.entry(key).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
-        bucket.tokens = self.refilled(*bucket, now);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate))
-        }
-    }
-
-    fn refilled(&self, bucket: Bucket, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        (bucket.tokens + elapsed * self.rate).min(self.burst)
-    }
-}
-
-/// IPv4 addresses count alone; IPv6 addresses by their /64.
-fn bucket_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut octets = v6.octets();
-                octets[8..].fill(0);
-                IpAddr::from(octets)
-            }
-        },
+        buckets
+            .entry(key)
+            .or_insert_with(|| TokenBucket::full(self.rate, self.burst, now))
+            .take(1.0, now)
     }
 }
 

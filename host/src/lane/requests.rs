@@ -1,5 +1,6 @@
-//! An HTTP request to a document (`/docs/{plugin}/{document}[/...]`): read its body, open
-//! the document, hand the request to the consumer's `on-request`, write its answer.
+//! An HTTP request to a document (`/docs/{plugin}/{document}[/...]`): check the page it
+//! comes from, read its body, open the document, hand the request to the consumer's
+//! `on-request`, write its answer (with CORS headers for pages the plugin names).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -8,6 +9,7 @@ use tokio::net::TcpStream;
 
 use crate::guest::HttpRequest;
 use crate::lane::Lane;
+use crate::lane::admission::{answer_headers, origin_allowed, preflight};
 use crate::lane::lookup::{find_plugin, open_document};
 use crate::metrics::Rejection;
 use crate::net::http::{self, RequestHead};
@@ -23,6 +25,21 @@ pub async fn serve(
     plugin: &str,
     document: &str,
 ) {
+    if !origin_allowed(&lane, &mut stream, plugin, &head).await {
+        http::linger(&mut stream).await;
+        return;
+    }
+    let origins = lane.services.config.origin_policy_for(plugin);
+    if let Some(headers) = preflight(&origins, &head) {
+        let _ = http::write_response(&mut stream, 204, &headers, b"").await;
+        http::linger(&mut stream).await;
+        return;
+    }
+    // The page that gets CORS headers, if the plugin names it.
+    let cors_origin = head
+        .header("origin")
+        .filter(|origin| origins.names(origin))
+        .map(str::to_owned);
     let Some(plugin) = find_plugin(&lane, &mut stream, plugin).await else {
         http::linger(&mut stream).await;
         return;
@@ -70,7 +87,10 @@ pub async fn serve(
     // Bounded by the write timeout: a client that does not read its answer cannot hold
     // the connection.
     let _ = match response {
-        Ok(r) => http::write_response(&mut stream, r.status, &r.headers, &r.body).await,
+        Ok(r) => {
+            let headers = answer_headers(cors_origin.as_deref(), r.headers);
+            http::write_response(&mut stream, r.status, &headers, &r.body).await
+        }
         Err(e) => http::write_text(&mut stream, 500, &e.to_string()).await,
     };
 }

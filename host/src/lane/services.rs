@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::config::Config;
 use crate::guest::engine::Slots;
 use crate::guest::registry::Registry;
+use crate::lane::address_limit::AddressLimit;
 use crate::lane::table::{Health, Lanes};
 use crate::metrics::Metrics;
 use crate::store::Storage;
@@ -30,6 +31,8 @@ pub struct Services {
     /// The instance pool's slots: documents up to `max_documents`, a reserve for
     /// migrations.
     pub slots: Arc<Slots>,
+    /// WebSockets per client address, across the lanes.
+    pub addresses: Arc<AddressLimit>,
     next_connection: AtomicU64,
 }
 
@@ -45,6 +48,7 @@ impl Services {
         slots: Arc<Slots>,
     ) -> Services {
         Services {
+            addresses: AddressLimit::new(config.limits.max_connections_per_address),
             config,
             registry,
             storage,

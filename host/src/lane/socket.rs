@@ -25,7 +25,9 @@ use crate::document::DocumentCell;
 use crate::document::outbox::{Ending, Outbox};
 use crate::guest::Message;
 use crate::lane::Lane;
+use crate::metrics::RateLimit;
 use crate::net::budget::Charge;
+use crate::net::token_bucket::TokenBucket;
 use crate::net::websocket::frame::{close_payload, encode, opcode};
 use crate::net::websocket::{Decoder, Event};
 use crate::store::{Lease, LeaseClock};
@@ -58,6 +60,10 @@ struct Connection<'a> {
     lease: Lease,
     awaiting_pong: bool,
     ping_at: Instant,
+    /// Messages (and pings) the client may still send now.
+    messages: TokenBucket,
+    /// Message bytes the client may still send now.
+    bytes: TokenBucket,
 }
 
 /// Serves the connection until it ends; returns its close code (the server's when the
@@ -75,6 +81,11 @@ pub async fn serve(
     let (ping_interval, ping_timeout) = (limits.ping_interval(), limits.ping_timeout());
     let message_timeout = limits.message_timeout();
     let mut decoder = Decoder::new(limits.max_message_bytes);
+    let now = Instant::now();
+    let rate = lane
+        .services
+        .config
+        .send_rate_for(&doc.borrow().plugin().name);
     let mut conn = Connection {
         lane,
         doc,
@@ -91,7 +102,9 @@ pub async fn serve(
         clock: lane.services.storage.leases().cloned(),
         lease: doc.borrow().persistence.lease,
         awaiting_pong: false,
-        ping_at: Instant::now() + ping_interval,
+        ping_at: now + ping_interval,
+        messages: TokenBucket::full(rate.messages.0, rate.messages.1, now),
+        bytes: TokenBucket::full(rate.bytes.0, rate.bytes.1, now),
     };
     if !already.is_empty() {
         let mut already = already;
@@ -203,7 +216,7 @@ impl Connection<'_> {
             self.awaiting_pong = false;
             self.ping_at = now + self.lane.services.config.limits.ping_interval();
         }
-        let decoded = decoder.feed(bytes, now, |event| self.event(event));
+        let decoded = decoder.feed(bytes, now, |event| self.event(event, now));
         if let Err(e) = decoded {
             let (code, reason) = e.close();
             self.fail_with(code, reason);
@@ -216,7 +229,32 @@ impl Connection<'_> {
     }
 
     /// One event from the client.
-    fn event(&mut self, event: Event) {
+    fn event(&mut self, event: Event, now: Instant) {
+        if self.fail {
+            // Closing for a broken limit: the rest of this read is not applied.
+            return;
+        }
+        let size = match &event {
+            Event::Text(text) => text.len(),
+            Event::Binary(bytes) => bytes.len(),
+            Event::Ping(payload) => payload.len(),
+            Event::Pong | Event::Close(_) => 0,
+        };
+        if matches!(event, Event::Ping(_) | Event::Text(_) | Event::Binary(_)) {
+            let broken = if self.messages.take(1.0, now).is_err() {
+                Some(RateLimit::Messages)
+            } else if self.bytes.take(size as f64, now).is_err() {
+                Some(RateLimit::Bytes)
+            } else {
+                None
+            };
+            if let Some(limit) = broken {
+                tracing::debug!(lane = self.lane.index, peer = %self.peer, ?limit, "client sends too fast: closing");
+                self.lane.metrics.rate_limited(limit);
+                self.fail_with(1008, "rate limit exceeded");
+                return;
+            }
+        }
         let message = match event {
             Event::Text(text) => Message::Text(text),
             Event::Binary(bytes) => Message::Binary(bytes),

@@ -14,6 +14,8 @@ use crate::document::{DocumentCell, DocumentError};
 use crate::guest::plugin::Plugin;
 use crate::guest::{ConnectInfo, Decision};
 use crate::lane::Lane;
+use crate::lane::address_limit::AddressSlot;
+use crate::lane::admission::{admit_address, origin_allowed};
 use crate::lane::lookup::{find_plugin, refuse_document};
 use crate::metrics::Rejection;
 use crate::net::http::{self, RequestHead};
@@ -38,6 +40,7 @@ pub async fn serve(
         doc,
         id,
         outbox,
+        address,
     }) = upgraded
     else {
         return;
@@ -48,6 +51,7 @@ pub async fn serve(
     lane.metrics.websockets.dec();
     lane.metrics.closed(code);
     doc.borrow_mut().disconnect(id, code);
+    drop(address);
 }
 
 /// A connection the consumer accepted, its `101` written.
@@ -58,6 +62,8 @@ struct Upgraded {
     doc: DocumentCell,
     id: u64,
     outbox: Rc<Outbox>,
+    /// Counts the socket toward its address's `max_connections_per_address`.
+    address: AddressSlot,
 }
 
 /// Everything before the upgrade: checks, plugin, document, the consumer's decision, the
@@ -83,9 +89,13 @@ async fn upgrade(
             return None;
         }
     };
+    if !origin_allowed(lane, &mut stream, plugin, &head).await {
+        return None;
+    }
+    let client = http::client_address(&head, peer, lane.services.config.proxy_headers);
+    let address = admit_address(lane, &mut stream, client.ip()).await?;
     let plugin = find_plugin(lane, &mut stream, plugin).await?;
     let limits = &lane.services.config.limits;
-    let client = http::client_address(&head, peer, lane.services.config.proxy_headers);
     // `None`: `open` answered (or the upgrade must answer: 1013 / 1011).
     let doc = match open(lane, &mut stream, &plugin, document, client).await? {
         Opened::Ready(doc) => doc,
@@ -124,6 +134,7 @@ async fn upgrade(
         doc,
         id,
         outbox,
+        address,
     })
 }
 
@@ -202,13 +213,8 @@ async fn join(
         }
         Ok(Decision::Accept(choice)) => Some(choice),
         Ok(Decision::Reject(r)) => {
-            let status = if (400..=599).contains(&r.status) {
-                r.status
-            } else {
-                403
-            };
             lane.metrics.rejected(Rejection::Consumer);
-            let _ = http::write_text(stream, status, &r.reason).await;
+            let _ = http::write_text(stream, r.status, &r.reason).await;
             None
         }
         Err(e) => {

@@ -104,6 +104,28 @@ pub enum Rejection {
     NewerVersion,
     /// The document moved to another host (503).
     Moved,
+    /// A browser page from an origin the plugin does not allow (403).
+    Origin,
+    /// The client's address holds `max_connections_per_address` WebSockets (429).
+    AddressConnections,
+}
+
+/// The limit a connection broke by sending too fast (closed with 1008).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimit {
+    /// `max_messages_per_sec`.
+    Messages,
+    /// `max_bytes_per_sec`.
+    Bytes,
+}
+
+impl RateLimit {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            RateLimit::Messages => "messages",
+            RateLimit::Bytes => "bytes",
+        }
+    }
 }
 
 impl Rejection {
@@ -128,6 +150,8 @@ impl Rejection {
             Rejection::Handoff => "handoff",
             Rejection::NewerVersion => "newer_version",
             Rejection::Moved => "moved",
+            Rejection::Origin => "origin",
+            Rejection::AddressConnections => "address_connections",
         }
     }
 }

@@ -23,7 +23,7 @@ use labels::{
     CallLabels, CodeLabels, HistogramFamily, LaneLabels, PluginLabels, ReasonLabels, TrapLabels,
     VersionLabels, call_histogram, code_label, save_histogram,
 };
-pub use labels::{Rejection, trap_kind};
+pub use labels::{RateLimit, Rejection, trap_kind};
 pub use store::StoreMetrics;
 
 /// The content type of [`Metrics::render`]'s output.
@@ -56,6 +56,7 @@ pub struct Metrics {
     handed_over: Family<LaneLabels, Counter>,
     adopted: Family<LaneLabels, Counter>,
     rejected: Family<ReasonLabels, Counter>,
+    rate_limited: Family<ReasonLabels, Counter>,
     closes: Family<CodeLabels, Counter>,
     instances: Family<VersionLabels, Gauge>,
     calls: HistogramFamily<CallLabels>,
@@ -101,6 +102,7 @@ impl Metrics {
             handed_over: Family::default(),
             adopted: Family::default(),
             rejected: Family::default(),
+            rate_limited: Family::default(),
             closes: Family::default(),
             instances: Family::default(),
             calls: Family::new_with_constructor(call_histogram),
@@ -157,6 +159,11 @@ impl Metrics {
             "rejected",
             "Requests refused before reaching a document, by reason",
             m.rejected.clone(),
+        );
+        r.register(
+            "rate_limited",
+            "WebSocket connections closed (1008) for sending too fast, by the limit they broke",
+            m.rate_limited.clone(),
         );
         r.register(
             "closes",
@@ -234,6 +241,7 @@ impl Metrics {
             handed_over: self.handed_over.get_or_create_owned(&lane),
             adopted: self.adopted.get_or_create_owned(&lane),
             rejected: self.rejected.clone(),
+            rate_limited: self.rate_limited.clone(),
             closes: self.closes.clone(),
         }
     }
@@ -324,10 +332,21 @@ pub struct LaneMetrics {
     /// Connections taken from another lane.
     pub adopted: Counter,
     rejected: Family<ReasonLabels, Counter>,
+    rate_limited: Family<ReasonLabels, Counter>,
     closes: Family<CodeLabels, Counter>,
 }
 
 impl LaneMetrics {
+    /// Counts a connection closed for sending too fast.
+    pub fn rate_limited(&self, limit: RateLimit) {
+        self.rate_limited
+            .get_or_create(&ReasonLabels {
+                lane: self.lane.clone(),
+                reason: limit.label(),
+            })
+            .inc();
+    }
+
     /// Counts a refused request.
     pub fn rejected(&self, why: Rejection) {
         self.rejected

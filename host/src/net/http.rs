@@ -196,12 +196,19 @@ pub async fn write_text<S: AsyncWrite + Unpin>(
     write_response(stream, status, &[], body.as_bytes()).await
 }
 
+/// Whether a consumer's header may be sent: the name an RFC 9110 token, the value
+/// without control characters (tab allowed), so that no header can end the head early or
+/// smuggle another one.
 fn valid_header(name: &str, value: &str) -> bool {
-    !name.is_empty()
-        && name
+    is_token(name) && !value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+}
+
+/// Whether `text` is an HTTP token (a header name, a method).
+pub fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
             .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b':' && b != b'"')
-        && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Checks that a request head is a valid WebSocket upgrade and returns the
@@ -360,5 +367,27 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(websocket_accept_key(&plain).is_err());
+    }
+
+    #[test]
+    fn consumer_headers_cannot_break_the_head() {
+        let head = response_head(
+            200,
+            &[
+                ("x-ok".into(), "a\tb".into()),
+                ("x-split".into(), "a\r\nset-cookie: evil=1".into()),
+                ("x-nul".into(), "a\0b".into()),
+                ("x-esc".into(), "\u{1b}[31m".into()),
+                ("bad name".into(), "v".into()),
+                ("x:colon".into(), "v".into()),
+                ("".into(), "v".into()),
+                ("content-length".into(), "1".into()),
+            ],
+            0,
+        );
+        assert_eq!(
+            head,
+            "HTTP/1.1 200 OK\r\nx-ok: a\tb\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
     }
 }

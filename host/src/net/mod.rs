@@ -1,12 +1,13 @@
 //! The HTTP and WebSocket edge, as plain functions over bytes and streams: request heads
 //! and responses ([`http`]), the WebSocket protocol ([`websocket`]), the paths wasmroom
-//! answers and document ids ([`route`]), a folder of static files ([`static_files`]) and
-//! the byte budget for what is still arriving ([`budget`]). Knows nothing of lanes or
-//! documents.
+//! answers and document ids ([`route`]), which pages may open them ([`origin`]), a folder
+//! of static files ([`static_files`]), the byte budget for what is still arriving
+//! ([`budget`]) and rate limits ([`token_bucket`]). Knows nothing of lanes or documents.
 
 pub mod budget;
 pub mod http;
 pub mod static_files;
+pub mod token_bucket;
 
 // Pure parsers live in the `wasmroom-wire` crate (fuzzed there); the lane reaches them
 // here, beside the I/O that feeds them.

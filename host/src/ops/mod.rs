@@ -1,7 +1,9 @@
 //! Operating a running server: the admin API ([`admin`], which reaches the lanes only
 //! through their command channels), `wasmroom top` ([`top`], a client of the admin API)
-//! and the nginx config `wasmroom nginx-config` prints ([`nginx_config`]).
+//! and the nginx config `wasmroom nginx-config` prints ([`nginx_config`]); the text
+//! log's one-event-one-line writer ([`log_lines`]).
 
 pub mod admin;
+pub mod log_lines;
 pub mod nginx_config;
 pub mod top;

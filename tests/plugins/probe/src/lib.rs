@@ -9,13 +9,16 @@
 //!   (`id:code` of every connection gone, as `on-disconnect` reported them), `spin`
 //!   (never returns), `grow` (allocates without end), `panic`;
 //! - every due timer broadcasts `timer N`; `restore` broadcasts how many connections it sees;
-//! - an HTTP request answers `probe {document}`, or `?size=N` bytes of `x`.
+//! - `log TEXT` logs TEXT as a warning, as it is (control characters included);
+//! - the document `trap-open` traps in `open`, with control characters in its message;
+//! - an HTTP request answers `probe {document}`, or `?size=N` bytes of `x`, with status
+//!   200 or `?status=N`.
 
 use std::time::Duration;
 
 use wasmroom_sdk::{
-    Connect, ConnectionId, Consumer, Decision, Message, Request, Response, broadcast, cancel_timer,
-    close, connections, send, set_timer,
+    Connect, ConnectionId, Consumer, Decision, LogLevel, Message, Request, Response, broadcast,
+    cancel_timer, close, connections, log, send, set_timer,
 };
 
 struct Probe {
@@ -27,6 +30,9 @@ struct Probe {
 
 impl Consumer for Probe {
     fn open(document: &str) -> Self {
+        if document == "trap-open" {
+            panic!("probe refuses to open\r\nFORGED OPEN LINE\u{1b}[2K");
+        }
         Probe {
             document: document.to_owned(),
             remote: Vec::new(),
@@ -87,6 +93,10 @@ impl Consumer for Probe {
                 .map(|(id, code)| format!("{id}:{code}"))
                 .collect::<Vec<_>>()
                 .join(","),
+            other if other.starts_with("log ") => {
+                log(LogLevel::Warn, &other["log ".len()..]);
+                "logged".to_owned()
+            }
             other if other.starts_with("later ") => {
                 later(other["later ".len()..].parse().unwrap_or(1500))
             }
@@ -136,9 +146,13 @@ impl Consumer for Probe {
     }
 
     fn on_request(&mut self, request: Request) -> Response {
+        let status = request
+            .query_param("status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(200);
         match request.query_param("size").and_then(|n| n.parse().ok()) {
-            Some(size) => Response::text(200, "x".repeat(size)),
-            None => Response::text(200, format!("probe {}", self.document)),
+            Some(size) => Response::text(status, "x".repeat(size)),
+            None => Response::text(status, format!("probe {}", self.document)),
         }
     }
 }

@@ -41,6 +41,14 @@ use serde::Deserialize;
 
 use crate::routing::{Misrouted, server_name};
 
+mod limits;
+mod plugin;
+mod store;
+
+pub use limits::{FRAME_OVERHEAD, Limits, MAX_GUEST_DEADLINE_MS};
+pub use plugin::{PluginConfig, SendRate};
+pub use store::StoreConfig;
+
 /// Why a configuration is unusable. The message names the offending value.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -65,6 +73,14 @@ pub enum ConfigError {
         "invalid port list {0:?}: use a port, a range like 8000-8003, or a comma-separated list"
     )]
     Ports(String),
+    /// An `allowed_origins` entry is not an origin: fix the entry the message names.
+    #[error("invalid plugin.{plugin}.allowed_origins: {source}")]
+    Origin {
+        /// The plugin (`*` for the top-level list).
+        plugin: String,
+        /// Why.
+        source: wasmroom_wire::origin::OriginError,
+    },
     /// A value is out of its allowed range.
     #[error("invalid {name}: {reason}")]
     Invalid {
@@ -74,13 +90,6 @@ pub enum ConfigError {
         reason: &'static str,
     },
 }
-
-/// The longest guest call deadline: a lane serves nothing else while a call runs.
-const MAX_GUEST_DEADLINE_MS: u64 = 60_000;
-
-/// What a queued frame costs beyond its payload, for the queue bounds: the queue's slot,
-/// the frame's header and its reference count (about 55 bytes measured; rounded up).
-pub const FRAME_OVERHEAD: usize = 64;
 
 /// The whole server configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -108,7 +117,11 @@ pub struct Config {
     /// Limits that protect the lanes from guests and clients.
     pub limits: Limits,
     /// Per-plugin overrides, by plugin name.
-    pub plugin: BTreeMap<String, PluginLimits>,
+    pub plugin: BTreeMap<String, PluginConfig>,
+    /// Web pages that may open documents besides the server's own host (every plugin
+    /// without its own `allowed_origins`): exact origins, `https://*.domain` patterns,
+    /// or `"*"`. Clients that send no `Origin` (not browsers) are not affected.
+    pub allowed_origins: Option<Vec<String>>,
     /// What a lane does with a connection for a document another lane owns.
     pub misrouted: Misrouted,
     /// Take the client's address from `X-Real-IP` / `X-Forwarded-For` (only behind a
@@ -133,116 +146,6 @@ pub struct Config {
     pub store: StoreConfig,
 }
 
-/// The `[store]` section.
-#[derive(Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreConfig {
-    /// `postgres://USER[:PASSWORD]@HOST:PORT/DB` (also `--store` and `WASMROOM_STORE`):
-    /// documents in PostgreSQL, so that several hosts can serve them, one at a time.
-    pub url: Option<String>,
-    /// How long a host's leases live without a heartbeat (it heartbeats every third).
-    pub lease_ttl_ms: u64,
-    /// How long a connection waits for a document another live host holds to be handed
-    /// back before it gets 503.
-    pub handoff_timeout_ms: u64,
-    /// Connections each host keeps to PostgreSQL.
-    pub pool_size: usize,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            url: None,
-            lease_ttl_ms: 10_000,
-            handoff_timeout_ms: 3_000,
-            pool_size: 8,
-        }
-    }
-}
-
-// By hand: the URL may hold a password.
-impl std::fmt::Debug for StoreConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreConfig")
-            .field("url", &self.url.as_ref().map(|_| "(set)"))
-            .field("lease_ttl_ms", &self.lease_ttl_ms)
-            .field("handoff_timeout_ms", &self.handoff_timeout_ms)
-            .field("pool_size", &self.pool_size)
-            .finish()
-    }
-}
-
-impl StoreConfig {
-    /// How long a lease lives without a heartbeat.
-    pub fn lease_ttl(&self) -> Duration {
-        Duration::from_millis(self.lease_ttl_ms)
-    }
-
-    /// How long a connection waits for a hand-back.
-    pub fn handoff_timeout(&self) -> Duration {
-        Duration::from_millis(self.handoff_timeout_ms)
-    }
-}
-
-/// Limits one plugin may set differently from [`Limits`].
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PluginLimits {
-    /// Linear memory cap of each of this plugin's documents.
-    pub max_memory_bytes: Option<usize>,
-    /// Deadline of each guest call of this plugin.
-    pub guest_deadline_ms: Option<u64>,
-}
-
-/// Limits. Defaults follow Daphne where it has one (message size, handshake timeout).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Limits {
-    /// Largest WebSocket message or HTTP body, in either direction.
-    pub max_message_bytes: usize,
-    /// Longest a single guest call may run before it traps.
-    pub guest_deadline_ms: u64,
-    /// Largest linear memory of one document's instance.
-    pub max_memory_bytes: usize,
-    /// Most pending timers per document.
-    pub max_timers: u32,
-    /// Most live documents in the whole process (sizes the instance pool).
-    pub max_documents: u32,
-    /// Time allowed for a client to send its complete HTTP request head.
-    pub handshake_timeout_ms: u64,
-    /// Bytes a connection may have queued before it counts as a slow reader (1008). Each
-    /// queued frame counts its payload plus [`FRAME_OVERHEAD`] bytes.
-    pub max_queued_bytes: usize,
-    /// Frames a connection may have queued before it counts as a slow reader (1008).
-    pub max_queued_frames: usize,
-    /// How long a client may take to send one whole message (every frame of it) once
-    /// its first byte arrived, and any frame; 1008 beyond.
-    pub message_timeout_ms: u64,
-    /// Bytes a lane holds for requests and messages still arriving: HTTP bodies, partial
-    /// WebSocket messages, static files being sent. Beyond it, new ones are refused (503,
-    /// close 1013).
-    pub max_incoming_bytes_per_lane: usize,
-    /// Documents one client address may open per second on a lane (refilling), beyond
-    /// `open_burst_per_address` (429).
-    pub open_rate_per_address: u32,
-    /// Documents one client address may open at once before the rate applies.
-    pub open_burst_per_address: u32,
-    /// Most WebSocket connections of one document (503 beyond).
-    pub max_connections_per_document: usize,
-    /// Most connections of one lane, WebSocket or HTTP (503 beyond).
-    pub max_connections_per_lane: usize,
-    /// How often the server pings an idle client.
-    pub ping_interval_ms: u64,
-    /// How long a client may take to answer a ping (with any frame) before it is closed.
-    pub ping_timeout_ms: u64,
-    /// Traps within `crash_loop_window_secs` that put a document in back-off.
-    pub crash_loop_traps: u32,
-    /// The window over which traps are counted.
-    pub crash_loop_window_secs: u64,
-    /// How long a crash-looping document refuses connections (close 1013).
-    pub crash_backoff_secs: u64,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -256,6 +159,7 @@ impl Default for Config {
             checkpoint_secs: 5,
             limits: Limits::default(),
             plugin: BTreeMap::new(),
+            allowed_origins: None,
             misrouted: Misrouted::default(),
             proxy_headers: false,
             upstream_host: None,
@@ -264,32 +168,6 @@ impl Default for Config {
             admin_bind: IpAddr::from([127, 0, 0, 1]),
             admin_token: None,
             store: StoreConfig::default(),
-        }
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_message_bytes: 1 << 20,
-            guest_deadline_ms: 100,
-            max_memory_bytes: 64 << 20,
-            max_timers: 1000,
-            max_documents: 10_000,
-            handshake_timeout_ms: 5_000,
-            max_queued_bytes: 8 << 20,
-            max_queued_frames: 16_384,
-            message_timeout_ms: 10_000,
-            max_incoming_bytes_per_lane: 64 << 20,
-            open_rate_per_address: 100,
-            open_burst_per_address: 1_000,
-            max_connections_per_document: 10_000,
-            max_connections_per_lane: 100_000,
-            ping_interval_ms: 20_000,
-            ping_timeout_ms: 30_000,
-            crash_loop_traps: 3,
-            crash_loop_window_secs: 60,
-            crash_backoff_secs: 30,
         }
     }
 }
@@ -387,26 +265,20 @@ impl Config {
                 "open rate and burst per address must be above 0",
             );
         }
+        if l.max_messages_per_sec == 0 || l.max_bytes_per_sec == 0 {
+            return invalid(
+                "limits.max_messages_per_sec",
+                "message and byte rates must be above 0",
+            );
+        }
+        if l.max_connections_per_address == 0 {
+            return invalid("limits.max_connections_per_address", "must be above 0");
+        }
         self.validate_durations()?;
         if !(1..=64).contains(&self.store.pool_size) {
             return invalid("store.pool_size", "must be between 1 and 64");
         }
-        for p in self.plugin.values() {
-            if p.max_memory_bytes.is_some_and(|m| m < (1 << 16)) {
-                return invalid(
-                    "plugin.*.max_memory_bytes",
-                    "must be at least one page (64 KiB)",
-                );
-            }
-            if p.guest_deadline_ms
-                .is_some_and(|ms| ms == 0 || ms > MAX_GUEST_DEADLINE_MS)
-            {
-                return invalid(
-                    "plugin.*.guest_deadline_ms",
-                    "must be between 1 and 60000 ms",
-                );
-            }
-        }
+        self.validate_plugins()?;
         Ok(())
     }
 
@@ -520,34 +392,6 @@ impl Config {
         Ok(())
     }
 
-    /// The memory cap of `plugin`'s documents.
-    pub fn max_memory_for(&self, plugin: &str) -> usize {
-        self.plugin
-            .get(plugin)
-            .and_then(|p| p.max_memory_bytes)
-            .unwrap_or(self.limits.max_memory_bytes)
-    }
-
-    /// The guest call deadline of `plugin`.
-    pub fn guest_deadline_for(&self, plugin: &str) -> Duration {
-        Duration::from_millis(
-            self.plugin
-                .get(plugin)
-                .and_then(|p| p.guest_deadline_ms)
-                .unwrap_or(self.limits.guest_deadline_ms),
-        )
-    }
-
-    /// The largest memory cap of any plugin: the size of a slot of the instance pool.
-    pub fn largest_memory(&self) -> usize {
-        self.plugin
-            .values()
-            .filter_map(|p| p.max_memory_bytes)
-            .chain([self.limits.max_memory_bytes])
-            .max()
-            .unwrap_or(self.limits.max_memory_bytes)
-    }
-
     /// How long an idle document stays in memory.
     pub fn idle_grace(&self) -> Duration {
         Duration::from_secs(self.idle_grace_secs)
@@ -566,33 +410,6 @@ impl Config {
     /// How often a changed document is saved.
     pub fn checkpoint_interval(&self) -> Duration {
         Duration::from_secs(self.checkpoint_secs.max(1))
-    }
-}
-
-impl Limits {
-    /// The guest call deadline.
-    pub fn guest_deadline(&self) -> Duration {
-        Duration::from_millis(self.guest_deadline_ms)
-    }
-
-    /// The handshake timeout.
-    pub fn handshake_timeout(&self) -> Duration {
-        Duration::from_millis(self.handshake_timeout_ms)
-    }
-
-    /// The ping interval.
-    pub fn ping_interval(&self) -> Duration {
-        Duration::from_millis(self.ping_interval_ms)
-    }
-
-    /// The ping timeout.
-    pub fn ping_timeout(&self) -> Duration {
-        Duration::from_millis(self.ping_timeout_ms)
-    }
-
-    /// How long one message may take to arrive.
-    pub fn message_timeout(&self) -> Duration {
-        Duration::from_millis(self.message_timeout_ms)
     }
 }
 
