@@ -13,12 +13,15 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
+/// A 1 MiB queue, and rates no flood reaches: the rate limits (tests/edge.rs) would stop
+/// the flooder before the queue bound under test is reached.
+const FLOOD_CONFIG: &str = "[limits]\nmax_queued_bytes = 1048576\nmax_messages_per_sec = 4000000000\nmax_bytes_per_sec = 1000000000000\n";
+
 const MIB: u64 = 1 << 20;
 
 #[tokio::test]
 async fn empty_frames_cannot_grow_a_queue_past_its_bound() -> anyhow::Result<()> {
-    let server =
-        Server::start_with_config(&["relay"], 1, "[limits]\nmax_queued_bytes = 1048576\n")?;
+    let server = Server::start_with_config(&["relay"], 1, FLOOD_CONFIG)?;
     // A member that never reads, and a sender of empty text frames.
     let _sleeper = raw_upgrade(server.addr(0), "/ws/relay/empty").await?;
     let mut sender = raw_upgrade(server.addr(0), "/ws/relay/empty").await?;

@@ -1,6 +1,7 @@
 //! The browser demo (demo/) end to end: the real binary serves the yjs plugin and
 //! `--static demo/dist`, and demo/e2e.mjs drives two headless Chromium pages (Debian's
-//! /usr/bin/chromium through playwright-core) that type into the same document.
+//! /usr/bin/chromium through playwright-core) that type into the same document; and
+//! demo/origin.mjs shows which servers a page from one origin may open sockets to.
 //!
 //! Needs, once: `npm ci --prefix demo && npm run build --prefix demo`, and Chromium
 //! (`apt-get install -y chromium`). The screenshot is left in target/e2e/demo.png.
@@ -68,10 +69,67 @@ fn two_browsers_edit_one_document() -> anyhow::Result<()> {
     let server = Server::start(&["yjs"], 1, &["--static", dist])?;
     let screenshot = repo().join("target/e2e/demo.png");
 
+    let out = node(
+        &demo.join("e2e.mjs"),
+        &[
+            format!("http://{}", server.addr(0)),
+            screenshot.display().to_string(),
+        ],
+    )?;
+    anyhow::ensure!(out.contains("ok: "), "demo/e2e.mjs did not succeed:\n{out}");
+    Ok(())
+}
+
+#[test]
+fn a_page_from_another_origin_cannot_open_a_socket_unless_allowed() -> anyhow::Result<()> {
+    let demo = repo().join("demo");
+    check_prerequisites(&demo)?;
+    let dist = demo.join("dist");
+    let dist = dist.to_str().context("the repository path is not UTF-8")?;
+    // The page comes from `pages`; `closed` keeps the default rule, `open` allows it.
+    let pages = Server::start(&["yjs"], 1, &["--static", dist])?;
+    let page_origin = format!("http://{}", pages.addr(0));
+    let closed = Server::start(&["yjs"], 1, &[])?;
+    let open = Server::start_with_config(
+        &["yjs"],
+        1,
+        &format!("[plugin.yjs]\nallowed_origins = [\"{page_origin}\"]\n"),
+    )?;
+    let same = pages.url(0, "/ws/yjs/origin");
+    let refused = closed.url(0, "/ws/yjs/origin");
+    let allowed = open.url(0, "/ws/yjs/origin");
+    let out = node(
+        &demo.join("origin.mjs"),
+        &[page_origin, same.clone(), refused.clone(), allowed.clone()],
+    )?;
+    for expected in [
+        format!("open {same}"),
+        format!("refused {refused}"),
+        format!("open {allowed}"),
+    ] {
+        anyhow::ensure!(
+            out.lines().any(|l| l == expected),
+            "no {expected:?} in:\n{out}"
+        );
+    }
+    let origin_refusals = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(metric(
+            closed.addr(0),
+            "wasmroom_rejected_total",
+            &["reason=\"origin\""],
+        ))?;
+    assert_eq!(origin_refusals, 1.0);
+    Ok(())
+}
+
+/// Runs `node SCRIPT ARGS` (its own process group, killed with it after NODE_PATIENCE);
+/// returns what it printed when it exited successfully.
+fn node(script: &Path, args: &[String]) -> anyhow::Result<String> {
     let mut child = Command::new("node")
-        .arg(demo.join("e2e.mjs"))
-        .arg(format!("http://{}", server.addr(0)))
-        .arg(&screenshot)
+        .arg(script)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -102,11 +160,11 @@ fn two_browsers_edit_one_document() -> anyhow::Result<()> {
         }
     };
     let out = stdout.join().unwrap_or_default() + &stderr.join().unwrap_or_default();
-    eprint!("[e2e] {out}");
+    let name = script.display();
+    eprint!("[{name}] {out}");
     match status {
-        None => bail!("demo/e2e.mjs did not finish within {NODE_PATIENCE:?}:\n{out}"),
-        // The script prints `screenshot: PATH`.
-        Some(s) if s.success() && out.contains("ok: ") => Ok(()),
-        Some(s) => bail!("demo/e2e.mjs failed ({s}):\n{out}"),
+        None => bail!("{name} did not finish within {NODE_PATIENCE:?}:\n{out}"),
+        Some(s) if s.success() => Ok(out),
+        Some(s) => bail!("{name} failed ({s}):\n{out}"),
     }
 }

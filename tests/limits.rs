@@ -9,6 +9,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
+/// A 1 MiB queue, and rates no flood reaches: the rate limits (tests/edge.rs) would stop
+/// the flooder before the queue bound under test is reached.
+const FLOOD_CONFIG: &str = "[limits]\nmax_queued_bytes = 1048576\nmax_messages_per_sec = 4000000000\nmax_bytes_per_sec = 1000000000000\n";
+
 #[tokio::test]
 async fn oversized_and_invalid_messages_get_1009_and_1007() -> anyhow::Result<()> {
     let server = Server::start_with_config(&["relay"], 1, "[limits]\nmax_message_bytes = 4096\n")?;
@@ -33,8 +37,7 @@ async fn oversized_and_invalid_messages_get_1009_and_1007() -> anyhow::Result<()
 #[tokio::test]
 async fn a_client_that_never_reads_is_closed_with_1008_and_memory_stays_bounded()
 -> anyhow::Result<()> {
-    let server =
-        Server::start_with_config(&["relay"], 1, "[limits]\nmax_queued_bytes = 1048576\n")?;
+    let server = Server::start_with_config(&["relay"], 1, FLOOD_CONFIG)?;
     let mut slow = server.connect(0, "/ws/relay/flood").await?;
     let mut observer = server.connect(0, "/ws/relay/flood").await?;
     let mut flooder = server.connect(0, "/ws/relay/flood").await?;

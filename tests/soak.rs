@@ -30,6 +30,8 @@ handshake_timeout_ms = 2000
 max_incoming_bytes_per_lane = 8388608
 open_rate_per_address = 200
 open_burst_per_address = 400
+# Every client of the soak, normal or hostile, comes from 127.0.0.1.
+max_connections_per_address = 100000
 crash_loop_traps = 3
 crash_loop_window_secs = 10
 crash_backoff_secs = 2

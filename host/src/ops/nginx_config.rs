@@ -269,7 +269,11 @@ map $uri $wasmroom_document {
                 options.max_body_bytes
             );
         }
-        line(o, "        proxy_set_header Host $host;");
+        line(
+            o,
+            "        # The Host the browser sent, port included: wasmroom compares it with Origin.",
+        );
+        line(o, "        proxy_set_header Host $http_host;");
         line(
             o,
             "        # Read by wasmroom only with --proxy-headers (proxy_headers = true).",

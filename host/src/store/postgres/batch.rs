@@ -86,13 +86,16 @@ async fn write(
     }
     let client = inner.client().await?;
     let rows = inner
-        .timed(
-            "save",
-            client.query(
-                SAVE,
-                &[&plugins, &docs, &epochs, &holders, &snapshots, &versions],
-            ),
-        )
+        .timed("save", async {
+            // Prepared once per pooled connection: one round trip per batch.
+            let save = client.prepare_cached(SAVE).await?;
+            client
+                .query(
+                    &save,
+                    &[&plugins, &docs, &epochs, &holders, &snapshots, &versions],
+                )
+                .await
+        })
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }

@@ -156,14 +156,20 @@ impl Inner {
         let ttl = self.clock.ttl().as_secs_f64();
         let client = self.client().await?;
         let taken = self
-            .timed(
-                "open",
-                client.query_opt(TAKE, &[&plugin, &document, &holder, &ttl]),
-            )
+            .timed("open", async {
+                // Prepared once per pooled connection: one round trip per open.
+                let take = client.prepare_cached(TAKE).await?;
+                client
+                    .query_opt(&take, &[&plugin, &document, &holder, &ttl])
+                    .await
+            })
             .await?;
         let Some(row) = taken else {
             let row = self
-                .timed("holder", client.query_opt(HOLDER, &[&plugin, &document]))
+                .timed("holder", async {
+                    let holder = client.prepare_cached(HOLDER).await?;
+                    client.query_opt(&holder, &[&plugin, &document]).await
+                })
                 .await?;
             let (owner, host) = row
                 .map(|r| (r.get::<_, Option<i64>>(0), r.get::<_, String>(1)))
@@ -253,14 +259,17 @@ impl Inner {
         let released = match lease {
             Some(lease) => {
                 let (epoch, holder) = (lease.epoch as i64, lease.holder as i64);
-                self.timed(
-                    "release",
-                    client.execute(
-                        "UPDATE wasmroom.documents SET owner = NULL
-                         WHERE plugin = $1 AND doc = $2 AND epoch = $3 AND owner = $4",
-                        &[&plugin, &document, &epoch, &holder],
-                    ),
-                )
+                self.timed("release", async {
+                    let release = client
+                        .prepare_cached(
+                            "UPDATE wasmroom.documents SET owner = NULL
+                                 WHERE plugin = $1 AND doc = $2 AND epoch = $3 AND owner = $4",
+                        )
+                        .await?;
+                    client
+                        .execute(&release, &[&plugin, &document, &epoch, &holder])
+                        .await
+                })
                 .await?
             }
             None => {
