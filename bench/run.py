@@ -3,6 +3,7 @@
 
     python3 bench/run.py            # the whole suite (about 15 minutes)
     python3 bench/run.py --quick    # fewer loads, shorter points, smaller memory runs
+    python3 bench/run.py --only store   # the PostgreSQL store (store.py), results/store.md
 
 Peers, each started here and pinned to core 0 (the load generator runs on core 1):
   wasmroom   one lane, the relay plugin
@@ -11,7 +12,8 @@ Peers, each started here and pinned to core 0 (the load generator runs on core 1
   node-ws    bench/node-relay/server.js: Node with the `ws` package
   daphne     bench/daphne: Daphne + Django Channels, the seed's class-variable consumer
 
-Writes results.json, results.md (the table the README shows) and throughput-latency.png.
+Writes results.json, results.md (the table the README shows) and throughput-latency.png;
+then, when PostgreSQL is installed, the store's benchmarks (store.py) write store.*.
 """
 
 import argparse
@@ -69,13 +71,13 @@ def build():
         sh(["npm", "ci", "--silent"], cwd=BENCH / "node-relay")
 
 
-def free_port():
+def free_port(host="127.0.0.1"):
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
-def wait_ready(port, proc, http_probe, timeout=60):
+def wait_ready(port, proc, http_probe, timeout=60, host="127.0.0.1"):
     """Waits until the server answers. wasmroom binds its ports before it compiles its
     plugins, so an open port is not enough there: it must answer /healthz (otherwise the
     first measurement would include the compilation)."""
@@ -84,7 +86,7 @@ def wait_ready(port, proc, http_probe, timeout=60):
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            with socket.create_connection((host, port), timeout=0.5) as s:
                 if not http_probe:
                     return
                 s.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -125,14 +127,18 @@ def peer_command(name, port, plugins_dir, config=BENCH / "wasmroom.toml"):
 
 
 class Peer:
-    def __init__(self, name, plugins_dir, lanes=1, cpus=SERVER_CPU, extra=(), config=BENCH / "wasmroom.toml"):
+    def __init__(self, name, plugins_dir, lanes=1, cpus=SERVER_CPU, extra=(), config=BENCH / "wasmroom.toml",
+                 bind="127.0.0.1", plugin="relay"):
         self.name = name
-        self.port = free_port()
+        self.host = bind
+        self.port = free_port(bind)
         cmd, cwd = peer_command(name, self.port, plugins_dir, config)
+        if bind != "127.0.0.1":
+            cmd += ["--bind", bind]
         cmd += list(extra)
         self.ports = [self.port]
         for _ in range(lanes - 1):
-            self.ports.append(free_port())
+            self.ports.append(free_port(bind))
             cmd += ["--port", str(self.ports[-1])]
         env = dict(os.environ, RUST_LOG="warn")
         self.proc = subprocess.Popen(
@@ -140,9 +146,9 @@ class Peer:
             cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         for port in self.ports:
-            wait_ready(port, self.proc, http_probe=name == "wasmroom")
-        self.url = f"ws://127.0.0.1:{self.port}/ws/relay"
-        self.urls = [f"ws://127.0.0.1:{p}/ws/relay" for p in self.ports]
+            wait_ready(port, self.proc, http_probe=name == "wasmroom", host=bind)
+        self.url = f"ws://{bind}:{self.port}/ws/{plugin}"
+        self.urls = [f"ws://{bind}:{p}/ws/{plugin}" for p in self.ports]
 
     def rss_kib(self):
         return rss_kib(self.proc.pid)
@@ -325,8 +331,8 @@ def handover(count):
     return out
 
 
-def http_get(port, path):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+def http_get(port, path, host="127.0.0.1"):
+    with socket.create_connection((host, port), timeout=10) as s:
         s.sendall(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
         data = b""
         while chunk := s.recv(65536):
@@ -515,9 +521,17 @@ def main():
     parser.add_argument("--peers", default="wasmroom,native,node-ws,daphne")
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="redo the table and plot from results.json")
-    parser.add_argument("--only", choices=["handover"], help="run one wasmroom section and update results.json")
+    parser.add_argument("--only", choices=["handover", "store"],
+                        help="run one wasmroom section and update results/ (store: the PostgreSQL store, "
+                             "results/store.md)")
     args = parser.parse_args()
     ensure_venv()
+    if args.only == "store":
+        if not args.no_build:
+            build()
+        import store
+        store.main(quick=args.quick)
+        return
     if args.only:
         if not args.no_build:
             build()
@@ -590,6 +604,11 @@ def main():
     (RESULTS / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, RESULTS / "throughput-latency.png")
     print((RESULTS / "results.md").read_text())
+    import store
+    if "wasmroom" in results["peers"] and store.available():
+        store.main(quick=args.quick)
+    else:
+        print("PostgreSQL is not installed: the store's benchmarks (results/store.md) were skipped")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,11 @@
 //! `hold`: opens D x C idle connections (from several loopback source addresses), prints
 //! `READY <open> <failed>` and holds them until stdin closes, so that the server's
 //! memory can be measured.
+//!
+//! `takeover`: opens D documents (one connection each) on `--url`, prints `READY <open>`,
+//! and when the server ends them (it was killed) opens each document on `--to`, retrying,
+//! until it is served there; reports when each one was lost and served again (Unix ms, so
+//! that the caller can measure from the moment it killed the server).
 
 mod frame;
 mod lean;
@@ -81,6 +86,20 @@ enum Mode {
         #[arg(long, default_value_t = 1)]
         sources: u8,
     },
+    /// Documents held on one host, then opened on another once the first dies.
+    Takeover {
+        #[arg(long, default_value_t = 1000)]
+        docs: usize,
+        /// Base URL of the host that takes over.
+        #[arg(long)]
+        to: String,
+        /// Pause between two attempts at one document (milliseconds).
+        #[arg(long, default_value_t = 100)]
+        retry_ms: u64,
+        /// Give up on a document this long after it was lost (seconds).
+        #[arg(long, default_value_t = 120)]
+        patience_secs: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -114,6 +133,18 @@ fn main() -> anyhow::Result<()> {
             clients,
             sources,
         } => runtime(cli.threads)?.block_on(hold(&cli.url, docs, clients, sources))?,
+        Mode::Takeover {
+            docs,
+            to,
+            retry_ms,
+            patience_secs,
+        } => runtime(cli.threads)?.block_on(takeover(
+            &cli.url,
+            &to,
+            docs,
+            Duration::from_millis(retry_ms),
+            Duration::from_secs(patience_secs),
+        ))?,
     };
     println!("{report}");
     Ok(())
@@ -224,4 +255,101 @@ async fn hold(
     .await?;
     keep.abort();
     Ok(serde_json::json!({"held": held, "failed": failed}))
+}
+
+fn unix_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// When one document was lost on the first host and served on the second, and how many
+/// attempts that took.
+struct Moved {
+    lost_ms: f64,
+    served_ms: f64,
+    attempts: u32,
+    /// Held until every document is served, so that none is dropped as idle meanwhile.
+    _socket: Ws,
+}
+
+async fn takeover(
+    from: &str,
+    to: &str,
+    docs: usize,
+    retry: Duration,
+    patience: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let tag = std::process::id();
+    let names: Vec<String> = (0..docs).map(|d| format!("takeover-{tag}-{d}")).collect();
+    let limit = Arc::new(tokio::sync::Semaphore::new(256));
+    let opening: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let (url, limit) = (format!("{from}/{name}"), limit.clone());
+            tokio::spawn(async move {
+                let _permit = limit.acquire_owned().await?;
+                open(&url, None).await
+            })
+        })
+        .collect();
+    let mut held = Vec::with_capacity(docs);
+    for task in opening {
+        held.push(task.await??);
+    }
+    println!("READY {}", held.len());
+    // The generator's CPU from the first document lost to the last one served again.
+    let first_lost = Arc::new(std::sync::OnceLock::new());
+    let moving: Vec<_> = held
+        .into_iter()
+        .zip(&names)
+        .map(|(mut ws, name)| {
+            let (url, first_lost) = (format!("{to}/{name}"), first_lost.clone());
+            tokio::spawn(async move {
+                // Every frame until the first host goes away (its sockets are reset).
+                while let Some(Ok(_)) = ws.next().await {}
+                let lost_ms = unix_ms();
+                first_lost.get_or_init(|| (lean::cpu_seconds("self"), Instant::now()));
+                let deadline = Instant::now() + patience;
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    match open(&url, None).await {
+                        Ok(socket) => {
+                            return Ok::<_, anyhow::Error>(Moved {
+                                lost_ms,
+                                served_ms: unix_ms(),
+                                attempts,
+                                _socket: socket,
+                            });
+                        }
+                        Err(e) if Instant::now() >= deadline => {
+                            anyhow::bail!("{url} not served after {attempts} attempts: {e}")
+                        }
+                        Err(_) => tokio::time::sleep(retry).await,
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut moved = Vec::with_capacity(docs);
+    for task in moving {
+        moved.push(task.await??);
+    }
+    let (cpu, wall) = first_lost.get().map_or((0.0, 0.0), |(cpu, at)| {
+        (lean::cpu_seconds("self") - cpu, at.elapsed().as_secs_f64())
+    });
+    let lost: Vec<f64> = moved.iter().map(|m| m.lost_ms).collect();
+    let served: Vec<f64> = moved.iter().map(|m| m.served_ms).collect();
+    let attempts: Vec<u32> = moved.iter().map(|m| m.attempts).collect();
+    Ok(serde_json::json!({
+        "docs": docs,
+        "lost_unix_ms": lost,
+        "served_unix_ms": served,
+        "attempts": attempts,
+        // From the first document lost to the last one served again.
+        "generator_cpu_seconds": cpu,
+        "generator_wall_seconds": wall,
+        "generator_cpu_share": if wall > 0.0 { cpu / wall } else { 0.0 },
+    }))
 }
