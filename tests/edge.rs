@@ -12,46 +12,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-/// A WebSocket handshake with `headers` added; the status, the answer's head and body,
-/// and the socket (upgraded when the status is 101).
-async fn handshake(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> anyhow::Result<(u16, String, TcpStream)> {
-    let mut stream = TcpStream::connect(addr).await?;
-    let mut head = format!(
-        "GET {path} HTTP/1.1\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    );
-    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
-        head.push_str(&format!("host: {addr}\r\n"));
-    }
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    let mut got = Vec::new();
-    while !got.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        let n = tokio::time::timeout(PATIENCE, stream.read(&mut byte)).await??;
-        anyhow::ensure!(n == 1, "connection closed during the handshake");
-        got.push(byte[0]);
-    }
-    let text = String::from_utf8_lossy(&got).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    if status != 101 {
-        let mut body = Vec::new();
-        let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut body)).await;
-        return Ok((status, text + &String::from_utf8_lossy(&body), stream));
-    }
-    Ok((status, text, stream))
-}
-
 /// A one-shot HTTP request with `headers`; the whole answer.
 async fn request(
     addr: SocketAddr,

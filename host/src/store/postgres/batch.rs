@@ -1,4 +1,4 @@
-//! Checkpoints written in batches: every save waiting when the writer is free goes into
+//! Checkpoints written in batches: every save waiting when a writer is free goes into
 //! one `UPDATE ... FROM unnest(...)` (up to [`MAX_BATCH`]), so ten thousand documents
 //! that change all the time cost a few statements a second, not thousands. Each row is
 //! written only if its epoch and holder still match; a row the statement did not
@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::store::encode;
 use crate::store::postgres::Inner;
@@ -36,8 +36,17 @@ pub(super) struct SaveRequest {
 }
 
 /// The writer: takes every waiting save, writes them in one statement, answers each.
+/// Up to half the pool's connections write batches at once, so that PostgreSQL can
+/// commit them together (one WAL flush for several) while the other half stays free for
+/// heartbeats and opens. Batches never hold two saves of one document: a document has
+/// at most one save in flight.
 pub(super) async fn run(inner: Arc<Inner>, mut requests: mpsc::UnboundedReceiver<SaveRequest>) {
+    let writers = Arc::new(Semaphore::new((inner.settings.pool_size / 2).max(1)));
     while let Some(first) = requests.recv().await {
+        // Waiting for a writer lets more saves join this batch.
+        let Ok(permit) = writers.clone().acquire_owned().await else {
+            return;
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match requests.try_recv() {
@@ -45,21 +54,34 @@ pub(super) async fn run(inner: Arc<Inner>, mut requests: mpsc::UnboundedReceiver
                 Err(_) => break,
             }
         }
-        let written = write(&inner, &batch).await;
-        for request in batch {
-            let key = (request.plugin, request.document);
-            let answer = match &written {
-                Ok(saved) if saved.contains(&key) => Ok(()),
-                Ok(_) => {
-                    inner.metrics.fenced_write();
-                    Err(StorageError::Fenced {
-                        document: format!("{}/{}", key.0, key.1),
-                    })
-                }
-                Err(e) => Err(StorageError::Unavailable(e.to_string())),
-            };
-            let _ = request.reply.send(answer);
-        }
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let written = write(&inner, &batch).await;
+            drop(permit);
+            answer(&inner, batch, &written);
+        });
+    }
+}
+
+/// Tells each save of `batch` how it went.
+fn answer(
+    inner: &Inner,
+    batch: Vec<SaveRequest>,
+    written: &Result<HashSet<(String, String)>, StorageError>,
+) {
+    for request in batch {
+        let key = (request.plugin, request.document);
+        let answer = match written {
+            Ok(saved) if saved.contains(&key) => Ok(()),
+            Ok(_) => {
+                inner.metrics.fenced_write();
+                Err(StorageError::Fenced {
+                    document: format!("{}/{}", key.0, key.1),
+                })
+            }
+            Err(e) => Err(StorageError::Unavailable(e.to_string())),
+        };
+        let _ = request.reply.send(answer);
     }
 }
 
