@@ -106,16 +106,22 @@ impl OriginRule {
             why,
         };
         let (scheme, rest) = split_scheme(entry.trim()).ok_or_else(|| fail("no scheme"))?;
-        let (host, port) = if let Some(domain) = rest.strip_prefix("*.") {
-            let a = Authority::parse(domain).ok_or_else(|| fail("not a host"))?;
+        let pattern = rest.strip_prefix("*.");
+        let a = Authority::parse(pattern.unwrap_or(rest)).ok_or_else(|| fail("not a host"))?;
+        // Origins never contain '*', so an entry with another one would match nothing
+        // (found by fuzzing: `https://*.*.example.com` was taken and never matched).
+        if a.host.contains('*') {
+            return Err(fail(
+                "'*' only as the first label, as in https://*.example.com",
+            ));
+        }
+        let (host, port) = if pattern.is_some() {
+            // Nor can a subdomain of an IP address literal be an origin.
+            if a.host.starts_with('[') {
+                return Err(fail("a pattern needs a domain, not an IPv6 address"));
+            }
             (HostRule::Subdomains(format!(".{}", a.host)), a.port)
         } else {
-            let a = Authority::parse(rest).ok_or_else(|| fail("not a host"))?;
-            if a.host.contains('*') {
-                return Err(fail(
-                    "'*' only as the first label, as in https://*.example.com",
-                ));
-            }
             (HostRule::Exact(a.host), a.port)
         };
         Ok(OriginRule {
@@ -304,6 +310,10 @@ mod tests {
             "https://a*.example.com",
             "https://a.com:99999",
             "https://a b",
+            // Patterns that no origin could match.
+            "https://*.*.example.com",
+            "https://*.exampl1*]:3000",
+            "https://*.[::1]:8000",
         ] {
             let list = vec![bad.to_string()];
             let err = OriginPolicy::parse(Some(&list)).unwrap_err();

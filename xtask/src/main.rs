@@ -1,5 +1,5 @@
 //! Developer tasks: `cargo xtask serve`, `cargo xtask test`, `cargo xtask plugins`,
-//! `cargo xtask soak`.
+//! `cargo xtask soak`, `cargo xtask fuzz`.
 //!
 //! Plugins are WebAssembly components built for `wasm32-wasip2`; the host is native. Cargo
 //! cannot build both in one invocation, so this builds the plugins first, then runs the
@@ -10,6 +10,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
+mod fuzz;
 mod languages;
 mod prepare;
 
@@ -61,6 +62,7 @@ fn main() -> anyhow::Result<()> {
             cmd.env("WASMROOM_SOAK_MINUTES", &minutes);
             run(cmd.current_dir(&root))
         }
+        Some("fuzz") => fuzz::fuzz(&root, &args[1..]),
         Some("test") => {
             build_plugins(&root, true)?;
             prepare::for_tests(&root)?;
@@ -77,6 +79,8 @@ fn main() -> anyhow::Result<()> {
                  test [ARGS]    build the plugins, install what the end-to-end tests drive (npm\n                 \
                  clients, nginx, Chromium), then run every test (`cargo test --workspace ARGS`)\n  \
                  soak [--minutes N]  normal and hostile clients for N minutes (30); fails if\n                 memory, open files or disk use grow past the limits\n  \
+                 fuzz [--seconds N] [TARGET...]  run the fuzz targets of fuzz/ for N seconds\n                 \
+                 each (60), installing cargo-fuzz when missing; fails on a crash\n  \
                  plugins        build the plugins into plugins/*.wasm, and the chat in JavaScript,\n                 \
                  Python and C (js-chat, py-chat, c-chat: skipped with a note when their\n                 \
                  toolchain is missing) into target/wasm32-wasip2/plugin/"

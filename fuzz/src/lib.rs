@@ -1,0 +1,51 @@
+//! Checks that more than one fuzz target makes: what `route` promises of the routes it
+//! accepts. Document ids name storage files and are hashed onto nginx's ring, so an id
+//! that routes must keep the documented rules whatever the path was.
+
+use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
+use wasmroom_wire::route::{MAX_DOCUMENT_ID_BYTES, Route, route, valid_plugin_name};
+
+/// The rules of `route::decode_document_id`, written out again independently: 1 to 256
+/// bytes, no '/', no control characters, not "." or "..".
+pub fn valid_document_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_DOCUMENT_ID_BYTES
+        && !id.contains('/')
+        && !id.chars().any(char::is_control)
+        && id != "."
+        && id != ".."
+}
+
+/// What a browser's `encodeURIComponent` leaves alone is wider than this; escaping only
+/// what a path cannot carry as is checks that ids are not decoded twice or trimmed.
+const PATH_UNSAFE: &AsciiSet = &CONTROLS.add(b' ').add(b'%').add(b'/').add(b'?').add(b'#');
+
+/// `id` percent-encoded for a path: every non-alphanumeric byte escaped, or (`minimal`)
+/// only the bytes a path cannot carry.
+pub fn encode_id(id: &str, minimal: bool) -> String {
+    let set = if minimal {
+        PATH_UNSAFE
+    } else {
+        NON_ALPHANUMERIC
+    };
+    utf8_percent_encode(id, set).to_string()
+}
+
+/// Routes `path`; a document route must carry a valid plugin name and a valid id, and
+/// routing that id again, encoded, must give it back unchanged.
+pub fn checked_route(path: &str) -> Option<Route> {
+    let found = route(path).ok()?;
+    if let Route::Socket { plugin, document } | Route::Document { plugin, document } = &found {
+        assert!(valid_plugin_name(plugin), "plugin {plugin:?} of {path:?}");
+        assert!(valid_document_id(document), "id {document:?} of {path:?}");
+        for minimal in [false, true] {
+            let again = format!("/ws/{plugin}/{}", encode_id(document, minimal));
+            let expected = Route::Socket {
+                plugin: plugin.clone(),
+                document: document.clone(),
+            };
+            assert_eq!(route(&again), Ok(expected), "{again:?} from {path:?}");
+        }
+    }
+    Some(found)
+}
