@@ -9,7 +9,7 @@ use anyhow::{Context, bail, ensure};
 use futures_util::future::try_join_all;
 use serde_json::Value;
 use support::nginx::Nginx;
-use support::{PATIENCE, Server, Ws, http, recv_text, send_text};
+use support::{PATIENCE, Server, Ws, handshake, http, recv_text, send_text};
 use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -249,5 +249,25 @@ async fn nginx_reload_keeps_established_sockets() -> anyhow::Result<()> {
     clients.push(connect(&url).await?);
     everyone_hears_everyone(&mut clients, "joined").await?;
     assert_eq!(sum(&all_stats(&server).await?, "documents"), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_check_sees_the_host_the_browser_used_through_nginx() -> anyhow::Result<()> {
+    let server = Server::start(&["relay"], 2, &["--proxy-headers"])?;
+    let nginx = Nginx::start(&server, &["--routing", "hash"])?;
+    // A page served by nginx on its own (non-default) port: nginx must pass the Host with
+    // its port (`$http_host`; `$host` drops it), or the page's own socket would be refused.
+    let own = format!("http://{}", nginx.addr);
+    let (status, answer, _ws) =
+        handshake(nginx.addr, "/ws/relay/page", &[("origin", own.as_str())]).await?;
+    assert_eq!(status, 101, "{answer}");
+    let (status, answer, _) = handshake(
+        nginx.addr,
+        "/ws/relay/page",
+        &[("origin", "https://elsewhere.example")],
+    )
+    .await?;
+    assert_eq!(status, 403, "{answer}");
     Ok(())
 }
