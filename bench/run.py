@@ -17,6 +17,9 @@ then, when PostgreSQL is installed, the store's benchmarks (store.py) write stor
 """
 
 import argparse
+import base64
+import hashlib
+import hmac
 import json
 import os
 import platform
@@ -331,6 +334,32 @@ def handover(count):
     return out
 
 
+def hs256_token(claims, secret):
+    """A JWT signed with HS256, as an application's backend mints one."""
+    b64 = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=")  # noqa: E731
+    signing = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + b"." + b64(json.dumps(claims).encode())
+    return (signing + b"." + b64(hmac.new(secret.encode(), signing, hashlib.sha256).digest())).decode()
+
+
+def cold_with_tokens(plugins_dir, count):
+    """Cold opens of the relay with `[plugin.relay.auth]` on (HS256, every request with a
+    token for any document) beside the same opens without tokens, on one server each."""
+    secret = "bench-secret-" + "x" * 32
+    config = RESULTS / "tmp" / "wasmroom-tokens.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text((BENCH / "wasmroom.toml").read_text()
+                      + f'\n[plugin.relay.auth]\nalgorithm = "HS256"\nsecret = "{secret}"\n')
+    token = hs256_token({"doc": "*", "sub": "bench", "exp": int(time.time()) + 3600}, secret)
+    out = {}
+    for name, cfg, query in [("without", BENCH / "wasmroom.toml", []), ("with", config, ["--query", f"token={token}"])]:
+        peer = Peer("wasmroom", plugins_dir, config=cfg)
+        try:
+            out[name] = loadgen(peer.url, "cold", "--count", str(count), *query)
+        finally:
+            peer.stop()
+    return out
+
+
 def http_get(port, path, host="127.0.0.1"):
     with socket.create_connection((host, port), timeout=10) as s:
         s.sendall(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
@@ -486,6 +515,13 @@ def table(results):
         lines.append("|---|---:|---:|")
         for n, r in results["handover"].items():
             lines.append(f"| {n} lane(s) | {r['handed_over']:,} of {r['count']:,} | {r['p50_ms']:.3f} / {r['p99_ms']:.3f} ms |")
+    if "cold_tokens" in results:
+        lines.append("")
+        lines.append("| wasmroom cold open, connect to upgraded | p50 | p99 |")
+        lines.append("|---|---:|---:|")
+        for name, r in results["cold_tokens"].items():
+            label = "access tokens on (HS256, `?token=`)" if name == "with" else "no access tokens"
+            lines.append(f"| {label} | {r['p50_ms']:.3f} ms | {r['p99_ms']:.3f} ms |")
     if "lanes" in results:
         lines.append("")
         lines.append("| wasmroom, 48k deliveries/s offered | deliveries/s | ratio | p99 | server CPU (cores) |")
@@ -515,13 +551,17 @@ def table(results):
     return "\n".join(lines) + "\n"
 
 
+def plugins_dir_default():
+    return ROOT / "plugins"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer loads, shorter points, smaller memory runs")
     parser.add_argument("--peers", default="wasmroom,native,node-ws,daphne")
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="redo the table and plot from results.json")
-    parser.add_argument("--only", choices=["handover", "store"],
+    parser.add_argument("--only", choices=["handover", "tokens", "store"],
                         help="run one wasmroom section and update results/ (store: the PostgreSQL store, "
                              "results/store.md)")
     args = parser.parse_args()
@@ -537,7 +577,10 @@ def main():
             build()
         results = json.loads((RESULTS / "results.json").read_text())
         print(f"== wasmroom, {args.only}", flush=True)
-        results["handover"] = handover(600 if args.quick else 3000)
+        if args.only == "tokens":
+            results["cold_tokens"] = cold_with_tokens(plugins_dir_default(), 200 if args.quick else 1000)
+        else:
+            results["handover"] = handover(600 if args.quick else 3000)
         (RESULTS / "results.md").write_text(table(results))
         (RESULTS / "results.json").write_text(json.dumps(results, indent=2))
         print((RESULTS / "results.md").read_text())
@@ -600,6 +643,8 @@ def main():
         results["reload_seconds"] = reload_times([1000, 10000])
         print("== wasmroom, hand-over", flush=True)
         results["handover"] = handover(600 if args.quick else 3000)
+        print("== wasmroom, cold opens with access tokens", flush=True)
+        results["cold_tokens"] = cold_with_tokens(plugins_dir, 200 if args.quick else 1000)
     (RESULTS / "results.md").write_text(table(results))
     (RESULTS / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, RESULTS / "throughput-latency.png")

@@ -272,7 +272,7 @@ def checkpoints(pg, docs, window):
     # Every document goes from clean to dirty within the first second of sending, and those
     # whose last save is over CHECKPOINT_SECS old all save at once: a start-up burst the
     # window must not include.
-    warmup = 4 * CHECKPOINT_SECS
+    warmup = 12 * CHECKPOINT_SECS
     gen = None
     try:
         gen = subprocess.Popen(
@@ -452,8 +452,9 @@ def table(results):
         f"| {k['documents']:,} chat documents, a line per document per second, checkpoint every {CHECKPOINT_SECS} s "
         f"({k['window_seconds']:.0f} s window) | |",
         "|---|---:|",
-        f"| snapshots saved per second (host) | {k['saves_per_sec']:,.0f} (every document every {CHECKPOINT_SECS} s: "
-        f"{k['expected_saves_per_sec']:,.0f}) |",
+        f"| snapshots saved per second (host) | {k['saves_per_sec']:,.0f} (each document every "
+        f"{k['documents'] / max(k['saves_per_sec'], 1):.1f} s on average: the checkpoint, then the next housekeeping "
+        "tick, then the queue) |",
         f"| rows written per second (PostgreSQL) | {k['rows_updated_per_sec']:,.0f} |",
         "| oldest save of any document (PostgreSQL's saved_at, sampled every second), median / worst | "
         f"{k['oldest_save_p50_seconds']:.2f} / {k['oldest_save_max_seconds']:.2f} s |",
@@ -502,7 +503,7 @@ def main(quick=False):
         print("== store: cold open and relay, file vs PostgreSQL", flush=True)
         results["stores"] = cold_and_relay(pg, 200 if quick else 1000)
         print("== store: checkpoints of many changing documents", flush=True)
-        results["checkpoint"] = checkpoints(pg, 2000 if quick else 10_000, 10 if quick else 30)
+        results["checkpoint"] = checkpoints(pg, 2000 if quick else 10_000, 10 if quick else 120)
         print("== store: takeover after kill -9", flush=True)
         results["takeover"] = [takeover(pg, ttl, 200 if quick else 1000) for ttl in TTLS_MS]
     finally:

@@ -46,11 +46,16 @@ const CONFIG: &str = "checkpoint_secs = 1\n\
 /// each is loaded. (Deploying after the start lets a slow compilation, the Python
 /// component's, take longer than the harness allows a start.)
 async fn start(plugins: &[&str]) -> anyhow::Result<Server> {
+    start_with(plugins, "").await
+}
+
+/// Like [`start`], with `extra` appended to the config.
+async fn start_with(plugins: &[&str], extra: &str) -> anyhow::Result<Server> {
     for p in plugins {
         require(p)?;
     }
     let config = tempfile::Builder::new().suffix(".toml").tempfile()?;
-    std::fs::write(config.path(), CONFIG)?;
+    std::fs::write(config.path(), format!("{CONFIG}{extra}"))?;
     let (_, config) = config.keep()?;
     let config = config.to_str().expect("temp paths are UTF-8").to_owned();
     let server = Server::start_in(tempfile::tempdir()?, 1, &["--config", &config])?;
@@ -498,6 +503,70 @@ for_each_language! {
     javascript => "js-chat",
     python => "py-chat",
     c => "c-chat",
+}
+
+/// With access tokens on, a chat takes the name from the token (the backend vouches for
+/// it), not from `?name=`; `sub` stands in when there is no `name` claim.
+async fn names_come_from_the_token(p: &str) -> anyhow::Result<()> {
+    use jsonwebtoken::{EncodingKey, Header, encode, get_current_timestamp};
+    let secret = "chat-token-secret-0123456789abcdef";
+    let server = start_with(
+        &[p],
+        &format!("[plugin.{p}.auth]\nalgorithm = \"HS256\"\nsecret = \"{secret}\"\n"),
+    )
+    .await?;
+    let token = |claims: serde_json::Value| {
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let exp = get_current_timestamp() + 60;
+    let ann =
+        token(serde_json::json!({"doc": "room", "name": "Ann Verified", "sub": "1", "exp": exp}));
+    let bob = token(serde_json::json!({"doc": "room", "sub": "bob-2", "exp": exp}));
+    let mut first = server
+        .connect(0, &format!("/ws/{p}/room?token={bob}"))
+        .await?;
+    recv_json(&mut first).await?; // history
+    let _ann = server
+        .connect(0, &format!("/ws/{p}/room?token={ann}&name=impostor"))
+        .await?;
+    assert_eq!(
+        recv_json(&mut first).await?,
+        serde_json::json!({"type": "join", "name": "Ann Verified"})
+    );
+    let mut ann = _ann;
+    recv_json(&mut ann).await?; // history
+    first.send(Message::text("hi")).await?;
+    let line = recv_json(&mut ann).await?;
+    assert_eq!(
+        (line["name"].as_str(), line["text"].as_str()),
+        (Some("bob-2"), Some("hi"))
+    );
+    Ok(())
+}
+
+macro_rules! names_from_tokens {
+    ($($module:ident => $plugin:literal),* $(,)?) => {$(
+        mod $module {
+            #[tokio::test]
+            async fn names_come_from_the_token() -> anyhow::Result<()> {
+                crate::names_come_from_the_token($plugin).await
+            }
+        }
+    )*};
+}
+
+// The C chat has no JSON parser for the claims: it keeps `?name=`.
+mod tokens {
+    names_from_tokens! {
+        rust => "chat",
+        javascript => "js-chat",
+        python => "py-chat",
+    }
 }
 
 /// One live document, served as `chat`, moves Rust → JavaScript → Python → C → Rust by hot

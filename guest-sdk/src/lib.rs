@@ -48,6 +48,7 @@ pub mod wit {
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
 
+use wit::wasmroom::consumer::context as c;
 use wit::wasmroom::consumer::host as h;
 use wit::wasmroom::consumer::types as t;
 
@@ -120,6 +121,11 @@ impl Connect {
     /// The raw (still percent-encoded) value of query parameter `name`.
     pub fn query_param(&self, name: &str) -> Option<&str> {
         query_param(&self.query, name)
+    }
+
+    /// The claims of this connection's verified access token (see [`claims`]).
+    pub fn claims(&self) -> Option<String> {
+        claims(self.id)
     }
 }
 
@@ -355,6 +361,21 @@ pub fn log(level: LogLevel, text: &str) {
         LogLevel::Error => t::LogLevel::Error,
     };
     h::log(level, text);
+}
+
+/// The claims of `conn`'s access token, verified by the host before `on_connect`, as the
+/// token's JSON payload (e.g. `{"sub":"42","doc":"notes","role":"viewer","exp":...}`).
+/// `None` when the plugin takes no tokens (`[plugin.NAME.auth]`) or `conn` is not a
+/// connection of this document. Parse it with any JSON library to decide roles.
+pub fn claims(conn: ConnectionId) -> Option<String> {
+    c::claims(conn)
+}
+
+/// The setting `name` from `[plugin.NAME.settings]` in the host's config (environment
+/// variables substituted), or `None`. Read it when needed rather than once in `open`:
+/// a config reload changes it under live documents.
+pub fn setting(name: &str) -> Option<String> {
+    c::setting(name)
 }
 
 /// Milliseconds since the Unix epoch, from the host's clock.

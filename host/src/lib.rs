@@ -19,11 +19,12 @@
 //! - [`document`]: one live document: its consumer instance, its connections' outboxes,
 //!   effects, its state in and out of instances (snapshot, restore, migration). Knows
 //!   nothing of lanes or sockets.
-//! - [`guest`] (engine, plugins, registry, bindings and host functions, WASI) and
-//!   [`store`] (the `Storage` trait, the file and PostgreSQL backends).
-//! - [`net`]: HTTP answers and bodies, static files, budgets and token buckets; the
-//!   parsers of what strangers send (heads, routes, origins, WebSocket frames, snapshot
-//!   files) are the `wasmroom-wire` crate, re-exported here.
+//! - [`guest`] (engine, plugins, registry, bindings, host functions and the `context`
+//!   interface, WASI) and [`store`] (the `Storage` trait, the file and PostgreSQL
+//!   backends).
+//! - [`net`]: HTTP answers and bodies, static files, budgets and token buckets, access
+//!   tokens (JWT); the parsers of what strangers send (heads, routes, origins, WebSocket
+//!   frames, snapshot files) are the `wasmroom-wire` crate, re-exported here.
 //! - [`metrics`], [`config`], [`routing`] (nginx's ring): plain data and pure
 //!   functions, used by all.
 //!

@@ -75,6 +75,8 @@ pub struct Server {
     lanes: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     reloader: Reloader,
+    /// What the lanes share; SIGHUP re-reads its access tokens and settings.
+    services: Arc<Services>,
     /// Set to stop the plugin watcher.
     watching: Arc<AtomicBool>,
     watcher: Option<JoinHandle<()>>,
@@ -136,7 +138,7 @@ impl Server {
             metrics.clone(),
             health.clone(),
             engine::Slots::new(&config),
-        ));
+        )?);
 
         let (stop, stopped) = watch::channel(false);
         let reloader = Reloader::new(registry.clone(), lane_table.clone());
@@ -205,6 +207,7 @@ impl Server {
             lanes,
             stop,
             reloader,
+            services,
             watching,
             watcher,
             admin,
@@ -236,6 +239,7 @@ impl Server {
                     why = self.health.failure() => return Stopped::Failed(why),
                     _ = hup.recv() => {
                         tracing::info!("SIGHUP: reloading plugins");
+                        self.reload_access();
                         let reloader = self.reloader.clone();
                         // Compiling is slow: off this thread, as on the watcher's, and
                         // not awaited, so SIGINT/SIGTERM still stop the server meanwhile.
@@ -250,6 +254,21 @@ impl Server {
                 _ = tokio::signal::ctrl_c() => Stopped::Signal,
                 why = self.health.failure() => Stopped::Failed(why),
             }
+        }
+    }
+
+    /// Reads the config file again for its access tokens and settings (what SIGHUP does
+    /// besides reloading the plugins). An unusable file changes nothing and is logged.
+    pub fn reload_access(&self) {
+        let Some(path) = self.services.config.source.clone() else {
+            return;
+        };
+        match Config::from_file(&path).and_then(|fresh| self.services.reload_access(&fresh)) {
+            Ok(()) => tracing::info!(
+                "{}: access tokens and plugin settings read again (other changes need a restart)",
+                path.display()
+            ),
+            Err(e) => tracing::error!("config not reloaded, the previous one stays: {e}"),
         }
     }
 

@@ -8,15 +8,34 @@
 // - a text frame from a client is a chat line: stored (the last 100 are kept) and sent to
 //   the others as `{"type":"message","name":"ann","text":"...","at":1700000000000}`;
 // - on disconnect: `{"type":"leave","name":"ann"}`.
+// With access tokens on (`[plugin.js-chat.auth]`), the name is the token's `name` claim
+// (else `sub`) and `?name=` is ignored.
 // HTTP: `GET /docs/js-chat/{doc}` returns `{"document":"...","messages":[...]}`;
 // `POST /docs/js-chat/{doc}` with a text body adds a line from `server`.
 //
 // Build: `cargo xtask plugins`, or `npm ci && npm run build` here (writes plugins/js-chat.wasm).
 
-import host from "wasmroom:consumer/host@0.1.0";
+import host from "wasmroom:consumer/host@0.1.1";
+import context from "wasmroom:consumer/context@0.1.1";
 
 /** Lines kept per document. */
 const HISTORY = 100;
+
+/** The `name` (else `sub`) claim of the connection's access token, cut to 64 bytes, or null. */
+function tokenName(id) {
+  const claims = context.claims(id);
+  if (claims === null || claims === undefined) return null;
+  let parsed;
+  try {
+    parsed = JSON.parse(claims);
+  } catch {
+    return null;
+  }
+  let name = typeof parsed.name === "string" ? parsed.name : typeof parsed.sub === "string" ? parsed.sub : null;
+  if (name === null || name.length === 0) return null;
+  while (byteLength(name) > 64) name = Array.from(name).slice(0, -1).join("");
+  return name;
+}
 
 /** The document's state: one instance per document, so module globals are per document. */
 let document = "";
@@ -163,7 +182,9 @@ export const consumer = {
   },
 
   onConnect(info) {
-    let name = queryParam(info.query, "name");
+    // With access tokens on, the name is the verified one; `?name=` is not trusted.
+    let name = tokenName(info.id);
+    if (name === null) name = queryParam(info.query, "name");
     if (name === null) {
       name = `guest-${info.id}`;
     } else if (name.length === 0 || byteLength(name) > 64) {

@@ -8,6 +8,8 @@ Protocol (JSON text frames from the server; plain text frames from clients):
 - a text frame from a client is a chat line: stored (the last 100 are kept) and sent to
   the others as `{"type":"message","name":"ann","text":"...","at":1700000000000}`;
 - on disconnect: `{"type":"leave","name":"ann"}`.
+With access tokens on (`[plugin.py-chat.auth]`), the name is the token's `name` claim
+(else `sub`) and `?name=` is ignored.
 HTTP: `GET /docs/py-chat/{doc}` returns `{"document":"...","messages":[...]}`;
 `POST /docs/py-chat/{doc}` with a text body adds a line from `server`.
 
@@ -19,7 +21,7 @@ from collections import deque
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.imports import host
+from wit_world.imports import context, host
 from wit_world.imports.types import (
     Decision_Accept,
     Decision_Reject,
@@ -31,6 +33,23 @@ from wit_world.imports.types import (
 # Lines kept per document.
 HISTORY = 100
 U64 = 1 << 64
+
+def token_name(connection: int):
+    """The `name` (else `sub`) claim of the connection's access token, cut to 64 bytes."""
+    claims = context.claims(connection)
+    if claims is None:
+        return None
+    try:
+        parsed = json.loads(claims)
+    except ValueError:
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    name = parsed.get("name") if isinstance(parsed.get("name"), str) else parsed.get("sub")
+    if not isinstance(name, str) or not name:
+        return None
+    return name.encode()[:64].decode(errors="ignore") or None
+
 
 # One instance per document: module globals are the document's state.
 document = ""
@@ -129,7 +148,10 @@ class Consumer(exports.Consumer):
         document = document_id
 
     def on_connect(self, info):
-        name = query_param(info.query, "name")
+        # With access tokens on, the name is the verified one; `?name=` is not trusted.
+        name = token_name(info.id)
+        if name is None:
+            name = query_param(info.query, "name")
         if name is None:
             name = f"guest-{info.id}"
         elif not 1 <= len(name.encode()) <= 64:

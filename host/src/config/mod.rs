@@ -41,13 +41,17 @@ use serde::Deserialize;
 
 use crate::routing::{Misrouted, server_name};
 
+mod access;
 mod limits;
 mod plugin;
 mod store;
+mod webhook;
 
+pub use access::{AuthConfig, MIN_SECRET_BYTES, ResolvedAuth, TokenAlgorithm, expand_env};
 pub use limits::{FRAME_OVERHEAD, Limits, MAX_GUEST_DEADLINE_MS};
 pub use plugin::{PluginConfig, SendRate};
 pub use store::StoreConfig;
+pub use webhook::{MIN_WEBHOOK_SECRET_BYTES, ResolvedWebhook, WebhookConfig, WebhookEvent};
 
 /// Why a configuration is unusable. The message names the offending value.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +84,30 @@ pub enum ConfigError {
         plugin: String,
         /// Why.
         source: wasmroom_wire::origin::OriginError,
+    },
+    /// `[plugin.NAME.auth]` cannot be used: the message says what to set.
+    #[error("invalid plugin.{plugin}.auth: {reason}")]
+    Auth {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        reason: String,
+    },
+    /// `[plugin.NAME.webhook]` cannot be used: the message says what to set.
+    #[error("invalid plugin.{plugin}.webhook: {reason}")]
+    Webhook {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        reason: String,
+    },
+    /// A `${NAME}` in a value names no environment variable: set it or fix the value.
+    #[error("invalid {setting}: {reason}")]
+    Env {
+        /// The setting that holds the `${NAME}`.
+        setting: String,
+        /// Why.
+        reason: String,
     },
     /// A value is out of its allowed range.
     #[error("invalid {name}: {reason}")]
@@ -144,6 +172,10 @@ pub struct Config {
     /// Where documents live: files under `data` (the default), or a PostgreSQL shared
     /// by several hosts.
     pub store: StoreConfig,
+    /// The file this config was read from (relative paths in it start at its folder;
+    /// a reload reads it again).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -168,6 +200,7 @@ impl Default for Config {
             admin_bind: IpAddr::from([127, 0, 0, 1]),
             admin_token: None,
             store: StoreConfig::default(),
+            source: None,
         }
     }
 }
@@ -179,10 +212,11 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let mut config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source: Box::new(source),
         })?;
+        config.source = Some(path.to_owned());
         config.validate()?;
         Ok(config)
     }

@@ -4,9 +4,13 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use wasmroom_wire::origin::OriginPolicy;
 
+use crate::config::access::AuthConfig;
+use crate::config::webhook::WebhookConfig;
 use crate::config::{Config, ConfigError};
 
 /// What one plugin may set differently.
@@ -24,6 +28,13 @@ pub struct PluginConfig {
     pub max_messages_per_sec: Option<u32>,
     /// Message bytes one connection may send per second.
     pub max_bytes_per_sec: Option<u64>,
+    /// Access tokens every WebSocket and `/docs` request must present; none by default.
+    pub auth: Option<AuthConfig>,
+    /// Strings the consumer reads with `context.setting(name)`; `${VAR}` reads the
+    /// environment.
+    pub settings: BTreeMap<String, String>,
+    /// Where the application's backend hears about the plugin's documents.
+    pub webhook: Option<WebhookConfig>,
 }
 
 /// How fast one connection may send: tokens per second, and the burst a quiet
@@ -131,6 +142,9 @@ impl Config {
                 );
             }
             origins(name, p.allowed_origins.as_ref())?;
+            self.settings_for(name)?;
+            self.auth_for(name)?;
+            self.webhook_for(name)?;
         }
         Ok(())
     }

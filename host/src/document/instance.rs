@@ -8,14 +8,16 @@ use std::time::Instant;
 use wasmtime::Store;
 
 use crate::document::error::DocumentError;
+use crate::guest::context::PluginSettings;
 use crate::guest::engine::Slot;
 use crate::guest::plugin::Plugin;
 use crate::guest::{GuestState, Room};
 use crate::metrics::PluginMetrics;
 
-/// Limits a document applies to its instance.
-#[derive(Debug, Clone, Copy)]
-pub struct DocumentLimits {
+/// What the config gives each document of a plugin: the limits it applies to its
+/// instance, and the plugin's settings.
+#[derive(Debug, Clone)]
+pub struct DocumentConfig {
     /// Linear memory cap.
     pub max_memory_bytes: usize,
     /// Largest message the guest may send.
@@ -24,6 +26,8 @@ pub struct DocumentLimits {
     pub max_timers: u32,
     /// Guest call deadline, in epoch ticks.
     pub deadline_ticks: u64,
+    /// The plugin's settings (`context.setting`).
+    pub settings: Arc<PluginSettings>,
 }
 
 /// The instance of a live document.
@@ -49,7 +53,7 @@ impl Instance {
     pub fn create(
         plugin: &Plugin,
         id: &str,
-        limits: &DocumentLimits,
+        limits: &DocumentConfig,
         metrics: &PluginMetrics,
         count_traps: bool,
         slot: Slot,
@@ -63,6 +67,7 @@ impl Instance {
                 limits.max_memory_bytes,
                 limits.max_message_bytes,
                 limits.max_timers,
+                limits.settings.clone(),
             ),
         );
         store.limiter(|state| &mut state.limits);

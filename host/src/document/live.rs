@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use wasmtime::Store;
 
 use crate::document::error::DocumentError;
-use crate::document::instance::{DocumentLimits, Instance};
+use crate::document::instance::{DocumentConfig, Instance};
 use crate::document::outbox::Outbox;
 use crate::guest::engine::Slot;
 use crate::guest::plugin::Plugin;
@@ -28,6 +28,7 @@ use crate::guest::{
     ConnectInfo, Decision, Effect, GuestState, HttpRequest, HttpResponse, Message, Room,
 };
 use crate::metrics::PluginMetrics;
+use crate::net::webhook::Export;
 use crate::store::Lease;
 
 /// A document's key: (plugin, document id).
@@ -125,7 +126,7 @@ impl Document {
     pub fn open(
         plugin: Arc<Plugin>,
         id: &str,
-        limits: DocumentLimits,
+        limits: DocumentConfig,
         metrics: PluginMetrics,
         slot: Slot,
     ) -> Result<Document, DocumentError> {
@@ -316,15 +317,17 @@ impl Document {
         self.wake.notify_one();
     }
 
-    /// A connection asks to join. `outbox` receives what the guest sends it, even before
-    /// the upgrade completes. On rejection the connection is forgotten.
+    /// A connection asks to join, with the claims of its verified access token, if any.
+    /// `outbox` receives what the guest sends it, even before the upgrade completes. On
+    /// rejection the connection is forgotten.
     pub fn connect(
         &mut self,
         info: ConnectInfo,
         outbox: Rc<Outbox>,
+        claims: Option<Arc<str>>,
     ) -> Result<Decision, DocumentError> {
         let id = info.id;
-        self.attach(id, outbox);
+        self.attach(id, outbox, claims);
         let mut decision = self.call("on-connect", |room, store| {
             room.wasmroom_consumer_consumer()
                 .call_on_connect(store, &info)
@@ -346,9 +349,13 @@ impl Document {
         decision
     }
 
-    fn attach(&mut self, id: u64, outbox: Rc<Outbox>) {
+    fn attach(&mut self, id: u64, outbox: Rc<Outbox>, claims: Option<Arc<str>>) {
         if let Some(instance) = self.instance.as_mut() {
-            instance.store.data_mut().connections.insert(id);
+            let state = instance.store.data_mut();
+            state.connections.insert(id);
+            if let Some(claims) = claims {
+                state.claims.insert(id, claims);
+            }
         }
         self.outboxes.insert(id, outbox);
         self.idle_since = None;
@@ -359,6 +366,7 @@ impl Document {
             let state = instance.store.data_mut();
             state.connections.remove(&id);
             state.closing.remove(&id);
+            state.claims.remove(&id);
         }
         let known = self.outboxes.remove(&id).is_some();
         if self.outboxes.is_empty() && self.idle_since.is_none() {
@@ -403,6 +411,31 @@ impl Document {
             response.status = 500;
         }
         Ok(response)
+    }
+
+    /// The consumer's own export of the document for a `saved` webhook: its answer to
+    /// `GET /docs/{plugin}/{document}` when that is 200, else `state` (the snapshot's
+    /// bytes). The call counts as a change, so the next checkpoint takes one more
+    /// snapshot, finds it equal to the saved one and writes nothing.
+    pub fn export(&mut self, state: &[u8]) -> Export {
+        let get = HttpRequest {
+            method: "GET".into(),
+            path: format!("/docs/{}/{}", self.plugin.name, self.id),
+            query: String::new(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        match self.request(&get) {
+            Ok(r) if r.status == 200 => Export::Consumer {
+                content_type: r
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+                    .map(|(_, v)| v.clone()),
+                body: r.body,
+            },
+            _ => Export::Snapshot(state.to_vec()),
+        }
     }
 
     /// Logs (once per document) that the consumer's output was replaced by `instead`.

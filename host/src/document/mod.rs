@@ -10,5 +10,5 @@ pub mod outbox;
 pub mod state;
 
 pub use error::DocumentError;
-pub use instance::DocumentLimits;
+pub use instance::DocumentConfig;
 pub use live::{Document, DocumentCell, DocumentInfo, DocumentKey, Persistence};

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::document::error::DocumentError;
-use crate::document::instance::{DocumentLimits, Instance};
+use crate::document::instance::{DocumentConfig, Instance};
 use crate::document::live::{Document, apply};
 use crate::guest::engine::Slot;
 use crate::guest::plugin::Plugin;
@@ -114,7 +114,7 @@ impl Document {
     pub fn migrate(
         &mut self,
         plugin: Arc<Plugin>,
-        limits: DocumentLimits,
+        limits: &DocumentConfig,
         slot: Slot,
     ) -> Result<(), DocumentError> {
         if self.instance.is_none() || Arc::ptr_eq(&self.plugin, &plugin) {
@@ -122,7 +122,7 @@ impl Document {
         }
         let (snapshot, _) = self.snapshot()?;
         // A trap here leaves the document on its old version: not counted as one that ended.
-        let mut fresh = Instance::create(&plugin, &self.id, &limits, &self.metrics, false, slot)?;
+        let mut fresh = Instance::create(&plugin, &self.id, limits, &self.metrics, false, slot)?;
         // The new version sees the document's connections while it restores (it may
         // rebuild presence from `connections()` or greet them).
         {
@@ -130,6 +130,7 @@ impl Document {
             let to = fresh.store.data_mut();
             to.connections = old.connections.clone();
             to.closing = old.closing.clone();
+            to.claims = old.claims.clone();
         }
         let restored = fresh
             .guarded(limits.deadline_ticks, |room, store| {

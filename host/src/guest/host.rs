@@ -1,6 +1,7 @@
 //! The host functions a consumer calls (`wasmroom:consumer/host`): each checks its
 //! arguments against the document's state and records an [`Effect`], or answers at once
-//! (`connections`, `now-ms`, `log`). None does I/O.
+//! (`connections`, `now-ms`, `log`). None does I/O. Also `wasmroom:consumer/context`
+//! (0.1.1): a connection's token claims and the plugin's settings.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -9,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wasmtime_wasi::{WasiCtxView, WasiView};
 
-use crate::guest::bindings::wasmroom::consumer::{host, types};
+use crate::guest::bindings::wasmroom::consumer::{context, host, types};
 use crate::guest::bindings::{HostError, LogLevel, Message};
 use crate::guest::state::{Effect, GuestState};
 
@@ -100,6 +101,16 @@ impl host::Host for GuestState {
     }
 }
 
+impl context::Host for GuestState {
+    fn claims(&mut self, connection: u64) -> Option<String> {
+        self.claims.get(&connection).map(|c| c.to_string())
+    }
+
+    fn setting(&mut self, name: String) -> Option<String> {
+        self.settings.get(&name)
+    }
+}
+
 /// Close reasons are limited to 123 bytes by the protocol; cut on a char boundary.
 pub fn truncate_reason(mut reason: String) -> String {
     if reason.len() > 123 {
@@ -118,7 +129,7 @@ mod tests {
     use crate::guest::bindings::wasmroom::consumer::host::Host;
 
     fn state() -> GuestState {
-        let mut s = GuestState::new("t/d".into(), 1 << 20, 10, 2);
+        let mut s = GuestState::new("t/d".into(), 1 << 20, 10, 2, Default::default());
         s.connections.insert(1);
         s
     }

@@ -1,7 +1,7 @@
 //! The Wasm side of a document: the shared engine ([`engine`]), plugins compiled and
 //! checked ([`plugin`]) and their current versions ([`registry`]), the bindings generated
 //! from `wit/` ([`bindings`]), the state each document's store carries ([`state`]), the
-//! host functions a consumer calls ([`host`]), pending timers ([`timers`]) and WASI
+//! host functions a consumer calls ([`host`], [`context`]), pending timers ([`timers`]) and WASI
 //! ([`wasi`]).
 //!
 //! Host functions never touch sockets. They check their arguments against the document's
@@ -10,6 +10,7 @@
 //! `Send`, as wasmtime requires, while the lane's own state stays `!Send`.
 
 pub mod bindings;
+pub mod context;
 pub mod engine;
 pub mod host;
 pub mod plugin;

@@ -2,7 +2,7 @@
 //! metrics), the effects of the current call, the connections the guest may address and
 //! its pending timers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::Message as Frame;
@@ -11,6 +11,7 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::WasiCtx;
 
 use crate::guest::bindings::{HostError, Message};
+use crate::guest::context::PluginSettings;
 use crate::guest::timers::TimerTable;
 
 /// Something a guest asked for during a call, applied by the document afterwards.
@@ -40,6 +41,10 @@ pub struct GuestState {
     pub timers: TimerTable,
     /// Whether the current call set or cancelled a timer.
     pub timers_changed: bool,
+    /// The verified token claims (JSON) of connections that presented one.
+    pub claims: HashMap<u64, Arc<str>>,
+    /// The plugin's settings.
+    pub(crate) settings: Arc<PluginSettings>,
     pub(crate) max_message_bytes: usize,
     pub(crate) max_timers: u32,
     /// `plugin/document`, for log lines.
@@ -117,6 +122,7 @@ impl GuestState {
         max_memory_bytes: usize,
         max_message_bytes: usize,
         max_timers: u32,
+        settings: Arc<PluginSettings>,
     ) -> GuestState {
         GuestState {
             wasi: crate::guest::wasi::context(&tag),
@@ -134,6 +140,8 @@ impl GuestState {
             closing: BTreeSet::new(),
             timers: TimerTable::default(),
             timers_changed: false,
+            claims: HashMap::new(),
+            settings,
             max_message_bytes,
             max_timers,
             tag,

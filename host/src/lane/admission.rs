@@ -1,6 +1,7 @@
 //! Who may come in, decided before any guest code runs: the web page a browser request
-//! comes from (`Origin`, 403), how many WebSockets the client's address holds already
-//! (429), and the CORS headers a `/docs/...` answer carries for pages the plugin names.
+//! comes from (`Origin`, 403), the access token (401), how many WebSockets the client's
+//! address holds already (429), and the CORS headers a `/docs/...` answer carries for
+//! pages the plugin names.
 
 use std::net::IpAddr;
 
@@ -9,6 +10,7 @@ use tokio::net::TcpStream;
 use crate::lane::Lane;
 use crate::lane::address_limit::AddressSlot;
 use crate::metrics::Rejection;
+use crate::net::access_token::Admitted;
 use crate::net::http::{self, RequestHead};
 use crate::net::origin::OriginPolicy;
 
@@ -36,6 +38,36 @@ pub async fn origin_allowed(
     );
     let _ = http::write_text(stream, 403, "origin not allowed").await;
     false
+}
+
+/// The verified access token of a request for `plugin`'s `document`: `Some(None)` when
+/// the plugin takes no tokens; `None` after answering 401 with the reason when the token
+/// is missing or fails a check.
+pub async fn token_checked(
+    lane: &Lane,
+    stream: &mut TcpStream,
+    plugin: &str,
+    document: &str,
+    head: &RequestHead,
+) -> Option<Option<Admitted>> {
+    let Some(verifier) = lane.services.tokens.for_plugin(plugin) else {
+        return Some(None);
+    };
+    match verifier.check(head, document) {
+        Ok(admitted) => Some(Some(admitted)),
+        Err(why) => {
+            lane.metrics.rejected(Rejection::Token);
+            tracing::debug!(lane = lane.index, plugin, document, "refused: {why}");
+            let _ = http::write_response(
+                stream,
+                401,
+                &[("www-authenticate".to_owned(), "Bearer".to_owned())],
+                format!("{why}\n").as_bytes(),
+            )
+            .await;
+            None
+        }
+    }
 }
 
 /// Counts one more WebSocket of `client`, or answers 429 when its address holds

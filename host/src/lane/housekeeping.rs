@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::config::WebhookEvent;
 use crate::document::{Document, DocumentCell, DocumentKey};
 use crate::lane::Lane;
+use crate::net::webhook::Event;
 use crate::store::StorageError;
 
 /// The longest wait between two attempts to save a document whose saves fail.
@@ -36,7 +38,7 @@ pub enum Saved {
 
 /// Saves `cell` if it changed since its last save.
 pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved {
-    let (snapshot, generation, hash) = {
+    let (snapshot, generation, hash, export) = {
         let mut doc = cell.borrow_mut();
         if !doc.is_dirty() {
             return Saved::Clean;
@@ -56,7 +58,13 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
         }
         doc.persistence.saving = true;
         doc.persistence.saved_hash = None;
-        (snapshot, generation, hash)
+        // The backend's copy is taken with the snapshot, so both say the same.
+        let export = lane
+            .services
+            .webhooks
+            .wants(&key.0, WebhookEvent::Saved)
+            .then(|| doc.export(&snapshot.state));
+        (snapshot, generation, hash, export)
     };
     let timers = snapshot.timers.len();
     let lease = cell.borrow().persistence.lease;
@@ -82,6 +90,18 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
             doc.persistence.failures = 0;
             doc.persistence.next_save = Instant::now() + checkpoint;
             tracing::debug!(lane = lane.index, plugin = %key.0, doc = %key.1, "saved with {timers} timer(s) in {:?}", started.elapsed());
+            if let Some(export) = export {
+                lane.services.webhooks.emit(
+                    &key.0,
+                    Event {
+                        kind: WebhookEvent::Saved,
+                        document: key.1.clone(),
+                        connection: None,
+                        code: None,
+                        export: Some(export),
+                    },
+                );
+            }
             Saved::Clean
         }
         Err(e) => {

@@ -41,7 +41,7 @@ pub async fn migrate_all(lane: Rc<Lane>, plugin: Arc<Plugin>) {
             break;
         }
         let result = match lane.services.slots.for_migration() {
-            Some(slot) => doc.borrow_mut().migrate(plugin.clone(), limits, slot),
+            Some(slot) => doc.borrow_mut().migrate(plugin.clone(), &limits, slot),
             None => Err(DocumentError::PoolExhausted(
                 "no slot for a migration: the pool and its reserve are in use".into(),
             )),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::config::WebhookEvent;
 use crate::document::{Document, DocumentCell, DocumentError, DocumentKey};
 use crate::guest::plugin::Plugin;
 use crate::lane::Lane;
@@ -160,6 +161,7 @@ impl Lane {
             .borrow_mut()
             .insert(key.clone(), cell.clone());
         self.metrics.documents.set(self.document_count() as i64);
+        self.webhook(&plugin.name, WebhookEvent::Opened, document, None, None);
         crate::lane::task::spawn(
             &self.services.health,
             "housekeeping",
@@ -273,6 +275,9 @@ impl Lane {
             current
         };
         self.metrics.documents.set(self.document_count() as i64);
+        if removed {
+            self.webhook(&key.0, WebhookEvent::Closed, &key.1, None, None);
+        }
         if removed && cell.borrow().is_crashed() {
             self.record_crash(key);
         }

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 
 use crate::guest::HttpRequest;
 use crate::lane::Lane;
-use crate::lane::admission::{answer_headers, origin_allowed, preflight};
+use crate::lane::admission::{answer_headers, origin_allowed, preflight, token_checked};
 use crate::lane::lookup::{find_plugin, open_document};
 use crate::metrics::Rejection;
 use crate::net::http::{self, RequestHead};
@@ -32,6 +32,14 @@ pub async fn serve(
     let origins = lane.services.config.origin_policy_for(plugin);
     if let Some(headers) = preflight(&origins, &head) {
         let _ = http::write_response(&mut stream, 204, &headers, b"").await;
+        http::linger(&mut stream).await;
+        return;
+    }
+    // A backend reads and writes documents with the same tokens (`Authorization`).
+    if token_checked(&lane, &mut stream, plugin, document, &head)
+        .await
+        .is_none()
+    {
         http::linger(&mut stream).await;
         return;
     }

@@ -5,12 +5,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use crate::guest::context::SettingsTable;
 use crate::guest::engine::Slots;
 use crate::guest::registry::Registry;
 use crate::lane::address_limit::AddressLimit;
 use crate::lane::table::{Health, Lanes};
 use crate::metrics::Metrics;
+use crate::net::access_token::AccessTokens;
+use crate::net::webhook::Webhooks;
 use crate::store::Storage;
 
 /// The process-wide services a lane uses.
@@ -33,11 +36,18 @@ pub struct Services {
     pub slots: Arc<Slots>,
     /// WebSockets per client address, across the lanes.
     pub addresses: Arc<AddressLimit>,
+    /// Each plugin's access token verifier (`[plugin.NAME.auth]`).
+    pub tokens: AccessTokens,
+    /// Each plugin's settings (`[plugin.NAME.settings]`).
+    pub settings: SettingsTable,
+    /// Each plugin's webhook queue (`[plugin.NAME.webhook]`).
+    pub webhooks: Webhooks,
     next_connection: AtomicU64,
 }
 
 impl Services {
-    /// Services for the lanes.
+    /// Services for the lanes. Fails when a plugin's access tokens or settings cannot
+    /// be used (a key file that does not parse, an unset environment variable).
     pub fn new(
         config: Arc<Config>,
         registry: Arc<Registry>,
@@ -46,8 +56,11 @@ impl Services {
         metrics: Arc<Metrics>,
         health: Arc<Health>,
         slots: Arc<Slots>,
-    ) -> Services {
-        Services {
+    ) -> Result<Services, ConfigError> {
+        Ok(Services {
+            tokens: AccessTokens::load(&config)?,
+            settings: SettingsTable::load(&config)?,
+            webhooks: Webhooks::start(&config, &metrics)?,
             addresses: AddressLimit::new(config.limits.max_connections_per_address),
             config,
             registry,
@@ -57,7 +70,18 @@ impl Services {
             health,
             slots,
             next_connection: AtomicU64::new(1),
-        }
+        })
+    }
+
+    /// Reads the access tokens and settings of every plugin from `fresh` (the config
+    /// file read again on SIGHUP). All other changes need a restart. On error nothing
+    /// changes.
+    pub fn reload_access(&self, fresh: &Config) -> Result<(), ConfigError> {
+        // Both are checked before either changes.
+        AccessTokens::load(fresh)?;
+        SettingsTable::load(fresh)?;
+        self.tokens.replace(fresh)?;
+        self.settings.replace(fresh)
     }
 
     /// A connection id unique in the process.

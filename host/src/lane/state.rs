@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, mpsc};
 
-use crate::document::{DocumentCell, DocumentKey, DocumentLimits};
+use crate::config::WebhookEvent;
+use crate::document::{DocumentCell, DocumentConfig, DocumentKey};
 use crate::guest::engine::deadline_ticks;
 use crate::lane::commands::{Handover, LaneCommand};
 use crate::lane::crash_loop::CrashLoopGuard;
@@ -18,6 +19,7 @@ use crate::lane::services::Services;
 use crate::lane::table::LaneAddress;
 use crate::metrics::LaneMetrics;
 use crate::net::budget::{ByteBudget, Charge};
+use crate::net::webhook::Event;
 
 /// The size of a lane's read buffer (and of one write): large enough that a busy socket
 /// is read in few calls, once per lane.
@@ -142,20 +144,45 @@ impl Lane {
         self.failed_saves.get()
     }
 
-    /// The limits for the documents of `plugin`.
-    pub fn limits_for(&self, plugin: &str) -> DocumentLimits {
+    /// The limits and settings for the documents of `plugin`.
+    pub fn limits_for(&self, plugin: &str) -> DocumentConfig {
         let config = &self.services.config;
-        DocumentLimits {
+        DocumentConfig {
             max_memory_bytes: config.max_memory_for(plugin),
             max_message_bytes: config.limits.max_message_bytes,
             max_timers: config.limits.max_timers,
             deadline_ticks: deadline_ticks(config.guest_deadline_for(plugin)),
+            settings: self.services.settings.for_plugin(plugin),
         }
     }
 
     /// The number of connection tasks (WebSocket or HTTP) of this lane.
     pub fn connection_count(&self) -> usize {
         self.tasks.get()
+    }
+
+    /// Queues a webhook event of `plugin`'s `document`, if its webhook wants `kind`
+    /// (never waits for the backend).
+    pub fn webhook(
+        &self,
+        plugin: &str,
+        kind: WebhookEvent,
+        document: &str,
+        connection: Option<u64>,
+        code: Option<u16>,
+    ) {
+        if self.services.webhooks.wants(plugin, kind) {
+            self.services.webhooks.emit(
+                plugin,
+                Event {
+                    kind,
+                    document: document.to_owned(),
+                    connection,
+                    code,
+                    export: None,
+                },
+            );
+        }
     }
 
     /// Whether the lane is shutting down (new connections get 503).

@@ -9,15 +9,17 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::config::WebhookEvent;
 use crate::document::outbox::{CLOSE_TIMEOUT, Outbox};
 use crate::document::{DocumentCell, DocumentError};
 use crate::guest::plugin::Plugin;
 use crate::guest::{ConnectInfo, Decision};
 use crate::lane::Lane;
 use crate::lane::address_limit::AddressSlot;
-use crate::lane::admission::{admit_address, origin_allowed};
+use crate::lane::admission::{admit_address, origin_allowed, token_checked};
 use crate::lane::lookup::{find_plugin, refuse_document};
 use crate::metrics::Rejection;
+use crate::net::access_token::{Admitted, TOKEN_SUBPROTOCOL};
 use crate::net::http::{self, RequestHead};
 use crate::net::websocket::frame::{close_payload, encode, opcode};
 
@@ -46,11 +48,19 @@ pub async fn serve(
         return;
     };
     lane.metrics.websockets.inc();
+    lane.webhook(plugin, WebhookEvent::Connected, document, Some(id), None);
     let code = crate::lane::socket::serve(&lane, &doc, id, stream, rest, &outbox, peer).await;
     outbox.finish();
     lane.metrics.websockets.dec();
     lane.metrics.closed(code);
     doc.borrow_mut().disconnect(id, code);
+    lane.webhook(
+        plugin,
+        WebhookEvent::Disconnected,
+        document,
+        Some(id),
+        Some(code),
+    );
     drop(address);
 }
 
@@ -92,6 +102,7 @@ async fn upgrade(
     if !origin_allowed(lane, &mut stream, plugin, &head).await {
         return None;
     }
+    let admitted = token_checked(lane, &mut stream, plugin, document, &head).await?;
     let client = http::client_address(&head, peer, lane.services.config.proxy_headers);
     let address = admit_address(lane, &mut stream, client.ip()).await?;
     let plugin = find_plugin(lane, &mut stream, plugin).await?;
@@ -119,7 +130,20 @@ async fn upgrade(
         limits.max_queued_bytes,
         limits.max_queued_frames,
     ));
-    let subprotocol = join(lane, &mut stream, &doc, &plugin, id, client, &head, &outbox).await?;
+    let subprotocol = join(
+        lane,
+        &mut stream,
+        &doc,
+        &plugin,
+        Joining {
+            id,
+            client,
+            head: &head,
+            admitted,
+        },
+        &outbox,
+    )
+    .await?;
     if http::write_switching_protocols(&mut stream, &accept_key, subprotocol.as_deref())
         .await
         .is_err()
@@ -181,21 +205,42 @@ async fn open(
     }
 }
 
+/// A connection about to join its document.
+struct Joining<'a> {
+    id: u64,
+    client: SocketAddr,
+    head: &'a RequestHead,
+    /// Its verified access token, when the plugin takes tokens.
+    admitted: Option<Admitted>,
+}
+
 /// Registers the connection with the document and asks the consumer (`on-connect`).
 /// Returns the subprotocol to answer with, or `None` when the client was refused (the
 /// consumer's own status and reason, or 500).
-#[allow(clippy::too_many_arguments)]
 async fn join(
     lane: &Lane,
     stream: &mut TcpStream,
     doc: &DocumentCell,
     plugin: &Plugin,
-    id: u64,
-    client: SocketAddr,
-    head: &RequestHead,
+    joining: Joining<'_>,
     outbox: &Rc<Outbox>,
 ) -> Option<Option<String>> {
-    let offered = head.subprotocols();
+    let Joining {
+        id,
+        client,
+        head,
+        admitted,
+    } = joining;
+    // A token's subprotocol is the host's business: the consumer sees the others.
+    let offered: Vec<String> = head
+        .subprotocols()
+        .into_iter()
+        .filter(|p| !p.starts_with(TOKEN_SUBPROTOCOL))
+        .collect();
+    let (claims, token_protocol) = match admitted {
+        Some(a) => (Some(a.claims), a.subprotocol),
+        None => (None, None),
+    };
     let info = ConnectInfo {
         id,
         path: head.path.clone(),
@@ -204,13 +249,16 @@ async fn join(
         subprotocols: offered.clone(),
         remote_address: client.to_string(),
     };
-    let decision = doc.borrow_mut().connect(info, outbox.clone());
+    let decision = doc.borrow_mut().connect(info, outbox.clone(), claims);
     match decision {
         Ok(Decision::Accept(Some(p))) if !offered.contains(&p) => {
             let doc = doc.borrow();
             tracing::warn!(plugin = %plugin.name, doc = %doc.id(), "consumer chose subprotocol {p:?}, which the client did not offer; ignored");
             Some(None)
         }
+        // A browser that offered only the token's subprotocol fails the handshake unless
+        // the answer names one it offered.
+        Ok(Decision::Accept(None)) if offered.is_empty() => Some(token_protocol),
         Ok(Decision::Accept(choice)) => Some(choice),
         Ok(Decision::Reject(r)) => {
             lane.metrics.rejected(Rejection::Consumer);

@@ -108,6 +108,8 @@ pub enum Rejection {
     Origin,
     /// The client's address holds `max_connections_per_address` WebSockets (429).
     AddressConnections,
+    /// No access token, or one that did not verify (401).
+    Token,
 }
 
 /// The limit a connection broke by sending too fast (closed with 1008).
@@ -152,6 +154,7 @@ impl Rejection {
             Rejection::Moved => "moved",
             Rejection::Origin => "origin",
             Rejection::AddressConnections => "address_connections",
+            Rejection::Token => "token",
         }
     }
 }

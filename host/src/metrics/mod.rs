@@ -18,6 +18,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 mod labels;
 mod store;
+mod webhook;
 
 use labels::{
     CallLabels, CodeLabels, HistogramFamily, LaneLabels, PluginLabels, ReasonLabels, TrapLabels,
@@ -25,6 +26,7 @@ use labels::{
 };
 pub use labels::{RateLimit, Rejection, trap_kind};
 pub use store::StoreMetrics;
+pub use webhook::WebhookMetrics;
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -69,6 +71,7 @@ pub struct Metrics {
     reloads: Family<PluginLabels, Counter>,
     reload_failures: Family<PluginLabels, Counter>,
     store: store::StoreFamilies,
+    webhooks: webhook::WebhookFamilies,
     /// Per plugin: document memory sizes (a multiset), for the largest document.
     sizes: Mutex<HashMap<String, Sizes>>,
     /// One render at a time: it rebuilds the instance gauges.
@@ -115,6 +118,7 @@ impl Metrics {
             reloads: Family::default(),
             reload_failures: Family::default(),
             store: store::StoreFamilies::new(),
+            webhooks: webhook::WebhookFamilies::default(),
             sizes: Mutex::new(HashMap::new()),
             rendering: Mutex::new(()),
         };
@@ -217,12 +221,18 @@ impl Metrics {
             m.reload_failures.clone(),
         );
         m.store.register(r);
+        m.webhooks.register(r);
         Metrics { registry, ..m }
     }
 
     /// The shared store's handles.
     pub fn store(&self) -> StoreMetrics {
         self.store.handles()
+    }
+
+    /// `plugin`'s webhook counters.
+    pub fn webhook(&self, plugin: &str) -> WebhookMetrics {
+        self.webhooks.handles(plugin)
     }
 
     /// The handles of lane `index`.

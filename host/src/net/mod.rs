@@ -2,12 +2,16 @@
 //! and responses ([`http`]), the WebSocket protocol ([`websocket`]), the paths wasmroom
 //! answers and document ids ([`route`]), which pages may open them ([`origin`]), a folder
 //! of static files ([`static_files`]), the byte budget for what is still arriving
-//! ([`budget`]) and rate limits ([`token_bucket`]). Knows nothing of lanes or documents.
+//! ([`budget`]), rate limits ([`token_bucket`]), access tokens ([`access_token`]) and
+//! webhooks to the application's backend ([`webhook`]). Knows nothing of lanes or
+//! documents.
 
+pub mod access_token;
 pub mod budget;
 pub mod http;
 pub mod static_files;
 pub mod token_bucket;
+pub mod webhook;
 
 // Pure parsers live in the `wasmroom-wire` crate (fuzzed there); the lane reaches them
 // here, beside the I/O that feeds them.

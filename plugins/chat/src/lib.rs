@@ -7,6 +7,9 @@
 //!   the others as `{"type":"message","name":"ann","text":"...","at":1700000000000}`;
 //! - on disconnect: `{"type":"leave","name":"ann"}`.
 //!
+//! With access tokens on (`[plugin.chat.auth]`), the name is the token's `name` claim (else
+//! `sub`) and `?name=` is ignored: the backend vouches for it.
+//!
 //! HTTP: `GET /docs/chat/{doc}` returns `{"document":"...","messages":[...]}`;
 //! `POST /docs/chat/{doc}` with a text body adds a line from `server`.
 
@@ -58,6 +61,17 @@ impl Chat {
     }
 }
 
+/// The `name` (else `sub`) claim of the connection's access token, cut to 64 bytes.
+fn token_name(conn: &Connect) -> Option<String> {
+    let claims: serde_json::Value = serde_json::from_str(&conn.claims()?).ok()?;
+    let name = claims["name"].as_str().or(claims["sub"].as_str())?;
+    let mut end = name.len().min(64);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    (end > 0).then(|| name[..end].to_owned())
+}
+
 impl Consumer for Chat {
     fn open(document: &str) -> Self {
         Chat {
@@ -67,10 +81,12 @@ impl Consumer for Chat {
     }
 
     fn on_connect(&mut self, conn: &Connect) -> Decision {
-        let name = match conn.query_param("name") {
-            Some(n) if !n.is_empty() && n.len() <= 64 => n.to_owned(),
-            Some(_) => return Decision::reject(400, "name must be 1 to 64 bytes"),
-            None => format!("guest-{}", conn.id),
+        // With access tokens on, the name is the verified one; `?name=` is not trusted.
+        let name = match (token_name(conn), conn.query_param("name")) {
+            (Some(n), _) => n,
+            (None, Some(n)) if !n.is_empty() && n.len() <= 64 => n.to_owned(),
+            (None, Some(_)) => return Decision::reject(400, "name must be 1 to 64 bytes"),
+            (None, None) => format!("guest-{}", conn.id),
         };
         let _ = send(
             conn.id,

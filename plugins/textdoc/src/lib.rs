@@ -37,6 +37,12 @@
 //!   Nothing was applied: a diff applies completely or not at all.
 //! - On connect: `{"type":"doc","v":V,"text":"..."}`.
 //!
+//! **Viewers.** With access tokens on (`[plugin.textdoc.auth]` in the host's config), a
+//! connection whose token has the claim `"role": "viewer"` is read-only: it gets the
+//! document and every change, and each of its diffs is answered with
+//! `{"type":"error","rid":R,"reason":"read-only: ..."}` and not applied. `PUT` over HTTP
+//! is for the backend and is not affected.
+//!
 //! `steps` messages arrive in version order without gaps. A version can reach a client
 //! twice (as `steps`, then in a `behind` answer sent after it): clients apply each version
 //! once, by `v`.
@@ -57,8 +63,16 @@ mod protocol;
 use protocol::{ReplaceError, TextDoc};
 use wasmroom_sdk::{
     Connect, ConnectionId, Consumer, Decision, LogLevel, Message, Request, Response, broadcast,
-    log, send,
+    claims, log, send,
 };
+
+/// Whether `conn`'s access token makes it a viewer (`"role": "viewer"`). Asked per
+/// diff, not remembered: the host keeps the claims, also across hot reloads.
+fn is_viewer(conn: ConnectionId) -> bool {
+    claims(conn)
+        .and_then(|c| serde_json::from_str::<serde_json::Value>(&c).ok())
+        .is_some_and(|c| c["role"] == "viewer")
+}
 
 /// Sends, logging what the host refused (the client would notice the gap and refetch).
 fn send_or_log(to: ConnectionId, msg: String) {
@@ -93,6 +107,14 @@ impl Consumer for TextDoc {
             );
             return;
         };
+        if is_viewer(from) {
+            let rid = serde_json::from_str::<serde_json::Value>(&raw)
+                .ok()
+                .and_then(|m| m["rid"].as_u64());
+            let reason = "read-only: this connection's token is a viewer's";
+            send_or_log(from, protocol::error(rid, reason));
+            return;
+        }
         let outcome = self.handle(&raw);
         send_or_log(from, outcome.reply);
         if let Some(steps) = outcome.broadcast {

@@ -75,6 +75,9 @@ enum Mode {
     Cold {
         #[arg(long, default_value_t = 1000)]
         count: usize,
+        /// A query string for every request (e.g. `token=...` for access tokens).
+        #[arg(long)]
+        query: Option<String>,
     },
     /// Hold idle connections.
     Hold {
@@ -127,7 +130,9 @@ fn main() -> anyhow::Result<()> {
             },
             server_pid,
         )?,
-        Mode::Cold { count } => runtime(cli.threads)?.block_on(cold(&cli.url, count))?,
+        Mode::Cold { count, query } => {
+            runtime(cli.threads)?.block_on(cold(&cli.url, count, query.as_deref()))?
+        }
         Mode::Hold {
             docs,
             clients,
@@ -188,12 +193,13 @@ fn percentile_us(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64
 }
 
-async fn cold(base: &str, count: usize) -> anyhow::Result<serde_json::Value> {
+async fn cold(base: &str, count: usize, query: Option<&str>) -> anyhow::Result<serde_json::Value> {
     let mut hist = Histogram::<u64>::new(3)?;
     let tag = std::process::id();
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
     for i in 0..count {
         let t = Instant::now();
-        let mut ws = open(&format!("{base}/cold-{tag}-{i}"), None).await?;
+        let mut ws = open(&format!("{base}/cold-{tag}-{i}{query}"), None).await?;
         hist.record(t.elapsed().as_micros().max(1) as u64)?;
         let _ = ws.close(None).await;
     }

@@ -10,6 +10,8 @@
 //!   (never returns), `grow` (allocates without end), `panic`;
 //! - every due timer broadcasts `timer N`; `restore` broadcasts how many connections it sees;
 //! - `log TEXT` logs TEXT as a warning, as it is (control characters included);
+//! - `claims` answers this connection's token claims (`none` without), `setting NAME`
+//!   the plugin's setting (`none` if unset), `subprotocols` what `on-connect` was offered;
 //! - the document `trap-open` traps in `open`, with control characters in its message;
 //! - an HTTP request answers `probe {document}`, or `?size=N` bytes of `x`, with status
 //!   200 or `?status=N`.
@@ -18,12 +20,13 @@ use std::time::Duration;
 
 use wasmroom_sdk::{
     Connect, ConnectionId, Consumer, Decision, LogLevel, Message, Request, Response, broadcast,
-    cancel_timer, close, connections, log, send, set_timer,
+    cancel_timer, claims, close, connections, log, send, set_timer, setting,
 };
 
 struct Probe {
     document: String,
     remote: Vec<(ConnectionId, String)>,
+    offered: Vec<(ConnectionId, Vec<String>)>,
     departed: Vec<(ConnectionId, u16)>,
     hoard: Vec<Vec<u8>>,
 }
@@ -36,6 +39,7 @@ impl Consumer for Probe {
         Probe {
             document: document.to_owned(),
             remote: Vec::new(),
+            offered: Vec::new(),
             departed: Vec::new(),
             hoard: Vec::new(),
         }
@@ -48,6 +52,7 @@ impl Consumer for Probe {
             return Decision::reject(status, reason.replace("%20", " "));
         }
         self.remote.push((conn.id, conn.remote_address.clone()));
+        self.offered.push((conn.id, conn.subprotocols.clone()));
         let subprotocol = conn.subprotocols.iter().find(|p| *p == "probe.v1").cloned();
         Decision::Accept { subprotocol }
     }
@@ -93,6 +98,16 @@ impl Consumer for Probe {
                 .map(|(id, code)| format!("{id}:{code}"))
                 .collect::<Vec<_>>()
                 .join(","),
+            "claims" => claims(from).unwrap_or_else(|| "none".to_owned()),
+            "subprotocols" => self
+                .offered
+                .iter()
+                .find(|(id, _)| *id == from)
+                .map(|(_, p)| p.join(","))
+                .unwrap_or_default(),
+            other if other.starts_with("setting ") => {
+                setting(&other["setting ".len()..]).unwrap_or_else(|| "none".to_owned())
+            }
             other if other.starts_with("log ") => {
                 log(LogLevel::Warn, &other["log ".len()..]);
                 "logged".to_owned()
