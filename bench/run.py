@@ -297,9 +297,12 @@ def lanes_scaling(plugins_dir, seconds):
                 subprocess.Popen(
                     [str(c) for c in ["taskset", "-c", GENERATOR_CPU, ROOT / "target" / "release" / "loadgen",
                                       "--url", url, "run", "--docs", docs, "--clients", 4, "--size", 64,
-                                      "--rate", 40, "--seconds", seconds]],
+                                      "--rate", 40, "--seconds", seconds, "--first-doc", i * docs]],
                     stdout=subprocess.PIPE, text=True)
-                for url in peer.urls
+                # Distinct documents per generator: with the same names, both generators'
+                # clients would meet in one document (the hand-over joins them) and each
+                # would count the other's deliveries as its own.
+                for i, url in enumerate(peer.urls)
             ]
             runs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
             share = (cpu_seconds(peer.proc.pid) - cpu0) / (time.time() - t0)

@@ -34,6 +34,17 @@ fn scenario_with_pauses(
     server: &Server,
     scenario: &str,
     document: &str,
+    act: impl FnMut(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    scenario_with_tokens(server, scenario, document, "{}", act)
+}
+
+/// Like [`scenario_with_pauses`], with access tokens by role (JSON) for the script.
+fn scenario_with_tokens(
+    server: &Server,
+    scenario: &str,
+    document: &str,
+    tokens: &str,
     mut act: impl FnMut(&str) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let project = node_project();
@@ -48,6 +59,7 @@ fn scenario_with_pauses(
         .arg(server.url(0, "/ws/yjs"))
         .arg(scenario)
         .arg(document)
+        .arg(tokens)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -113,6 +125,31 @@ fn scenario_with_pauses(
         Ok(s) if s.success() && stdout.contains(&format!("ok {scenario}:")) => Ok(()),
         Ok(s) => bail!("scenario {scenario} failed ({s}):\n{stdout}{stderr}"),
     }
+}
+
+#[test]
+fn a_viewer_follows_the_document_but_its_edits_are_refused() -> anyhow::Result<()> {
+    use jsonwebtoken::{EncodingKey, Header, encode, get_current_timestamp};
+    let secret = "yjs-token-secret-0123456789abcdefgh";
+    let server = Server::start_with_config(
+        &["yjs"],
+        1,
+        &format!("[plugin.yjs.auth]\nalgorithm = \"HS256\"\nsecret = \"{secret}\"\n"),
+    )?;
+    let token = |role: &str| {
+        let claims = serde_json::json!({"doc": "shared", "role": role, "exp": get_current_timestamp() + 120});
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let tokens =
+        serde_json::json!({"editor": token("editor"), "viewer": token("viewer")}).to_string();
+    scenario_with_tokens(&server, "viewer", "shared", &tokens, |why| {
+        bail!("the viewer scenario paused ({why})")
+    })
 }
 
 #[test]

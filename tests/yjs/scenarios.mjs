@@ -15,7 +15,9 @@ import WebSocket from 'ws'
 
 const TIMEOUT_MS = 15000
 
-const [serverUrl, scenario, docName] = process.argv.slice(2)
+const [serverUrl, scenario, docName, tokensJson] = process.argv.slice(2)
+/** Access tokens by role (`{"editor": "...", "viewer": "..."}`), for servers that want them. */
+const tokens = JSON.parse(tokensJson ?? '{}')
 if (!serverUrl || !scenario || !docName) {
   console.error('usage: node scenarios.mjs ws://HOST:PORT/ws/yjs SCENARIO DOCUMENT')
   process.exit(2)
@@ -57,9 +59,10 @@ const pause = async (why) => {
 
 /** A client: a Y.Doc (possibly edited offline) and its provider, connected and synced. */
 class Client {
-  constructor (name, doc = new Y.Doc()) {
+  constructor (name, doc = new Y.Doc(), token = undefined) {
     this.name = name
     this.doc = doc
+    this.token = token
     this.provider = null
   }
 
@@ -70,7 +73,8 @@ class Client {
   async connect () {
     this.provider = new WebsocketProvider(serverUrl, docName, this.doc, {
       WebSocketPolyfill: WebSocket,
-      disableBc: true
+      disableBc: true,
+      params: this.token ? { token: this.token } : {}
     })
     this.provider.on('connection-error', (e) => console.error(`${this.name}: connection error`, e?.message ?? e))
     await until(`${this.name} to sync with the server`, () => this.provider.synced,
@@ -155,6 +159,26 @@ const fetchDoc = async () => {
 }
 
 const scenarios = {
+  // With access tokens: a viewer gets the document and every change, but its own edits
+  // are refused with y-protocols' "permission denied" and reach nobody.
+  async viewer () {
+    const editor = await new Client('editor', new Y.Doc(), tokens.editor).connect()
+    const viewer = await new Client('viewer', new Y.Doc(), tokens.viewer).connect()
+    editor.append('E1 ')
+    await viewer.docUntil("the editor's first edit", () => viewer.text.includes('E1'))
+    const denied = frameWaiter(viewer, 'a permission denied for its edit',
+      (f) => f[0] === 2 && Buffer.from(f).includes('read-only'))
+    viewer.append('V1 ')
+    await denied
+    // The server handled the viewer's edit before it answered; the editor's next edit
+    // reaches the viewer, and the viewer's never reached the editor.
+    editor.append('E2 ')
+    await viewer.docUntil("the editor's second edit", () => viewer.text.includes('E2'))
+    if (editor.text.includes('V1')) fail(`the viewer's edit reached the editor: ${JSON.stringify(editor.text)}`)
+    editor.destroy(); viewer.destroy()
+    return `the editor holds ${JSON.stringify(editor.text)}`
+  },
+
   // Two clients edit, concurrently too; each sees both edits and they end in one state.
   async converge () {
     const a = await new Client('a').connect()

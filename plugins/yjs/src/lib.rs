@@ -17,10 +17,17 @@
 //!   again within their 15 s renewal.
 //! - HTTP: `GET /docs/yjs/{doc}` returns the document as one Yjs update (v1,
 //!   `application/octet-stream`): `Y.applyUpdate(doc, body)`.
+//! - Viewers: with access tokens on (`[plugin.yjs.auth]`), a connection whose token has
+//!   `"role": "viewer"` gets the document and every change, but its updates are not
+//!   applied: each is answered with y-protocols' auth message "permission denied" and a
+//!   reason (the client's `permissionDeniedHandler` sees it). Its awareness (cursor,
+//!   presence) is relayed as anyone's.
 //! - No randomness: the server's client id and the document guid are fixed; awareness
 //!   timestamps come from the host clock.
 
 mod room;
+
+use std::collections::HashMap;
 
 use room::{Out, Room};
 use wasmroom_sdk::{
@@ -33,6 +40,17 @@ const CLOSE_TOO_LARGE: u16 = 4413;
 
 struct Yjs {
     room: Room,
+    /// Whether each connection that sent something is a viewer, from its token's claims
+    /// (asked once per connection; the host keeps the claims across hot reloads, this
+    /// cache is rebuilt after one).
+    viewers: HashMap<ConnectionId, bool>,
+}
+
+/// Whether `conn`'s access token makes it a viewer (`"role": "viewer"`).
+fn is_viewer(conn: ConnectionId) -> bool {
+    wasmroom_sdk::claims(conn)
+        .and_then(|c| serde_json::from_str::<serde_json::Value>(&c).ok())
+        .is_some_and(|c| c["role"] == "viewer")
 }
 
 impl Yjs {
@@ -76,6 +94,7 @@ impl Consumer for Yjs {
     fn open(document: &str) -> Self {
         Yjs {
             room: Room::new(document, wasmroom_sdk::now_ms),
+            viewers: HashMap::new(),
         }
     }
 
@@ -86,7 +105,10 @@ impl Consumer for Yjs {
 
     fn on_message(&mut self, from: ConnectionId, msg: Message) {
         let out = match msg {
-            Message::Binary(frame) => self.room.message(from, &frame),
+            Message::Binary(frame) => {
+                let viewer = *self.viewers.entry(from).or_insert_with(|| is_viewer(from));
+                self.room.message_from(from, &frame, viewer)
+            }
             Message::Text(_) => vec![Out::Close(
                 from,
                 room::CLOSE_MALFORMED,
@@ -97,6 +119,7 @@ impl Consumer for Yjs {
     }
 
     fn on_disconnect(&mut self, conn: ConnectionId, _code: u16) {
+        self.viewers.remove(&conn);
         let out = self.room.disconnect(conn);
         self.run(out);
     }

@@ -120,8 +120,15 @@ impl Room {
         out
     }
 
-    /// A binary frame from `from`.
+    /// A binary frame from `from`, who may edit.
+    #[cfg(test)]
     pub(crate) fn message(&mut self, from: Conn, data: &[u8]) -> Vec<Out> {
+        self.message_from(from, data, false)
+    }
+
+    /// A binary frame from `from`; a `read_only` connection's document updates are
+    /// refused (y-protocols' "permission denied", with the reason), not applied.
+    pub(crate) fn message_from(&mut self, from: Conn, data: &[u8], read_only: bool) -> Vec<Out> {
         // Message types this server does not know are skipped, as the reference server
         // does; only a known type that does not decode is an error.
         match Cursor::new(data).read_var::<u32>() {
@@ -146,6 +153,16 @@ impl Room {
                     from,
                     Message::Sync(SyncMessage::SyncStep2(update)).encode_v1(),
                 )]
+            }
+            Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update))
+                if read_only =>
+            {
+                // A viewer's own sync step 2 after connecting is empty: nothing to refuse.
+                if update == EMPTY_UPDATE {
+                    return Vec::new();
+                }
+                let reason = "read-only: this connection's token is a viewer's".to_owned();
+                vec![Out::Send(from, Message::Auth(Some(reason)).encode_v1())]
             }
             Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
                 self.apply(from, &update)

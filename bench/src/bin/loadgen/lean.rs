@@ -53,6 +53,8 @@ pub(crate) struct Shape {
     /// The event loop polls once per `poll` (plus the sleep's timer slack, up to 50 us): the
     /// latencies it measures include up to that much.
     pub(crate) poll: Duration,
+    /// The first document's number (`bench-{first_doc}`).
+    pub(crate) first_doc: usize,
 }
 
 struct Conn {
@@ -251,7 +253,11 @@ pub(crate) fn run(
     for d in 0..docs {
         for _ in 0..clients {
             let t = Instant::now();
-            let (stream, early) = handshake(addr, host, &format!("{prefix}/bench-{d}"))?;
+            let (stream, early) = handshake(
+                addr,
+                host,
+                &format!("{prefix}/bench-{}", shape.first_doc + d),
+            )?;
             connect.record(t.elapsed().as_micros().max(1) as u64)?;
             stream.set_nonblocking(true)?;
             let mut stream = TcpStream::from_std(stream);

@@ -67,6 +67,10 @@ enum Mode {
         /// messages are timed when read, so latencies include up to this much).
         #[arg(long, default_value_t = 250)]
         poll_us: u64,
+        /// Documents are `bench-{first_doc}` onwards (generators sharing a server use
+        /// distinct ranges).
+        #[arg(long, default_value_t = 0)]
+        first_doc: usize,
         /// The server's pid: its CPU share over the sending window is reported too.
         #[arg(long)]
         server_pid: Option<u32>,
@@ -116,6 +120,7 @@ fn main() -> anyhow::Result<()> {
             seconds,
             tick_ms,
             poll_us,
+            first_doc,
             server_pid,
         } => lean::run(
             &cli.url,
@@ -127,6 +132,7 @@ fn main() -> anyhow::Result<()> {
                 duration: Duration::from_secs_f64(seconds),
                 tick: Duration::from_secs_f64(tick_ms / 1000.0),
                 poll: Duration::from_micros(poll_us),
+                first_doc,
             },
             server_pid,
         )?,

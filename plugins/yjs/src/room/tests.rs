@@ -168,6 +168,39 @@ fn two_clients_converge_through_the_room() {
 }
 
 #[test]
+fn a_viewer_is_refused_with_a_reason_and_changes_nothing() {
+    let mut room = Room::new("doc", clock);
+    let editor = Client::new(1, 101);
+    let viewer = Client::new(2, 102);
+    join(&mut room, &[&editor, &viewer], &editor);
+    join(&mut room, &[&editor, &viewer], &viewer);
+    let out = room.message_from(viewer.conn, &viewer.type_text("vandalism"), true);
+    let [Out::Send(to, frame)] = out.as_slice() else {
+        panic!("expected one answer to the viewer: {out:?}");
+    };
+    assert_eq!(*to, viewer.conn);
+    assert_eq!(
+        Message::decode_v1(frame).unwrap(),
+        Message::Auth(Some(
+            "read-only: this connection's token is a viewer's".into()
+        ))
+    );
+    assert_eq!(
+        room.state(),
+        Room::new("doc", clock).state(),
+        "nothing applied"
+    );
+    // Its empty sync step 2 (nothing of its own) is not refused; the editor still edits.
+    let empty = Message::Sync(SyncMessage::SyncStep2(vec![0, 0])).encode_v1();
+    assert!(room.message_from(viewer.conn, &empty, true).is_empty());
+    let out = room.message(editor.conn, &editor.type_text("hello"));
+    deliver(&mut room, &[&editor, &viewer], out);
+    // The viewer keeps its own local edit (the client's business); nobody else sees it.
+    assert_eq!(editor.text(), "hello");
+    assert!(viewer.text().contains("hello"), "{}", viewer.text());
+}
+
+#[test]
 fn a_late_joiner_gets_everything_from_the_room_and_brings_its_offline_edit() {
     let mut room = Room::new("doc", clock);
     let a = Client::new(1, 101);
