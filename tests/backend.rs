@@ -44,15 +44,26 @@ fn eddsa(claims: &Value) -> String {
     .unwrap()
 }
 
+fn rs256(claims: &Value) -> String {
+    let pem = std::fs::read(fixture("rsa-test-private.pem")).unwrap();
+    encode(
+        &Header::new(Algorithm::RS256),
+        claims,
+        &EncodingKey::from_rsa_pem(&pem).unwrap(),
+    )
+    .unwrap()
+}
+
 fn in_a_minute() -> u64 {
     get_current_timestamp() + 60
 }
 
 /// A server whose `probe` takes HS256 tokens (from a cookie too), `textdoc` takes them
-/// as well, and `chat` takes EdDSA tokens; the probe has settings, one from the
-/// environment.
+/// as well, `chat` takes EdDSA tokens and `relay` RS256 ones; the probe has settings, one
+/// from the environment.
 fn start() -> anyhow::Result<Server> {
     let public = fixture("ed25519-test-public.pem");
+    let rsa = fixture("rsa-test-public.pem");
     let config = format!(
         r#"
 [plugin.probe.auth]
@@ -72,8 +83,13 @@ secret = "{SECRET}"
 [plugin.chat.auth]
 algorithm = "EdDSA"
 public_key_file = "{}"
+
+[plugin.relay.auth]
+algorithm = "RS256"
+public_key_file = "{}"
 "#,
-        public.display()
+        public.display(),
+        rsa.display()
     );
     let file = tempfile::Builder::new().suffix(".toml").tempfile()?;
     std::fs::write(file.path(), config)?;
@@ -187,8 +203,17 @@ async fn a_valid_token_opens_its_document_and_its_claims_reach_the_consumer() ->
         .connect(0, &format!("/ws/chat/room?token={chat}"))
         .await?;
     ws.send(Message::text("hello")).await?;
-    // Plugins without `auth` stay open.
-    server.connect(0, "/ws/relay/anything").await?;
+    // RS256 for `relay`; an EdDSA token is refused there.
+    let relay = rs256(&json!({"doc": "*", "exp": in_a_minute()}));
+    server
+        .connect(0, &format!("/ws/relay/any?token={relay}"))
+        .await?;
+    let other = eddsa(&json!({"doc": "*", "exp": in_a_minute()}));
+    let refusal = refused(&server.url(0, &format!("/ws/relay/any?token={other}"))).await?;
+    assert_eq!(
+        (refusal.0, refusal.1.trim_end()),
+        (401, "invalid access token: algorithm not accepted")
+    );
     Ok(())
 }
 
@@ -608,11 +633,12 @@ async fn a_backend_that_was_down_gets_the_newest_events_within_the_bound() -> an
         8.0,
     )
     .await?;
+    // Down for over ten seconds: six attempts, 0.2 s apart and doubling, failed.
     wait_for_metric(
         server.addr(0),
         "wasmroom_webhook_events_total",
         &["outcome=\"retried\""],
-        2.0,
+        6.0,
     )
     .await?;
     assert_eq!(events("dropped").await?, 3.0, "the oldest three made room");
