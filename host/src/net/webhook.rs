@@ -58,6 +58,9 @@ pub struct Event {
 #[derive(Debug)]
 struct Queue {
     plugin: String,
+    /// This process's start (ms since the epoch, hex): with the sequence number, an
+    /// event id no other run of the host repeats.
+    run: String,
     hook: ResolvedWebhook,
     pending: Mutex<VecDeque<(u64, Event, u64)>>,
     wake: Notify,
@@ -76,12 +79,14 @@ impl Webhooks {
     /// plugin has a webhook).
     pub fn start(config: &Config, metrics: &Metrics) -> Result<Webhooks, ConfigError> {
         let mut queues = HashMap::new();
+        let run = format!("{:x}", now_ms());
         for plugin in config.plugin.keys() {
             if let Some(hook) = config.webhook_for(plugin)? {
                 queues.insert(
                     plugin.clone(),
                     Arc::new(Queue {
                         plugin: plugin.clone(),
+                        run: run.clone(),
                         hook,
                         pending: Mutex::new(VecDeque::new()),
                         wake: Notify::new(),
@@ -192,7 +197,7 @@ async fn deliver(queue: Arc<Queue>) {
             waiting.await;
             continue;
         };
-        let body = body(&queue.plugin, id, &event, at).to_string();
+        let body = body(&queue.plugin, &format!("{}-{id}", queue.run), &event, at).to_string();
         let signature = sign(&queue.hook.secret, body.as_bytes());
         let sent = client
             .post(&queue.hook.url)
@@ -227,7 +232,7 @@ async fn deliver(queue: Arc<Queue>) {
 }
 
 /// The JSON body of one event.
-fn body(plugin: &str, id: u64, event: &Event, at_ms: u64) -> Value {
+fn body(plugin: &str, id: &str, event: &Event, at_ms: u64) -> Value {
     let mut body = json!({
         "id": id,
         "event": event.kind.name(),
@@ -305,7 +310,7 @@ mod tests {
         };
         let text = body(
             "p",
-            1,
+            "r-1",
             &event(Export::Consumer {
                 content_type: Some("application/json".into()),
                 body: b"{\"v\":1}".to_vec(),
@@ -318,7 +323,7 @@ mod tests {
             (text["event"].as_str(), text["time_ms"].as_u64()),
             (Some("saved"), Some(5))
         );
-        let raw = body("p", 2, &event(Export::Snapshot(vec![0xff, 0])), 5);
+        let raw = body("p", "r-2", &event(Export::Snapshot(vec![0xff, 0])), 5);
         assert_eq!(raw["export"]["body"], "/wA=");
         assert_eq!(raw["export"]["source"], "snapshot");
     }
@@ -333,6 +338,7 @@ mod tests {
         let hook = config.webhook_for("p").unwrap().unwrap();
         let queue = Arc::new(Queue {
             plugin: "p".into(),
+            run: "r".into(),
             hook,
             pending: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
