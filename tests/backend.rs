@@ -117,6 +117,25 @@ async fn connect_with(server: &Server, path: &str, headers: &[(&str, &str)]) -> 
     Ok(ws)
 }
 
+/// Opens a WebSocket offering `protocols`; the socket and the subprotocol the server chose.
+async fn offering(server: &Server, protocols: &str) -> anyhow::Result<(Ws, Option<String>)> {
+    let mut request = server.url(0, "/ws/probe/notes").into_client_request()?;
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", protocols.parse()?);
+    let (ws, response) = tokio_tungstenite::connect_async(request).await?;
+    let chosen = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    Ok((ws, chosen))
+}
+
+/// The claims the probe consumer sees for this connection.
+async fn claims_seen(ws: &mut Ws) -> anyhow::Result<Value> {
+    Ok(serde_json::from_str(&ask(ws, "claims").await?)?)
+}
+
 async fn ask(ws: &mut Ws, command: &str) -> anyhow::Result<String> {
     send_text(ws, command).await?;
     recv_text(ws).await
@@ -138,48 +157,22 @@ async fn a_valid_token_opens_its_document_and_its_claims_reach_the_consumer() ->
     // `Authorization: Bearer`.
     let bearer = format!("Bearer {token}");
     let mut ws = connect_with(&server, "/ws/probe/notes", &[("authorization", &bearer)]).await?;
-    assert_eq!(
-        serde_json::from_str::<Value>(&ask(&mut ws, "claims").await?)?,
-        claims
-    );
+    assert_eq!(claims_seen(&mut ws).await?, claims);
     // The configured cookie.
     let cookie = format!("theme=dark; session_token={token}");
     let mut ws = connect_with(&server, "/ws/probe/notes", &[("cookie", &cookie)]).await?;
-    assert_eq!(
-        serde_json::from_str::<Value>(&ask(&mut ws, "claims").await?)?,
-        claims
-    );
+    assert_eq!(claims_seen(&mut ws).await?, claims);
     // A subprotocol (what a browser can set): the consumer does not see it, and the
     // answer names it when the consumer chose none.
     let protocol = format!("wasmroom.token.{token}");
-    let mut request = server.url(0, "/ws/probe/notes").into_client_request()?;
-    request
-        .headers_mut()
-        .insert("sec-websocket-protocol", protocol.parse()?);
-    let (mut ws, response) = tokio_tungstenite::connect_async(request).await?;
-    assert_eq!(
-        response
-            .headers()
-            .get("sec-websocket-protocol")
-            .map(|v| v.to_str().unwrap()),
-        Some(protocol.as_str())
-    );
+    let (mut ws, chosen) = offering(&server, &protocol).await?;
+    assert_eq!(chosen.as_deref(), Some(protocol.as_str()));
     assert_eq!(ask(&mut ws, "subprotocols").await?, "");
-    assert_eq!(
-        serde_json::from_str::<Value>(&ask(&mut ws, "claims").await?)?,
-        claims
-    );
+    assert_eq!(claims_seen(&mut ws).await?, claims);
     // Beside a real subprotocol, the consumer chooses that one.
     let both = format!("probe.v1, {protocol}");
-    let mut request = server.url(0, "/ws/probe/notes").into_client_request()?;
-    request
-        .headers_mut()
-        .insert("sec-websocket-protocol", both.parse()?);
-    let (mut ws, response) = tokio_tungstenite::connect_async(request).await?;
-    assert_eq!(
-        response.headers().get("sec-websocket-protocol").unwrap(),
-        "probe.v1"
-    );
+    let (mut ws, chosen) = offering(&server, &both).await?;
+    assert_eq!(chosen.as_deref(), Some("probe.v1"));
     assert_eq!(ask(&mut ws, "subprotocols").await?, "probe.v1");
 
     // A pattern opens every document it names, and HTTP takes the same token.
