@@ -143,10 +143,10 @@ class Peer:
         for _ in range(lanes - 1):
             self.ports.append(free_port(bind))
             cmd += ["--port", str(self.ports[-1])]
-        env = dict(os.environ, RUST_LOG="warn")
+        env = dict(os.environ, RUST_LOG=os.environ.get("PEER_RUST_LOG", "warn"))
         self.proc = subprocess.Popen(
             ["taskset", "-c", cpus, *map(str, cmd)],
-            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=open(os.environ.get("PEER_LOG", os.devnull), "a"),
         )
         for port in self.ports:
             wait_ready(port, self.proc, http_probe=name == "wasmroom", host=bind)

@@ -501,13 +501,13 @@ pub(crate) fn apply(outboxes: &HashMap<u64, Rc<Outbox>>, effect: Effect) {
     match effect {
         Effect::Send(id, frame) => {
             if let Some(outbox) = outboxes.get(&id) {
-                outbox.push(frame);
+                outbox.push(&frame);
             }
         }
         Effect::Broadcast(frame, except) => {
             for (id, outbox) in outboxes {
                 if !except.contains(id) {
-                    outbox.push(frame.clone());
+                    outbox.push(&frame);
                 }
             }
         }

@@ -49,10 +49,10 @@ pub fn engine(config: &Config) -> Result<Engine, EngineError> {
         .total_core_instances(documents.saturating_mul(CORE_INSTANCES_PER_DOCUMENT))
         .total_memories(documents)
         .total_tables(documents.saturating_mul(TABLES_PER_DOCUMENT))
-        .max_memory_size(memory)
-        // Keep a document's first pages resident when its slot is reused: cheaper than
-        // faulting them in again on the next open.
-        .linear_memory_keep_resident(64 << 10);
+        // No pages are kept resident when a slot is given back (the default): resetting
+        // them cost more than faulting them in on the next open, and made a hot reload of
+        // 10,000 documents 0.4 s slower (every migration gives one slot back).
+        .max_memory_size(memory);
 
     let mut wasm = wasmtime::Config::new();
     wasm.wasm_component_model(true)

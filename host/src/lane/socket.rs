@@ -4,9 +4,9 @@
 //!
 //! A connection keeps no buffer of its own while it is idle. A read lands in the lane's
 //! read buffer and whole frames are handled where they lie ([`Decoder`] keeps only the
-//! tail of a frame that has not arrived whole); queued frames are encoded into the
-//! lane's write buffer and written with one `write` per wake-up, however many there
-//! are; only what the socket could not take is copied aside until it drains.
+//! tail of a frame that has not arrived whole); frames are encoded as they are queued
+//! ([`Outbox`]) and written with one vectored `write` per wake-up, however many there
+//! are.
 //!
 //! The same task keeps the connection's timer (keepalive, the deadline of an incomplete
 //! message, the close handshake's), answers pings and carries out the close handshake.
@@ -28,12 +28,9 @@ use crate::lane::Lane;
 use crate::metrics::RateLimit;
 use crate::net::budget::Charge;
 use crate::net::token_bucket::TokenBucket;
-use crate::net::websocket::frame::{close_payload, encode, opcode};
+use crate::net::websocket::frame::close_payload;
 use crate::net::websocket::{Decoder, Event};
 use crate::store::{Lease, LeaseClock};
-
-/// Bytes encoded for one `write` at most.
-const WRITE_BATCH: usize = 64 * 1024;
 
 /// One connection's state, beside the decoder.
 struct Connection<'a> {
@@ -43,8 +40,6 @@ struct Connection<'a> {
     stream: TcpStream,
     outbox: &'a Outbox,
     peer: SocketAddr,
-    /// Bytes encoded but not yet taken by the socket; empty (no allocation) otherwise.
-    pending: Vec<u8>,
     /// The client's close code, once its close frame arrived (1005 without a code).
     client_closed: Option<u16>,
     /// Our close frame is encoded (the last thing this connection sends).
@@ -93,7 +88,6 @@ pub async fn serve(
         stream,
         outbox,
         peer,
-        pending: Vec::new(),
         client_closed: None,
         close_sent: false,
         read_done: false,
@@ -132,7 +126,7 @@ pub async fn serve(
             timer.as_mut().reset(due.into());
             timer_at = due;
         }
-        let writing = !conn.pending.is_empty();
+        let writing = !outbox.is_empty();
         tokio::select! {
             biased;
             readable = conn.stream.readable(), if !conn.read_done => {
@@ -164,7 +158,7 @@ pub async fn serve(
                         tracing::debug!(lane = lane.index, peer = %conn.peer, "no answer to a ping within {ping_timeout:?}: closing");
                         conn.fail_with(1001, "ping timeout");
                     } else {
-                        outbox.push(Frame::Ping(Default::default()));
+                        outbox.push(&Frame::Ping(Default::default()));
                         conn.awaiting_pong = true;
                         conn.ping_at = now + ping_timeout;
                     }
@@ -259,7 +253,7 @@ impl Connection<'_> {
             Event::Text(text) => Message::Text(text),
             Event::Binary(bytes) => Message::Binary(bytes),
             Event::Ping(payload) => {
-                self.outbox.push(Frame::Pong(payload.into()));
+                self.outbox.push(&Frame::Pong(payload.into()));
                 return;
             }
             Event::Pong => return,
@@ -307,34 +301,11 @@ impl Connection<'_> {
         self.charge.resize(0);
     }
 
-    /// Writes what is pending, then what is queued, then the close frame when it is due,
-    /// as long as the socket takes it.
+    /// Writes what is queued, then the close frame when it is due, as long as the socket
+    /// takes it.
     fn flush(&mut self) -> std::io::Result<()> {
         loop {
-            if !self.pending.is_empty() {
-                match self.stream.try_write(&self.pending) {
-                    Ok(n) => {
-                        self.pending.drain(..n);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-                    Err(e) => return Err(e),
-                }
-                if !self.pending.is_empty() {
-                    return Ok(());
-                }
-                // Drained: an idle connection keeps no buffer.
-                self.pending = Vec::new();
-            }
-            let lane = self.lane;
-            let mut out = lane.write_buffer();
-            out.clear();
-            while out.len() < WRITE_BATCH {
-                let Some(frame) = self.outbox.pop() else {
-                    break;
-                };
-                self.encode(&mut out, &frame);
-            }
-            if self.outbox.queued_bytes() == 0 && !self.close_sent {
+            if self.outbox.is_empty() && !self.close_sent {
                 let close = match (self.client_closed, self.outbox.ending()) {
                     // The client closed: echo its code (none if it gave none).
                     (Some(1005), _) => Some(Vec::new()),
@@ -343,44 +314,33 @@ impl Connection<'_> {
                     _ => None,
                 };
                 if let Some(payload) = close {
-                    encode(&mut out, opcode::CLOSE, &payload);
+                    self.outbox.push_close(&payload);
                     self.close_sent = true;
                 }
             }
-            if out.is_empty() {
-                return Ok(());
-            }
-            match self.stream.try_write(&out) {
-                Ok(n) if n == out.len() => {}
-                Ok(n) => self.pending.extend_from_slice(&out[n..]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.pending.extend_from_slice(&out)
+            let stream = &self.stream;
+            match self
+                .outbox
+                .write_with(|slices| stream.try_write_vectored(slices))
+            {
+                Ok(Some(written)) => {
+                    let metrics = &self.lane.metrics;
+                    metrics.messages_out.inc_by(written.messages);
+                    metrics.bytes_out.inc_by(written.message_bytes);
+                    if written.bytes == 0 {
+                        return Ok(());
+                    }
                 }
+                Ok(None) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             }
         }
     }
 
-    /// Encodes a queued frame into `out`.
-    fn encode(&self, out: &mut Vec<u8>, frame: &Frame) {
-        let (op, payload): (u8, &[u8]) = match frame {
-            Frame::Text(text) => (opcode::TEXT, text.as_bytes()),
-            Frame::Binary(bytes) => (opcode::BINARY, bytes),
-            Frame::Ping(bytes) => (opcode::PING, bytes),
-            Frame::Pong(bytes) => (opcode::PONG, bytes),
-            // Closes go through the outbox's ending, never through its queue.
-            Frame::Close(_) | Frame::Frame(_) => return,
-        };
-        if op == opcode::TEXT || op == opcode::BINARY {
-            self.lane.metrics.messages_out.inc();
-            self.lane.metrics.bytes_out.inc_by(payload.len() as u64);
-        }
-        encode(out, op, payload);
-    }
-
     /// Whether the connection is over.
     fn done(&self) -> bool {
-        let written = self.close_sent && self.pending.is_empty();
+        let written = self.close_sent && self.outbox.is_empty();
         // The client closed and we answered; or we failed it and said why.
         if written && (self.client_closed.is_some() || self.fail) {
             return true;

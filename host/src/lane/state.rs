@@ -21,8 +21,8 @@ use crate::metrics::LaneMetrics;
 use crate::net::budget::{ByteBudget, Charge};
 use crate::net::webhook::Event;
 
-/// The size of a lane's read buffer (and of one write): large enough that a busy socket
-/// is read in few calls, once per lane.
+/// The size of a lane's read buffer: large enough that a busy socket is read in few
+/// calls, once per lane.
 const LANE_BUFFER: usize = 64 * 1024;
 
 /// The state of one lane, shared by the tasks of its thread.
@@ -47,8 +47,6 @@ pub struct Lane {
     /// Where every socket of the lane reads into: a connection keeps only the tail of a
     /// frame that has not arrived whole.
     read_buffer: RefCell<Box<[u8]>>,
-    /// Where queued frames are encoded for one `write`.
-    write_buffer: RefCell<Vec<u8>>,
     failed_saves: Cell<u64>,
     failed_migrations: Cell<u64>,
     /// This lane's metric handles.
@@ -68,7 +66,6 @@ impl Lane {
             opens: OpenLimiter::new(&services.config.limits),
             incoming: ByteBudget::new(services.config.limits.max_incoming_bytes_per_lane),
             read_buffer: RefCell::new(vec![0; LANE_BUFFER].into_boxed_slice()),
-            write_buffer: RefCell::new(Vec::with_capacity(LANE_BUFFER * 2)),
             failed_saves: Cell::new(0),
             failed_migrations: Cell::new(0),
             metrics: services.metrics.lane(index),
@@ -117,11 +114,6 @@ impl Lane {
     /// The lane's read buffer (one task uses it at a time: never held across an await).
     pub fn read_buffer(&self) -> std::cell::RefMut<'_, Box<[u8]>> {
         self.read_buffer.borrow_mut()
-    }
-
-    /// The lane's write buffer (never held across an await).
-    pub fn write_buffer(&self) -> std::cell::RefMut<'_, Vec<u8>> {
-        self.write_buffer.borrow_mut()
     }
 
     /// A charge against this lane's budget for bytes still arriving.

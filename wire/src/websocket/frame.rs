@@ -142,20 +142,34 @@ pub fn unmask(payload: &mut [u8], mask: [u8; 4], offset: usize) {
     }
 }
 
-/// Appends a server frame (final, unmasked) to `out`.
-pub fn encode(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
-    out.push(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => out.push(n as u8),
+/// The header of a server frame (final, unmasked) with `len` payload bytes: the buffer
+/// and how many of its bytes are the header (2, 4 or 10).
+pub fn server_header(opcode: u8, len: usize) -> ([u8; 10], usize) {
+    let mut header = [0u8; 10];
+    header[0] = 0x80 | opcode;
+    let used = match len {
+        n if n < 126 => {
+            header[1] = n as u8;
+            2
+        }
         n if n <= 0xFFFF => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
+            header[1] = 126;
+            header[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+            4
         }
         n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
+            header[1] = 127;
+            header[2..10].copy_from_slice(&(n as u64).to_be_bytes());
+            10
         }
-    }
+    };
+    (header, used)
+}
+
+/// Appends a server frame (final, unmasked) to `out`.
+pub fn encode(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    let (header, used) = server_header(opcode, payload.len());
+    out.extend_from_slice(&header[..used]);
     out.extend_from_slice(payload);
 }
 
