@@ -194,16 +194,36 @@ def settle_rss(peer):
     return last
 
 
+def kernel_kib():
+    """The kernel's memory in slab caches and TCP buffers, in KiB (None where
+    /proc/slabinfo cannot be read): sockets, their inodes, files and epoll entries live
+    there, outside any process's RSS."""
+    try:
+        lines = Path("/proc/slabinfo").read_text().splitlines()[2:]
+        sockstat = Path("/proc/net/sockstat").read_text()
+    except OSError:
+        return None
+    slabs = sum(int(f[1]) * int(f[3]) for f in (line.split() for line in lines))
+    tcp = next(line.split() for line in sockstat.splitlines() if line.startswith("TCP:"))
+    pages = int(tcp[tcp.index("mem") + 1])
+    return slabs / 1024 + pages * os.sysconf("SC_PAGE_SIZE") / 1024
+
+
 def held_rss(name, plugins_dir, docs, clients):
-    """(opened, RSS growth in KiB) of a fresh server holding docs x clients idle sockets."""
+    """(opened, RSS growth in KiB, kernel growth in KiB or None) of a fresh server holding
+    docs x clients idle sockets. The kernel's growth covers both ends of every
+    connection (the generator's sockets are on this machine too)."""
     peer = Peer(name, plugins_dir)
     try:
         base = settle_rss(peer)
+        kernel_before = kernel_kib()
         gen, opened = hold(peer.url, docs, clients, 4)
         grown = settle_rss(peer) - base
+        kernel_after = kernel_kib()
         gen.stdin.close()
         gen.wait()
-        return opened, grown
+        kernel = None if kernel_before is None or kernel_after is None else kernel_after - kernel_before
+        return opened, grown, kernel
     finally:
         peer.stop()
 
@@ -211,16 +231,20 @@ def held_rss(name, plugins_dir, docs, clients):
 def memory(name, plugins_dir, docs, conns):
     # Each figure on a fresh process, so that memory freed by one run cannot be reused
     # by the next.
-    opened_docs, docs_growth = held_rss(name, plugins_dir, docs, 1)
-    opened_conns, conns_growth = held_rss(name, plugins_dir, 1, conns)
+    opened_docs, docs_growth, _ = held_rss(name, plugins_dir, docs, 1)
+    opened_conns, conns_growth, kernel = held_rss(name, plugins_dir, 1, conns)
     per_conn = conns_growth / max(opened_conns, 1)
     per_doc_and_conn = docs_growth / max(opened_docs, 1)
-    return {
+    out = {
         "idle_documents": opened_docs,
         "idle_connections": opened_conns,
         "kib_per_idle_connection": round(per_conn, 2),
         "kib_per_idle_document": round(max(per_doc_and_conn - per_conn, 0.0), 2),
     }
+    if kernel is not None:
+        # Half of the growth: the server's end of each connection (the ends are alike).
+        out["kernel_kib_per_idle_connection"] = round(kernel / 2 / max(opened_conns, 1), 2)
+    return out
 
 
 def settle_cpu(peer, timeout=60):
@@ -481,8 +505,9 @@ def table(results):
         f"| peer | ceiling: offered deliveries/s carried (ratio ≥ {MIN_RATIO}, p99 < {MAX_P99_MS:.0f} ms) | "
         f"deliveries per server CPU-second ({lo // 1000}k-{hi // 1000}k offered) | × native | "
         + (at + " | " if at else "")
-        + "cold open p50 / p99 | KiB per idle connection | KiB per idle document |",
-        "|---|---:|" + "---:|" * len(fractions) + "---:|---:|---:|---:|---:|",
+        + "cold open p50 / p99 | KiB per idle connection (process) | KiB per idle connection (kernel) "
+        "| KiB per idle document |",
+        "|---|---:|" + "---:|" * len(fractions) + "---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results["peers"].items():
         best = r.get("ceiling", 0)
@@ -503,7 +528,8 @@ def table(results):
         mem = r.get("memory", {})
         lines.append(
             f"| {name} | {best_s} | {eff:,.0f} | {ratio} | " + "".join(c + " | " for c in cells) + f"{cold_s} | "
-            f"{mem.get('kib_per_idle_connection', '–')} | {mem.get('kib_per_idle_document', '–')} |"
+            f"{mem.get('kib_per_idle_connection', '–')} | {mem.get('kernel_kib_per_idle_connection', '–')} | "
+            f"{mem.get('kib_per_idle_document', '–')} |"
         )
     m = results["machine"]
     if "reload_seconds" in results:
@@ -609,7 +635,9 @@ def main():
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
         "memory_setup": f"{docs} documents with one idle connection each, then {conns} idle connections to one document "
-                        "(the process file limit here is 20,000)",
+                        "(the process file limit here is 20,000); process: growth of the server's resident memory; "
+                        "kernel: growth of the kernel's slab caches and TCP buffers over the same run, halved "
+                        "(the generator's end of each connection is on this machine too)",
         "peers": {},
     }
     # The native floor first: the others are measured at fractions of its ceiling too.

@@ -24,7 +24,7 @@ pub async fn serve(
     lane: Rc<Lane>,
     mut stream: TcpStream,
     peer: SocketAddr,
-    _guard: ConnectionGuard,
+    guard: ConnectionGuard,
 ) {
     let limits = &lane.services.config.limits;
     let head = match http::read_head(&mut stream, limits.handshake_timeout()).await {
@@ -44,7 +44,7 @@ pub async fn serve(
             return;
         }
     };
-    dispatch(lane, stream, peer, head, false).await;
+    dispatch(lane, stream, peer, head, false, guard).await;
 }
 
 /// Serves a connection another lane read the request of and handed to this one, the
@@ -54,9 +54,9 @@ pub async fn serve_adopted(
     stream: TcpStream,
     peer: SocketAddr,
     head: RequestHead,
-    _guard: ConnectionGuard,
+    guard: ConnectionGuard,
 ) {
-    dispatch(lane, stream, peer, head, true).await;
+    dispatch(lane, stream, peer, head, true, guard).await;
 }
 
 /// The path a request must have for the lane to panic, for the tests of what a panic in
@@ -67,27 +67,28 @@ fn test_panic_path() -> Option<String> {
         .flatten()
 }
 
-/// Answers a request whose head has been read.
+/// Answers a request whose head has been read. `guard` counts the connection in the
+/// lane's cap until it ends (a WebSocket's task takes it along).
 async fn dispatch(
     lane: Rc<Lane>,
     stream: TcpStream,
     peer: SocketAddr,
     head: RequestHead,
     adopted: bool,
+    guard: ConnectionGuard,
 ) {
     if test_panic_path().is_some_and(|p| p == head.path) {
         panic!("the test asked this lane to panic ({})", head.path);
     }
     let routed = route::route(&head.path);
-    // A WebSocket for a document of this lane lives in this task for hours; everything
-    // else is boxed, so that its states do not make every connection's future larger.
     if let Ok(Route::Socket { plugin, document }) = &routed
         && (adopted || lane.services.lanes.owner(plugin, document) == lane.index)
     {
-        crate::lane::upgrade::serve(lane.clone(), stream, peer, head, plugin, document).await;
+        crate::lane::upgrade::serve(lane.clone(), stream, peer, head, plugin, document, guard)
+            .await;
         return;
     }
-    Box::pin(answer(lane, stream, peer, head, routed, adopted)).await;
+    Box::pin(answer(lane, stream, peer, head, routed, adopted, guard)).await;
 }
 
 /// Answers a request that is not a WebSocket of this lane.
@@ -98,6 +99,7 @@ async fn answer(
     head: RequestHead,
     routed: Result<Route, RouteError>,
     adopted: bool,
+    guard: ConnectionGuard,
 ) {
     let route = match routed {
         Ok(route) => route,
@@ -192,7 +194,7 @@ async fn answer(
             let _ = http::write_response(&mut stream, 200, &headers, body.as_bytes()).await;
         }
         Route::Socket { plugin, document } => {
-            crate::lane::upgrade::serve(lane, stream, peer, head, &plugin, &document).await;
+            crate::lane::upgrade::serve(lane, stream, peer, head, &plugin, &document, guard).await;
         }
         Route::Document { plugin, document } => {
             Box::pin(crate::lane::requests::serve(

@@ -14,17 +14,17 @@ use crate::document::outbox::{CLOSE_TIMEOUT, Outbox};
 use crate::document::{DocumentCell, DocumentError};
 use crate::guest::plugin::Plugin;
 use crate::guest::{ConnectInfo, Decision};
-use crate::lane::Lane;
 use crate::lane::address_limit::AddressSlot;
 use crate::lane::admission::{admit_address, origin_allowed, token_checked};
 use crate::lane::lookup::{find_plugin, refuse_document};
+use crate::lane::{ConnectionGuard, Lane};
 use crate::metrics::Rejection;
 use crate::net::access_token::{Admitted, TOKEN_SUBPROTOCOL};
 use crate::net::http::{self, RequestHead};
 use crate::net::websocket::frame::{close_payload, encode, opcode};
 
-/// Upgrades a `/ws/{plugin}/{document}` request on the document's owner lane and serves
-/// the socket until either side closes it.
+/// Upgrades a `/ws/{plugin}/{document}` request on the document's owner lane, then
+/// serves the socket in a task of its own until either side closes it.
 pub async fn serve(
     lane: Rc<Lane>,
     stream: TcpStream,
@@ -32,36 +32,57 @@ pub async fn serve(
     head: RequestHead,
     plugin: &str,
     document: &str,
+    guard: ConnectionGuard,
 ) {
-    // Boxed: the steps before the upgrade are freed once the socket is up, so a live
-    // connection's future holds only what it needs from then on.
+    // Boxed: the steps before the upgrade are freed once the socket is up.
     let upgraded = Box::pin(upgrade(&lane, stream, peer, head, plugin, document)).await;
-    let Some(Upgraded {
+    let Some(upgraded) = upgraded else {
+        return;
+    };
+    lane.metrics.websockets.inc();
+    lane.webhook(
+        plugin,
+        WebhookEvent::Connected,
+        document,
+        Some(upgraded.id),
+        None,
+    );
+    // A live socket gets a task of its own: an idle connection then holds only what
+    // serving it needs, not the futures of the accept, the request and the upgrade
+    // around it (together they were as large again).
+    let health = lane.services.health.clone();
+    let live = live(lane, upgraded, peer, guard);
+    crate::lane::task::spawn(&health, "socket", live);
+}
+
+/// Serves an upgraded socket to its end.
+async fn live(lane: Rc<Lane>, upgraded: Upgraded, peer: SocketAddr, guard: ConnectionGuard) {
+    let Upgraded {
         stream,
         rest,
         doc,
         id,
         outbox,
         address,
-    }) = upgraded
-    else {
-        return;
-    };
-    lane.metrics.websockets.inc();
-    lane.webhook(plugin, WebhookEvent::Connected, document, Some(id), None);
+    } = upgraded;
     let code = crate::lane::socket::serve(&lane, &doc, id, stream, rest, &outbox, peer).await;
     outbox.finish();
     lane.metrics.websockets.dec();
     lane.metrics.closed(code);
     doc.borrow_mut().disconnect(id, code);
+    let (plugin, document) = {
+        let doc = doc.borrow();
+        (doc.plugin().name.clone(), doc.id().to_owned())
+    };
     lane.webhook(
-        plugin,
+        &plugin,
         WebhookEvent::Disconnected,
-        document,
+        &document,
         Some(id),
         Some(code),
     );
     drop(address);
+    drop(guard);
 }
 
 /// A connection the consumer accepted, its `101` written.
