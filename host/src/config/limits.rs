@@ -7,8 +7,9 @@ use serde::Deserialize;
 /// The longest guest call deadline: a lane serves nothing else while a call runs.
 pub const MAX_GUEST_DEADLINE_MS: u64 = 60_000;
 
-/// What a queued frame costs beyond its payload, for the queue bounds: the queue's slot,
-/// the frame's header and its reference count (about 55 bytes measured; rounded up).
+/// What a queued frame with a shared payload costs beyond its payload, for the queue
+/// bounds: the queue's slot, the frame's header and its reference count (about 55 bytes
+/// measured; rounded up).
 pub const FRAME_OVERHEAD: usize = 64;
 
 /// Limits. Defaults follow Daphne where it has one (message size, handshake timeout).
@@ -27,8 +28,9 @@ pub struct Limits {
     pub max_documents: u32,
     /// Time allowed for a client to send its complete HTTP request head.
     pub handshake_timeout_ms: u64,
-    /// Bytes a connection may have queued before it counts as a slow reader (1008). Each
-    /// queued frame counts its payload plus [`FRAME_OVERHEAD`] bytes.
+    /// Bytes a connection may have queued before it counts as a slow reader (1008). A
+    /// queued frame counts its encoded bytes, or, when its payload is larger than
+    /// `outbox::INLINE_MAX` (and shared), its payload plus [`FRAME_OVERHEAD`] bytes.
     pub max_queued_bytes: usize,
     /// Frames a connection may have queued before it counts as a slow reader (1008).
     pub max_queued_frames: usize,
