@@ -580,13 +580,18 @@ async fn every_webhook_event_arrives_once_and_signed() -> anyhow::Result<()> {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), seen.len(), "every event once");
+    // The host counts a delivery once the receiver's answer is back, which can be just
+    // after the receiver has handed the event to this test.
+    let delivered = ["outcome=\"delivered\""];
+    wait_for_metric(
+        server.addr(0),
+        "wasmroom_webhook_events_total",
+        &delivered,
+        5.0,
+    )
+    .await?;
     assert_eq!(
-        metric(
-            server.addr(0),
-            "wasmroom_webhook_events_total",
-            &["outcome=\"delivered\""]
-        )
-        .await?,
+        metric(server.addr(0), "wasmroom_webhook_events_total", &delivered).await?,
         5.0
     );
     Ok(())
