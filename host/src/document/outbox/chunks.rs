@@ -12,7 +12,7 @@ use crate::config::FRAME_OVERHEAD;
 pub const INLINE_MAX: usize = 1024;
 
 /// A buffer of small frames is closed at this size and a new one started, so that the
-/// bytes a write took are given back soon after (see [`Outbox::queued_bytes`]).
+/// bytes a write took are given back soon after (see [`super::Outbox::queued_bytes`]).
 pub(super) const INLINE_CHUNK: usize = 16 * 1024;
 
 /// The smallest buffer of small frames.
