@@ -3,9 +3,10 @@
 //! which migrate their live documents to it between two events of each document
 //! (`crate::lane::migrate`).
 //!
-//! Compilation happens here, never on a lane. Events are debounced (editors and `cp`
-//! write in several steps); an atomic replacement by rename arrives as one event for the
-//! final name.
+//! Compilation happens here, never on a lane. Files written in place are loaded once the
+//! directory has been quiet for a moment (editors and `cp` write in several steps); a file
+//! renamed into the directory is complete (the atomic way to deploy), so it is loaded at
+//! once.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
+use notify::{Event, RecursiveMode, Watcher};
 
 use crate::guest::plugin::plugin_name;
 use crate::guest::registry::Registry;
@@ -74,8 +76,14 @@ impl Reloader {
                         DEBOUNCE
                     };
                     match rx.recv_timeout(timeout) {
-                        Ok(Ok(event)) => changed
-                            .extend(event.paths.into_iter().filter(|p| plugin_name(p).is_some())),
+                        Ok(Ok(event)) => {
+                            let (complete, written) = split_event(event);
+                            for path in complete {
+                                changed.remove(&path);
+                                self.reload(&path);
+                            }
+                            changed.extend(written);
+                        }
                         Ok(Err(e)) => tracing::warn!("watching the plugins directory: {e}"),
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                             for path in std::mem::take(&mut changed) {
@@ -87,5 +95,81 @@ impl Reloader {
                 }
             })?;
         Ok(thread)
+    }
+}
+
+/// The plugin files an event names: those renamed into place (complete, loaded now) and
+/// the others (loaded once the directory is quiet). Opening a file is no change: loading a
+/// plugin opens it, so counting opens would reload every plugin over and over.
+fn split_event(event: Event) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let plugins = |paths: Vec<PathBuf>| -> Vec<PathBuf> {
+        paths
+            .into_iter()
+            .filter(|p| plugin_name(p).is_some())
+            .collect()
+    };
+    match event.kind {
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => (plugins(event.paths), Vec::new()),
+        // The same rename, reported once more with both names: the new name came as `To`
+        // already; the old one is gone, which waits like any other change.
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+            let mut paths = event.paths;
+            paths.truncate(1);
+            (Vec::new(), plugins(paths))
+        }
+        // A writer closed the file: that is a change (and usually its last event).
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+            (Vec::new(), plugins(event.paths))
+        }
+        EventKind::Access(_) => (Vec::new(), Vec::new()),
+        _ => (Vec::new(), plugins(event.paths)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind, paths: &[&str]) -> Event {
+        paths
+            .iter()
+            .fold(Event::new(kind), |e, p| e.add_path(PathBuf::from(p)))
+    }
+
+    #[test]
+    fn a_file_renamed_into_place_loads_at_once() {
+        let to = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+        let (now, later) = split_event(event(to, &["/p/relay.wasm"]));
+        assert_eq!(now, [PathBuf::from("/p/relay.wasm")]);
+        assert!(later.is_empty());
+        // The upload's temporary name is not a plugin.
+        let (now, later) = split_event(event(to, &["/p/.relay.upload"]));
+        assert!(now.is_empty() && later.is_empty());
+    }
+
+    #[test]
+    fn opening_a_plugin_is_no_change() {
+        let open = EventKind::Access(AccessKind::Open(AccessMode::Any));
+        let (now, later) = split_event(event(open, &["/p/relay.wasm"]));
+        assert!(now.is_empty() && later.is_empty());
+        let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        let (now, later) = split_event(event(closed, &["/p/relay.wasm"]));
+        assert!(now.is_empty());
+        assert_eq!(later, [PathBuf::from("/p/relay.wasm")]);
+    }
+
+    #[test]
+    fn writes_and_the_old_name_of_a_rename_wait() {
+        let write = EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any));
+        let (now, later) = split_event(event(write, &["/p/chat.wasm"]));
+        assert!(now.is_empty());
+        assert_eq!(later, [PathBuf::from("/p/chat.wasm")]);
+        let both = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        let (now, later) = split_event(event(both, &["/p/chat.wasm", "/p/relay.wasm"]));
+        assert!(now.is_empty());
+        assert_eq!(later, [PathBuf::from("/p/chat.wasm")]);
+        // An upload renamed into place: nothing more to wait for.
+        let (now, later) = split_event(event(both, &["/p/.relay.upload", "/p/relay.wasm"]));
+        assert!(now.is_empty() && later.is_empty());
     }
 }
