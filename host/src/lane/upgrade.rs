@@ -34,8 +34,9 @@ pub async fn serve(
     document: &str,
     guard: ConnectionGuard,
 ) {
-    // Boxed: the steps before the upgrade are freed once the socket is up.
-    let upgraded = Box::pin(upgrade(&lane, stream, peer, head, plugin, document)).await;
+    // Not boxed: this task ends once the socket is up (the live socket moves to a task of
+    // its own below), so the upgrade's steps are freed with it.
+    let upgraded = upgrade(&lane, stream, peer, head, plugin, document).await;
     let Some(upgraded) = upgraded else {
         return;
     };

@@ -144,6 +144,7 @@ pub fn unmask(payload: &mut [u8], mask: [u8; 4], offset: usize) {
 
 /// The header of a server frame (final, unmasked) with `len` payload bytes: the buffer
 /// and how many of its bytes are the header (2, 4 or 10).
+#[inline] // once per delivery, from the host's outbox
 pub fn server_header(opcode: u8, len: usize) -> ([u8; 10], usize) {
     let mut header = [0u8; 10];
     header[0] = 0x80 | opcode;
@@ -164,6 +165,34 @@ pub fn server_header(opcode: u8, len: usize) -> ([u8; 10], usize) {
         }
     };
     (header, used)
+}
+
+/// Where the frame that holds byte `offset` of `frames` ends, for server frames (no mask)
+/// laid back to back from the start of `frames`. A sender that must stop after a partly
+/// written frame uses it to keep the rest of that frame and nothing after it.
+///
+/// Panics if `frames` does not hold whole headers up to that frame.
+pub fn server_frame_end(frames: &[u8], offset: usize) -> usize {
+    let mut start = 0;
+    loop {
+        let (len, header_len) = match frames[start + 1] & 0x7F {
+            126 => (
+                u16::from_be_bytes([frames[start + 2], frames[start + 3]]) as usize,
+                4,
+            ),
+            127 => (
+                u64::from_be_bytes(frames[start + 2..start + 10].try_into().expect("8 bytes"))
+                    as usize,
+                10,
+            ),
+            n => (n as usize, 2),
+        };
+        let end = start + header_len + len;
+        if end > offset {
+            return end;
+        }
+        start = end;
+    }
 }
 
 /// Appends a server frame (final, unmasked) to `out`.
@@ -306,5 +335,21 @@ pub(crate) mod tests {
         assert!(parse_close(&[3]).is_err());
         assert!(parse_close(&1005u16.to_be_bytes()).is_err());
         assert!(parse_close(&[0x03, 0xE8, 0xFF]).is_err());
+    }
+
+    #[test]
+    fn the_end_of_the_frame_holding_a_byte() {
+        let mut frames = Vec::new();
+        encode(&mut frames, opcode::TEXT, b"abc"); // bytes 0..5
+        encode(&mut frames, opcode::BINARY, &[7; 300]); // 5..309 (16-bit length)
+        encode(&mut frames, opcode::BINARY, &[1; 70_000]); // 309..70_319 (64-bit length)
+        encode(&mut frames, opcode::PING, b""); // 70_319..70_321
+        assert_eq!(server_frame_end(&frames, 0), 5);
+        assert_eq!(server_frame_end(&frames, 4), 5);
+        assert_eq!(server_frame_end(&frames, 5), 309);
+        assert_eq!(server_frame_end(&frames, 308), 309);
+        assert_eq!(server_frame_end(&frames, 309), 70_319);
+        assert_eq!(server_frame_end(&frames, 70_319), 70_321);
+        assert_eq!(frames.len(), 70_321);
     }
 }

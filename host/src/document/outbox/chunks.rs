@@ -21,31 +21,6 @@ pub(super) const MIN_CHUNK: usize = 256;
 /// Most slices handed to one vectored write.
 pub(super) const MAX_SLICES: usize = 64;
 
-/// Where the server frame holding byte `offset` of `bytes` (frames back to back from
-/// the start) ends.
-pub(super) fn end_of_frame_at(bytes: &[u8], offset: usize) -> usize {
-    let mut start = 0;
-    loop {
-        let (len, header_len) = match bytes[start + 1] {
-            126 => (
-                u16::from_be_bytes([bytes[start + 2], bytes[start + 3]]) as usize,
-                4,
-            ),
-            127 => (
-                u64::from_be_bytes(bytes[start + 2..start + 10].try_into().expect("8 bytes"))
-                    as usize,
-                10,
-            ),
-            n => (n as usize, 2),
-        };
-        let end = start + header_len + len;
-        if end > offset {
-            return end;
-        }
-        start = end;
-    }
-}
-
 /// Text and binary messages whose last byte the socket took, for the lane's counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Written {

@@ -24,11 +24,11 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 use crate::config::FRAME_OVERHEAD;
-use crate::net::websocket::frame::{opcode, server_header};
+use crate::net::websocket::frame::{opcode, server_frame_end, server_header};
 
 mod chunks;
 
-use chunks::{Chunk, INLINE_CHUNK, MAX_SLICES, MIN_CHUNK, Queue, end_of_frame_at};
+use chunks::{Chunk, INLINE_CHUNK, MAX_SLICES, MIN_CHUNK, Queue};
 pub use chunks::{INLINE_MAX, Written};
 
 /// What the connection should do once the queue is empty.
@@ -333,7 +333,7 @@ impl Outbox {
             message_bytes,
         } = &mut front
         {
-            bytes.truncate(end_of_frame_at(bytes, written));
+            bytes.truncate(server_frame_end(bytes, written));
             // Only the started frame is left; it is not counted as a message sent.
             (*frames, *messages, *message_bytes) = (1, 0, 0);
         }
