@@ -169,21 +169,34 @@ fn compile_cached(
         }
     }
     let component = Component::new(engine, bytes)?;
-    // The cache is an optimisation: failing to write it is not an error.
-    let written = component.serialize().and_then(|artifact| {
-        std::fs::create_dir_all(dir)?;
-        // A unique temporary file (removed if anything fails), synced before the rename:
-        // the cache never holds a torn artifact under a final name.
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        std::io::Write::write_all(&mut tmp, &artifact)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&file).map_err(|e| e.error)?;
-        Ok(())
-    });
-    if let Err(e) = written {
-        tracing::warn!("cannot cache the compiled plugin in {}: {e}", dir.display());
+    // Written on a thread of its own: the documents waiting for this version (a hot
+    // reload) need not wait for the disk. The cache is an optimisation: failing to write
+    // it is not an error.
+    let (artifact, dir) = (component.clone(), dir.to_owned());
+    let spawned = std::thread::Builder::new()
+        .name("plugin-cache".into())
+        .spawn(move || {
+            if let Err(e) = write_cache(&artifact, &dir, &file) {
+                tracing::warn!("cannot cache the compiled plugin in {}: {e}", dir.display());
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot cache the compiled plugin: {e}");
     }
     Ok(component)
+}
+
+/// Writes `component`'s compiled code to `file` in `dir`: a unique temporary file
+/// (removed if anything fails), synced before it is renamed into place, so the cache never
+/// holds a torn artifact under a final name.
+fn write_cache(component: &Component, dir: &Path, file: &Path) -> wasmtime::Result<()> {
+    let artifact = component.serialize()?;
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, &artifact)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(file).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Loads `path` with a minimal engine, for `wasmroom check`: the same validation as
