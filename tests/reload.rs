@@ -359,3 +359,34 @@ async fn a_full_server_can_still_be_upgraded() -> anyhow::Result<()> {
     wait_for_new_version(&server, "relay", &old, 20).await?;
     Ok(())
 }
+
+/// Bytes the process has read so far (`rchar` of /proc/PID/io: files and sockets).
+fn bytes_read(server: &Server) -> anyhow::Result<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{}/io", server.pid()))?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no rchar in /proc/PID/io"))
+}
+
+#[tokio::test]
+async fn an_idle_server_does_not_read_its_plugins_again() -> anyhow::Result<()> {
+    // The watcher once took the server's own reads of a plugin for changes: every plugin
+    // was read, hashed and loaded again every 200 ms, forever.
+    let server = Server::start(&["relay", "chat"], 1, &[])?;
+    let plugin_bytes: u64 = ["relay", "chat"]
+        .iter()
+        .map(|p| std::fs::metadata(server.plugins.path().join(format!("{p}.wasm"))))
+        .map(|m| m.map(|m| m.len()))
+        .sum::<std::io::Result<u64>>()?;
+    let before = bytes_read(&server)?;
+    // Nothing to wait for here: the point is that nothing happens. One second held about
+    // four rounds of the old loop.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let read = bytes_read(&server)? - before;
+    assert!(
+        read < plugin_bytes,
+        "an idle server read {read} bytes in a second (its plugins are {plugin_bytes} bytes)"
+    );
+    Ok(())
+}

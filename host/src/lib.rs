@@ -44,4 +44,4 @@ pub mod server;
 pub mod store;
 
 pub use config::{Config, Limits};
-pub use server::{Server, StartError, Stopped};
+pub use server::{Server, Signals, StartError, Stopped};

@@ -329,11 +329,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let config = args.into_config()?;
-            let server = wasmroom::Server::start(config).context("wasmroom cannot start")?;
-            let stopped = tokio::runtime::Builder::new_current_thread()
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .build()?
-                .block_on(server.run_until_signal());
+                .build()?;
+            // Caught before the ports accept connections: a SIGTERM during the start
+            // stops the server cleanly.
+            let signals = {
+                let _runtime = runtime.enter();
+                wasmroom::Signals::catch().context("cannot catch signals")?
+            };
+            let server = wasmroom::Server::start(config).context("wasmroom cannot start")?;
+            let stopped = runtime.block_on(server.run_until_signal(signals));
             match stopped {
                 wasmroom::Stopped::Signal => {
                     tracing::info!("signal received: shutting down");

@@ -67,6 +67,38 @@ pub enum Stopped {
     Failed(String),
 }
 
+/// The process's stop and reload signals (SIGINT, SIGTERM, SIGHUP), caught from the moment
+/// [`Signals::catch`] returns: call it before [`Server::start`], so that a SIGTERM that
+/// arrives while the server starts (its ports already accept connections) stops it
+/// cleanly instead of killing the process.
+#[derive(Debug)]
+pub struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Starts catching the signals. Must be called inside the Tokio runtime that will run
+    /// [`Server::run_until_signal`] (`Runtime::enter`).
+    pub fn catch() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+                hangup: signal(SignalKind::hangup())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+}
+
 /// A running server. Dropping it without [`Server::shutdown`] leaves the lanes running
 /// until the process exits.
 #[derive(Debug)]
@@ -225,19 +257,20 @@ impl Server {
 
     /// Serves until SIGINT or SIGTERM, or until a lane fails; SIGHUP reloads the
     /// plugins. Either way, call [`Server::shutdown`] next.
-    pub async fn run_until_signal(&self) -> Stopped {
+    pub async fn run_until_signal(&self, signals: Signals) -> Stopped {
         #[cfg(unix)]
         {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-            let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
+            let Signals {
+                mut interrupt,
+                mut terminate,
+                mut hangup,
+            } = signals;
             loop {
                 tokio::select! {
-                    _ = int.recv() => return Stopped::Signal,
-                    _ = term.recv() => return Stopped::Signal,
+                    _ = interrupt.recv() => return Stopped::Signal,
+                    _ = terminate.recv() => return Stopped::Signal,
                     why = self.health.failure() => return Stopped::Failed(why),
-                    _ = hup.recv() => {
+                    _ = hangup.recv() => {
                         tracing::info!("SIGHUP: reloading plugins");
                         self.reload_access();
                         let reloader = self.reloader.clone();
@@ -250,6 +283,7 @@ impl Server {
         }
         #[cfg(not(unix))]
         {
+            let Signals {} = signals;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => Stopped::Signal,
                 why = self.health.failure() => Stopped::Failed(why),

@@ -95,6 +95,19 @@ pub fn load(
     path: &Path,
     cache: Option<&Path>,
 ) -> Result<Plugin, PluginError> {
+    let loaded = load_if_changed(engine, linker, path, cache, None)?;
+    Ok(loaded.expect("no current version to compare with"))
+}
+
+/// Like [`load`], but `Ok(None)` without compiling when the file is the `current`
+/// version already (a reload of an unchanged file reads and hashes it, nothing more).
+pub fn load_if_changed(
+    engine: &Engine,
+    linker: &Linker<GuestState>,
+    path: &Path,
+    cache: Option<&Path>,
+    current: Option<&str>,
+) -> Result<Option<Plugin>, PluginError> {
     let name = plugin_name(path).ok_or_else(|| PluginError::BadName(path.to_owned()))?;
     let read_error = |source| PluginError::Read {
         path: path.to_owned(),
@@ -111,6 +124,10 @@ pub fn load(
     }
     let bytes = std::fs::read(path).map_err(read_error)?;
     let digest = Sha256::digest(&bytes);
+    let version = version_of_digest(&digest);
+    if current == Some(version.as_str()) {
+        return Ok(None);
+    }
     let component = match cache {
         Some(dir) => compile_cached(engine, &bytes, &digest, dir),
         None => Component::new(engine, &bytes),
@@ -125,14 +142,13 @@ pub fn load(
     };
     let pre = linker.instantiate_pre(&component).map_err(contract)?;
     let pre = RoomPre::new(pre).map_err(contract)?;
-    let version = version_of_digest(&digest);
-    Ok(Plugin {
+    Ok(Some(Plugin {
         name,
         version,
         loaded_at: SystemTime::now(),
         pre,
         live: AtomicUsize::new(0),
-    })
+    }))
 }
 
 /// The version of a plugin file: the first 16 hex digits of its SHA-256. The same bytes

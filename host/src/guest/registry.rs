@@ -16,7 +16,7 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 use crate::guest::GuestState;
-use crate::guest::plugin::{Plugin, load, plugin_name};
+use crate::guest::plugin::{Plugin, load_if_changed, plugin_name};
 use crate::metrics::Metrics;
 
 /// What a lane finds when it looks up a plugin.
@@ -123,18 +123,25 @@ impl Registry {
             return None;
         }
         let started = std::time::Instant::now();
-        let loaded = load(&self.engine, &self.linker, path, self.cache.as_deref());
+        let current = self
+            .plugins
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&name)
+            .and_then(|e| e.current.clone());
+        let loaded = load_if_changed(
+            &self.engine,
+            &self.linker,
+            path,
+            self.cache.as_deref(),
+            current.as_ref().map(|c| c.version.as_str()),
+        );
         let mut plugins = self.write();
         let entry = plugins.entry(name.clone()).or_default();
         match loaded {
-            Ok(plugin) => {
-                if entry
-                    .current
-                    .as_ref()
-                    .is_some_and(|c| c.version == plugin.version)
-                {
-                    return None;
-                }
+            // The file is the running version: nothing to do.
+            Ok(None) => None,
+            Ok(Some(plugin)) => {
                 tracing::info!(plugin = %name, version = %plugin.version, "loaded {} in {:?}", path.display(), started.elapsed());
                 self.metrics.reloaded(&name, true);
                 let plugin = Arc::new(plugin);
