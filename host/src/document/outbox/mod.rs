@@ -12,7 +12,8 @@
 //! The queue is bounded in bytes and in frames: a small frame counts its encoded bytes, a
 //! large one its payload plus [`FRAME_OVERHEAD`]. A client that does not read fast
 //! enough to keep its queue under the bounds is closed with 1008 instead of growing the
-//! lane's memory without end. An empty queue holds no buffer.
+//! lane's memory without end. An empty queue holds no buffer: a drained one goes back
+//! to the lane, which keeps the last few (at most 1 MiB) for the next chunks.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -124,7 +125,7 @@ impl Outbox {
             };
             if !room {
                 queue.chunks.push_back(Chunk::Inline {
-                    bytes: Vec::with_capacity(encoded.max(self.chunk_hint.get() as usize)),
+                    bytes: chunks::buffer(encoded.max(self.chunk_hint.get() as usize)),
                     frames: 0,
                     messages: 0,
                     message_bytes: 0,
@@ -237,6 +238,7 @@ impl Outbox {
                         .set(bytes.len().clamp(MIN_CHUNK, INLINE_CHUNK) as u32);
                     written.messages += messages;
                     written.message_bytes += message_bytes;
+                    chunks::give_back(bytes);
                 }
                 Chunk::Shared {
                     payload,
