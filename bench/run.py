@@ -25,6 +25,7 @@ import os
 import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -259,14 +260,38 @@ def settle_cpu(peer, timeout=60):
             return
 
 
+def steal_ticks(cpu):
+    """Ticks the hypervisor gave core `cpu` to another guest (steal time, /proc/stat)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] == f"cpu{cpu}":
+            return int(fields[8]) if len(fields) > 8 else 0
+    return 0
+
+
+class Steal:
+    """Share of the server's core the hypervisor took over a measurement. On a shared
+    machine this moves latency figures more than any change to the server does, so each
+    figure carries it."""
+
+    def __init__(self):
+        self.ticks, self.started = steal_ticks(SERVER_CPU), time.time()
+
+    def share(self):
+        elapsed = (time.time() - self.started) * os.sysconf("SC_CLK_TCK")
+        return (steal_ticks(SERVER_CPU) - self.ticks) / elapsed if elapsed > 0 else 0.0
+
+
 def relay_point(peer, offered, seconds):
     """One load point of the ceiling shape at `offered` deliveries/s. The generator reports
     its own and the server's CPU share over the sending window; a point where the generator
     used more than 70 % of its core is marked generator_saturated and is never a ceiling."""
     rate = offered / (DOCS * CLIENTS * (CLIENTS - 1))
     settle_cpu(peer)
+    steal = Steal()
     r = loadgen(peer.url, "run", "--docs", DOCS, "--clients", CLIENTS, "--size", SIZE,
                 "--rate", f"{rate:.4f}", "--seconds", seconds, "--server-pid", peer.proc.pid)
+    r["server_core_steal_share"] = steal.share()
     share = r.get("server_cpu_share") or 0
     # Every delivery over the server's CPU time from the first send to the last delivery.
     busy = r.get("server_cpu_seconds") or 0
@@ -276,7 +301,8 @@ def relay_point(peer, offered, seconds):
     flag = " GENERATOR SATURATED" if r["generator_saturated"] else ""
     print(f"  {peer.name:9} offered {r['offered_deliveries_per_sec']:>10,.0f}/s: "
           f"ratio {r['ratio']:.4f} p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms "
-          f"server CPU {share:.0%} generator CPU {r['generator_cpu_share']:.0%}{flag}", flush=True)
+          f"server CPU {share:.0%} generator CPU {r['generator_cpu_share']:.0%} "
+          f"steal {r['server_core_steal_share']:.0%}{flag}", flush=True)
     return r
 
 
@@ -418,7 +444,7 @@ def reload_times(counts):
                 old = next(p for p in json.loads(body)["plugins"] if p["name"] == "relay")["current"]["version"]
                 tagged = ROOT / "target" / "wasm32-wasip2" / "plugin" / "variants" / "relay-tag.wasm"
                 shutil.copy(tagged, Path(plugins) / ".relay.upload")
-                started = time.time()
+                started, steal = time.time(), Steal()
                 os.rename(Path(plugins) / ".relay.upload", Path(plugins) / "relay.wasm")
                 while True:
                     _, body = http_get(peer.port, "/plugins")
@@ -430,9 +456,11 @@ def reload_times(counts):
                         raise RuntimeError(f"reload under {n} documents did not finish: {relay}")
                     time.sleep(0.005)
                 out[str(n)] = round(time.time() - started, 3)
+                stolen = steal.share()
             finally:
                 peer.stop()
-        print(f"  reload under {n} live documents: {out[str(n)]} s", flush=True)
+        print(f"  reload under {n} live documents: {out[str(n)]} s (steal on the server's core "
+              f"{stolen:.0%})", flush=True)
     return out
 
 
@@ -570,6 +598,11 @@ def table(results):
     valid = [p["generator_cpu_share"] for p in points if not p.get("generator_saturated")]
     if valid:
         lines.append(f"The generator used at most {max(valid):.0%} of its core at any point reported here.")
+    steal = [p["server_core_steal_share"] for p in points if "server_core_steal_share" in p]
+    if steal:
+        lines.append(f"The hypervisor took at most {max(steal):.0%} of the server's core (steal time) at any "
+                     f"point reported here (median {statistics.median(steal):.0%}); a point it stole from "
+                     "shows the machine, not the server.")
     saturated = [n for n, r in results["peers"].items() if any(p.get("generator_saturated") for p in r["sweep"])]
     if saturated:
         lines.append(f"The generator saturated (over 70 % of its core) in the sweep of: {', '.join(saturated)}; "
