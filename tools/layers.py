@@ -2,7 +2,8 @@
 """Import cycles and layer violations between the host's modules.
 
 Reads every `crate::...` and `super::...` path in host/src (comments and strings are
-ignored; `mod x;` declarations are not imports), resolves each to the module file it
+ignored; `mod x;` declarations are not imports; paths inside an inline `mod tests { }`
+resolve from that inline module), resolves each to the module file it
 names, and prints:
 
 - the strongly connected components of the file-level import graph with more than one
@@ -93,6 +94,25 @@ def use_paths(text: str):
             yield p, bool(m.group(1))
     for m in re.finditer(r"(?<![\w:])((?:crate|super|self)(?:::(?:super|\w+))+)", text):
         yield m.group(1), False
+
+
+def scopes(text: str, here: tuple):
+    """The module's text and each inline `mod name { ... }` block's, every one with the
+    module path its `super::`/`self::` resolve from (`use super::*` in `mod tests`
+    names the file itself, not its parent)."""
+    outer, last = [], 0
+    for m in re.finditer(r"\bmod\s+(\w+)\s*\{", text):
+        if m.start() < last:
+            continue  # nested inside a block already taken
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        outer.append(text[last:m.start()])
+        yield from scopes(text[m.end():i - 1], here + (m.group(1),))
+        last = i
+    outer.append(text[last:])
+    yield here, "".join(outer)
 
 
 def expand(tree: str, prefix: str = ""):
@@ -221,12 +241,13 @@ def main() -> int:
                         reexports[(module, item)] = target
     edges = {m: set() for m in modules}
     for module, text in texts.items():
-        for p, public in use_paths(text):
-            if public:
-                continue  # a folder's face: its callers' imports resolve through it
-            target = resolve(p, module, names, reexports)
-            if target and target != module:
-                edges[module].add(target)
+        for scope, body in scopes(text, module):
+            for p, public in use_paths(body):
+                if public:
+                    continue  # a folder's face: its callers' imports resolve through it
+                target = resolve(p, scope, names, reexports)
+                if target and target != module:
+                    edges[module].add(target)
 
     name = lambda m: "::".join(m)
     file_cycles = sccs({name(k): {name(t) for t in v} for k, v in edges.items()})
