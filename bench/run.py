@@ -323,14 +323,19 @@ def sweep(peer, offered_loads, seconds):
 
 
 def ceiling(points):
-    """(highest offered deliveries/s carried, whether that is only a lower bound: no higher
-    point failed because of the server, i.e. the sweep ended or the generator saturated)."""
-    ok = [offered(p) for p in points if p["ok"]]
-    if not ok:
-        return 0, False
-    best = max(ok)
-    failed_above = any(offered(p) > best and not p["generator_saturated"] for p in points)
-    return best, not failed_above
+    """(highest offered deliveries/s carried with every lower point carried too, whether
+    that is only a lower bound: no point above it failed because of the server, i.e. the
+    sweep ended or the generator saturated). A point carried above a failed one does not
+    count: near saturation a server can keep up in one 4-second run and fall behind in the
+    next, and a ceiling it reaches only sometimes is not one."""
+    best = 0
+    for p in sorted(points, key=offered):
+        if p["generator_saturated"]:
+            return best, True
+        if not p["ok"]:
+            return best, False
+        best = offered(p)
+    return best, True
 
 
 def lanes_scaling(plugins_dir, seconds):
@@ -530,7 +535,8 @@ def table(results):
     at = " | ".join(f"p50 / p99 at {float(f):.0%} of native ({x / 1000:,.0f}k/s)" for f, x in fractions.items())
     lo, hi = EFFICIENCY_RANGE
     lines = [
-        f"| peer | ceiling: offered deliveries/s carried (ratio ≥ {MIN_RATIO}, p99 < {MAX_P99_MS:.0f} ms) | "
+        f"| peer | ceiling: offered deliveries/s carried, every lower load too (ratio ≥ {MIN_RATIO}, "
+        f"p99 < {MAX_P99_MS:.0f} ms) | "
         f"deliveries per server CPU-second ({lo // 1000}k-{hi // 1000}k offered) | × native | "
         + (at + " | " if at else "")
         + "cold open p50 / p99 | KiB per idle connection (process) | KiB per idle connection (kernel) "
@@ -649,6 +655,9 @@ def main():
         return
     if args.report_only:
         results = json.loads((RESULTS / "results.json").read_text())
+        for r in results["peers"].values():
+            if "sweep" in r:
+                r["ceiling"], r["ceiling_is_lower_bound"] = ceiling(r["sweep"])
         (RESULTS / "results.md").write_text(table(results))
         (RESULTS / "results.json").write_text(json.dumps(results, indent=2))
         plot(results, RESULTS / "throughput-latency.png")

@@ -594,6 +594,15 @@ async fn a_document_moves_through_all_four_languages() -> anyhow::Result<()> {
             &std::fs::read(built_plugins_dir().join(format!("{next}.wasm")))?,
         )?;
         wait_for_reload(&server, "chat", &old).await?;
+        // Rust and C set a few KiB of initial memory and get it copied; the JavaScript and
+        // Python runtimes' images are mapped. The document crosses engines each time.
+        let memory = plugin_entry(&server, "chat").await?["current"]["memory"].clone();
+        let expected = if next.starts_with("js") || next.starts_with("py") {
+            "mapped"
+        } else {
+            "copied"
+        };
+        assert_eq!(memory, expected, "on {next}");
         let (_, body) = http(server.addr(0), "GET", "/docs/chat/moving", b"").await?;
         let doc: serde_json::Value = serde_json::from_str(&body)?;
         assert_eq!(doc["document"], "moving", "on {next}");

@@ -142,8 +142,8 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         // The shared store first: it may bring newer plugin versions for the registry.
         let shared = crate::cluster::start(&config, &metrics)?;
-        let (engine, registry) = load_plugins(&config, &metrics)?;
-        let ticker = EpochTicker::start(engine.clone()).map_err(StartError::Thread)?;
+        let (engines, registry) = load_plugins(&config, &metrics)?;
+        let ticker = EpochTicker::start(engines).map_err(StartError::Thread)?;
         let storage: Arc<dyn Storage> = match &shared {
             Some(shared) => shared.store.clone(),
             None => Arc::new(FileStorage::new(config.data.clone())),
@@ -341,27 +341,23 @@ impl Server {
     }
 }
 
-/// The engine and every plugin of the plugins directory, compiled (or loaded from the
+/// The engines and every plugin of the plugins directory, compiled (or loaded from the
 /// artifact cache under the data directory).
 fn load_plugins(
     config: &Config,
     metrics: &Arc<Metrics>,
-) -> Result<(wasmtime::Engine, Arc<Registry>), StartError> {
-    let engine = engine::engine(config)?;
-    let linker = plugin::linker(&engine).map_err(|e| StartError::Link(format!("{e:#}")))?;
+) -> Result<(engine::Engines, Arc<Registry>), StartError> {
+    let engines = engine::Engines::new(config)?;
+    let runtimes =
+        plugin::Runtimes::new(engines.clone()).map_err(|e| StartError::Link(format!("{e:#}")))?;
     let cache = Some(config.data.join(".compiled"));
-    let registry = Registry::load_dir(
-        engine.clone(),
-        linker,
-        &config.plugins,
-        cache,
-        metrics.clone(),
-    )
-    .map_err(|source| StartError::Plugins {
-        path: config.plugins.clone(),
-        source,
-    })?;
-    Ok((engine, Arc::new(registry)))
+    let registry = Registry::load_dir(runtimes, &config.plugins, cache, metrics.clone()).map_err(
+        |source| StartError::Plugins {
+            path: config.plugins.clone(),
+            source,
+        },
+    )?;
+    Ok((engines, Arc::new(registry)))
 }
 
 /// Starts lane `index` on a thread of its own: a current-thread runtime serving

@@ -1,9 +1,14 @@
-//! The one wasmtime [`Engine`] of the process, shared by every lane, and the epoch ticker
-//! that enforces the guest call deadline.
+//! The wasmtime engines of the process, shared by every lane, and the epoch ticker that
+//! enforces the guest call deadline.
 //!
-//! The engine uses the pooling allocator, sized explicitly from [`Limits`]: instantiating a
+//! There are two engines, one per [`MemorySetup`]: a plugin whose data segments are
+//! small is compiled for the one that copies them into each instance, a larger one for
+//! the one that maps a copy-on-write image (see [`crate::guest::initial_memory`]). Each
+//! uses the pooling allocator, sized explicitly from [`Limits`]: instantiating a
 //! document is then a few microseconds and never maps new memory, and the process cannot
-//! exceed the `vm.max_map_count` of the kernel however many documents are live.
+//! exceed the `vm.max_map_count` of the kernel however many documents are live. Each pool
+//! can hold every document (any plugin may have them all); what is reserved twice is
+//! address space, not memory, and [`Slots`] counts the documents of both.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,6 +17,7 @@ use std::time::Duration;
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::config::Config;
+use crate::guest::initial_memory::MemorySetup;
 
 /// How often the epoch advances. The guest deadline is rounded up to whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -40,10 +46,42 @@ pub struct EngineError {
     source: wasmtime::Error,
 }
 
+/// The process's engines, one per [`MemorySetup`]. Cloning is cheap (the engines are
+/// reference-counted).
+#[derive(Clone)]
+pub struct Engines {
+    copied: Engine,
+    mapped: Engine,
+}
+
+impl std::fmt::Debug for Engines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engines").finish_non_exhaustive()
+    }
+}
+
+impl Engines {
+    /// Both engines for `config`.
+    pub fn new(config: &Config) -> Result<Engines, EngineError> {
+        Ok(Engines {
+            copied: engine(config, MemorySetup::Copied)?,
+            mapped: engine(config, MemorySetup::Mapped)?,
+        })
+    }
+
+    /// The engine of plugins whose instances set up their memory this way.
+    pub fn get(&self, setup: MemorySetup) -> &Engine {
+        match setup {
+            MemorySetup::Copied => &self.copied,
+            MemorySetup::Mapped => &self.mapped,
+        }
+    }
+}
+
 /// Builds the engine for `config`: the pool holds `limits.max_documents` instances, plus
 /// one per lane for migrations ([`Slots`]), whose memories may grow to the largest memory
 /// cap of any plugin.
-pub fn engine(config: &Config) -> Result<Engine, EngineError> {
+fn engine(config: &Config, setup: MemorySetup) -> Result<Engine, EngineError> {
     let documents = config
         .limits
         .max_documents
@@ -71,7 +109,8 @@ pub fn engine(config: &Config) -> Result<Engine, EngineError> {
         .memory_reservation(memory as u64)
         .memory_guard_size(2 << 20)
         .memory_reservation_for_growth(0)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .memory_init_cow(setup == MemorySetup::Mapped);
     Engine::new(&wasm).map_err(|source| EngineError {
         documents,
         memory,
@@ -155,8 +194,8 @@ pub struct EpochTicker {
 }
 
 impl EpochTicker {
-    /// Starts the ticker thread.
-    pub fn start(engine: Engine) -> std::io::Result<EpochTicker> {
+    /// Starts the ticker thread, for both engines.
+    pub fn start(engines: Engines) -> std::io::Result<EpochTicker> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -164,7 +203,8 @@ impl EpochTicker {
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
+                    engines.copied.increment_epoch();
+                    engines.mapped.increment_epoch();
                 }
             })?;
         Ok(EpochTicker {

@@ -1,8 +1,8 @@
-//! The Wasm side of a document: the shared engine ([`engine`]), plugins compiled and
-//! checked ([`plugin`]) and their current versions ([`registry`]), the bindings generated
-//! from `wit/` ([`bindings`]), the state each document's store carries ([`state`]), the
-//! host functions a consumer calls ([`host`], [`context`]), pending timers ([`timers`]) and WASI
-//! ([`wasi`]).
+//! The Wasm side of a document: the shared engines ([`engine`]; which one compiles a
+//! plugin: [`initial_memory`]), plugins compiled and checked ([`plugin`]) and their
+//! current versions ([`registry`]), the bindings generated from `wit/` ([`bindings`]),
+//! the state each document's store carries ([`state`]), the host functions a consumer
+//! calls ([`host`], [`context`]), pending timers ([`timers`]) and WASI ([`wasi`]).
 //!
 //! Host functions never touch sockets. They check their arguments against the document's
 //! state, then record an [`Effect`]; the document applies the effects in order once the
@@ -13,6 +13,7 @@ pub mod bindings;
 pub mod context;
 pub mod engine;
 pub mod host;
+pub mod initial_memory;
 pub mod plugin;
 pub mod registry;
 pub mod state;

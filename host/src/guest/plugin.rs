@@ -15,6 +15,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
+use crate::guest::engine::{EngineError, Engines};
+use crate::guest::initial_memory::MemorySetup;
 use crate::guest::{GuestState, Room, RoomPre};
 use crate::net::route::valid_plugin_name;
 
@@ -65,6 +67,8 @@ pub struct Plugin {
     pub pre: RoomPre<GuestState>,
     /// Live documents on this version, across all lanes.
     pub live: AtomicUsize,
+    /// How its instances get their initial memory (which engine compiled it).
+    pub memory: MemorySetup,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -85,25 +89,57 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
     Ok(linker)
 }
 
+/// What loading a plugin needs: the engines, and for each the linker of the host
+/// imports.
+pub struct Runtimes {
+    engines: Engines,
+    copied: Linker<GuestState>,
+    mapped: Linker<GuestState>,
+}
+
+impl std::fmt::Debug for Runtimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtimes").finish_non_exhaustive()
+    }
+}
+
+impl Runtimes {
+    /// The linkers for `engines`.
+    pub fn new(engines: Engines) -> wasmtime::Result<Runtimes> {
+        Ok(Runtimes {
+            copied: linker(engines.get(MemorySetup::Copied))?,
+            mapped: linker(engines.get(MemorySetup::Mapped))?,
+            engines,
+        })
+    }
+
+    /// The engines.
+    pub fn engines(&self) -> &Engines {
+        &self.engines
+    }
+
+    fn get(&self, setup: MemorySetup) -> (&Engine, &Linker<GuestState>) {
+        let linker = match setup {
+            MemorySetup::Copied => &self.copied,
+            MemorySetup::Mapped => &self.mapped,
+        };
+        (self.engines.get(setup), linker)
+    }
+}
+
 /// The largest plugin file accepted (a Python component is about 18 MB).
 const MAX_PLUGIN_BYTES: u64 = 256 << 20;
 
 /// Compiles (or loads from `cache`) and checks one component file.
-pub fn load(
-    engine: &Engine,
-    linker: &Linker<GuestState>,
-    path: &Path,
-    cache: Option<&Path>,
-) -> Result<Plugin, PluginError> {
-    let loaded = load_if_changed(engine, linker, path, cache, None)?;
+pub fn load(runtimes: &Runtimes, path: &Path, cache: Option<&Path>) -> Result<Plugin, PluginError> {
+    let loaded = load_if_changed(runtimes, path, cache, None)?;
     Ok(loaded.expect("no current version to compare with"))
 }
 
 /// Like [`load`], but `Ok(None)` without compiling when the file is the `current`
 /// version already (a reload of an unchanged file reads and hashes it, nothing more).
 pub fn load_if_changed(
-    engine: &Engine,
-    linker: &Linker<GuestState>,
+    runtimes: &Runtimes,
     path: &Path,
     cache: Option<&Path>,
     current: Option<&str>,
@@ -128,8 +164,10 @@ pub fn load_if_changed(
     if current == Some(version.as_str()) {
         return Ok(None);
     }
+    let setup = MemorySetup::for_component(&bytes);
+    let (engine, linker) = runtimes.get(setup);
     let component = match cache {
-        Some(dir) => compile_cached(engine, &bytes, &digest, dir),
+        Some(dir) => compile_cached(engine, setup, &bytes, &digest, dir),
         None => Component::new(engine, &bytes),
     }
     .map_err(|e| PluginError::Invalid {
@@ -148,6 +186,7 @@ pub fn load_if_changed(
         loaded_at: SystemTime::now(),
         pre,
         live: AtomicUsize::new(0),
+        memory: setup,
     }))
 }
 
@@ -166,6 +205,7 @@ fn version_of_digest(digest: &[u8]) -> String {
 /// and settings), so an artifact is only ever loaded by the engine that produced it.
 fn compile_cached(
     engine: &Engine,
+    setup: MemorySetup,
     bytes: &[u8],
     digest: &[u8],
     dir: &Path,
@@ -173,7 +213,11 @@ fn compile_cached(
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    let file = dir.join(format!("{hex}-{:016x}.cwasm", hasher.finish()));
+    let file = dir.join(format!(
+        "{hex}-{:016x}-{}.cwasm",
+        hasher.finish(),
+        setup.name()
+    ));
     if file.exists() {
         // SAFETY: wasmroom writes this file only here, synced and renamed into place, named
         // by the hash of its source and of this engine's settings; the data directory is
@@ -220,15 +264,15 @@ fn write_cache(component: &Component, dir: &Path, file: &Path) -> wasmtime::Resu
 pub fn check(path: &Path) -> Result<Plugin, PluginError> {
     let mut config = crate::config::Config::default();
     config.limits.max_documents = 1;
-    let engine = crate::guest::engine::engine(&config).map_err(|e| PluginError::Invalid {
+    let engines = Engines::new(&config).map_err(|e: EngineError| PluginError::Invalid {
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
-    let linker = linker(&engine).map_err(|e| PluginError::Contract {
+    let runtimes = Runtimes::new(engines).map_err(|e| PluginError::Contract {
         path: path.to_owned(),
         reason: format!("{e:#}"),
     })?;
-    load(&engine, &linker, path, None)
+    load(&runtimes, path, None)
 }
 
 /// `relay` for `.../relay.wasm`; `None` for other files or invalid names.
@@ -258,17 +302,16 @@ mod tests {
     fn garbage_is_refused_with_a_reason() {
         let mut config = crate::config::Config::default();
         config.limits.max_documents = 4;
-        let engine = crate::guest::engine::engine(&config).unwrap();
-        let linker = linker(&engine).unwrap();
+        let runtimes = Runtimes::new(Engines::new(&config).unwrap()).unwrap();
         let dir = std::env::temp_dir().join(format!("wasmroom-plugin-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("junk.wasm");
         std::fs::write(&path, b"not wasm at all").unwrap();
-        let err = load(&engine, &linker, &path, None).unwrap_err();
+        let err = load(&runtimes, &path, None).unwrap_err();
         assert!(matches!(err, PluginError::Invalid { .. }), "{err}");
         // A core module (not a component) is refused too.
         std::fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
-        let err = load(&engine, &linker, &path, None).unwrap_err();
+        let err = load(&runtimes, &path, None).unwrap_err();
         assert!(err.to_string().contains("junk.wasm"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

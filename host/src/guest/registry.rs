@@ -12,11 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::UNIX_EPOCH;
 
-use wasmtime::Engine;
-use wasmtime::component::Linker;
-
-use crate::guest::GuestState;
-use crate::guest::plugin::{Plugin, load_if_changed, plugin_name};
+use crate::guest::plugin::{Plugin, Runtimes, load_if_changed, plugin_name};
 use crate::metrics::Metrics;
 
 /// What a lane finds when it looks up a plugin.
@@ -44,8 +40,7 @@ struct Entry {
 pub struct Registry {
     dir: PathBuf,
     cache: Option<PathBuf>,
-    engine: Engine,
-    linker: Linker<GuestState>,
+    runtimes: Runtimes,
     plugins: RwLock<BTreeMap<String, Entry>>,
     /// One reload at a time (watcher and SIGHUP): otherwise a slow load of older bytes
     /// could finish last and win.
@@ -66,8 +61,7 @@ impl Registry {
     /// fails to load is logged and answered with 503 and the reason; the others serve. A
     /// missing directory is an error.
     pub fn load_dir(
-        engine: Engine,
-        linker: Linker<GuestState>,
+        runtimes: Runtimes,
         dir: &Path,
         cache: Option<PathBuf>,
         metrics: Arc<Metrics>,
@@ -75,8 +69,7 @@ impl Registry {
         let registry = Registry {
             dir: dir.to_owned(),
             cache,
-            engine,
-            linker,
+            runtimes,
             plugins: RwLock::new(BTreeMap::new()),
             reloading: std::sync::Mutex::new(()),
             metrics,
@@ -130,8 +123,7 @@ impl Registry {
             .get(&name)
             .and_then(|e| e.current.clone());
         let loaded = load_if_changed(
-            &self.engine,
-            &self.linker,
+            &self.runtimes,
             path,
             self.cache.as_deref(),
             current.as_ref().map(|c| c.version.as_str()),
@@ -142,7 +134,7 @@ impl Registry {
             // The file is the running version: nothing to do.
             Ok(None) => None,
             Ok(Some(plugin)) => {
-                tracing::info!(plugin = %name, version = %plugin.version, "loaded {} in {:?}", path.display(), started.elapsed());
+                tracing::info!(plugin = %name, version = %plugin.version, memory = plugin.memory.name(), "loaded {} in {:?}", path.display(), started.elapsed());
                 self.metrics.reloaded(&name, true);
                 let plugin = Arc::new(plugin);
                 if let Some(old) = entry.current.replace(plugin.clone()) {
@@ -215,8 +207,8 @@ impl Registry {
         out
     }
 
-    /// Every plugin with its versions, load times, live documents per version and last
-    /// error, as served by `GET /plugins`.
+    /// Every plugin with its versions, load times, live documents and memory setup
+    /// (`copied` or `mapped`) per version and last error, as served by `GET /plugins`.
     pub fn describe(&self) -> serde_json::Value {
         let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
         let version = |p: &Plugin| {
@@ -224,6 +216,7 @@ impl Registry {
                 "version": p.version,
                 "loaded_at_ms": p.loaded_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
                 "live_documents": p.live.load(Ordering::Relaxed),
+                "memory": p.memory.name(),
             })
         };
         let list: Vec<serde_json::Value> = plugins
@@ -253,14 +246,14 @@ mod tests {
     fn failed_and_removed_plugins() {
         let mut config = crate::config::Config::default();
         config.limits.max_documents = 4;
-        let engine = crate::guest::engine::engine(&config).unwrap();
-        let linker = crate::guest::plugin::linker(&engine).unwrap();
+        let engines = crate::guest::engine::Engines::new(&config).unwrap();
+        let runtimes = Runtimes::new(engines).unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("junk.wasm"), b"not wasm").unwrap();
         // An empty component: valid, but it exports nothing.
         std::fs::write(dir.path().join("empty.wasm"), b"\0asm\x0d\0\x01\0").unwrap();
         let metrics = Arc::new(Metrics::new());
-        let registry = Registry::load_dir(engine, linker, dir.path(), None, metrics).unwrap();
+        let registry = Registry::load_dir(runtimes, dir.path(), None, metrics).unwrap();
         assert!(matches!(registry.get("junk"), Lookup::Failed(_)));
         let Lookup::Failed(why) = registry.get("empty") else {
             panic!("empty loaded")
