@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
-use crate::guest::engine::{EngineError, Engines};
+use crate::guest::engine::Engines;
 use crate::guest::initial_memory::MemorySetup;
 use crate::guest::{GuestState, Room, RoomPre};
 use crate::net::route::valid_plugin_name;
@@ -111,11 +111,6 @@ impl Runtimes {
             mapped: linker(engines.get(MemorySetup::Mapped))?,
             engines,
         })
-    }
-
-    /// The engines.
-    pub fn engines(&self) -> &Engines {
-        &self.engines
     }
 
     fn get(&self, setup: MemorySetup) -> (&Engine, &Linker<GuestState>) {
@@ -264,7 +259,7 @@ fn write_cache(component: &Component, dir: &Path, file: &Path) -> wasmtime::Resu
 pub fn check(path: &Path) -> Result<Plugin, PluginError> {
     let mut config = crate::config::Config::default();
     config.limits.max_documents = 1;
-    let engines = Engines::new(&config).map_err(|e: EngineError| PluginError::Invalid {
+    let engines = Engines::new(&config).map_err(|e| PluginError::Invalid {
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
