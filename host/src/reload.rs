@@ -122,6 +122,11 @@ fn split_event(event: Event) -> (Vec<PathBuf>, Vec<PathBuf>) {
             (Vec::new(), plugins(event.paths))
         }
         EventKind::Access(_) => (Vec::new(), Vec::new()),
+        // Neither is a change of content: reading a plugin can update its access time
+        // (`relatime` does on the first read after a write), which would make loading a
+        // freshly copied plugin report a change of its own. (A plugin made readable by
+        // `chmod` after a failed load is loaded on SIGHUP.)
+        EventKind::Modify(ModifyKind::Metadata(_)) => (Vec::new(), Vec::new()),
         _ => (Vec::new(), plugins(event.paths)),
     }
 }
@@ -129,6 +134,7 @@ fn split_event(event: Event) -> (Vec<PathBuf>, Vec<PathBuf>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use notify::event::MetadataKind;
 
     fn event(kind: EventKind, paths: &[&str]) -> Event {
         paths
@@ -151,6 +157,9 @@ mod tests {
     fn opening_a_plugin_is_no_change() {
         let open = EventKind::Access(AccessKind::Open(AccessMode::Any));
         let (now, later) = split_event(event(open, &["/p/relay.wasm"]));
+        assert!(now.is_empty() && later.is_empty());
+        let touched = EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime));
+        let (now, later) = split_event(event(touched, &["/p/relay.wasm"]));
         assert!(now.is_empty() && later.is_empty());
         let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
         let (now, later) = split_event(event(closed, &["/p/relay.wasm"]));
