@@ -186,6 +186,9 @@ impl Server {
                 None
             }
         };
+        // A file that changed between the first load and the watcher's start. Before the
+        // lanes announce themselves, so that a started server is done reading its plugins.
+        reloader.reload_all();
         let mut lanes = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {
             let commands = receivers.remove(0);
@@ -232,8 +235,6 @@ impl Server {
             ),
             None => None,
         };
-        // A file that changed between the first load and the watcher's start.
-        reloader.reload_all();
         Ok(Server {
             addrs,
             lanes,
