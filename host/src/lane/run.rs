@@ -26,6 +26,7 @@ pub async fn run(
     tracing::info!("lane {index} listening on {addr}");
     let lane = Rc::new(Lane::new(index, services));
     let health = lane.services.health.clone();
+    crate::lane::task::spawn(&health, "flusher", crate::lane::flusher::run(lane.clone()));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -5,13 +5,15 @@
 //! A connection keeps no buffer of its own while it is idle. A read lands in the lane's
 //! read buffer and whole frames are handled where they lie ([`Decoder`] keeps only the
 //! tail of a frame that has not arrived whole); frames are encoded as they are queued
-//! ([`Outbox`]) and written with one vectored `write` per wake-up, however many there
-//! are.
+//! ([`Outbox`]) and written with one vectored `write` per batch, however many there are:
+//! by the lane's flusher ([`crate::lane::flusher`]) while the socket takes them, by this
+//! task once the socket is full.
 //!
 //! The same task keeps the connection's timer (keepalive, the deadline of an incomplete
 //! message, the close handshake's), answers pings and carries out the close handshake.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Instant;
 
 use std::io::Read;
@@ -37,7 +39,8 @@ struct Connection<'a> {
     lane: &'a Lane,
     doc: &'a DocumentCell,
     id: u64,
-    stream: TcpStream,
+    /// Shared with the lane's flusher while the connection is served.
+    stream: Rc<TcpStream>,
     outbox: &'a Outbox,
     peer: SocketAddr,
     /// The client's close code, once its close frame arrived (1005 without a code).
@@ -81,6 +84,9 @@ pub async fn serve(
         .services
         .config
         .send_rate_for(&doc.borrow().plugin().name);
+    let stream = Rc::new(stream);
+    let writer = stream.clone();
+    outbox.attach(Rc::new(move |slices| writer.try_write_vectored(slices)));
     let mut conn = Connection {
         lane,
         doc,
@@ -166,6 +172,7 @@ pub async fn serve(
             }
         }
     }
+    outbox.detach();
     let mut code = conn.client_closed.unwrap_or(1006);
     // A close the server started ends the connection with its code, whether or not the
     // client answered it (a slow client that never reads still counts as 1008, not 1006).
@@ -185,7 +192,7 @@ impl Connection<'_> {
         // would only say "would block".
         let mut drained = None;
         let read = self.stream.try_io(Interest::READABLE, || {
-            let n = (&*SockRef::from(&self.stream)).read(&mut buffer)?;
+            let n = (&*SockRef::from(&*self.stream)).read(&mut buffer)?;
             if n > 0 && n < buffer.len() {
                 drained = Some(n);
                 return Err(std::io::ErrorKind::WouldBlock.into());
@@ -324,9 +331,7 @@ impl Connection<'_> {
                 .write_with(|slices| stream.try_write_vectored(slices))
             {
                 Ok(Some(written)) => {
-                    let metrics = &self.lane.metrics;
-                    metrics.messages_out.inc_by(written.messages);
-                    metrics.bytes_out.inc_by(written.message_bytes);
+                    crate::lane::flusher::count(self.lane, &written);
                     if written.bytes == 0 {
                         return Ok(());
                     }

@@ -148,10 +148,7 @@ async fn upgrade(
         return None;
     }
     let id = lane.services.next_connection_id();
-    let outbox = Rc::new(Outbox::new(
-        limits.max_queued_bytes,
-        limits.max_queued_frames,
-    ));
+    let outbox = Outbox::new(limits.max_queued_bytes, limits.max_queued_frames);
     let subprotocol = join(
         lane,
         &mut stream,

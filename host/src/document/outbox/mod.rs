@@ -18,6 +18,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,9 +29,11 @@ use crate::config::FRAME_OVERHEAD;
 use crate::net::websocket::frame::{opcode, server_frame_end, server_header};
 
 mod chunks;
+pub mod flush;
 
 use chunks::{Chunk, INLINE_CHUNK, MAX_SLICES, MIN_CHUNK, Queue};
 pub use chunks::{INLINE_MAX, Written};
+pub use flush::{WriteFn, pending_wake, take_pending};
 
 /// What the connection should do once the queue is empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,9 +59,14 @@ pub struct Outbox {
     max_bytes: usize,
     max_frames: usize,
     ending: RefCell<Ending>,
-    /// Wakes the connection's task: frames were queued or the connection is ending.
+    /// Wakes the connection's task: the connection is ending, or frames were queued and
+    /// the lane's flusher does not write them ([`flush`]).
     pub wake: Notify,
     give_up_at: Cell<Option<Instant>>,
+    /// The lane's flusher's handle on the socket.
+    writer: flush::Writer,
+    /// This outbox, for the lane's list of queues to flush.
+    me: Weak<Outbox>,
 }
 
 /// How long a closing connection may take to flush, send its close frame and hear the
@@ -68,8 +76,8 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 impl Outbox {
     /// An empty queue that holds at most `max_frames` frames and `max_bytes` (see the
     /// module's documentation for what a frame counts).
-    pub fn new(max_bytes: usize, max_frames: usize) -> Outbox {
-        Outbox {
+    pub fn new(max_bytes: usize, max_frames: usize) -> Rc<Outbox> {
+        Rc::new_cyclic(|me| Outbox {
             queue: RefCell::new(Queue::default()),
             queued_bytes: Cell::new(0),
             queued_frames: Cell::new(0),
@@ -79,7 +87,9 @@ impl Outbox {
             ending: RefCell::new(Ending::Open),
             wake: Notify::new(),
             give_up_at: Cell::new(None),
-        }
+            writer: flush::Writer::default(),
+            me: me.clone(),
+        })
     }
 
     /// Queues a frame. Returns `false` if the connection is closing or gone (the frame is
@@ -160,10 +170,10 @@ impl Outbox {
                 message,
             });
         }
-        // One wake-up per batch: the connection writes the whole queue when it runs, so
-        // only the first frame of an empty queue needs to wake it.
+        // One write per batch: the whole queue is written at once, so only the first
+        // frame of an empty queue needs to ask for it.
         if was_empty {
-            self.wake.notify_one();
+            self.schedule();
         }
         true
     }

@@ -1,0 +1,206 @@
+//! Writing queued frames without waking every connection's task: a broadcast to 1,000
+//! sockets used to wake 1,000 tasks, each of which re-armed its readiness, its timer and
+//! its wake-up just to make one `write`. Now the first frame queued on an empty queue
+//! puts the queue on its lane's list of queues to flush, and one lane task
+//! ([`crate::lane::flusher`]) writes them all on its next turn. Frames queued in the
+//! meantime, by any number of guest calls, go out in the same `write`.
+//!
+//! The connection's task still owns its socket: it hands the outbox a way to write to it
+//! while it serves ([`Outbox::attach`]; the document knows no sockets), and takes the
+//! writing back when the socket is full (the flusher wakes it to wait until the socket
+//! takes more) or the connection ends.
+
+use std::cell::{Cell, RefCell};
+use std::io::IoSlice;
+use std::rc::Rc;
+
+use tokio::sync::Notify;
+
+use super::{Outbox, Written};
+
+thread_local! {
+    /// This lane's queues that got frames since its flusher last ran (outboxes never
+    /// leave their lane's thread).
+    static PENDING: Pending = Pending::default();
+}
+
+#[derive(Default)]
+struct Pending {
+    queues: RefCell<Vec<Rc<Outbox>>>,
+    wake: Rc<Notify>,
+}
+
+/// A non-blocking vectored write to a connection's socket.
+pub type WriteFn = dyn Fn(&[IoSlice<'_>]) -> std::io::Result<usize>;
+
+/// Where an outbox writes without its connection's task.
+#[derive(Default)]
+pub(super) struct Writer {
+    /// Writes to the connection's socket while its task serves it.
+    stream: RefCell<Option<Rc<WriteFn>>>,
+    /// On the lane's list already.
+    scheduled: Cell<bool>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("attached", &self.stream.borrow().is_some())
+            .field("scheduled", &self.scheduled.get())
+            .finish()
+    }
+}
+
+impl Outbox {
+    /// Lets the lane's flusher write with `stream` (a non-blocking write to the socket)
+    /// until [`Outbox::detach`]. The connection's task calls it when it starts serving
+    /// the socket.
+    pub fn attach(&self, stream: Rc<WriteFn>) {
+        *self.writer.stream.borrow_mut() = Some(stream);
+    }
+
+    /// Ends [`Outbox::attach`]: from now on the connection's task is woken for every
+    /// frame. Called before the socket closes.
+    pub fn detach(&self) {
+        self.writer.stream.borrow_mut().take();
+    }
+
+    /// The first frame of an empty queue: the flusher writes it if the socket is
+    /// attached, else the connection's task is woken to do so.
+    pub(super) fn schedule(&self) {
+        if self.writer.stream.borrow().is_none() {
+            self.wake.notify_one();
+            return;
+        }
+        if self.writer.scheduled.replace(true) {
+            return;
+        }
+        let me = self.me.upgrade().expect("a live outbox has an owner");
+        PENDING.with(|p| {
+            let mut queues = p.queues.borrow_mut();
+            if queues.is_empty() {
+                p.wake.notify_one();
+            }
+            queues.push(me);
+        });
+    }
+
+    /// Writes what is queued as far as the socket takes it; `counted` hears of every
+    /// write. Wakes the connection's task to carry on when the socket is full, broken
+    /// or gone, or the connection is ending.
+    pub fn flush(&self, mut counted: impl FnMut(&Written)) {
+        self.writer.scheduled.set(false);
+        let stream = self.writer.stream.borrow().clone();
+        let Some(stream) = stream.filter(|_| self.is_open()) else {
+            self.wake.notify_one();
+            return;
+        };
+        loop {
+            match self.write_with(|slices| stream(slices)) {
+                Ok(None) => return,
+                Ok(Some(written)) => {
+                    counted(&written);
+                    if written.bytes == 0 {
+                        self.wake.notify_one();
+                        return;
+                    }
+                }
+                // Would block (the task waits until the socket takes more) or broke (the
+                // task ends the connection).
+                Err(_) => {
+                    self.wake.notify_one();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Moves the queues to flush on this lane now into `into` (empty), leaving its buffer
+/// for the next ones.
+pub fn take_pending(into: &mut Vec<Rc<Outbox>>) {
+    PENDING.with(|p| std::mem::swap(into, &mut *p.queues.borrow_mut()));
+}
+
+/// Notified when this lane's list of queues to flush stops being empty.
+pub fn pending_wake() -> Rc<Notify> {
+    PENDING.with(|p| p.wake.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+    use crate::document::outbox::Frame;
+
+    /// An outbox attached to a socket that takes at most `room` bytes, then would block.
+    fn attached(room: usize) -> (Rc<Outbox>, Rc<RefCell<Vec<u8>>>) {
+        let outbox = Outbox::new(1 << 20, 100);
+        let sent = Rc::new(RefCell::new(Vec::new()));
+        let socket = sent.clone();
+        outbox.attach(Rc::new(move |slices: &[IoSlice<'_>]| {
+            let mut sent = socket.borrow_mut();
+            if sent.len() >= room {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            let before = sent.len();
+            for slice in slices {
+                let take = slice.len().min(room - sent.len());
+                sent.extend_from_slice(&slice[..take]);
+            }
+            Ok(sent.len() - before)
+        }));
+        (outbox, sent)
+    }
+
+    fn pending() -> Vec<Rc<Outbox>> {
+        let mut queues = Vec::new();
+        take_pending(&mut queues);
+        queues
+    }
+
+    #[test]
+    fn the_first_frame_of_an_empty_queue_puts_it_on_the_lane_list_once() {
+        let (outbox, sent) = attached(usize::MAX);
+        assert!(outbox.push(&Frame::text("one")));
+        assert!(outbox.push(&Frame::text("two")));
+        let queues = pending();
+        assert_eq!(queues.len(), 1);
+        assert!(Rc::ptr_eq(&queues[0], &outbox));
+        let mut messages = 0;
+        queues[0].flush(|w| messages += w.messages);
+        assert_eq!(messages, 2);
+        assert_eq!(&sent.borrow()[..], b"\x81\x03one\x81\x03two");
+        assert!(outbox.is_empty());
+        // Its task was not woken for any of it.
+        assert!(outbox.wake.notified().now_or_never().is_none());
+        // Drained: the next frame schedules it again.
+        assert!(outbox.push(&Frame::text("three")));
+        assert_eq!(pending().len(), 1);
+    }
+
+    #[test]
+    fn a_full_socket_hands_the_rest_to_the_connection_task() {
+        let (outbox, sent) = attached(4);
+        assert!(outbox.push(&Frame::text("hello")));
+        let queues = pending();
+        queues[0].flush(|_| {});
+        assert_eq!(&sent.borrow()[..], b"\x81\x05he");
+        assert!(!outbox.is_empty(), "the rest waits for the socket");
+        assert!(outbox.wake.notified().now_or_never().is_some());
+    }
+
+    #[test]
+    fn without_a_socket_the_connection_task_is_woken() {
+        let outbox = Outbox::new(1 << 20, 100);
+        assert!(outbox.push(&Frame::text("before the upgrade")));
+        assert!(pending().is_empty());
+        assert!(outbox.wake.notified().now_or_never().is_some());
+        let (attached, sent) = attached(usize::MAX);
+        attached.detach();
+        assert!(attached.push(&Frame::text("after the end")));
+        assert!(pending().is_empty());
+        assert!(sent.borrow().is_empty());
+    }
+}

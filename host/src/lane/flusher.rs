@@ -1,0 +1,40 @@
+//! The lane's flusher: one task that writes every queue that got frames since its last
+//! turn (see [`crate::document::outbox::flush`]), so a broadcast costs one `write` per
+//! socket and no task wake-up per socket.
+//!
+//! It runs after the tasks that were ready before it, so frames queued by all the reads
+//! of one turn of the lane go out together.
+
+use std::rc::Rc;
+
+use crate::document::outbox::{self, Written};
+use crate::lane::Lane;
+
+/// Queues flushed between two chances for the lane's other tasks to run.
+const YIELD_EVERY: usize = 64;
+
+/// Flushes the lane's pending queues, forever (the lane's runtime ends it).
+pub async fn run(lane: Rc<Lane>) {
+    let wake = outbox::pending_wake();
+    let mut queues = Vec::new();
+    loop {
+        wake.notified().await;
+        outbox::take_pending(&mut queues);
+        let mut flushed = 0;
+        for queue in queues.drain(..) {
+            queue.flush(|written| count(&lane, written));
+            flushed += 1;
+            // A broadcast to thousands of sockets makes as many writes: let the lane's
+            // other tasks in between, as their own writer tasks once did.
+            if flushed % YIELD_EVERY == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+/// Counts what a write took in the lane's metrics.
+pub fn count(lane: &Lane, written: &Written) {
+    lane.metrics.messages_out.inc_by(written.messages);
+    lane.metrics.bytes_out.inc_by(written.message_bytes);
+}
