@@ -87,6 +87,7 @@ pub async fn serve(
     let stream = Rc::new(stream);
     let writer = stream.clone();
     outbox.attach(Rc::new(move |slices| writer.try_write_vectored(slices)));
+    let _attached = Attached(outbox);
     let mut conn = Connection {
         lane,
         doc,
@@ -172,7 +173,6 @@ pub async fn serve(
             }
         }
     }
-    outbox.detach();
     let mut code = conn.client_closed.unwrap_or(1006);
     // A close the server started ends the connection with its code, whether or not the
     // client answered it (a slow client that never reads still counts as 1008, not 1006).
@@ -180,6 +180,16 @@ pub async fn serve(
         code = server_code;
     }
     code
+}
+
+/// Takes the socket back from the lane's flusher however [`serve`] ends, its future
+/// dropped included: the outbox outlives the socket.
+struct Attached<'a>(&'a Outbox);
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        self.0.detach();
+    }
 }
 
 impl Connection<'_> {
