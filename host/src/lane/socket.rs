@@ -227,7 +227,10 @@ impl Connection<'_> {
             self.awaiting_pong = false;
             self.ping_at = now + self.lane.services.config.limits.ping_interval();
         }
-        let decoded = decoder.feed(bytes, now, |event| self.event(event, now));
+        // The clock is read once per read and once after each guest call: a message
+        // is handled at the time the one before it finished.
+        let mut clock = now;
+        let decoded = decoder.feed(bytes, now, |event| clock = self.event(event, clock));
         if let Err(e) = decoded {
             let (code, reason) = e.close();
             self.fail_with(code, reason);
@@ -240,10 +243,12 @@ impl Connection<'_> {
     }
 
     /// One event from the client.
-    fn event(&mut self, event: Event, now: Instant) {
+    /// Handles one event that arrived by `now`; returns the clock's reading after it
+    /// (later than `now` if the guest was called).
+    fn event(&mut self, event: Event, now: Instant) -> Instant {
         if self.fail {
             // Closing for a broken limit: the rest of this read is not applied.
-            return;
+            return now;
         }
         let size = match &event {
             Event::Text(text) => text.len(),
@@ -263,7 +268,7 @@ impl Connection<'_> {
                 tracing::debug!(lane = self.lane.index, peer = %self.peer, ?limit, "client sends too fast: closing");
                 self.lane.metrics.rate_limited(limit);
                 self.fail_with(1008, "rate limit exceeded");
-                return;
+                return now;
             }
         }
         let message = match event {
@@ -271,21 +276,21 @@ impl Connection<'_> {
             Event::Binary(bytes) => Message::Binary(bytes),
             Event::Ping(payload) => {
                 self.outbox.push(&Frame::Pong(payload.into()));
-                return;
+                return now;
             }
-            Event::Pong => return,
+            Event::Pong => return now,
             Event::Close(close) => {
                 self.client_closed = Some(close.map_or(1005, |(code, _)| code));
                 // The client is leaving: what is still queued for it is dropped, and the
                 // answer to its close is the last frame.
                 self.outbox.finish();
-                return;
+                return now;
             }
         };
         if self.client_closed.is_some() || self.lane.is_shutting_down() {
             // The document is being saved for shutdown: what arrives now is not applied
             // (the client gets 1012 and resends what was not acknowledged).
-            return;
+            return now;
         }
         if let Some(clock) = &self.clock
             && !clock.holds(self.lease)
@@ -297,7 +302,7 @@ impl Connection<'_> {
                 (d.plugin().name.clone(), d.id().to_owned())
             };
             self.lane.retire(&key, self.doc, "lapsed");
-            return;
+            return now;
         }
         let metrics = &self.lane.metrics;
         metrics.messages_in.inc();
@@ -306,7 +311,9 @@ impl Connection<'_> {
             Message::Binary(b) => b.len(),
         } as u64);
         // On an error the document crashed and the outbox is closing with 1011.
-        let _ = self.doc.borrow_mut().message(self.id, &message);
+        let mut doc = self.doc.borrow_mut();
+        let _ = doc.message(self.id, &message, now);
+        doc.last_activity().max(now)
     }
 
     /// Starts closing with `code` and ends once the close frame is out, without waiting
