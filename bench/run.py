@@ -325,10 +325,10 @@ def sweep(peer, offered_loads, seconds):
 
 
 def refine(peer, points, seconds):
-    """Narrows a ceiling the sweep found down by bisection between the highest load
-    carried and the failed one above it (from 0 if the first load failed): the sweep's
-    steps are 25-100 % apart, too coarse to compare two servers within one step. Each
-    point counts as any other in `ceiling`; a lower bound is left as it is."""
+    """Bisects the step between the highest load the sweep carried and the failed one
+    above it (from 0 if the first load failed): the sweep's steps are 25-100 % apart, too
+    coarse to compare two servers within one step. Each new point counts as any other in
+    `ceiling`; a ceiling that is only a lower bound is left as it is."""
     best, lower_bound = ceiling(points)
     if lower_bound:
         return

@@ -242,9 +242,8 @@ impl Connection<'_> {
         }
     }
 
-    /// One event from the client.
-    /// Handles one event that arrived by `now`; returns the clock's reading after it
-    /// (later than `now` if the guest was called).
+    /// Handles one event from the client that arrived by `now`; returns the clock's
+    /// reading after it (later than `now` if the guest was called).
     fn event(&mut self, event: Event, now: Instant) -> Instant {
         if self.fail {
             // Closing for a broken limit: the rest of this read is not applied.
