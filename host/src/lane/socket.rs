@@ -133,7 +133,8 @@ pub async fn serve(
             timer.as_mut().reset(due.into());
             timer_at = due;
         }
-        let writing = !outbox.is_empty();
+        // Waiting for room only when this task writes: the flusher's queues wait on no one.
+        let writing = !outbox.is_empty() && !outbox.flusher_writes();
         tokio::select! {
             biased;
             readable = conn.stream.readable(), if !conn.read_done => {
@@ -327,6 +328,11 @@ impl Connection<'_> {
     /// Writes what is queued, then the close frame when it is due, as long as the socket
     /// takes it.
     fn flush(&mut self) -> std::io::Result<()> {
+        if self.outbox.flusher_writes() {
+            // It writes this queue together with the others of its turn: a write of our
+            // own after each read would split the batch in two.
+            return Ok(());
+        }
         loop {
             if self.outbox.is_empty() && !self.close_sent {
                 let close = match (self.client_closed, self.outbox.ending()) {

@@ -65,6 +65,12 @@ impl Outbox {
         self.writer.stream.borrow_mut().take();
     }
 
+    /// Whether the lane's flusher writes what is queued on its next turn: the socket is
+    /// attached, the queue is on the lane's list and the connection is open.
+    pub fn flusher_writes(&self) -> bool {
+        self.writer.scheduled.get() && self.writer.stream.borrow().is_some() && self.is_open()
+    }
+
     /// The first frame of an empty queue: the flusher writes it if the socket is
     /// attached, else the connection's task is woken to do so.
     pub(super) fn schedule(&self) {
@@ -178,6 +184,24 @@ mod tests {
         // Drained: the next frame schedules it again.
         assert!(outbox.push(&Frame::text("three")));
         assert_eq!(pending().len(), 1);
+    }
+
+    #[test]
+    fn the_connection_task_leaves_a_scheduled_open_queue_to_the_flusher() {
+        let (outbox, _sent) = attached(usize::MAX);
+        assert!(!outbox.flusher_writes(), "nothing queued");
+        assert!(outbox.push(&Frame::text("one")));
+        assert!(outbox.flusher_writes());
+        let queues = pending();
+        queues[0].flush(|_| {});
+        assert!(!outbox.flusher_writes(), "written");
+        assert!(outbox.push(&Frame::text("two")));
+        outbox.close(1000, "bye");
+        assert!(
+            !outbox.flusher_writes(),
+            "a closing queue is the task's to finish"
+        );
+        let _ = pending();
     }
 
     #[test]
