@@ -488,41 +488,52 @@ def reload_times(counts):
     """Hot reload of the relay under N live documents: from the rename of the new build
     into the plugins directory to every document running on it (as /plugins reports),
     debounce (200 ms) and compilation included."""
-    import tempfile
-    out = {}
+    out, steal_out = {}, {}
     for n in counts:
-        with tempfile.TemporaryDirectory() as plugins, tempfile.TemporaryDirectory() as data:
-            shutil.copy(ROOT / "plugins" / "relay.wasm", Path(plugins) / "relay.wasm")
-            # At the default pool size: 10,000 live documents fill it, and the migration
-            # takes its second instance from the reserve.
-            peer = Peer("wasmroom", plugins, extra=["--data", data],
-                        config=BENCH / "wasmroom-reload.toml")
-            try:
-                for i in range(n):
-                    status, _ = http_get(peer.port, f"/docs/relay/reload-{i}")
-                    assert status == 200, status
-                _, body = http_get(peer.port, "/plugins")
-                old = next(p for p in json.loads(body)["plugins"] if p["name"] == "relay")["current"]["version"]
-                tagged = ROOT / "target" / "wasm32-wasip2" / "plugin" / "variants" / "relay-tag.wasm"
-                shutil.copy(tagged, Path(plugins) / ".relay.upload")
-                started, steal = time.time(), Steal()
-                os.rename(Path(plugins) / ".relay.upload", Path(plugins) / "relay.wasm")
-                while True:
-                    _, body = http_get(peer.port, "/plugins")
-                    relay = next(p for p in json.loads(body)["plugins"] if p["name"] == "relay")
-                    current = relay["current"]
-                    if current and current["version"] != old and current["live_documents"] == n:
-                        break
-                    if time.time() - started > 120:
-                        raise RuntimeError(f"reload under {n} documents did not finish: {relay}")
-                    time.sleep(0.005)
-                out[str(n)] = round(time.time() - started, 3)
-                stolen = steal.share()
-            finally:
-                peer.stop()
-        print(f"  reload under {n} live documents: {out[str(n)]} s (steal on the server's core "
-              f"{stolen:.0%})", flush=True)
+        # A reload the hypervisor stole more than MAX_STEAL of the server's core from is
+        # measured again, as the relay points are; the least stolen attempt is kept.
+        for _ in range(1 + STEAL_RETRIES):
+            took, stolen = reload_once(n)
+            print(f"  reload under {n} live documents: {took} s (steal on the server's core "
+                  f"{stolen:.0%})", flush=True)
+            if n not in steal_out or stolen < steal_out[n]:
+                out[str(n)], steal_out[n] = took, stolen
+            if stolen <= MAX_STEAL:
+                break
     return out
+
+
+def reload_once(n):
+    """One hot reload under `n` live relay documents: (seconds, steal share)."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as plugins, tempfile.TemporaryDirectory() as data:
+        shutil.copy(ROOT / "plugins" / "relay.wasm", Path(plugins) / "relay.wasm")
+        # At the default pool size: 10,000 live documents fill it, and the migration
+        # takes its second instance from the reserve.
+        peer = Peer("wasmroom", plugins, extra=["--data", data],
+                    config=BENCH / "wasmroom-reload.toml")
+        try:
+            for i in range(n):
+                status, _ = http_get(peer.port, f"/docs/relay/reload-{i}")
+                assert status == 200, status
+            _, body = http_get(peer.port, "/plugins")
+            old = next(p for p in json.loads(body)["plugins"] if p["name"] == "relay")["current"]["version"]
+            tagged = ROOT / "target" / "wasm32-wasip2" / "plugin" / "variants" / "relay-tag.wasm"
+            shutil.copy(tagged, Path(plugins) / ".relay.upload")
+            started, steal = time.time(), Steal()
+            os.rename(Path(plugins) / ".relay.upload", Path(plugins) / "relay.wasm")
+            while True:
+                _, body = http_get(peer.port, "/plugins")
+                relay = next(p for p in json.loads(body)["plugins"] if p["name"] == "relay")
+                current = relay["current"]
+                if current and current["version"] != old and current["live_documents"] == n:
+                    break
+                if time.time() - started > 120:
+                    raise RuntimeError(f"reload under {n} documents did not finish: {relay}")
+                time.sleep(0.005)
+            return round(time.time() - started, 3), steal.share()
+        finally:
+            peer.stop()
 
 
 def machine():
@@ -564,9 +575,9 @@ def plot(results, path):
     ax.set_yscale("log")
     ax.set_xlabel(f"offered deliveries per second ({DOCS} documents x {CLIENTS} clients, {SIZE}-byte messages)")
     ax.set_ylabel("p99 latency (ms)")
-    ax.set_title(f"Relay p99 vs offered load, server on 1 core ({results['machine']['cpu']}); "
+    ax.set_title(f"Relay p99 vs offered load, server on 1 core ({results['machine']['cpu']})\n"
                  f"dashes and squares: {', '.join(f'{f:.0%}' for f in FRACTIONS)} of native's ceiling; "
-                 "x: generator saturated", fontsize=8)
+                 f"x: generator saturated, or more than {MAX_STEAL:.0%} of the core stolen", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -576,9 +587,14 @@ def plot(results, path):
 def efficiency(r):
     """Deliveries per server CPU-second, pooled over the sweep points in EFFICIENCY_RANGE
     (one point alone is noisy on a shared 2-core machine). A server that is saturated there
-    (Daphne) is measured at saturation."""
+    is measured at saturation; one whose sweep ended below the range (Daphne), at its
+    highest load."""
     lo, hi = EFFICIENCY_RANGE
-    pts = [p for p in r["sweep"] if lo <= offered(p) <= hi and p["deliveries_per_server_cpu_sec"] > 0]
+    measured = [p for p in r["sweep"] if p["deliveries_per_server_cpu_sec"] > 0]
+    pts = [p for p in measured if lo <= offered(p) <= hi]
+    if not pts and measured and max(map(offered, measured)) < lo:
+        # Its sweep ended below the range: its highest load is where it was saturated.
+        pts = [max(measured, key=offered)]
     busy = sum(p["delivered"] / p["deliveries_per_server_cpu_sec"] for p in pts)
     return sum(p["delivered"] for p in pts) / busy if busy else 0
 
@@ -697,7 +713,7 @@ def main():
     parser.add_argument("--peers", default="wasmroom,native,node-ws,daphne")
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="redo the table and plot from results.json")
-    parser.add_argument("--only", choices=["handover", "tokens", "store"],
+    parser.add_argument("--only", choices=["lanes", "reload", "handover", "tokens", "store"],
                         help="run one wasmroom section and update results/ (store: the PostgreSQL store, "
                              "results/store.md)")
     args = parser.parse_args()
@@ -715,6 +731,10 @@ def main():
         print(f"== wasmroom, {args.only}", flush=True)
         if args.only == "tokens":
             results["cold_tokens"] = cold_with_tokens(plugins_dir_default(), 200 if args.quick else 1000)
+        elif args.only == "lanes":
+            results["lanes"] = lanes_scaling(plugins_dir_default(), 2 if args.quick else 4)
+        elif args.only == "reload":
+            results["reload_seconds"] = reload_times([1000, 10000])
         else:
             results["handover"] = handover(600 if args.quick else 3000)
         (RESULTS / "results.md").write_text(table(results))
