@@ -244,6 +244,26 @@ async fn on_disconnect_gets_the_code_of_the_side_that_closed() -> anyhow::Result
 }
 
 #[tokio::test]
+async fn a_reply_to_the_last_message_goes_out_before_a_half_closed_socket_ends()
+-> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(&["probe"], 1, &[])?;
+    // A client that sends its last message and ends its stream at once, without a close
+    // frame: the server ends the connection (1006), but only after the consumer's reply
+    // to that message went out.
+    let mut stream = raw_upgrade(server.addr(0), "/ws/probe/half-closed").await?;
+    stream.write_all(&client_frame(true, 1, b"count")).await?;
+    stream.shutdown().await?;
+    let mut got = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut got)).await??;
+    assert_eq!(
+        got, b"\x81\x011",
+        "the reply `1` (one connection), then the end"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn http_requests_reach_the_document() -> anyhow::Result<()> {
     let server = Server::start(&["relay", "chat"], 1, &[])?;
     let mut a = server.connect(0, "/ws/relay/pushed").await?;

@@ -134,7 +134,7 @@ pub async fn serve(
             timer_at = due;
         }
         // Waiting for room only when this task writes: the flusher's queues wait on no one.
-        let writing = !outbox.is_empty() && !outbox.flusher_writes();
+        let writing = !outbox.is_empty() && (conn.read_done || !outbox.flusher_writes());
         tokio::select! {
             biased;
             readable = conn.stream.readable(), if !conn.read_done => {
@@ -328,9 +328,11 @@ impl Connection<'_> {
     /// Writes what is queued, then the close frame when it is due, as long as the socket
     /// takes it.
     fn flush(&mut self) -> std::io::Result<()> {
-        if self.outbox.flusher_writes() {
+        if self.outbox.flusher_writes() && !self.read_done {
             // It writes this queue together with the others of its turn: a write of our
-            // own after each read would split the batch in two.
+            // own after each read would split the batch in two. Once the client's stream
+            // has ended, this task ends after this write and takes the socket with it, so
+            // it writes what is left itself (a reply to the client's last message).
             return Ok(());
         }
         loop {
