@@ -11,19 +11,19 @@ use crate::document::outbox::{self, Written};
 use crate::lane::Lane;
 
 /// Queues flushed between two chances for the lane's other tasks to run (or fewer, see
-/// [`YIELD_BYTES`]): about a thousand writes, a few milliseconds. A yield puts the flusher behind every reader that
-/// is ready and the next poll of the sockets, so yielding often starves the writes: under
-/// load the lane then reads (and queues) more than it writes, and delivery latency grows
-/// (at 2.0-2.4M deliveries/s in `bench/`, every 64 queues gave a p50 of 22-84 ms, every
-/// 1,024 one of 0.8-62 ms).
+/// [`YIELD_BYTES`]): about a thousand writes, a few milliseconds. A yield puts the
+/// flusher behind every reader that is ready and the next poll of the sockets, so
+/// yielding often starves the writes: under load the lane then reads (and queues) more
+/// than it writes, and delivery latency grows (at 2.0-2.4M deliveries/s in `bench/`,
+/// every 64 queues gave a p50 of 22-84 ms, every 1,024 one of 0.8-62 ms).
 const YIELD_EVERY: usize = 1024;
 
 /// Bytes written between two chances for the lane's other tasks to run, whatever the
 /// number of queues: a large broadcast (1 MiB to a thousand fast readers) is a gigabyte
 /// of copies into the kernel, far longer than a thousand small writes. 64 MiB is what 64
 /// queues of 1 MiB frames wrote between yields before; far smaller budgets bring the
-/// starvation back near saturation, when every queue holds tens of KiB (4 MiB: p50 0.9-1.4 s
-/// at 2.4M deliveries/s in `bench/`, against 52-63 ms without a byte budget).
+/// starvation back near saturation, when every queue holds tens of KiB (4 MiB: p50
+/// 0.9-1.4 s at 2.4M deliveries/s in `bench/`, against 52-63 ms without a byte budget).
 const YIELD_BYTES: usize = 64 << 20;
 
 /// Flushes the lane's pending queues, forever (the lane's runtime ends it).
