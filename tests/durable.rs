@@ -36,6 +36,38 @@ fn lines(count: usize) -> Vec<String> {
     (0..count).map(|i| format!("line {i}")).collect()
 }
 
+/// Every line a client sent before it saw the server's close is in the document after a
+/// SIGTERM: the host asks every socket to close and keeps applying what each client sent
+/// until its own close frame (TCP delivers it first), then saves. Twenty times, the
+/// SIGTERM coming at another point of a stream of ~500 lines a second each time.
+#[tokio::test]
+async fn every_line_sent_before_the_close_survives_sigterm() -> anyhow::Result<()> {
+    use support::streaming::{Stream, all_kept};
+    // Only the shutdown's save can keep the lines; the chat keeps all of them.
+    let config = "checkpoint_secs = 3600\n[plugin.chat.settings]\nhistory = \"100000\"\n";
+    for run in 0..20 {
+        let mut server = Server::start_with_config(&["chat"], 1, config)?;
+        let mut ws = server.connect(0, "/ws/chat/stream?name=writer").await?;
+        assert_eq!(recv_json(&mut ws).await?["type"], "history");
+        let stream = Stream::start(ws, "line ", std::time::Duration::from_millis(2));
+        stream.sent_at_least(20 + run * 13).await?;
+        let stopping = tokio::task::spawn_blocking(move || {
+            let status = server.terminate();
+            (server, status)
+        });
+        let streamed = stream.finished().await?;
+        let (server, status) = stopping.await?;
+        assert!(status?.success());
+        let (code, reason) = streamed.close.clone().unwrap_or_default();
+        assert_eq!(code, 1012, "run {run}: {streamed:?}");
+        assert_eq!(reason, "server restarting");
+        let server = server.restart()?;
+        let texts = history(&server, "stream").await?;
+        all_kept(&texts, "line ", streamed.sent).map_err(|e| anyhow::anyhow!("run {run}: {e}"))?;
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn chat_history_survives_sigterm_and_clients_see_1012() -> anyhow::Result<()> {
     // A checkpoint interval far away: only the shutdown save can keep the history.

@@ -267,3 +267,33 @@ async fn per_plugin_memory_caps_apply() -> anyhow::Result<()> {
     assert_eq!(recv_text(&mut roomy).await?, "hoarding 8 MiB");
     Ok(())
 }
+
+/// Once the consumer closed a connection, nothing its client sends after applies: not
+/// the messages of the same read, nor those still arriving while the close completes.
+#[tokio::test]
+async fn a_kicked_connection_changes_nothing_more() -> anyhow::Result<()> {
+    let server = Server::start(&["probe"], 1, &[])?;
+    let mut kicked = server.connect(0, "/ws/probe/kick").await?;
+    let mut other = server.connect(0, "/ws/probe/kick").await?;
+    // The kick and what follows it leave in one write: the host reads them together.
+    kicked.feed(Message::text("note before")).await?;
+    kicked.feed(Message::text("close-me 4000")).await?;
+    kicked.feed(Message::text("note after-1")).await?;
+    kicked.feed(Message::text("note after-2")).await?;
+    kicked.flush().await?;
+    // And more before the client reads the close.
+    kicked.send(Message::text("note after-3")).await?;
+    assert_eq!(expect_close(&mut kicked).await?.0, 4000);
+    send_text(&mut other, "notes").await?;
+    assert_eq!(recv_text(&mut other).await?, "before");
+    let unapplied = metric(
+        server.addr(0),
+        "wasmroom_messages_unapplied_total",
+        &["reason=\"closing\""],
+    )
+    .await?;
+    assert_eq!(unapplied, 3.0);
+    let received = metric(server.addr(0), "wasmroom_messages_received_total", &[]).await?;
+    assert_eq!(received, 3.0, "before, close-me and notes");
+    Ok(())
+}

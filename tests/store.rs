@@ -93,6 +93,93 @@ async fn a_dead_hosts_documents_are_taken_over_and_its_late_writes_refused() -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_frees_only_the_epoch_it_was_meant_for() -> anyhow::Result<()> {
+    let pg = Postgres::start()?;
+    let a = host(&pg, "host-a", Duration::from_secs(10))?;
+    let first = a.open("chat", "r", "v1").await?;
+    a.release("chat", "r", first.lease).await?;
+    // A client came back before a stale release of the first epoch arrived: the lease
+    // it took anew must survive both kinds of release of the old epoch.
+    let second = a.open("chat", "r", "v1").await?;
+    assert_eq!(second.lease.epoch, first.lease.epoch + 1);
+    a.release("chat", "r", first.lease).await?;
+    a.release_unheld("chat", "r", first.lease.epoch).await?;
+    let row = pg.sql(
+        "SELECT h.name, d.epoch FROM wasmroom.documents d JOIN wasmroom.hosts h ON h.id = d.owner WHERE d.doc = 'r'",
+    )?;
+    assert_eq!(row, format!("host-a|{}", second.lease.epoch));
+    // A release of the epoch it holds frees it.
+    a.release_unheld("chat", "r", second.lease.epoch).await?;
+    let owner =
+        pg.sql("SELECT coalesce(owner::text, 'free') FROM wasmroom.documents WHERE doc = 'r'")?;
+    assert_eq!(owner, "free");
+    // Another host is told the epoch the document is held under.
+    let third = a.open("chat", "r", "v1").await?;
+    let b = host(&pg, "host-b", Duration::from_secs(10))?;
+    match b.open("chat", "r", "v1").await {
+        Err(StorageError::HeldElsewhere { epoch, .. }) => assert_eq!(epoch, third.lease.epoch),
+        other => anyhow::bail!("expected held elsewhere, got {other:?}"),
+    }
+    a.shutdown();
+    b.shutdown();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_answered_after_the_lease_ran_out_does_not_renew_it() -> anyhow::Result<()> {
+    let pg = Postgres::start()?;
+    let ttl = Duration::from_millis(2000);
+    let a = host(&pg, "host-a", ttl)?;
+    let b = host(&pg, "host-b", ttl)?;
+    let held = a.open("chat", "h", "v1").await?;
+    let clock = a.clock().clone();
+    assert!(clock.holds(held.lease));
+    // A test session locks host-a's row: its next heartbeat waits on the lock, checked
+    // before it waited, until host-a's lease has run out by the store's clock.
+    let (locker, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    locker
+        .batch_execute("BEGIN; SELECT id FROM wasmroom.hosts WHERE name = 'host-a' FOR UPDATE")
+        .await?;
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    let taken = loop {
+        match b.open("chat", "h", "v1").await {
+            Ok(taken) => break taken,
+            Err(StorageError::HeldElsewhere { .. }) => {
+                anyhow::ensure!(std::time::Instant::now() < deadline, "never taken over");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    assert_eq!(taken.lease.epoch, held.lease.epoch + 1);
+    // host-a stopped serving on its own clock before that.
+    assert!(!clock.holds(held.lease));
+    locker.batch_execute("COMMIT").await?;
+    // Whatever the waiting heartbeat answers now, host-a must never hold its old lease
+    // again: it registers anew instead.
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    while clock.holder() == held.lease.holder {
+        assert!(
+            !clock.holds(held.lease),
+            "host-a renewed a lease that had run out"
+        );
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "never registered anew"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..100 {
+        assert!(!clock.holds(held.lease));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.shutdown();
+    b.shutdown();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_with_a_bad_checksum_is_refused_and_left_alone() -> anyhow::Result<()> {
     let pg = Postgres::start()?;
     let a = host(&pg, "host-a", Duration::from_secs(10))?;
@@ -188,7 +275,7 @@ async fn a_store_outage_lapses_the_lease_and_a_new_registration_resumes() -> any
 }
 
 async fn wait_for_event(
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<StoreEvent>,
+    events: &mut tokio::sync::mpsc::Receiver<StoreEvent>,
     wanted: impl Fn(&StoreEvent) -> bool,
 ) -> bool {
     tokio::time::timeout(support::PATIENCE, async {

@@ -5,10 +5,14 @@
 //! a deployed plugin into the plugins directory and a hot reload.
 //!
 //! All of it runs on a thread of its own: the store's answers never wait on a lane, and
-//! a lane never waits on the store's round trips.
+//! a lane never waits on the store's round trips. Events that concern documents (release
+//! requests, a lapsed lease) are forwarded at once; plugin installs, which fetch every
+//! plugin and hash files, run beside them with their requests merged, so a deploy never
+//! holds up a hand-back past the asker's timeout.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use tokio::sync::{Notify, mpsc};
@@ -26,7 +30,7 @@ use crate::store::postgres::{DeployedPlugin, PostgresStore, StoreError, StoreSet
 pub struct SharedStore {
     /// The store.
     pub store: Arc<PostgresStore>,
-    events: mpsc::UnboundedReceiver<StoreEvent>,
+    events: mpsc::Receiver<StoreEvent>,
 }
 
 /// Starts the store of `config`, if it names one, and writes the plugin versions
@@ -77,24 +81,23 @@ impl SharedStore {
                         .build()
                         .expect("a current-thread runtime builds");
                     runtime.block_on(async move {
+                        let installs = Arc::new(Installs::default());
+                        let installer = tokio::spawn(install_when_asked(
+                            installs.clone(),
+                            store.clone(),
+                            reloader,
+                            plugins,
+                        ));
                         loop {
                             tokio::select! {
                                 event = events.recv() => match event {
-                                    Some(event) => {
-                                        // Installing a plugin is a round trip and a file
-                                        // write: off this runtime's thread.
-                                        let (store, lanes, reloader, plugins) =
-                                            (store.clone(), lanes.clone(), reloader.clone(), plugins.clone());
-                                        let _ = tokio::task::spawn_blocking(move || {
-                                            handle(event, &store, &lanes, &reloader, &plugins)
-                                        })
-                                        .await;
-                                    }
-                                    None => return,
+                                    Some(event) => forward(event, &lanes, &installs),
+                                    None => break,
                                 },
-                                _ = stop.notified() => return,
+                                _ = stop.notified() => break,
                             }
                         }
+                        installer.abort();
                     });
                 })?
         };
@@ -118,36 +121,101 @@ impl Forwarder {
     }
 }
 
-fn handle(
-    event: StoreEvent,
-    store: &PostgresStore,
-    lanes: &Lanes,
-    reloader: &Reloader,
-    plugins: &Path,
-) {
+/// Hands an event to whoever acts on it, without waiting: documents to their owner lane,
+/// a lapsed lease to every lane, plugin versions to [`install_when_asked`].
+fn forward(event: StoreEvent, lanes: &Lanes, installs: &Installs) {
     match event {
-        StoreEvent::ReleaseRequested { plugin, document } => {
+        StoreEvent::ReleaseRequested {
+            plugin,
+            document,
+            epoch,
+        } => {
             let owner = lanes.owner(&plugin, &document);
             let _ = lanes
                 .get(owner)
                 .commands
-                .send(LaneCommand::Release((plugin, document)));
+                .send(LaneCommand::Release((plugin, document), epoch));
         }
         StoreEvent::Lapsed => lanes.broadcast(|| LaneCommand::Fence),
         StoreEvent::Resumed => {}
-        StoreEvent::PluginDeployed { name } => match store.latest_plugin(&name) {
-            Ok(Some(plugin)) => install_and_reload(plugins, &plugin, reloader),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(plugin = %name, "cannot fetch the deployed version: {e}"),
-        },
-        StoreEvent::PluginsChanged => match store.latest_plugins() {
+        StoreEvent::PluginDeployed { name } => installs.ask(Some(name)),
+        StoreEvent::PluginsChanged => installs.ask(None),
+    }
+}
+
+/// Plugin versions to install, merged: asking twice for one plugin (or for all) while
+/// an install runs installs it once more, not twice.
+#[derive(Debug, Default)]
+struct Installs {
+    asked: Mutex<Asked>,
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Asked {
+    all: bool,
+    names: BTreeSet<String>,
+}
+
+impl Installs {
+    /// Asks for plugin `name` (or every plugin) to be brought up to its deployed version.
+    fn ask(&self, name: Option<String>) {
+        let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        match name {
+            Some(name) if !asked.all => {
+                asked.names.insert(name);
+            }
+            Some(_) => {}
+            None => {
+                asked.all = true;
+                asked.names.clear();
+            }
+        }
+        drop(asked);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Asked {
+        std::mem::take(&mut *self.asked.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Installs what was asked for, one batch at a time, off the forwarder's thread (a
+/// round trip per plugin and a file write).
+async fn install_when_asked(
+    installs: Arc<Installs>,
+    store: Arc<PostgresStore>,
+    reloader: Reloader,
+    plugins: PathBuf,
+) {
+    loop {
+        installs.wake.notified().await;
+        let asked = installs.take();
+        let (store, reloader, plugins) = (store.clone(), reloader.clone(), plugins.clone());
+        let _ =
+            tokio::task::spawn_blocking(move || install_asked(asked, &store, &reloader, &plugins))
+                .await;
+    }
+}
+
+fn install_asked(asked: Asked, store: &PostgresStore, reloader: &Reloader, plugins: &Path) {
+    if asked.all {
+        match store.latest_plugins() {
             Ok(all) => {
                 for plugin in all {
                     install_and_reload(plugins, &plugin, reloader);
                 }
             }
             Err(e) => tracing::warn!("cannot fetch the deployed versions: {e}"),
-        },
+        }
+        return;
+    }
+    for name in asked.names {
+        match store.latest_plugin(&name) {
+            Ok(Some(plugin)) => install_and_reload(plugins, &plugin, reloader),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(plugin = %name, "cannot fetch the deployed version: {e}"),
+        }
     }
 }
 
@@ -182,4 +250,27 @@ fn install(dir: &Path, plugin: &DeployedPlugin) -> std::io::Result<Option<PathBu
     tmp.as_file().sync_all()?;
     tmp.persist(&path).map_err(|e| e.error)?;
     Ok(Some(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_requests_merge_while_one_runs() {
+        let installs = Installs::default();
+        installs.ask(Some("chat".into()));
+        installs.ask(Some("chat".into()));
+        installs.ask(Some("yjs".into()));
+        let asked = installs.take();
+        assert!(!asked.all);
+        assert_eq!(asked.names.into_iter().collect::<Vec<_>>(), ["chat", "yjs"]);
+        installs.ask(Some("chat".into()));
+        installs.ask(None);
+        installs.ask(Some("relay".into()));
+        let asked = installs.take();
+        assert!(asked.all && asked.names.is_empty(), "{asked:?}");
+        let asked = installs.take();
+        assert!(!asked.all && asked.names.is_empty(), "taken once");
+    }
 }

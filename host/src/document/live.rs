@@ -28,7 +28,6 @@ use crate::guest::{
     ConnectInfo, Decision, Effect, GuestState, HttpRequest, HttpResponse, Message, Room,
 };
 use crate::metrics::PluginMetrics;
-use crate::net::webhook::Export;
 use crate::store::Lease;
 
 /// A document's key: (plugin, document id).
@@ -51,6 +50,11 @@ pub struct Document {
     pub(super) had_sockets: bool,
     /// Ended without a trap: it moved to another host, or this host's lease lapsed.
     pub(super) retired: bool,
+    /// Leaving this host (hand-back, shutdown): its sockets were asked to close, no
+    /// connection joins, and what they send until their close frames still applies.
+    pub(super) leaving: bool,
+    /// Notified when the last connection has gone.
+    pub(super) emptied: Rc<Notify>,
     /// Wakes the document's driver task: timers changed, it went idle, or it crashed.
     pub wake: Rc<Notify>,
     /// Guest calls that may have changed the state, ever.
@@ -144,6 +148,8 @@ impl Document {
             had_sockets: false,
             output_corrected: false,
             retired: false,
+            leaving: false,
+            emptied: Rc::new(Notify::new()),
             wake: Rc::new(Notify::new()),
             changes: 0,
             saved: 0,
@@ -206,27 +212,6 @@ impl Document {
     /// Whether the consumer crashed.
     pub fn is_crashed(&self) -> bool {
         self.instance.is_none() && !self.retired
-    }
-
-    /// Whether the document was ended without a trap ([`Document::retire`]).
-    pub fn is_retired(&self) -> bool {
-        self.retired
-    }
-
-    /// Ends the document at once, without a save and without calling its consumer
-    /// again: its instance is dropped and every connection is closed with `code`. For
-    /// a document this host may no longer serve (another host took it, or the lease
-    /// lapsed): what changed since its last save is lost, as documented.
-    pub fn retire(&mut self, code: u16, reason: &str) {
-        self.retired = true;
-        if self.instance.take().is_some() {
-            self.plugin.live.fetch_sub(1, Ordering::Relaxed);
-        }
-        self.sync_memory();
-        for outbox in self.outboxes.values() {
-            outbox.close(code, reason);
-        }
-        self.wake.notify_one();
     }
 
     /// The number of open connections.
@@ -382,6 +367,9 @@ impl Document {
             state.claims.remove(&id);
         }
         let known = self.outboxes.remove(&id).is_some();
+        if self.outboxes.is_empty() {
+            self.emptied.notify_waiters();
+        }
         if self.outboxes.is_empty() && self.idle_since.is_none() {
             self.idle_since = Some(Instant::now());
             self.wake.notify_one();
@@ -425,31 +413,6 @@ impl Document {
             response.status = 500;
         }
         Ok(response)
-    }
-
-    /// The consumer's own export of the document for a `saved` webhook: its answer to
-    /// `GET /docs/{plugin}/{document}` when that is 200, else `state` (the snapshot's
-    /// bytes). The call counts as a change, so the next checkpoint takes one more
-    /// snapshot, finds it equal to the saved one and writes nothing.
-    pub fn export(&mut self, state: &[u8]) -> Export {
-        let get = HttpRequest {
-            method: "GET".into(),
-            path: format!("/docs/{}/{}", self.plugin.name, self.id),
-            query: String::new(),
-            headers: Vec::new(),
-            body: Vec::new(),
-        };
-        match self.request(&get) {
-            Ok(r) if r.status == 200 => Export::Consumer {
-                content_type: r
-                    .headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-                    .map(|(_, v)| v.clone()),
-                body: r.body,
-            },
-            _ => Export::Snapshot(state.to_vec()),
-        }
     }
 
     /// Logs (once per document) that the consumer's output was replaced by `instead`.

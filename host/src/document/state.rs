@@ -11,8 +11,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::document::error::DocumentError;
 use crate::document::instance::{DocumentConfig, Instance};
 use crate::document::live::{Document, apply};
+use crate::guest::HttpRequest;
 use crate::guest::engine::Slot;
 use crate::guest::plugin::Plugin;
+use crate::net::webhook::Export;
 use crate::store::Snapshot;
 
 fn unix_ms() -> u64 {
@@ -160,6 +162,31 @@ impl Document {
         self.sync_memory();
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// The consumer's own export of the document for a `saved` webhook: its answer to
+    /// `GET /docs/{plugin}/{document}` when that is 200, else `state` (the snapshot's
+    /// bytes). The call counts as a change, so the next checkpoint takes one more
+    /// snapshot, finds it equal to the saved one and writes nothing.
+    pub fn export(&mut self, state: &[u8]) -> Export {
+        let get = HttpRequest {
+            method: "GET".into(),
+            path: format!("/docs/{}/{}", self.plugin.name, self.id),
+            query: String::new(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        match self.request(&get) {
+            Ok(r) if r.status == 200 => Export::Consumer {
+                content_type: r
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+                    .map(|(_, v)| v.clone()),
+                body: r.body,
+            },
+            _ => Export::Snapshot(state.to_vec()),
+        }
     }
 
     /// Records that the state as of `generation` is saved.

@@ -19,8 +19,9 @@ pub enum LaneCommand {
     Adopt(Handover),
     /// A request of the admin API; the answer goes back on the channel.
     Admin(AdminRequest, oneshot::Sender<AdminReply>),
-    /// Another host asks for this document: save it and let it go.
-    Release(DocumentKey),
+    /// Another host asks for this document, which it saw held here under the epoch given
+    /// (if it said): save it and let it go.
+    Release(DocumentKey, Option<u64>),
     /// This host's lease in the shared store lapsed: drop every document now.
     Fence,
 }

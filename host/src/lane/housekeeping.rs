@@ -170,10 +170,9 @@ pub async fn drive(
             } else {
                 (None, idle_end)
             };
-            [d.next_timer(), save_at, drop_at]
-                .into_iter()
-                .flatten()
-                .min()
+            // A leaving document's timers wait for the host that takes it next.
+            let timer = d.next_timer().filter(|_| !d.is_leaving());
+            [timer, save_at, drop_at].into_iter().flatten().min()
         };
         match next {
             Some(at) => {
@@ -201,7 +200,9 @@ pub async fn drive(
             return;
         }
         let now = Instant::now();
-        cell.borrow_mut().fire_due_timers(now);
+        if !cell.borrow().is_leaving() {
+            cell.borrow_mut().fire_due_timers(now);
+        }
         let (dirty, save_due) = {
             let d = cell.borrow();
             (d.is_dirty(), d.persistence.next_save <= now)

@@ -22,6 +22,7 @@ pub mod admission;
 pub mod commands;
 pub mod connection;
 pub mod crash_loop;
+pub mod delivery_log;
 pub mod flusher;
 pub mod handback;
 pub mod housekeeping;

@@ -26,8 +26,12 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 const HANDOFF_POLL: Duration = Duration::from_millis(150);
 
 /// The close a document this host may no longer serve ends its sockets with: 1012
-/// (service restart), so that clients reconnect and reach its new host.
-const MOVED: (u16, &str) = (1012, "document moved to another host");
+/// (service restart), so that clients reconnect and reach its new host. Unlike a
+/// hand-back's close, it says that what the client sent lately may not have applied.
+const LEASE_LOST: (u16, &str) = (
+    1012,
+    "this host lost the document's lease: messages since its last save may be lost",
+);
 
 impl Lane {
     /// Whether this host may apply anything to a document opened under `lease`: always
@@ -50,16 +54,24 @@ impl Lane {
     ) -> Result<DocumentCell, DocumentError> {
         let key = (plugin.name.clone(), document.to_owned());
         loop {
+            if self.is_shutting_down() {
+                return Err(DocumentError::Moved);
+            }
             let existing = self.documents.borrow().get(&key).cloned();
             if let Some(doc) = existing {
-                let (ended, saving, lease) = {
+                let (ended, saving, lease, leaving) = {
                     let d = doc.borrow();
                     (
                         d.is_crashed() || d.is_retired(),
                         d.persistence.saving,
                         d.persistence.lease,
+                        d.is_leaving(),
                     )
                 };
+                if !ended && leaving {
+                    // Its sockets are draining before it leaves: nobody joins meanwhile.
+                    return Err(DocumentError::Moved);
+                }
                 if !ended && self.holds(lease) {
                     return Ok(doc);
                 }
@@ -179,14 +191,20 @@ impl Lane {
         loop {
             match storage.open(&plugin.name, document, &plugin.version).await {
                 Ok(opened) => return Ok(opened),
-                Err(StorageError::HeldElsewhere { holder, host }) => {
+                Err(StorageError::HeldElsewhere {
+                    holder,
+                    host,
+                    epoch,
+                }) => {
                     if Instant::now() >= deadline {
                         return Err(DocumentError::HeldElsewhere(host));
                     }
                     tracing::debug!(lane = self.index, plugin = %plugin.name, doc = %document, "held by host {host}: asking it to let go");
                     // Asked again on every try: a notification sent while that host's
                     // listener reconnected is lost.
-                    let _ = storage.ask_release(holder, &plugin.name, document).await;
+                    let _ = storage
+                        .ask_release(holder, &plugin.name, document, epoch)
+                        .await;
                     tokio::time::sleep(HANDOFF_POLL).await;
                 }
                 Err(StorageError::Unavailable(why)) => {
@@ -203,6 +221,19 @@ impl Lane {
                     return Err(DocumentError::Storage(e.to_string()));
                 }
             }
+        }
+    }
+
+    /// Keeps every open of `key` on this lane waiting until the guard is dropped (while
+    /// its lease is released: an open in between would take it anew, and the release
+    /// would then free that new lease).
+    pub(super) fn hold_opens(self: &Rc<Self>, key: &DocumentKey) -> OpensHeld {
+        let done = Rc::new(Notify::new());
+        self.opening.borrow_mut().insert(key.clone(), done.clone());
+        OpensHeld {
+            lane: self.clone(),
+            key: key.clone(),
+            done,
         }
     }
 
@@ -229,7 +260,7 @@ impl Lane {
             return;
         }
         tracing::warn!(lane = self.index, plugin = %key.0, doc = %key.1, "dropping the document: {}", if why == "fenced" { "another host took it" } else { "this host's lease lapsed" });
-        cell.borrow_mut().retire(MOVED.0, MOVED.1);
+        cell.borrow_mut().retire(LEASE_LOST.0, LEASE_LOST.1);
         self.forget(key, cell);
         self.services.metrics.store().leases_lost(why, 1);
     }
@@ -294,5 +325,26 @@ impl Lane {
                 self.crashes.window()
             );
         }
+    }
+}
+
+/// Opens of a document wait while this lives ([`Lane::hold_opens`]).
+pub(super) struct OpensHeld {
+    lane: Rc<Lane>,
+    key: DocumentKey,
+    done: Rc<Notify>,
+}
+
+impl Drop for OpensHeld {
+    fn drop(&mut self) {
+        let mut opening = self.lane.opening.borrow_mut();
+        if opening
+            .get(&self.key)
+            .is_some_and(|d| Rc::ptr_eq(d, &self.done))
+        {
+            opening.remove(&self.key);
+        }
+        drop(opening);
+        self.done.notify_waiters();
     }
 }

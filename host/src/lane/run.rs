@@ -50,8 +50,8 @@ pub async fn run(
                 }
                 LaneCommand::Adopt(handover) => adopt(&lane, handover),
                 LaneCommand::Admin(request, reply) => crate::lane::admin::answer(&lane, request, reply),
-                LaneCommand::Release(key) => {
-                    let hand_back = crate::lane::handback::hand_back(lane.clone(), key);
+                LaneCommand::Release(key, epoch) => {
+                    let hand_back = crate::lane::handback::hand_back(lane.clone(), key, epoch);
                     crate::lane::task::spawn(&health, "hand-back", hand_back);
                 }
                 LaneCommand::Fence => lane.retire_all("lapsed"),

@@ -1,14 +1,17 @@
-//! A lane's shutdown: stop applying messages, save every changed document, close every
-//! connection with 1012 (service restart: clients should reconnect), wait for the clients
-//! to acknowledge, save again (the closes ran `on-disconnect`), all bounded by the
-//! shutdown timeout.
+//! A lane's shutdown: close every connection with 1012 (service restart: clients should
+//! reconnect) while what each client sent before its own close frame still applies
+//! (bounded by [`DRAIN`]), then stop applying anything, save every changed document,
+//! wait for the last connections to end and save again (the closes ran
+//! `on-disconnect`), all bounded by the shutdown timeout.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::document::Document;
 use crate::lane::commands::{AdminReply, SHUTTING_DOWN};
+use crate::lane::handback::DRAIN;
 use crate::lane::{Lane, LaneCommand};
 use crate::metrics::Rejection;
 
@@ -35,15 +38,39 @@ pub async fn stop(lane: &Rc<Lane>, mut commands: mpsc::UnboundedReceiver<LaneCom
                 }
             }
             // The store frees everything this host holds once the lanes have stopped.
-            LaneCommand::Migrate(_) | LaneCommand::Release(_) | LaneCommand::Fence => {}
+            LaneCommand::Migrate(_) | LaneCommand::Release(..) | LaneCommand::Fence => {}
         }
+    }
+    // No connection joins from here on. Every socket is asked to close, and what its
+    // client sent before its close frame still applies (TCP delivers it first).
+    lane.begin_draining();
+    let started = Instant::now();
+    let timeout = lane.services.config.shutdown_timeout();
+    for (_, doc) in lane.live_documents() {
+        let mut doc = doc.borrow_mut();
+        if !doc.is_retired() && !doc.is_crashed() {
+            doc.leave(1012, "server restarting");
+        }
+    }
+    let drain_until = started + DRAIN.min(timeout / 2);
+    let gone = futures_util::future::join_all(
+        lane.live_documents()
+            .iter()
+            .map(|(_, doc)| Document::connections_gone(doc, drain_until)),
+    )
+    .await;
+    let lingering = gone.iter().filter(|gone| !**gone).count();
+    if lingering > 0 {
+        tracing::debug!(
+            lane = lane.index,
+            "{lingering} document(s) still had connections after {DRAIN:?}; what they send from now on is not applied"
+        );
     }
     // From here on, readers stop handing messages to documents, so the saved state is
     // the last state.
-    lane.begin_shutdown();
+    lane.freeze();
     let docs = lane.live_documents();
-    let timeout = lane.services.config.shutdown_timeout();
-    let started = Instant::now();
+    let left = timeout.saturating_sub(started.elapsed());
     let saves = futures_util::future::join_all(docs.iter().map(|(key, doc)| async {
         // A checkpoint may be in flight: let it finish, then save what changed since.
         while doc.borrow().persistence.saving {
@@ -51,7 +78,7 @@ pub async fn stop(lane: &Rc<Lane>, mut commands: mpsc::UnboundedReceiver<LaneCom
         }
         crate::lane::housekeeping::save(lane, key, doc).await
     }));
-    if tokio::time::timeout(timeout, saves).await.is_err() {
+    if tokio::time::timeout(left, saves).await.is_err() {
         tracing::error!(lane = lane.index, "saving took longer than {timeout:?}");
     }
     let unsaved: Vec<String> = docs
@@ -62,7 +89,7 @@ pub async fn stop(lane: &Rc<Lane>, mut commands: mpsc::UnboundedReceiver<LaneCom
     if unsaved.is_empty() {
         tracing::info!(
             lane = lane.index,
-            "shutting down: {} document(s), all saved ({:?}); closing {} connection(s)",
+            "shutting down: {} document(s), all saved ({:?}); {} connection(s) still closing",
             docs.len(),
             started.elapsed(),
             lane.connection_count()
@@ -74,9 +101,6 @@ pub async fn stop(lane: &Rc<Lane>, mut commands: mpsc::UnboundedReceiver<LaneCom
             unsaved.len(),
             unsaved.join(", ")
         );
-    }
-    for (_, doc) in &docs {
-        doc.borrow_mut().close_all(1012, "server restarting");
     }
     let timeout = timeout
         .saturating_sub(started.elapsed())

@@ -27,7 +27,7 @@ use crate::document::DocumentCell;
 use crate::document::outbox::{Ending, Outbox};
 use crate::guest::Message;
 use crate::lane::Lane;
-use crate::metrics::RateLimit;
+use crate::metrics::{RateLimit, Unapplied};
 use crate::net::budget::Charge;
 use crate::net::token_bucket::TokenBucket;
 use crate::net::websocket::frame::close_payload;
@@ -287,10 +287,44 @@ impl Connection<'_> {
                 return now;
             }
         };
-        if self.client_closed.is_some() || self.lane.is_shutting_down() {
-            // The document is being saved for shutdown: what arrives now is not applied
-            // (the client gets 1012 and resends what was not acknowledged).
+        if let Some(why) = self.unapplied() {
+            // Read, not applied: counted apart, never as received.
+            self.lane.metrics.unapplied(why);
             return now;
+        }
+        let metrics = &self.lane.metrics;
+        metrics.messages_in.inc();
+        metrics.bytes_in.inc_by(match &message {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+        } as u64);
+        // On an error the document crashed and the outbox is closing with 1011.
+        let mut doc = self.doc.borrow_mut();
+        if let Some(log) = &self.lane.deliveries {
+            log.applied(self.lease, &doc.plugin().name, doc.id());
+        }
+        let _ = doc.message(self.id, &message, now);
+        doc.last_activity().max(now)
+    }
+
+    /// Why a message that arrives now cannot change the document, if it cannot.
+    fn unapplied(&self) -> Option<Unapplied> {
+        if self.client_closed.is_some() || !self.outbox.takes_input() {
+            // The consumer (or a broken limit) closed the connection: a kicked client
+            // changes nothing more. A connection that closes because its document leaves
+            // still applies what its client sent before its close frame.
+            return Some(Unapplied::Closing);
+        }
+        if self.lane.is_frozen() {
+            // The document's last state is being saved for the shutdown: the client got
+            // 1012 and may send this again after it reconnects.
+            return Some(Unapplied::Shutdown);
+        }
+        {
+            let doc = self.doc.borrow();
+            if doc.is_retired() || doc.is_crashed() {
+                return Some(Unapplied::Moved);
+            }
         }
         if let Some(clock) = &self.clock
             && !clock.holds(self.lease)
@@ -302,18 +336,9 @@ impl Connection<'_> {
                 (d.plugin().name.clone(), d.id().to_owned())
             };
             self.lane.retire(&key, self.doc, "lapsed");
-            return now;
+            return Some(Unapplied::Moved);
         }
-        let metrics = &self.lane.metrics;
-        metrics.messages_in.inc();
-        metrics.bytes_in.inc_by(match &message {
-            Message::Text(t) => t.len(),
-            Message::Binary(b) => b.len(),
-        } as u64);
-        // On an error the document crashed and the outbox is closing with 1011.
-        let mut doc = self.doc.borrow_mut();
-        let _ = doc.message(self.id, &message, now);
-        doc.last_activity().max(now)
+        None
     }
 
     /// Starts closing with `code` and ends once the close frame is out, without waiting

@@ -3,7 +3,7 @@
 //! opening documents, its shutdown flag and its counters. Only its own thread touches it.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use crate::document::{DocumentCell, DocumentConfig, DocumentKey};
 use crate::guest::engine::deadline_ticks;
 use crate::lane::commands::{Handover, LaneCommand};
 use crate::lane::crash_loop::CrashLoopGuard;
+use crate::lane::delivery_log::DeliveryLog;
 use crate::lane::open_limit::OpenLimiter;
 use crate::lane::services::Services;
 use crate::lane::table::LaneAddress;
@@ -40,7 +41,10 @@ pub struct Lane {
     /// holds hand-overs on their way here).
     tasks: Cell<usize>,
     drained: Notify,
-    shutting_down: Cell<bool>,
+    phase: Cell<Phase>,
+    /// Documents another host asked for whose hand-back runs now: an asker repeats its
+    /// request while it waits, and each document is answered once.
+    pub(super) handing_back: RefCell<HashSet<DocumentKey>>,
     pub(super) crashes: CrashLoopGuard,
     pub(super) opens: OpenLimiter,
     incoming: Rc<ByteBudget>,
@@ -51,6 +55,8 @@ pub struct Lane {
     failed_migrations: Cell<u64>,
     /// This lane's metric handles.
     pub metrics: LaneMetrics,
+    /// Every applied message, for the fault-injection tests (see [`DeliveryLog`]).
+    pub deliveries: Option<DeliveryLog>,
 }
 
 impl Lane {
@@ -61,7 +67,8 @@ impl Lane {
             opening: RefCell::new(HashMap::new()),
             tasks: Cell::new(0),
             drained: Notify::new(),
-            shutting_down: Cell::new(false),
+            phase: Cell::new(Phase::Serving),
+            handing_back: RefCell::new(HashSet::new()),
             crashes: CrashLoopGuard::new(&services.config.limits),
             opens: OpenLimiter::new(&services.config.limits),
             incoming: ByteBudget::new(services.config.limits.max_incoming_bytes_per_lane),
@@ -69,6 +76,7 @@ impl Lane {
             failed_saves: Cell::new(0),
             failed_migrations: Cell::new(0),
             metrics: services.metrics.lane(index),
+            deliveries: DeliveryLog::from_env(&services.config.upstream_host()),
             services,
         }
     }
@@ -177,9 +185,16 @@ impl Lane {
         }
     }
 
-    /// Whether the lane is shutting down (new connections get 503).
+    /// Whether the lane is shutting down (new connections get 503). Until the lane
+    /// freezes ([`Lane::is_frozen`]) what connected clients send still applies.
     pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.get() || self.services.health.is_stopping()
+        self.phase.get() != Phase::Serving || self.services.health.is_stopping()
+    }
+
+    /// Whether nothing may change the lane's documents any more: their last state is
+    /// being saved for the shutdown.
+    pub fn is_frozen(&self) -> bool {
+        self.phase.get() == Phase::Frozen
     }
 
     /// Whether the document under `key` is being opened now.
@@ -220,9 +235,15 @@ impl Lane {
             .count()
     }
 
-    /// From now on readers stop handing messages to documents, so a save is the last state.
-    pub fn begin_shutdown(&self) {
-        self.shutting_down.set(true);
+    /// Shutdown has begun: no connection joins; connected clients are draining.
+    pub fn begin_draining(&self) {
+        self.phase.set(Phase::Draining);
+    }
+
+    /// From now on readers stop handing messages to documents (and timers stop), so a
+    /// save is the last state.
+    pub fn freeze(&self) {
+        self.phase.set(Phase::Frozen);
     }
 
     /// Waits until the lane has no connection task left.
@@ -248,6 +269,16 @@ impl Lane {
         self.tasks.set(self.tasks.get() + 1);
         ConnectionGuard { lane: self.clone() }
     }
+}
+
+/// Where a lane is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    /// Shutting down: no one joins, sockets were asked to close, what they send applies.
+    Draining,
+    /// Shutting down: nothing applies; the documents' last states are being saved.
+    Frozen,
 }
 
 /// Why a hand-over came back.

@@ -112,6 +112,29 @@ pub enum Rejection {
     Token,
 }
 
+/// Why a message a client sent was read but not applied to its document. Never counted
+/// as received: these are the messages a client may have to send again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unapplied {
+    /// The connection was closing for its own reasons: the consumer closed it, it read
+    /// too slowly, or it broke a limit.
+    Closing,
+    /// The document had left this host (handed back, its lease lost) or crashed.
+    Moved,
+    /// The server was stopping and had saved the document's last state.
+    Shutdown,
+}
+
+impl Unapplied {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Unapplied::Closing => "closing",
+            Unapplied::Moved => "moved",
+            Unapplied::Shutdown => "shutdown",
+        }
+    }
+}
+
 /// The limit a connection broke by sending too fast (closed with 1008).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateLimit {

@@ -24,7 +24,7 @@ use labels::{
     CallLabels, CodeLabels, HistogramFamily, LaneLabels, PluginLabels, ReasonLabels, TrapLabels,
     VersionLabels, call_histogram, code_label, save_histogram,
 };
-pub use labels::{RateLimit, Rejection, trap_kind};
+pub use labels::{RateLimit, Rejection, Unapplied, trap_kind};
 pub use store::StoreMetrics;
 pub use webhook::WebhookMetrics;
 
@@ -59,6 +59,7 @@ pub struct Metrics {
     adopted: Family<LaneLabels, Counter>,
     rejected: Family<ReasonLabels, Counter>,
     rate_limited: Family<ReasonLabels, Counter>,
+    unapplied: Family<ReasonLabels, Counter>,
     closes: Family<CodeLabels, Counter>,
     instances: Family<VersionLabels, Gauge>,
     calls: HistogramFamily<CallLabels>,
@@ -106,6 +107,7 @@ impl Metrics {
             adopted: Family::default(),
             rejected: Family::default(),
             rate_limited: Family::default(),
+            unapplied: Family::default(),
             closes: Family::default(),
             instances: Family::default(),
             calls: Family::new_with_constructor(call_histogram),
@@ -168,6 +170,11 @@ impl Metrics {
             "rate_limited",
             "WebSocket connections closed (1008) for sending too fast, by the limit they broke",
             m.rate_limited.clone(),
+        );
+        r.register(
+            "messages_unapplied",
+            "WebSocket messages from clients that were read but not applied (never counted as received), by reason: the connection was closing, the document had left this host, the server was stopping",
+            m.unapplied.clone(),
         );
         r.register(
             "closes",
@@ -252,6 +259,7 @@ impl Metrics {
             adopted: self.adopted.get_or_create_owned(&lane),
             rejected: self.rejected.clone(),
             rate_limited: self.rate_limited.clone(),
+            unapplied: self.unapplied.clone(),
             closes: self.closes.clone(),
         }
     }
@@ -343,10 +351,21 @@ pub struct LaneMetrics {
     pub adopted: Counter,
     rejected: Family<ReasonLabels, Counter>,
     rate_limited: Family<ReasonLabels, Counter>,
+    unapplied: Family<ReasonLabels, Counter>,
     closes: Family<CodeLabels, Counter>,
 }
 
 impl LaneMetrics {
+    /// Counts a message read but not applied.
+    pub fn unapplied(&self, why: Unapplied) {
+        self.unapplied
+            .get_or_create(&ReasonLabels {
+                lane: self.lane.clone(),
+                reason: why.label(),
+            })
+            .inc();
+    }
+
     /// Counts a connection closed for sending too fast.
     pub fn rate_limited(&self, limit: RateLimit) {
         self.rate_limited

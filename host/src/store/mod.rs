@@ -49,6 +49,9 @@ pub enum StoreEvent {
         plugin: String,
         /// Its id.
         document: String,
+        /// The epoch the asker saw it held under (none from hosts that do not send it):
+        /// a document no longer in memory here is released only under that epoch.
+        epoch: Option<u64>,
     },
     /// This host's lease ran out (the store was unreachable): every document it held
     /// must be dropped at once.
@@ -100,6 +103,8 @@ pub enum StorageError {
         holder: u64,
         /// Its name.
         host: String,
+        /// The epoch it holds the document under.
+        epoch: u64,
     },
     /// The document was saved by a newer version of its plugin than this host runs: it
     /// is not opened here (and never overwritten by an older version). Deploy the new
@@ -142,17 +147,24 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     async fn release(&self, plugin: &str, document: &str, lease: Lease)
     -> Result<(), StorageError>;
 
-    /// Lets go of a document this host holds in the store but not in memory.
-    async fn release_unheld(&self, _plugin: &str, _document: &str) -> Result<(), StorageError> {
+    /// Lets go of a document this host holds in the store (under `epoch`, by its current
+    /// registration) but not in memory.
+    async fn release_unheld(
+        &self,
+        _plugin: &str,
+        _document: &str,
+        _epoch: u64,
+    ) -> Result<(), StorageError> {
         Ok(())
     }
 
-    /// Asks host `holder` to let the document go.
+    /// Asks host `holder`, which holds the document under `epoch`, to let it go.
     async fn ask_release(
         &self,
         _holder: u64,
         _plugin: &str,
         _document: &str,
+        _epoch: u64,
     ) -> Result<(), StorageError> {
         Ok(())
     }

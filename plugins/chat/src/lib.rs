@@ -3,7 +3,8 @@
 //! Protocol (JSON text frames from the server; plain text frames from clients):
 //! - on connect (`/ws/chat/{doc}?name=ann`): `{"type":"history","messages":[...]}` to the
 //!   new client, `{"type":"join","name":"ann"}` to the others;
-//! - a text frame from a client is a chat line: stored (the last 100 are kept) and sent to
+//! - a text frame from a client is a chat line: stored (the last 100 are kept, or the
+//!   number the `history` setting names, up to 100,000) and sent to
 //!   the others as `{"type":"message","name":"ann","text":"...","at":1700000000000}`;
 //! - on disconnect: `{"type":"leave","name":"ann"}`.
 //!
@@ -18,10 +19,14 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use wasmroom_sdk::{
     Connect, ConnectionId, Consumer, Decision, Message, Request, Response, broadcast, now_ms, send,
+    setting,
 };
 
-/// Lines kept per document.
+/// Lines kept per document, unless `[plugin.chat.settings] history` says otherwise.
 const HISTORY: usize = 100;
+
+/// The most lines the `history` setting may keep (a line is at least ~40 bytes of state).
+const MAX_HISTORY: usize = 100_000;
 
 #[derive(Serialize, Deserialize, Clone)]
 struct Line {
@@ -35,6 +40,9 @@ struct Chat {
     document: String,
     history: VecDeque<Line>,
     names: BTreeMap<ConnectionId, String>,
+    /// Lines kept, read from the settings once per instance.
+    #[serde(skip)]
+    limit: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -54,7 +62,12 @@ fn json(event: &Event<'_>) -> String {
 impl Chat {
     fn add(&mut self, line: Line, except: &[ConnectionId]) {
         let _ = broadcast(json(&Event::Message(&line)), except);
-        if self.history.len() == HISTORY {
+        let limit = *self.limit.get_or_insert_with(|| {
+            setting("history")
+                .and_then(|n| n.parse().ok())
+                .map_or(HISTORY, |n: usize| n.clamp(1, MAX_HISTORY))
+        });
+        while self.history.len() >= limit {
             self.history.pop_front();
         }
         self.history.push_back(line);

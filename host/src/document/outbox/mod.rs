@@ -59,6 +59,9 @@ pub struct Outbox {
     max_bytes: usize,
     max_frames: usize,
     ending: RefCell<Ending>,
+    /// The close is the document's leaving (a hand-back, a shutdown): what the client
+    /// sends until its own close frame is still applied.
+    leaving: Cell<bool>,
     /// Wakes the connection's task: the connection is ending, or frames were queued and
     /// the lane's flusher does not write them ([`flush`]).
     pub wake: Notify,
@@ -85,6 +88,7 @@ impl Outbox {
             max_bytes,
             max_frames,
             ending: RefCell::new(Ending::Open),
+            leaving: Cell::new(false),
             wake: Notify::new(),
             give_up_at: Cell::new(None),
             writer: flush::Writer::default(),
@@ -290,6 +294,28 @@ impl Outbox {
         }
     }
 
+    /// Starts closing because the document leaves this host (hand-back, shutdown): like
+    /// [`Outbox::close`], but the client's messages keep applying until its own close
+    /// frame arrives, since TCP delivers everything it sent before that frame first. A
+    /// connection already closing for another reason stays as it was.
+    pub fn close_leaving(&self, code: u16, reason: &str) {
+        if self.is_open() {
+            self.close(code, reason);
+            self.leaving.set(true);
+        }
+    }
+
+    /// Whether what the client sends now may still change the document: the connection is
+    /// open, or it is closing only because the document leaves ([`Outbox::close_leaving`]).
+    /// Once the consumer (or a broken limit) closed it, nothing it sends applies.
+    pub fn takes_input(&self) -> bool {
+        match *self.ending.borrow() {
+            Ending::Open => true,
+            Ending::Close(..) => self.leaving.get(),
+            Ending::Gone => false,
+        }
+    }
+
     /// Queues the close frame, the last frame of the connection, whatever the bounds
     /// and the ending.
     pub fn push_close(&self, payload: &[u8]) {
@@ -322,6 +348,7 @@ impl Outbox {
                 *ending = Ending::Gone;
             }
         }
+        self.leaving.set(false);
         self.drop_unsent();
         self.wake.notify_one();
     }
@@ -484,6 +511,22 @@ mod tests {
             assert!(by_bytes.push(&Frame::binary(Vec::new())));
         }
         assert!(!by_bytes.push(&Frame::binary(Vec::new())));
+    }
+
+    #[test]
+    fn a_kicked_connection_takes_no_input_a_leaving_one_does() {
+        let kicked = Outbox::new(100, 10);
+        assert!(kicked.takes_input());
+        kicked.close(4000, "kicked");
+        kicked.close_leaving(1012, "moving");
+        assert!(!kicked.takes_input(), "the consumer's close comes first");
+        assert_eq!(kicked.ending(), Ending::Close(4000, "kicked".into()));
+        let leaving = Outbox::new(100, 10);
+        leaving.close_leaving(1012, "moving");
+        assert!(leaving.takes_input());
+        assert!(!leaving.push(&Frame::text("x")), "nothing more is sent");
+        leaving.finish();
+        assert!(!leaving.takes_input(), "the connection ended");
     }
 
     #[test]

@@ -55,13 +55,23 @@ async fn listen(inner: &Inner) -> Result<(), StoreError> {
         .await
         .map_err(StoreError::query)?;
     // Deploys may have happened while nobody listened.
-    let _ = inner.events.send(StoreEvent::PluginsChanged);
+    let _ = inner.events.send(StoreEvent::PluginsChanged).await;
     let result = loop {
         tokio::select! {
             next = notifications.recv() => match next {
                 Some((channel, payload)) => {
-                    if let Some(event) = inner.event(&channel, &payload) {
-                        let _ = inner.events.send(event);
+                    match inner.event(&channel, &payload) {
+                        // The asker repeats its request while it waits: one dropped in
+                        // a burst is asked for again.
+                        Some(event @ StoreEvent::ReleaseRequested { .. }) => {
+                            if inner.events.try_send(event).is_err() {
+                                tracing::debug!("release request dropped: too many queued");
+                            }
+                        }
+                        Some(event) => {
+                            let _ = inner.events.send(event).await;
+                        }
+                        None => {}
                     }
                 }
                 None => break Err(StoreError::Query("the notification connection closed".into())),

@@ -40,6 +40,11 @@ pub use sql::{DeployedPlugin, ListedDocument};
 /// How long one statement may take before the store counts as unreachable for it.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Events waiting for the rest of the process. Its reader never waits on anything but
+/// the lanes' channels, so this fills only in a burst; a release request that finds it
+/// full is dropped (the asker repeats it), the others wait for room.
+const EVENTS_QUEUED: usize = 1024;
+
 /// Why the store could not be set up or used from the command line.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -195,7 +200,7 @@ struct Inner {
     clock: Arc<LeaseClock>,
     settings: StoreSettings,
     saves: mpsc::UnboundedSender<batch::SaveRequest>,
-    events: mpsc::UnboundedSender<StoreEvent>,
+    events: mpsc::Sender<StoreEvent>,
     metrics: StoreMetrics,
 }
 
@@ -217,13 +222,13 @@ impl PostgresStore {
         target: Target,
         settings: StoreSettings,
         metrics: StoreMetrics,
-    ) -> Result<(Arc<PostgresStore>, mpsc::UnboundedReceiver<StoreEvent>), StoreError> {
+    ) -> Result<(Arc<PostgresStore>, mpsc::Receiver<StoreEvent>), StoreError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(StoreError::Thread)?;
         let handle = runtime.handle().clone();
-        let (events, events_rx) = mpsc::unbounded_channel();
+        let (events, events_rx) = mpsc::channel(EVENTS_QUEUED);
         let (saves, saves_rx) = mpsc::unbounded_channel();
         let manager = Manager::from_config(
             target.config.clone(),
@@ -404,14 +409,23 @@ impl Storage for PostgresStore {
     ) -> Result<(), StorageError> {
         let inner = self.inner.clone();
         let (plugin, document) = (plugin.to_owned(), document.to_owned());
-        self.on_store(async move { inner.release(&plugin, &document, Some(lease)).await })
+        self.on_store(async move { inner.release(&plugin, &document, lease).await })
             .await
     }
 
-    async fn release_unheld(&self, plugin: &str, document: &str) -> Result<(), StorageError> {
+    async fn release_unheld(
+        &self,
+        plugin: &str,
+        document: &str,
+        epoch: u64,
+    ) -> Result<(), StorageError> {
         let inner = self.inner.clone();
         let (plugin, document) = (plugin.to_owned(), document.to_owned());
-        self.on_store(async move { inner.release(&plugin, &document, None).await })
+        let lease = Lease {
+            epoch,
+            holder: inner.clock.holder(),
+        };
+        self.on_store(async move { inner.release(&plugin, &document, lease).await })
             .await
     }
 
@@ -420,9 +434,10 @@ impl Storage for PostgresStore {
         holder: u64,
         plugin: &str,
         document: &str,
+        epoch: u64,
     ) -> Result<(), StorageError> {
         let inner = self.inner.clone();
-        let payload = format!("{plugin}/{document}");
+        let payload = sql::release_request(epoch, plugin, document);
         self.on_store(async move {
             inner
                 .notify(&format!("wasmroom_host_{holder}"), &payload)

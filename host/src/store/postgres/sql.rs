@@ -19,9 +19,9 @@ WHERE d.owner IS NULL OR d.owner = $3 OR NOT EXISTS (
     WHERE h.id = d.owner AND h.heartbeat_at > now() - make_interval(secs => $4))
 RETURNING d.epoch, d.snapshot, d.plugin_version";
 
-/// Who holds a document that could not be taken.
+/// Who holds a document that could not be taken, and under which epoch.
 const HOLDER: &str = "
-SELECT d.owner, coalesce(h.name, '(unknown host)') FROM wasmroom.documents d
+SELECT d.owner, coalesce(h.name, '(unknown host)'), d.epoch FROM wasmroom.documents d
 LEFT JOIN wasmroom.hosts h ON h.id = d.owner
 WHERE d.plugin = $1 AND d.doc = $2";
 
@@ -124,22 +124,6 @@ impl Inner {
         Ok(())
     }
 
-    /// One heartbeat: whether this host's registration still exists.
-    pub(super) async fn heartbeat(&self, holder: u64) -> Result<bool, StorageError> {
-        let client = self.client().await?;
-        let holder = holder as i64;
-        let rows = self
-            .timed(
-                "heartbeat",
-                client.execute(
-                    "UPDATE wasmroom.hosts SET heartbeat_at = now() WHERE id = $1",
-                    &[&holder],
-                ),
-            )
-            .await?;
-        Ok(rows == 1)
-    }
-
     /// Takes `document` and reads its snapshot.
     pub(super) async fn open(
         &self,
@@ -171,12 +155,19 @@ impl Inner {
                     client.query_opt(&holder, &[&plugin, &document]).await
                 })
                 .await?;
-            let (owner, host) = row
-                .map(|r| (r.get::<_, Option<i64>>(0), r.get::<_, String>(1)))
-                .unwrap_or((None, "(unknown host)".into()));
+            let (owner, host, epoch) = row
+                .map(|r| {
+                    (
+                        r.get::<_, Option<i64>>(0),
+                        r.get::<_, String>(1),
+                        r.get::<_, i64>(2),
+                    )
+                })
+                .unwrap_or((None, "(unknown host)".into(), 0));
             return Err(StorageError::HeldElsewhere {
                 holder: owner.unwrap_or(0) as u64,
                 host,
+                epoch: epoch as u64,
             });
         };
         let lease = Lease {
@@ -212,7 +203,7 @@ impl Inner {
             Ok(snapshot) => Ok(Opened { lease, snapshot }),
             Err(e) => {
                 // Not opened here: let another host (or a later version) have it.
-                let _ = self.release(plugin, document, Some(lease)).await;
+                let _ = self.release(plugin, document, lease).await;
                 Err(e)
             }
         }
@@ -246,45 +237,29 @@ impl Inner {
         Ok(seq(saved) > seq(running))
     }
 
-    /// Frees `document` if this host holds it: with `lease`, only that lease; without,
-    /// whatever this host's current registration holds of it (a document it no longer
-    /// has in memory).
+    /// Frees `document` if this host still holds it under `lease` (that epoch, that
+    /// registration): a release never clears a lease taken after the one it was meant for.
     pub(super) async fn release(
         &self,
         plugin: &str,
         document: &str,
-        lease: Option<Lease>,
+        lease: Lease,
     ) -> Result<(), StorageError> {
         let client = self.client().await?;
-        let released = match lease {
-            Some(lease) => {
-                let (epoch, holder) = (lease.epoch as i64, lease.holder as i64);
-                self.timed("release", async {
-                    let release = client
-                        .prepare_cached(
-                            "UPDATE wasmroom.documents SET owner = NULL
-                                 WHERE plugin = $1 AND doc = $2 AND epoch = $3 AND owner = $4",
-                        )
-                        .await?;
-                    client
-                        .execute(&release, &[&plugin, &document, &epoch, &holder])
-                        .await
-                })
-                .await?
-            }
-            None => {
-                let holder = self.clock.holder() as i64;
-                self.timed(
-                    "release",
-                    client.execute(
+        let (epoch, holder) = (lease.epoch as i64, lease.holder as i64);
+        let released = self
+            .timed("release", async {
+                let release = client
+                    .prepare_cached(
                         "UPDATE wasmroom.documents SET owner = NULL
-                         WHERE plugin = $1 AND doc = $2 AND owner = $3",
-                        &[&plugin, &document, &holder],
-                    ),
-                )
-                .await?
-            }
-        };
+                         WHERE plugin = $1 AND doc = $2 AND epoch = $3 AND owner = $4",
+                    )
+                    .await?;
+                client
+                    .execute(&release, &[&plugin, &document, &epoch, &holder])
+                    .await
+            })
+            .await?;
         if released > 0 {
             self.metrics.lease_released();
         }
@@ -336,11 +311,32 @@ impl Inner {
                 name: payload.to_owned(),
             });
         }
-        let (plugin, document) = payload.split_once('/')?;
+        let (epoch, document) = parse_release_request(payload)?;
+        let (plugin, document) = document.split_once('/')?;
         Some(StoreEvent::ReleaseRequested {
             plugin: plugin.to_owned(),
             document: document.to_owned(),
+            epoch,
         })
+    }
+}
+
+/// What a host asking for a document sends its holder: `{epoch}:{plugin}/{document}`,
+/// the epoch it saw the document held under (plugin names hold no `:`).
+pub(super) fn release_request(epoch: u64, plugin: &str, document: &str) -> String {
+    format!("{epoch}:{plugin}/{document}")
+}
+
+/// The epoch (none from hosts before the epoch was sent) and `plugin/document` of a
+/// release request.
+fn parse_release_request(payload: &str) -> Option<(Option<u64>, &str)> {
+    let slash = payload.find('/')?;
+    match payload[..slash].split_once(':') {
+        Some((epoch, _)) => {
+            let epoch = epoch.parse().ok()?;
+            Some((Some(epoch), &payload[payload.find(':')? + 1..]))
+        }
+        None => Some((None, payload)),
     }
 }
 
@@ -394,4 +390,25 @@ pub(super) async fn deploy(
         .await
         .map_err(|e| StoreError::Query(error_text(&e)))?;
     Ok(row.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_request_carries_the_epoch_it_saw() {
+        let payload = release_request(7, "chat", "room/with:colon");
+        assert_eq!(
+            parse_release_request(&payload),
+            Some((Some(7), "chat/room/with:colon"))
+        );
+        // From a host that sent no epoch.
+        assert_eq!(
+            parse_release_request("chat/room:1"),
+            Some((None, "chat/room:1"))
+        );
+        assert_eq!(parse_release_request("x7:chat/room"), None);
+        assert_eq!(parse_release_request("no-slash"), None);
+    }
 }

@@ -4,7 +4,7 @@
 //!   offer the `probe.v1` subprotocol to have it chosen;
 //! - text commands: `timers` (sets timers 1 at 30 ms, 2 at 60 ms and 3 at 45 ms, then
 //!   cancels 3), `later` (timer 9 in 1.5 s), `later MS` (timer 9 in MS ms), `echo ...`,
-//!   `count`, `whoami`, `hoard N`
+//!   `count`, `whoami`, `note TEXT` (kept), `notes` (every note, in order), `hoard N`
 //!   (keeps N MiB more), `close-me CODE` (the consumer closes this connection), `departed`
 //!   (`id:code` of every connection gone, as `on-disconnect` reported them), `spin`
 //!   (never returns), `grow` (allocates without end), `panic`;
@@ -28,6 +28,7 @@ struct Probe {
     remote: Vec<(ConnectionId, String)>,
     offered: Vec<(ConnectionId, Vec<String>)>,
     departed: Vec<(ConnectionId, u16)>,
+    notes: Vec<String>,
     hoard: Vec<Vec<u8>>,
 }
 
@@ -41,6 +42,7 @@ impl Consumer for Probe {
             remote: Vec::new(),
             offered: Vec::new(),
             departed: Vec::new(),
+            notes: Vec::new(),
             hoard: Vec::new(),
         }
     }
@@ -92,6 +94,7 @@ impl Consumer for Probe {
                 self.hoard.push(vec![1u8; 1 << 20]);
             },
             "panic" => panic!("probe was asked to panic"),
+            "notes" => self.notes.join(","),
             "departed" => self
                 .departed
                 .iter()
@@ -111,6 +114,10 @@ impl Consumer for Probe {
             other if other.starts_with("log ") => {
                 log(LogLevel::Warn, &other["log ".len()..]);
                 "logged".to_owned()
+            }
+            other if other.starts_with("note ") => {
+                self.notes.push(other["note ".len()..].to_owned());
+                return;
             }
             other if other.starts_with("later ") => {
                 later(other["later ".len()..].parse().unwrap_or(1500))

@@ -1,0 +1,131 @@
+//! A client that streams numbered chat lines until the server closes its socket, and
+//! says which lines it sent before it saw the close: those are the lines a drain must
+//! keep (the server applies what a client sends until that client's own close frame).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{PATIENCE, Ws};
+
+/// What a streaming client saw.
+#[derive(Debug, Clone)]
+pub struct Streamed {
+    /// Lines `{prefix}0` up to `{prefix}{sent - 1}` were sent (their `send` returned)
+    /// before the client read the server's close frame.
+    pub sent: usize,
+    /// The server's close, if it sent one (`None`: the connection just ended).
+    pub close: Option<(u16, String)>,
+}
+
+/// A running stream of lines.
+pub struct Stream {
+    sent: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<anyhow::Result<Streamed>>,
+}
+
+impl Stream {
+    /// Starts sending `{prefix}{n}` (n = 0, 1, ...) every `every` on `ws` until the
+    /// server closes it.
+    pub fn start(ws: Ws, prefix: &str, every: Duration) -> Stream {
+        let sent = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(stream(ws, prefix.to_owned(), every, sent.clone()));
+        Stream { sent, task }
+    }
+
+    /// Lines sent so far.
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::Acquire)
+    }
+
+    /// Waits until at least `n` lines were sent.
+    pub async fn sent_at_least(&self, n: usize) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.sent() < n {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {n} lines sent",
+                self.sent()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+
+    /// Waits for the server's close (or the connection's end).
+    pub async fn finished(self) -> anyhow::Result<Streamed> {
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .map_err(|_| anyhow::anyhow!("the server never closed the stream"))??
+    }
+}
+
+async fn stream(
+    ws: Ws,
+    prefix: String,
+    every: Duration,
+    sent: Arc<AtomicUsize>,
+) -> anyhow::Result<Streamed> {
+    let (mut sink, mut source) = ws.split();
+    // The reader takes the server's frames; once it has read the close, tungstenite
+    // refuses every later send, and answers the close after the lines sent before it.
+    let reader = tokio::spawn(async move {
+        let mut close = None;
+        while let Some(frame) = source.next().await {
+            match frame {
+                Ok(Message::Close(frame)) => {
+                    close = Some(frame.map_or((1005, String::new()), |f| {
+                        (u16::from(f.code), f.reason.to_string())
+                    }));
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        close
+    });
+    let mut n = 0usize;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !reader.is_finished() {
+        tick.tick().await;
+        if sink
+            .send(Message::text(format!("{prefix}{n}")))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        n += 1;
+        sent.store(n, Ordering::Release);
+    }
+    let close = tokio::time::timeout(PATIENCE, reader).await??;
+    Ok(Streamed { sent: n, close })
+}
+
+/// Checks that `texts` (a chat history, oldest first) hold `{prefix}0` up to
+/// `{prefix}{sent - 1}`, each once and in order; lines sent after the close may follow.
+pub fn all_kept(texts: &[String], prefix: &str, sent: usize) -> anyhow::Result<()> {
+    let numbers: Vec<usize> = texts
+        .iter()
+        .filter_map(|t| t.strip_prefix(prefix)?.parse().ok())
+        .collect();
+    let kept: Vec<usize> = numbers.iter().copied().filter(|n| *n < sent).collect();
+    let expected: Vec<usize> = (0..sent).collect();
+    if kept != expected {
+        let missing: Vec<usize> = expected
+            .iter()
+            .copied()
+            .filter(|n| !kept.contains(n))
+            .collect();
+        anyhow::bail!(
+            "{} of {sent} lines sent before the close are missing or out of order (missing: {:?})",
+            sent - kept.len().min(sent),
+            &missing[..missing.len().min(20)]
+        );
+    }
+    Ok(())
+}
