@@ -169,6 +169,17 @@ impl Server {
         ports: &[u16],
         extra: &[&str],
     ) -> anyhow::Result<Server> {
+        Self::start_host_with_env(plugins, bind, ports, extra, &[])
+    }
+
+    /// Like [`Server::start_host`], with environment variables for the server process.
+    pub fn start_host_with_env(
+        plugins: &[&str],
+        bind: &str,
+        ports: &[u16],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
         let mut args: Vec<String> = vec![
             "--bind".into(),
             bind.into(),
@@ -181,7 +192,11 @@ impl Server {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let dir = Self::plugins_dir(plugins)?;
-        Self::launch(dir, tempfile::tempdir()?, ports.len(), args, Vec::new())
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::launch(dir, tempfile::tempdir()?, ports.len(), args, env)
     }
 
     /// Sends `signal` (`STOP`, `CONT`, ...) to the process.

@@ -24,6 +24,11 @@ pub struct Postgres {
 }
 
 impl Postgres {
+    /// Where the server listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     /// Initialises a cluster and starts it; fails with what to install when the server
     /// binaries are missing.
     pub fn start() -> anyhow::Result<Postgres> {

@@ -3,8 +3,8 @@
 //! keep (the server applies what a client sends until that client's own close frame).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -14,16 +14,21 @@ use crate::support::{PATIENCE, Ws};
 /// What a streaming client saw.
 #[derive(Debug, Clone)]
 pub struct Streamed {
-    /// Lines `{prefix}0` up to `{prefix}{sent - 1}` were sent (their `send` returned)
-    /// before the client read the server's close frame.
+    /// Lines `{prefix}{first}` up to `{prefix}{sent - 1}` were sent (their `send`
+    /// returned) before the client read the server's close frame (or sent its own).
     pub sent: usize,
     /// The server's close, if it sent one (`None`: the connection just ended).
     pub close: Option<(u16, String)>,
+    /// The client closed first ([`Stream::stop`]) and the server answered.
+    pub by_client: bool,
+    /// When the client saw the close (or the end).
+    pub closed_at: SystemTime,
 }
 
 /// A running stream of lines.
 pub struct Stream {
     sent: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<anyhow::Result<Streamed>>,
 }
 
@@ -31,12 +36,35 @@ impl Stream {
     /// Starts sending `{prefix}{n}` (n = 0, 1, ...) every `every` on `ws` until the
     /// server closes it.
     pub fn start(ws: Ws, prefix: &str, every: Duration) -> Stream {
-        let sent = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(stream(ws, prefix.to_owned(), every, sent.clone()));
-        Stream { sent, task }
+        Self::start_at(ws, prefix, 0, every)
     }
 
-    /// Lines sent so far.
+    /// Like [`Stream::start`], numbering from `first`.
+    pub fn start_at(ws: Ws, prefix: &str, first: usize, every: Duration) -> Stream {
+        let sent = Arc::new(AtomicUsize::new(first));
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(stream(
+            ws,
+            prefix.to_owned(),
+            every,
+            sent.clone(),
+            stop.clone(),
+        ));
+        Stream { sent, stop, task }
+    }
+
+    /// Asks the client to stop: it sends its own close frame after the next line, and
+    /// the server applies everything before it.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Whether the stream ended (the server closed it, or the client stopped).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Lines sent so far (counting from 0, whatever the first number).
     pub fn sent(&self) -> usize {
         self.sent.load(Ordering::Acquire)
     }
@@ -68,6 +96,7 @@ async fn stream(
     prefix: String,
     every: Duration,
     sent: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Streamed> {
     let (mut sink, mut source) = ws.split();
     // The reader takes the server's frames; once it has read the close, tungstenite
@@ -80,18 +109,27 @@ async fn stream(
                     close = Some(frame.map_or((1005, String::new()), |f| {
                         (u16::from(f.code), f.reason.to_string())
                     }));
+                    break;
                 }
                 Ok(_) => {}
                 Err(_) => break,
             }
         }
-        close
+        let closed_at = SystemTime::now();
+        // Drive the close handshake to its end.
+        while let Some(Ok(_)) = source.next().await {}
+        (close, closed_at)
     });
-    let mut n = 0usize;
+    let mut n = sent.load(Ordering::Acquire);
+    let mut by_client = false;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !reader.is_finished() {
         tick.tick().await;
+        if stop.load(Ordering::Acquire) {
+            by_client = sink.send(Message::Close(None)).await.is_ok();
+            break;
+        }
         if sink
             .send(Message::text(format!("{prefix}{n}")))
             .await
@@ -102,8 +140,13 @@ async fn stream(
         n += 1;
         sent.store(n, Ordering::Release);
     }
-    let close = tokio::time::timeout(PATIENCE, reader).await??;
-    Ok(Streamed { sent: n, close })
+    let (close, closed_at) = tokio::time::timeout(PATIENCE, reader).await??;
+    Ok(Streamed {
+        sent: n,
+        close,
+        by_client: by_client && close.is_some(),
+        closed_at,
+    })
 }
 
 /// Checks that `texts` (a chat history, oldest first) hold `{prefix}0` up to
