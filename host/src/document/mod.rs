@@ -1,14 +1,17 @@
 //! One live document, knowing nothing of lanes or sockets: [`live`] (the document, its
 //! guest calls and their effects, traps), [`instance`] (its consumer instance and the
 //! deadline), [`outbox`] (a connection's bounded queue of frames), [`state`] (snapshot,
-//! restore, migration to a new plugin version) and [`error`].
+//! restore, migration to a new plugin version), [`trap`] (what a trap reports, to the
+//! log and to `/plugins`) and [`error`] (why a document cannot open or serve, and the one
+//! answer a client gets for it).
 
 pub mod error;
 pub mod instance;
 pub mod live;
 pub mod outbox;
 pub mod state;
+pub mod trap;
 
-pub use error::DocumentError;
+pub use error::{ClientAnswer, DocumentError};
 pub use instance::DocumentConfig;
 pub use live::{Document, DocumentCell, DocumentInfo, DocumentKey, Persistence};
