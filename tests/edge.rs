@@ -299,3 +299,102 @@ async fn text_from_consumers_cannot_forge_a_log_line() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// What a client must never see of a trap: wasmtime's text, a backtrace, the guest's
+/// panic message or its source paths.
+fn assert_plain(what: &str, text: &str) {
+    for inner in [
+        "wasm",
+        "backtrace",
+        "panicked",
+        "secret",
+        "lib.rs",
+        "probe was asked",
+    ] {
+        assert!(
+            !text.contains(inner),
+            "{what}: the client saw {inner:?}: {text}"
+        );
+    }
+}
+
+/// `/plugins`' `last_error` of the probe.
+async fn last_error(server: &Server) -> anyhow::Result<String> {
+    let entry = plugin_entry(server, "probe").await?;
+    Ok(entry["last_error"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn a_panic_in_on_connect_refuses_with_a_plain_reason() -> anyhow::Result<()> {
+    let server = Server::start(&["probe"], 1, &[])?;
+    let (status, body) = refused(&server.url(0, "/ws/probe/c?panic=secret-at-connect")).await?;
+    assert_eq!((status, body.trim()), (500, "consumer crashed"));
+    assert_plain("on-connect", &body);
+    // The operator reads the trap and what the guest said, not the backtrace.
+    let error = last_error(&server).await?;
+    assert!(
+        error.starts_with("c: trapped in on-connect: wasm trap: ")
+            && error.contains("secret-at-connect"),
+        "{error}"
+    );
+    assert!(!error.contains("wasm function"), "{error}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_panic_in_on_request_answers_a_plain_500() -> anyhow::Result<()> {
+    let server = Server::start(&["probe"], 1, &[])?;
+    let path = "/docs/probe/r?panic=secret-at-request";
+    let (status, body) = http(server.addr(0), "GET", path, b"").await?;
+    assert_eq!((status, body.trim()), (500, "consumer crashed"));
+    assert_plain("on-request", &body);
+    let error = last_error(&server).await?;
+    assert!(
+        error.starts_with("r: trapped in on-request: ") && error.contains("secret-at-request"),
+        "{error}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_panic_in_open_answers_a_plain_500() -> anyhow::Result<()> {
+    let server = Server::start(&["probe"], 1, &[])?;
+    let (status, body) = http(server.addr(0), "GET", "/docs/probe/trap-open", b"").await?;
+    assert_eq!((status, body.trim()), (500, "consumer crashed"));
+    assert_plain("open over HTTP", &body);
+    let (status, body) = refused(&server.url(0, "/ws/probe/trap-open")).await?;
+    assert_eq!((status, body.trim()), (500, "consumer crashed"));
+    assert_plain("open over WebSocket", &body);
+    let error = last_error(&server).await?;
+    assert!(
+        error.starts_with("trap-open: trapped in open: ")
+            && error.contains("probe refuses to open"),
+        "{error}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_panic_in_on_message_closes_1011_and_the_log_has_the_guests_words() -> anyhow::Result<()>
+{
+    let mut server = Server::start(&["probe"], 1, &[])?;
+    let mut ws = server.connect(0, "/ws/probe/m").await?;
+    send_text(&mut ws, "panic").await?;
+    let (code, reason) = expect_close(&mut ws).await?;
+    assert_eq!((code, reason.as_str()), (1011, "consumer crashed"));
+    // Rust's panic message is the guest's stderr, not part of the trap.
+    let error = last_error(&server).await?;
+    assert!(
+        error.starts_with("m: trapped in on-message: ")
+            && error.contains("probe was asked to panic"),
+        "{error}"
+    );
+    assert!(!error.contains("wasm function"), "{error}");
+    // The log's ERROR line has it all: the guest's words next to the trap, and the
+    // backtrace.
+    let line = server.wait_for_log("consumer trapped in on-message")?;
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains("probe was asked to panic"), "{line}");
+    assert!(line.contains("wasm function"), "{line}");
+    Ok(())
+}

@@ -1,4 +1,16 @@
 //! Why a document could not be opened or served, and what the client gets for each.
+//!
+//! The error's own text is for the log: it may hold a wasm backtrace, what the consumer
+//! wrote to stderr, the consumer's reason for refusing a document, a file path, another
+//! host's name or the store's error. Clients are strangers, so they never see it:
+//! [`DocumentError::client_answer`] is the one place that decides what they get, a status
+//! and a fixed text.
+
+use std::time::Duration;
+
+/// The reason a document's clients get when its consumer trapped (close 1011, or the
+/// body of a 500).
+pub const CRASHED: &str = "consumer crashed";
 
 /// Why a document could not be opened or served.
 #[derive(Debug, thiserror::Error)]
@@ -10,15 +22,20 @@ pub enum DocumentError {
     /// The instance could not be created (other than pool exhaustion). Clients get 500.
     #[error("cannot instantiate the consumer: {0}")]
     Instantiate(String),
-    /// The consumer's `open` or `restore` refused the document. Clients get 500.
+    /// The consumer's `open` or `restore` refused the document, with its own reason.
+    /// Clients get 500 without that reason: it is the consumer's text for its operator
+    /// (it may name its internals or the document's content), so it goes to the log.
     #[error("the consumer refused to open the document: {0}")]
     Refused(String),
-    /// The consumer trapped; the document is gone. Clients get 500 (HTTP) or 1011.
+    /// The consumer trapped; the document is gone. The text is the trap's short summary
+    /// (its message and what the guest wrote to stderr during the call; the backtrace
+    /// was logged where it trapped). Clients get 500 (HTTP) or 1011, "consumer crashed".
     #[error("the consumer crashed: {0}")]
     Crashed(String),
     /// The document's saved state cannot be read (corrupt file, incompatible format, I/O
     /// error). It refuses to open rather than start empty over the old data; the message
-    /// names the file. WebSocket clients get close 1011, HTTP clients 500.
+    /// names the file (in the log only). WebSocket clients get close 1011, HTTP clients
+    /// 500.
     #[error("the saved state of this document cannot be read: {0}")]
     Storage(String),
     /// The document trapped repeatedly and refuses connections for a while. WebSocket
@@ -47,4 +64,158 @@ pub enum DocumentError {
     /// the write lands (the lane waits for that before it answers).
     #[error("the document is being saved after a crash; retry")]
     Settling,
+}
+
+/// What a client is told about a [`DocumentError`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAnswer {
+    /// The HTTP status (a refused WebSocket handshake gets it too).
+    pub status: u16,
+    /// For a WebSocket handshake: complete the upgrade, then close with this code (the
+    /// protocol's way to say "broken", 1011, or "later", 1013).
+    pub close_after_upgrade: Option<u16>,
+    /// The body, or the close reason: fixed text, never the error's own.
+    pub text: String,
+    /// `Retry-After`, in seconds.
+    pub retry_after: Option<u64>,
+}
+
+impl DocumentError {
+    /// What the client gets for this error: the only place that decides it.
+    pub fn client_answer(&self) -> ClientAnswer {
+        let seconds = |d: &Duration| d.as_secs().max(1);
+        let (status, close_after_upgrade, text) = match self {
+            DocumentError::PoolExhausted(_) => {
+                (503, None, "server at capacity; retry later".into())
+            }
+            DocumentError::Instantiate(_) => (500, None, "cannot start the consumer".into()),
+            DocumentError::Refused(_) => (
+                500,
+                None,
+                "the consumer refused to open the document".into(),
+            ),
+            DocumentError::Crashed(_) => (500, None, CRASHED.into()),
+            DocumentError::Storage(_) => (
+                500,
+                Some(1011),
+                "saved state unreadable; see the server log".into(),
+            ),
+            DocumentError::CrashLoop(retry) => (
+                503,
+                Some(1013),
+                format!("document is crash-looping; retry in {}s", seconds(retry)),
+            ),
+            DocumentError::OpenRateLimited(retry) => (
+                429,
+                None,
+                format!(
+                    "too many new documents from this address; retry in {}s",
+                    seconds(retry)
+                ),
+            ),
+            DocumentError::Moved => (
+                503,
+                None,
+                "the document moved to another host; retry".into(),
+            ),
+            DocumentError::StoreUnavailable(_) => {
+                (503, None, "store unavailable; retry later".into())
+            }
+            DocumentError::HeldElsewhere(_) => (
+                503,
+                None,
+                "the document is held by another host; retry".into(),
+            ),
+            DocumentError::NewerVersion(_) => (
+                503,
+                None,
+                "the document was saved by a newer version of its plugin; retry later".into(),
+            ),
+            DocumentError::Settling => (
+                503,
+                None,
+                "the document is being saved after a crash; retry".into(),
+            ),
+        };
+        let retry_after = match self {
+            DocumentError::OpenRateLimited(retry) => Some(seconds(retry)),
+            _ => None,
+        };
+        ClientAnswer {
+            status,
+            close_after_upgrade,
+            text,
+            retry_after,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant, each carrying text a client must not see.
+    fn every_error() -> Vec<DocumentError> {
+        let secret = || {
+            "error while executing at wasm backtrace: <wasm function 517> \
+             /srv/data/chat/doc.snap host-7.internal panicked"
+                .to_owned()
+        };
+        vec![
+            DocumentError::PoolExhausted(secret()),
+            DocumentError::Instantiate(secret()),
+            DocumentError::Refused(secret()),
+            DocumentError::Crashed(secret()),
+            DocumentError::Storage(secret()),
+            DocumentError::CrashLoop(Duration::from_secs(30)),
+            DocumentError::OpenRateLimited(Duration::from_millis(10)),
+            DocumentError::Moved,
+            DocumentError::StoreUnavailable(secret()),
+            DocumentError::HeldElsewhere(secret()),
+            DocumentError::NewerVersion(secret()),
+            DocumentError::Settling,
+        ]
+    }
+
+    #[test]
+    fn clients_never_get_the_errors_own_text() {
+        for e in every_error() {
+            let answer = e.client_answer();
+            for secret in ["wasm", "backtrace", "/srv", ".snap", "host-7", "panicked"] {
+                assert!(!answer.text.contains(secret), "{e:?}: {answer:?}");
+            }
+            assert!((400..=599).contains(&answer.status), "{e:?}");
+            // A close reason must fit a control frame (123 bytes).
+            assert!(answer.text.len() <= 123, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn statuses_and_close_codes() {
+        let answer = |e: DocumentError| {
+            let a = e.client_answer();
+            (a.status, a.close_after_upgrade, a.retry_after)
+        };
+        assert_eq!(
+            answer(DocumentError::Crashed(String::new())),
+            (500, None, None)
+        );
+        assert_eq!(
+            DocumentError::Crashed(String::new()).client_answer().text,
+            CRASHED
+        );
+        assert_eq!(
+            answer(DocumentError::Storage(String::new())),
+            (500, Some(1011), None)
+        );
+        assert_eq!(
+            answer(DocumentError::CrashLoop(Duration::from_secs(30))),
+            (503, Some(1013), None)
+        );
+        assert_eq!(
+            answer(DocumentError::OpenRateLimited(Duration::from_millis(10))),
+            (429, None, Some(1))
+        );
+        assert_eq!(answer(DocumentError::Moved), (503, None, None));
+    }
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use wasmtime::Store;
 
 use crate::document::error::DocumentError;
+use crate::document::trap::Trap;
 use crate::guest::context::PluginSettings;
 use crate::guest::engine::Slot;
 use crate::guest::plugin::Plugin;
@@ -49,7 +50,8 @@ impl std::fmt::Debug for Instance {
 
 impl Instance {
     /// A fresh instance of `plugin` for document `id`, opened (`open` called). A trap in
-    /// `open` counts as a document ended by a trap when `count_traps` is set.
+    /// `open` counts as a document ended by a trap (and becomes the plugin's last error)
+    /// when `count_traps` is set; a migration leaves both to its caller.
     pub fn create(
         plugin: &Plugin,
         id: &str,
@@ -93,10 +95,13 @@ impl Instance {
         });
         metrics.call("open", started.elapsed());
         let opened = opened.map_err(|e| {
+            let trap = Trap::new("open", &e, instance.store.data().stderr_tail());
             if count_traps {
                 metrics.trapped(&e);
+                trap.report(plugin, id, "the document does not open")
+            } else {
+                trap.logged(plugin, id, "the document stays on its old version")
             }
-            DocumentError::Crashed(format!("{e:#}"))
         })?;
         opened.map_err(DocumentError::Refused)?;
         // Effects of `open` (logs only: there are no connections yet) are dropped.
@@ -113,6 +118,7 @@ impl Instance {
         f: impl FnOnce(&Room, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> wasmtime::Result<R> {
         self.store.set_epoch_deadline(deadline_ticks);
+        self.store.data().begin_call();
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             f(&self.room, &mut self.store)
         }))

@@ -6,8 +6,10 @@
 //! call the document applies the guest's [effects](crate::guest::Effect) in order.
 //!
 //! A trap (deadline, memory cap, panic, `unreachable`) ends this document only: its
-//! instance is dropped at once, its clients are closed with 1011, and the lane forgets
-//! it, so the next connection opens a fresh instance.
+//! instance is dropped at once, its clients are closed with 1011 "consumer crashed"
+//! (never the trap's text), the [trap](crate::document::trap) is logged and becomes the
+//! plugin's last error, and the lane forgets the document, so the next connection opens
+//! a fresh instance.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -19,9 +21,10 @@ use std::time::Instant;
 use tokio::sync::Notify;
 use wasmtime::Store;
 
-use crate::document::error::DocumentError;
+use crate::document::error::{CRASHED, DocumentError};
 use crate::document::instance::{DocumentConfig, Instance};
 use crate::document::outbox::Outbox;
+use crate::document::trap::Trap;
 use crate::guest::engine::Slot;
 use crate::guest::plugin::Plugin;
 use crate::guest::{
@@ -289,30 +292,29 @@ impl Document {
             }
             Err(e) => {
                 self.metrics.trapped(&e);
-                let reason = format!("{e:#}");
-                self.crash(what, &reason);
-                Err(DocumentError::Crashed(reason))
+                let trap = Trap::new(what, &e, instance.store.data().stderr_tail());
+                Err(self.crash(trap))
             }
         }
     }
 
-    /// Drops the instance and closes every connection with 1011.
-    fn crash(&mut self, what: &str, reason: &str) {
-        tracing::error!(
-            plugin = %self.plugin.name,
-            version = %self.plugin.version,
-            doc = %self.id,
-            "consumer trapped in {what}; closing its {} connection(s): {reason}",
-            self.outboxes.len()
+    /// Reports the trap, drops the instance and closes every connection with 1011.
+    fn crash(&mut self, trap: Trap) -> DocumentError {
+        let connections = self.outboxes.len();
+        let error = trap.report(
+            &self.plugin,
+            &self.id,
+            format_args!("closing its {connections} connection(s)"),
         );
         if self.instance.take().is_some() {
             self.plugin.live.fetch_sub(1, Ordering::Relaxed);
         }
         self.sync_memory();
         for outbox in self.outboxes.values() {
-            outbox.close(1011, "consumer crashed");
+            outbox.close(1011, CRASHED);
         }
         self.wake.notify_one();
+        error
     }
 
     /// A connection asks to join, with the claims of its verified access token, if any.

@@ -2,7 +2,9 @@
 //! guest calls and their effects, traps), [`instance`] (its consumer instance and the
 //! deadline), [`outbox`] (a connection's bounded queue of frames), [`state`] (snapshot,
 //! restore, migration to a new plugin version), [`leaving`] (draining its sockets before
-//! it leaves this host, or retiring it at once) and [`error`].
+//! it leaves this host, or retiring it at once), [`trap`] (what a trap reports, to the
+//! log and to `/plugins`) and [`error`] (why a document cannot open or serve, and the one
+//! answer a client gets for it).
 
 pub mod error;
 pub mod instance;
@@ -10,7 +12,8 @@ pub mod leaving;
 pub mod live;
 pub mod outbox;
 pub mod state;
+pub mod trap;
 
-pub use error::DocumentError;
+pub use error::{ClientAnswer, DocumentError};
 pub use instance::DocumentConfig;
 pub use live::{Document, DocumentCell, DocumentInfo, DocumentKey, Persistence};

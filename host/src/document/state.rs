@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::document::error::DocumentError;
 use crate::document::instance::{DocumentConfig, Instance};
 use crate::document::live::{Document, apply};
+use crate::document::trap::Trap;
 use crate::guest::HttpRequest;
 use crate::guest::engine::Slot;
 use crate::guest::plugin::Plugin;
@@ -139,7 +140,14 @@ impl Document {
                 room.wasmroom_consumer_consumer()
                     .call_restore(store, &snapshot.state)
             })
-            .map_err(|e| DocumentError::Crashed(format!("restore trapped: {e:#}")))?;
+            .map_err(|e| {
+                let stderr = fresh.store.data().stderr_tail();
+                Trap::new("restore", &e, stderr).logged(
+                    &plugin,
+                    &self.id,
+                    "the document stays on its old version",
+                )
+            })?;
         restored.map_err(|e| DocumentError::Refused(format!("restore failed: {e}")))?;
         let old = self.instance.as_mut().expect("checked above");
         let (from, to) = (old.store.data_mut(), fresh.store.data_mut());

@@ -2,7 +2,8 @@
 //! plugin: [`initial_memory`]), plugins compiled and checked ([`plugin`]) and their
 //! current versions ([`registry`]), the bindings generated from `wit/` ([`bindings`]),
 //! the state each document's store carries ([`state`]), the host functions a consumer
-//! calls ([`host`], [`context`]), pending timers ([`timers`]) and WASI ([`wasi`]).
+//! calls ([`host`], [`context`]), pending timers ([`timers`]), WASI ([`wasi`]) and what consumers write to stdout and
+//! stderr ([`output`]).
 //!
 //! Host functions never touch sockets. They check their arguments against the document's
 //! state, then record an [`Effect`]; the document applies the effects in order once the
@@ -14,6 +15,7 @@ pub mod context;
 pub mod engine;
 pub mod host;
 pub mod initial_memory;
+pub mod output;
 pub mod plugin;
 pub mod registry;
 pub mod state;

@@ -9,6 +9,7 @@
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
@@ -69,6 +70,37 @@ pub struct Plugin {
     pub live: AtomicUsize,
     /// How its instances get their initial memory (which engine compiled it).
     pub memory: MemorySetup,
+    /// The plugin's last failure: one cell per plugin name, which the registry gives
+    /// every version it installs, so that a document reports its trap without knowing
+    /// the registry.
+    pub last_error: Arc<LastError>,
+}
+
+/// A plugin's last failure, as `GET /plugins` shows it (`last_error`): a file that did
+/// not load, documents that could not migrate, a consumer that trapped (a short text:
+/// the backtrace is in the log). Written rarely; read by `/plugins`.
+#[derive(Debug, Default)]
+pub struct LastError(Mutex<Option<Arc<str>>>);
+
+impl LastError {
+    /// Replaces the last failure with `text`.
+    pub fn set(&self, text: impl Into<Arc<str>>) {
+        *self.lock() = Some(text.into());
+    }
+
+    /// Forgets it (a new version loaded).
+    pub fn clear(&self) {
+        *self.lock() = None;
+    }
+
+    /// The last failure, if any.
+    pub fn get(&self) -> Option<Arc<str>> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<str>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl std::fmt::Debug for Plugin {
@@ -182,6 +214,7 @@ pub fn load_if_changed(
         pre,
         live: AtomicUsize::new(0),
         memory: setup,
+        last_error: Arc::default(),
     }))
 }
 

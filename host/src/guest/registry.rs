@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::UNIX_EPOCH;
 
-use crate::guest::plugin::{Plugin, Runtimes, load_if_changed, plugin_name};
+use crate::guest::plugin::{LastError, Plugin, Runtimes, load_if_changed, plugin_name};
 use crate::metrics::Metrics;
 
 /// What a lane finds when it looks up a plugin.
@@ -32,8 +32,9 @@ struct Entry {
     current: Option<Arc<Plugin>>,
     /// Earlier versions, alive while documents still run on them.
     previous: Vec<Weak<Plugin>>,
-    /// The last failure: a file that did not load, or documents that could not migrate.
-    last_error: Option<Arc<str>>,
+    /// The last failure: a file that did not load, documents that could not migrate, a
+    /// trap. Every version installed shares it.
+    last_error: Arc<LastError>,
 }
 
 /// The plugins of one directory, by name.
@@ -136,17 +137,20 @@ impl Registry {
             Ok(Some(plugin)) => {
                 tracing::info!(plugin = %name, version = %plugin.version, memory = plugin.memory.name(), "loaded {} in {:?}", path.display(), started.elapsed());
                 self.metrics.reloaded(&name, true);
-                let plugin = Arc::new(plugin);
+                let plugin = Arc::new(Plugin {
+                    last_error: entry.last_error.clone(),
+                    ..plugin
+                });
                 if let Some(old) = entry.current.replace(plugin.clone()) {
                     entry.previous.push(Arc::downgrade(&old));
                 }
                 entry.previous.retain(|p| p.strong_count() > 0);
-                entry.last_error = None;
+                entry.last_error.clear();
                 Some(plugin)
             }
             Err(e) => {
                 tracing::error!(plugin = %name, "{e}{}", if entry.current.is_some() { "; the running version keeps serving" } else { "" });
-                entry.last_error = Some(e.to_string().into());
+                entry.last_error.set(e.to_string());
                 self.metrics.reloaded(&name, false);
                 None
             }
@@ -154,9 +158,15 @@ impl Registry {
     }
 
     /// Records a failure that is not a load error (documents that could not migrate).
+    /// A trap is recorded by its document, through [`Plugin::last_error`].
     pub fn record_error(&self, name: &str, error: String) {
-        if let Some(entry) = self.write().get_mut(name) {
-            entry.last_error = Some(error.into());
+        if let Some(entry) = self
+            .plugins
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            entry.last_error.set(error);
         }
     }
 
@@ -168,10 +178,13 @@ impl Registry {
                 current: Some(p), ..
             }) => Lookup::Ready(p.clone()),
             Some(Entry {
-                last_error: Some(why),
+                last_error,
                 previous,
                 ..
-            }) if previous.is_empty() => Lookup::Failed(why.clone()),
+            }) if previous.is_empty() => match last_error.get() {
+                Some(why) => Lookup::Failed(why),
+                None => Lookup::Missing,
+            },
             _ => Lookup::Missing,
         }
     }
@@ -226,7 +239,7 @@ impl Registry {
                     "name": name,
                     "current": e.current.as_deref().map(version),
                     "previous": e.previous.iter().filter_map(Weak::upgrade).map(|p| version(&p)).collect::<Vec<_>>(),
-                    "last_error": e.last_error.as_deref(),
+                    "last_error": e.last_error.get().as_deref(),
                 })
             })
             .collect();

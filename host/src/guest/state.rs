@@ -12,6 +12,7 @@ use wasmtime_wasi::WasiCtx;
 
 use crate::guest::bindings::{HostError, Message};
 use crate::guest::context::PluginSettings;
+use crate::guest::output::{GuestOutput, Stream};
 use crate::guest::timers::TimerTable;
 
 /// Something a guest asked for during a call, applied by the document afterwards.
@@ -49,6 +50,8 @@ pub struct GuestState {
     pub(crate) max_timers: u32,
     /// `plugin/document`, for log lines.
     pub(crate) tag: Arc<str>,
+    /// The guest's stderr: logged, and the current call's last lines kept.
+    stderr: Arc<GuestOutput>,
 }
 
 /// The store's limits, also counting the linear memory the instance holds (for the
@@ -116,7 +119,7 @@ impl std::fmt::Debug for GuestState {
 
 impl GuestState {
     /// State for a new document. WASI is linked but grants nothing: no files, network,
-    /// environment or arguments; stdout and stderr are discarded.
+    /// environment or arguments; stdout and stderr go to the log.
     pub fn new(
         tag: Arc<str>,
         max_memory_bytes: usize,
@@ -124,8 +127,10 @@ impl GuestState {
         max_timers: u32,
         settings: Arc<PluginSettings>,
     ) -> GuestState {
+        let stdout = GuestOutput::new(tag.clone(), Stream::Stdout);
+        let stderr = GuestOutput::new(tag.clone(), Stream::Stderr);
         GuestState {
-            wasi: crate::guest::wasi::context(&tag),
+            wasi: crate::guest::wasi::context(&stdout, &stderr),
             table: ResourceTable::new(),
             limits: MeteredLimits {
                 limits: StoreLimitsBuilder::new()
@@ -145,7 +150,20 @@ impl GuestState {
             max_message_bytes,
             max_timers,
             tag,
+            stderr,
         }
+    }
+
+    /// A guest call begins: what the guest writes to stderr from now on is what a trap
+    /// of this call reports.
+    pub fn begin_call(&self) {
+        self.stderr.begin_call();
+    }
+
+    /// The lines the guest wrote to stderr during the current call (bounded, newest
+    /// last; see [`GuestOutput::tail`]).
+    pub fn stderr_tail(&self) -> Vec<String> {
+        self.stderr.tail()
     }
 
     pub(crate) fn check_size(&self, msg: &Message) -> Result<(), HostError> {

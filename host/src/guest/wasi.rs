@@ -7,20 +7,23 @@
 //!    future once: what is ready completes (writes to stdout/stderr always are), what is not
 //!    traps the calling document, since waiting would stall every document of the lane.
 //! 2. A consumer's stdout and stderr go to the host log, one event per line, tagged with
-//!    the plugin and document, so `println!` and panic messages are visible.
+//!    the plugin and document, so `println!` and panic messages are visible
+//!    ([`crate::guest::output`], which also keeps a call's last stderr lines for a trap's
+//!    report).
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::bindings::sync::io::{poll, streams};
-use wasmtime_wasi::p2::{DynPollable, OutputStream, StreamError, StreamResult};
+use wasmtime_wasi::p2::{DynPollable, StreamError, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiView};
 use wasmtime_wasi_io::bindings::wasi::io::poll as async_poll;
 use wasmtime_wasi_io::bindings::wasi::io::streams as async_streams;
+
+use crate::guest::output::GuestOutput;
 
 /// Links WASI into `linker` with non-blocking streams and poll.
 pub fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
@@ -32,17 +35,11 @@ pub fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime:
     Ok(())
 }
 
-/// A WASI context that grants nothing and logs stdout/stderr under `tag`.
-pub fn context(tag: &std::sync::Arc<str>) -> WasiCtx {
+/// A WASI context that grants nothing and writes stdout/stderr to `stdout`/`stderr`.
+pub fn context(stdout: &Arc<GuestOutput>, stderr: &Arc<GuestOutput>) -> WasiCtx {
     WasiCtx::builder()
-        .stdout(GuestOutput {
-            tag: tag.clone(),
-            stream: "stdout",
-        })
-        .stderr(GuestOutput {
-            tag: tag.clone(),
-            stream: "stderr",
-        })
+        .stdout(stdout.wasi_stream())
+        .stderr(stderr.wasi_stream())
         .build()
 }
 
@@ -217,92 +214,6 @@ impl poll::HostPollable for NonBlockingIo<'_> {
     }
     fn drop(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
         async_poll::HostPollable::drop(self.0, pollable)
-    }
-}
-
-/// A consumer's stdout or stderr, written to the host log line by line.
-struct GuestOutput {
-    tag: std::sync::Arc<str>,
-    stream: &'static str,
-}
-
-impl IsTerminal for GuestOutput {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for GuestOutput {
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        // Only the WASIp3 bindings use this; wasmroom links WASIp2.
-        Box::new(tokio::io::sink())
-    }
-
-    fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(LineLogger {
-            tag: self.tag.clone(),
-            stream: self.stream,
-            line: Vec::new(),
-        })
-    }
-}
-
-/// Most bytes of a partial line kept before it is logged anyway.
-const MAX_LINE: usize = 4096;
-
-struct LineLogger {
-    tag: std::sync::Arc<str>,
-    stream: &'static str,
-    line: Vec<u8>,
-}
-
-impl LineLogger {
-    fn emit(&mut self) {
-        let text = String::from_utf8_lossy(&self.line);
-        let text = text.trim_end_matches(['\r', '\n']);
-        if text.is_empty() {
-            self.line.clear();
-            return;
-        }
-        if self.stream == "stderr" {
-            tracing::warn!(target: "guest", doc = &*self.tag, "stderr: {text}");
-        } else {
-            tracing::info!(target: "guest", doc = &*self.tag, "stdout: {text}");
-        }
-        self.line.clear();
-    }
-}
-
-impl Drop for LineLogger {
-    fn drop(&mut self) {
-        if !self.line.is_empty() {
-            self.emit();
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl wasmtime_wasi::p2::Pollable for LineLogger {
-    async fn ready(&mut self) {}
-}
-
-impl OutputStream for LineLogger {
-    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        for chunk in bytes.split_inclusive(|&b| b == b'\n') {
-            self.line.extend_from_slice(chunk);
-            if chunk.ends_with(b"\n") || self.line.len() >= MAX_LINE {
-                self.emit();
-            }
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> StreamResult<()> {
-        Ok(())
-    }
-
-    fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(64 * 1024)
     }
 }
 

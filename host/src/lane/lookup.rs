@@ -1,6 +1,7 @@
 //! Finding what a request asks for: its plugin in the registry and its document in the
 //! lane's table. Each function answers the client itself (404, 503, 500) when there is
-//! nothing to serve, so callers only handle the success.
+//! nothing to serve, so callers only handle the success. Whatever the error says, the
+//! client gets only the fixed text of [`DocumentError::client_answer`].
 
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -24,14 +25,11 @@ pub async fn find_plugin(lane: &Lane, stream: &mut TcpStream, name: &str) -> Opt
     }
     match lane.services.registry.get(name) {
         Lookup::Ready(plugin) => Some(plugin),
-        Lookup::Failed(why) => {
+        // Why is in the log and `/plugins`: it names files of the server.
+        Lookup::Failed(_) => {
             lane.metrics.rejected(Rejection::PluginFailed);
-            let _ = http::write_text(
-                stream,
-                503,
-                &format!("plugin '{name}' failed to load: {why}"),
-            )
-            .await;
+            let text = format!("plugin '{name}' failed to load; see the server log");
+            let _ = http::write_text(stream, 503, &text).await;
             None
         }
         Lookup::Missing => {
@@ -59,8 +57,8 @@ pub async fn open_document(
     }
 }
 
-/// Answers a document that cannot be opened with 503 (try later), 429 (this client
-/// opened too many) or 500.
+/// Answers a document that cannot be opened (503 try later, 429 this client opened too
+/// many, 500), counts the refusal and logs what only the operator may read.
 pub async fn refuse_document(
     lane: &Lane,
     stream: &mut TcpStream,
@@ -68,14 +66,30 @@ pub async fn refuse_document(
     document: &str,
     e: DocumentError,
 ) {
-    if let DocumentError::OpenRateLimited(retry) = e {
-        lane.metrics.rejected(Rejection::OpenRate);
-        let headers = [("retry-after".to_owned(), retry.as_secs().max(1).to_string())];
-        let body = format!("{e}\n");
-        let _ = http::write_response(stream, 429, &headers, body.as_bytes()).await;
-        return;
+    lane.metrics.rejected(rejection(&e));
+    // A trap was logged, backtrace and all, where it happened.
+    if e.client_answer().status == 500 && !matches!(e, DocumentError::Crashed(_)) {
+        tracing::error!(lane = lane.index, plugin = %plugin.name, doc = %document, "{e}");
     }
-    lane.metrics.rejected(match e {
+    answer_document_error(stream, &e).await;
+}
+
+/// Writes what the client gets for `e` ([`DocumentError::client_answer`]): every HTTP
+/// answer about a document error goes through here.
+pub async fn answer_document_error(stream: &mut TcpStream, e: &DocumentError) {
+    let answer = e.client_answer();
+    let headers: Vec<_> = answer
+        .retry_after
+        .map(|seconds| ("retry-after".to_owned(), seconds.to_string()))
+        .into_iter()
+        .collect();
+    let body = format!("{}\n", answer.text);
+    let _ = http::write_response(stream, answer.status, &headers, body.as_bytes()).await;
+}
+
+/// The label a refused document counts under.
+pub fn rejection(e: &DocumentError) -> Rejection {
+    match e {
         DocumentError::StoreUnavailable(_) => Rejection::StoreUnavailable,
         DocumentError::HeldElsewhere(_) => Rejection::Handoff,
         DocumentError::NewerVersion(_) => Rejection::NewerVersion,
@@ -83,20 +97,9 @@ pub async fn refuse_document(
         DocumentError::PoolExhausted(_) => Rejection::PoolExhausted,
         DocumentError::CrashLoop(_) | DocumentError::Settling => Rejection::CrashLoop,
         DocumentError::Storage(_) => Rejection::Storage,
-        _ => Rejection::Error,
-    });
-    let status = match e {
-        DocumentError::PoolExhausted(_)
-        | DocumentError::CrashLoop(_)
-        | DocumentError::Settling
-        | DocumentError::StoreUnavailable(_)
-        | DocumentError::HeldElsewhere(_)
-        | DocumentError::NewerVersion(_)
-        | DocumentError::Moved => 503,
-        _ => {
-            tracing::error!(lane = lane.index, plugin = %plugin.name, doc = %document, "{e}");
-            500
+        DocumentError::OpenRateLimited(_) => Rejection::OpenRate,
+        DocumentError::Instantiate(_) | DocumentError::Refused(_) | DocumentError::Crashed(_) => {
+            Rejection::Error
         }
-    };
-    let _ = http::write_text(stream, status, &e.to_string()).await;
+    }
 }

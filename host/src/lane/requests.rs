@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use crate::guest::HttpRequest;
 use crate::lane::Lane;
 use crate::lane::admission::{answer_headers, origin_allowed, preflight, token_checked};
-use crate::lane::lookup::{find_plugin, open_document};
+use crate::lane::lookup::{answer_document_error, find_plugin, open_document};
 use crate::metrics::Rejection;
 use crate::net::http::{self, RequestHead};
 
@@ -94,11 +94,11 @@ pub async fn serve(
     drop((doc, charge));
     // Bounded by the write timeout: a client that does not read its answer cannot hold
     // the connection.
-    let _ = match response {
+    match response {
         Ok(r) => {
             let headers = answer_headers(cors_origin.as_deref(), r.headers);
-            http::write_response(&mut stream, r.status, &headers, &r.body).await
+            let _ = http::write_response(&mut stream, r.status, &headers, &r.body).await;
         }
-        Err(e) => http::write_text(&mut stream, 500, &e.to_string()).await,
-    };
+        Err(e) => answer_document_error(&mut stream, &e).await,
+    }
 }

@@ -11,12 +11,12 @@ use tokio::net::TcpStream;
 
 use crate::config::WebhookEvent;
 use crate::document::outbox::{CLOSE_TIMEOUT, Outbox};
-use crate::document::{DocumentCell, DocumentError};
+use crate::document::{ClientAnswer, DocumentCell};
 use crate::guest::plugin::Plugin;
 use crate::guest::{ConnectInfo, Decision};
 use crate::lane::address_limit::AddressSlot;
 use crate::lane::admission::{admit_address, origin_allowed, token_checked};
-use crate::lane::lookup::{find_plugin, refuse_document};
+use crate::lane::lookup::{answer_document_error, find_plugin, refuse_document, rejection};
 use crate::lane::{ConnectionGuard, Lane};
 use crate::metrics::Rejection;
 use crate::net::access_token::{Admitted, TOKEN_SUBPROTOCOL};
@@ -204,23 +204,20 @@ async fn open(
         .await
     {
         Ok(doc) => Some(Opened::Ready(doc)),
-        Err(DocumentError::CrashLoop(retry)) => {
-            lane.metrics.rejected(Rejection::CrashLoop);
-            let reason = format!(
-                "document is crash-looping; retry in {}s",
-                retry.as_secs().max(1)
-            );
-            Some(Opened::CloseAfterUpgrade(1013, reason))
-        }
-        Err(DocumentError::Storage(_)) => {
-            lane.metrics.rejected(Rejection::Storage);
-            let reason = "saved state unreadable; see the server log".to_owned();
-            Some(Opened::CloseAfterUpgrade(1011, reason))
-        }
-        Err(e) => {
-            refuse_document(lane, stream, plugin, document, e).await;
-            None
-        }
+        Err(e) => match e.client_answer() {
+            ClientAnswer {
+                close_after_upgrade: Some(code),
+                text,
+                ..
+            } => {
+                lane.metrics.rejected(rejection(&e));
+                Some(Opened::CloseAfterUpgrade(code, text))
+            }
+            _ => {
+                refuse_document(lane, stream, plugin, document, e).await;
+                None
+            }
+        },
     }
 }
 
@@ -285,8 +282,9 @@ async fn join(
             None
         }
         Err(e) => {
+            // A trap in `on-connect` (logged by the document), or the document ended.
             lane.metrics.rejected(Rejection::Error);
-            let _ = http::write_text(stream, 500, &e.to_string()).await;
+            answer_document_error(stream, &e).await;
             None
         }
     }

@@ -1,7 +1,8 @@
 //! `probe`: a consumer for the integration tests, with hooks that misbehave on request.
 //!
-//! - connect with `?reject=STATUS&reason=TEXT` to be refused with that status and reason;
-//!   offer the `probe.v1` subprotocol to have it chosen;
+//! - connect with `?reject=STATUS&reason=TEXT` to be refused with that status and reason,
+//!   with `?panic=TEXT` to have `on-connect` panic with TEXT; offer the `probe.v1`
+//!   subprotocol to have it chosen;
 //! - text commands: `timers` (sets timers 1 at 30 ms, 2 at 60 ms and 3 at 45 ms, then
 //!   cancels 3), `later` (timer 9 in 1.5 s), `later MS` (timer 9 in MS ms), `echo ...`,
 //!   `count`, `whoami`, `note TEXT` (kept), `notes` (every note, in order), `hoard N`
@@ -14,7 +15,7 @@
 //!   the plugin's setting (`none` if unset), `subprotocols` what `on-connect` was offered;
 //! - the document `trap-open` traps in `open`, with control characters in its message;
 //! - an HTTP request answers `probe {document}`, or `?size=N` bytes of `x`, with status
-//!   200 or `?status=N`.
+//!   200 or `?status=N`; `?panic=TEXT` panics with TEXT instead.
 
 use std::time::Duration;
 
@@ -48,6 +49,9 @@ impl Consumer for Probe {
     }
 
     fn on_connect(&mut self, conn: &Connect) -> Decision {
+        if let Some(text) = conn.query_param("panic") {
+            panic!("{text}");
+        }
         if let Some(status) = conn.query_param("reject") {
             let status = status.parse().unwrap_or(403);
             let reason = conn.query_param("reason").unwrap_or("rejected by probe");
@@ -168,6 +172,9 @@ impl Consumer for Probe {
     }
 
     fn on_request(&mut self, request: Request) -> Response {
+        if let Some(text) = request.query_param("panic") {
+            panic!("{text}");
+        }
         let status = request
             .query_param("status")
             .and_then(|s| s.parse().ok())
