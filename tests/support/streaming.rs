@@ -143,8 +143,8 @@ async fn stream(
     let (close, closed_at) = tokio::time::timeout(PATIENCE, reader).await??;
     Ok(Streamed {
         sent: n,
-        close,
         by_client: by_client && close.is_some(),
+        close,
         closed_at,
     })
 }
