@@ -4,7 +4,8 @@
 //! of static files ([`static_files`]), the byte budget for what is still arriving
 //! ([`budget`]), rate limits ([`token_bucket`]), access tokens ([`access_token`]) and
 //! webhooks to the application's backend ([`webhook`], their queues in
-//! [`webhook_queue`]). Knows nothing of lanes or documents.
+//! [`webhook_queue`], what the backend's answers mean in [`webhook_answer`]). Knows
+//! nothing of lanes or documents.
 
 pub mod access_token;
 pub mod budget;
@@ -12,6 +13,7 @@ pub mod http;
 pub mod static_files;
 pub mod token_bucket;
 pub mod webhook;
+pub mod webhook_answer;
 pub mod webhook_queue;
 
 // Pure parsers live in the `wasmroom-wire` crate (fuzzed there); the lane reaches them

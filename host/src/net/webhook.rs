@@ -14,14 +14,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
-use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::sync::Notify;
 
 use crate::config::{Config, ConfigError, ResolvedWebhook, WebhookEvent};
 use crate::metrics::{Metrics, WebhookMetrics};
+use crate::net::webhook_answer::{Outcome, judge};
 use crate::net::webhook_queue::{Delivery, Pending};
 pub use crate::net::webhook_queue::{Event, Export};
 
@@ -29,9 +28,6 @@ pub use crate::net::webhook_queue::{Event, Export};
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
-/// Longest `Retry-After` honoured (a 429 or 503 may ask for more; the queue is bounded,
-/// not the backend's patience).
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// A refusal with the same reason as the last one is logged at most this often.
 const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -177,67 +173,6 @@ fn deliver_all(queues: Vec<Arc<Queue>>) {
             let _ = task.await;
         }
     });
-}
-
-/// What the backend's answer (or its absence) means for the event.
-#[derive(Debug, PartialEq, Eq)]
-enum Outcome {
-    /// A 2xx: done.
-    Delivered,
-    /// Refused for good (sending it again would get the same answer): dropped.
-    Rejected(String),
-    /// Worth another attempt, after at least `after` when the backend asked for it.
-    Retry {
-        why: String,
-        after: Option<Duration>,
-    },
-}
-
-/// Judges an answer: 2xx delivered; 3xx (redirects are not followed) and 4xx but 408
-/// and 429 rejected; anything else retried, after `Retry-After` on 429 and 503.
-fn judge(status: StatusCode, headers: &HeaderMap) -> Outcome {
-    if status.is_success() {
-        return Outcome::Delivered;
-    }
-    if status.is_redirection() {
-        let location = headers
-            .get(LOCATION)
-            .and_then(|l| l.to_str().ok())
-            .unwrap_or("nowhere");
-        return Outcome::Rejected(format!(
-            "status {status}, a redirect to {location} (not followed: set url to the final address)"
-        ));
-    }
-    let busy = matches!(
-        status,
-        StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS
-    );
-    if status.is_client_error() && !busy {
-        return Outcome::Rejected(format!("status {status}"));
-    }
-    let after = matches!(
-        status,
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-    )
-    .then(|| retry_after(headers))
-    .flatten();
-    Outcome::Retry {
-        why: format!("status {status}"),
-        after,
-    }
-}
-
-/// `Retry-After` in seconds (an HTTP date is ignored: the back-off applies), at most
-/// [`MAX_RETRY_AFTER`].
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 
 /// Delivers one plugin's events in order, each until the backend accepts or refuses it
@@ -472,48 +407,5 @@ mod tests {
         assert!(queue.finish(next.id));
         assert_eq!(counts.queued_bytes.get(), opened("b").queued_bytes() as i64);
         assert!(hooks.wants("p", WebhookEvent::Opened) && !hooks.wants("p", WebhookEvent::Closed));
-    }
-
-    #[test]
-    fn answers_are_delivered_retried_or_refused_for_good() {
-        let none = HeaderMap::new();
-        let judged = |code: u16| judge(StatusCode::from_u16(code).unwrap(), &none);
-        assert_eq!(judged(200), Outcome::Delivered);
-        assert_eq!(judged(204), Outcome::Delivered);
-        for permanent in [400, 401, 403, 404, 410, 413, 422] {
-            assert!(
-                matches!(judged(permanent), Outcome::Rejected(_)),
-                "{permanent}"
-            );
-        }
-        for transient in [408, 429, 500, 502, 503, 504] {
-            assert!(
-                matches!(judged(transient), Outcome::Retry { after: None, .. }),
-                "{transient}"
-            );
-        }
-        let mut moved = HeaderMap::new();
-        moved.insert(LOCATION, "https://elsewhere.example/hook".parse().unwrap());
-        let Outcome::Rejected(why) = judge(StatusCode::FOUND, &moved) else {
-            panic!("a redirect is not followed");
-        };
-        assert!(why.contains("https://elsewhere.example/hook"), "{why}");
-        let after = |code, value: &str| {
-            let mut later = HeaderMap::new();
-            later.insert(RETRY_AFTER, value.parse().unwrap());
-            match judge(StatusCode::from_u16(code).unwrap(), &later) {
-                Outcome::Retry { after, .. } => after,
-                other => panic!("{other:?}"),
-            }
-        };
-        assert_eq!(after(429, "3"), Some(Duration::from_secs(3)));
-        assert_eq!(after(503, " 3 "), Some(Duration::from_secs(3)));
-        assert_eq!(after(500, "3"), None, "only 429 and 503 say when");
-        assert_eq!(after(429, "86400"), Some(MAX_RETRY_AFTER));
-        assert_eq!(
-            after(429, "Wed, 21 Oct 2026 07:28:00 GMT"),
-            None,
-            "a date falls back to the back-off"
-        );
     }
 }
