@@ -78,8 +78,8 @@ fn default_max_pending() -> usize {
 }
 
 /// 64 MiB: the newest state of 64 documents of 1 MiB (a queue keeps one `saved` per
-/// document), or thousands of small ones, through an outage of the backend; a few
-/// plugins with webhooks stay well within a server's memory.
+/// document), or of thousands of small ones, waits out an outage of the backend, and a
+/// dead backend costs no more than one document's default `max_memory_bytes`.
 fn default_max_pending_bytes() -> usize {
     64 << 20
 }

@@ -195,7 +195,7 @@ async fn deliver(queue: Arc<Queue>) {
     let mut last_refusal: Option<(String, Instant)> = None;
     loop {
         let waiting = queue.wake.notified();
-        let next = queue.pending().next();
+        let next = queue.pending().next_delivery();
         let Some(Delivery { id, event, at_ms }) = next else {
             waiting.await;
             continue;
@@ -402,7 +402,7 @@ mod tests {
             counts.queued_bytes.get(),
             (saved("a").queued_bytes() + opened("b").queued_bytes()) as i64
         );
-        let next = queue.pending().next().unwrap();
+        let next = queue.pending().next_delivery().unwrap();
         assert_eq!(next.event.document, "a");
         assert!(queue.finish(next.id));
         assert_eq!(counts.queued_bytes.get(), opened("b").queued_bytes() as i64);

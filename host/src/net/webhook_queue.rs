@@ -171,7 +171,7 @@ impl Pending {
     }
 
     /// The oldest event, now in flight (the same one again while it is retried).
-    pub fn next(&mut self) -> Option<Delivery> {
+    pub fn next_delivery(&mut self) -> Option<Delivery> {
         let front = self.entries.front()?;
         if self.in_flight != Some(front.id) {
             self.in_flight = Some(front.id);
@@ -380,7 +380,7 @@ mod tests {
     fn the_saved_in_flight_is_not_replaced() {
         let mut q = Pending::new(100, 1 << 20);
         q.push(1, saved("a", 10), 0);
-        assert_eq!(q.next().map(|d| d.id), Some(1));
+        assert_eq!(q.next_delivery().map(|d| d.id), Some(1));
         assert_eq!(q.push(2, saved("a", 20), 0).replaced, 0);
         check(&q);
         // The next one replaces the waiting one, not the one in flight.
@@ -391,10 +391,10 @@ mod tests {
             [("saved", "a".into(), 10), ("saved", "a".into(), 30)]
         );
         // Retried: the same one again.
-        assert_eq!(q.next().map(|d| d.id), Some(1));
+        assert_eq!(q.next_delivery().map(|d| d.id), Some(1));
         assert!(q.finish(1));
         check(&q);
-        assert_eq!(q.next().map(|d| d.id), Some(3));
+        assert_eq!(q.next_delivery().map(|d| d.id), Some(3));
         assert!(q.finish(3) && q.is_empty() && q.bytes() == 0);
     }
 
@@ -402,14 +402,14 @@ mod tests {
     fn an_event_in_flight_that_a_bound_dropped_is_not_finished_twice() {
         let mut q = Pending::new(2, 1 << 20);
         q.push(1, saved("a", 10), 0);
-        assert_eq!(q.next().map(|d| d.id), Some(1));
+        assert_eq!(q.next_delivery().map(|d| d.id), Some(1));
         q.push(2, saved("b", 10), 0);
         assert_eq!(q.push(3, saved("c", 10), 0).dropped, 1);
         check(&q);
         assert!(!q.finish(1), "dropped meanwhile");
         assert_eq!(q.len(), 2);
         check(&q);
-        assert_eq!(q.next().map(|d| d.id), Some(2));
+        assert_eq!(q.next_delivery().map(|d| d.id), Some(2));
     }
 
     #[test]
@@ -435,7 +435,7 @@ mod tests {
         let mut seen = [0u32; 4];
         for id in 1..5000u64 {
             match roll(5) {
-                0 => in_flight = q.next().map(|d| d.id),
+                0 => in_flight = q.next_delivery().map(|d| d.id),
                 1 => {
                     if let Some(id) = in_flight.take() {
                         seen[usize::from(!q.finish(id))] += 1;
