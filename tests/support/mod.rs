@@ -5,6 +5,7 @@
 
 pub mod nginx;
 pub mod postgres;
+pub mod receiver;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
