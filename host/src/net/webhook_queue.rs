@@ -2,7 +2,8 @@
 //! in events (`max_pending`) and in bytes (`max_pending_bytes`), oldest dropped first,
 //! and holding at most one waiting `saved` per document (the newest). Plain data under
 //! its owner's lock: no I/O, no clock, every step O(1) but the removal of a replaced
-//! `saved` (a move of the shorter side of the queue).
+//! `saved` (found by its document and a binary search, then a move of the shorter side
+//! of the queue).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
