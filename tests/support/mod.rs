@@ -5,6 +5,7 @@
 
 pub mod nginx;
 pub mod postgres;
+pub mod receiver;
 pub mod streaming;
 
 use std::io::{BufRead, BufReader};

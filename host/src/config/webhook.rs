@@ -54,6 +54,10 @@ pub struct WebhookConfig {
     /// counted).
     #[serde(default = "default_max_pending")]
     pub max_pending: usize,
+    /// Bytes the waiting events may hold at most (their exports, mostly); beyond, the
+    /// oldest are dropped (and counted). An event larger than this alone is dropped.
+    #[serde(default = "default_max_pending_bytes")]
+    pub max_pending_bytes: usize,
     /// How long one POST may take before it counts as failed and is retried.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -73,6 +77,13 @@ fn default_max_pending() -> usize {
     10_000
 }
 
+/// 64 MiB: the newest state of 64 documents of 1 MiB (a queue keeps one `saved` per
+/// document), or of thousands of small ones, waits out an outage of the backend, and a
+/// dead backend costs no more than one document's default `max_memory_bytes`.
+fn default_max_pending_bytes() -> usize {
+    64 << 20
+}
+
 fn default_timeout_ms() -> u64 {
     5_000
 }
@@ -86,8 +97,10 @@ pub struct ResolvedWebhook {
     pub events: Vec<WebhookEvent>,
     /// The HMAC key.
     pub secret: Vec<u8>,
-    /// The queue's bound.
+    /// The queue's bound in events.
     pub max_pending: usize,
+    /// The queue's bound in bytes.
+    pub max_pending_bytes: usize,
     /// One POST's time limit.
     pub timeout_ms: u64,
 }
@@ -114,14 +127,17 @@ impl Config {
                 "the secret must be at least {MIN_WEBHOOK_SECRET_BYTES} bytes"
             )));
         }
-        if hook.max_pending == 0 || hook.timeout_ms == 0 {
-            return Err(fail("max_pending and timeout_ms must be above 0".into()));
+        if hook.max_pending == 0 || hook.max_pending_bytes == 0 || hook.timeout_ms == 0 {
+            return Err(fail(
+                "max_pending, max_pending_bytes and timeout_ms must be above 0".into(),
+            ));
         }
         Ok(Some(ResolvedWebhook {
             url,
             events: hook.events.clone(),
             secret: secret.into_bytes(),
             max_pending: hook.max_pending,
+            max_pending_bytes: hook.max_pending_bytes,
             timeout_ms: hook.timeout_ms,
         }))
     }
@@ -139,7 +155,10 @@ mod tests {
         .unwrap();
         let hook = ok.webhook_for("doc").unwrap().unwrap();
         assert_eq!(hook.events, vec![WebhookEvent::Saved]);
-        assert_eq!((hook.max_pending, hook.timeout_ms), (10_000, 5_000));
+        assert_eq!(
+            (hook.max_pending, hook.max_pending_bytes, hook.timeout_ms),
+            (10_000, 64 << 20, 5_000)
+        );
         assert!(ok.webhook_for("other").unwrap().is_none());
         let ftp: Config = toml::from_str(
             "[plugin.doc.webhook]\nurl = \"ftp://x\"\nsecret = \"0123456789abcdef\"",
@@ -163,6 +182,17 @@ mod tests {
         assert!(
             toml::from_str::<Config>("[plugin.doc.webhook]\nurl = \"http://x\"\nsecret = \"0123456789abcdef\"\nevents = [\"exploded\"]")
                 .is_err()
+        );
+        let no_bytes: Config = toml::from_str(
+            "[plugin.doc.webhook]\nurl = \"http://x\"\nsecret = \"0123456789abcdef\"\nmax_pending_bytes = 0",
+        )
+        .unwrap();
+        assert!(
+            no_bytes
+                .webhook_for("doc")
+                .unwrap_err()
+                .to_string()
+                .contains("max_pending_bytes")
         );
     }
 }

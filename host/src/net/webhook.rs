@@ -1,15 +1,17 @@
 //! Webhooks (`[plugin.NAME.webhook]`): what happened to documents, POSTed as JSON to the
 //! application's backend with an `X-Wasmroom-Signature: sha256=<HMAC>` header. A lane
-//! only appends an event to its plugin's queue (a short lock, never I/O); one thread of
-//! its own delivers every queue in order, retrying with back-off while the backend is
-//! down or slow. A queue holds at most `max_pending` events: beyond, the oldest is
-//! dropped and counted, so a backend that is down costs bounded memory and never slows
-//! a document.
+//! only appends an event to its plugin's queue ([`crate::net::webhook_queue`]: a short
+//! lock, never I/O), bounded in events and in bytes and holding one `saved` per document;
+//! one thread of its own delivers every queue in order, retrying with back-off while the
+//! backend is down, slow or busy (no connection, timeout, 408, 429, 5xx). An answer that
+//! would not change (a 3xx, or a 4xx but 408 and 429) drops the event, counted, and the
+//! next one goes: one event the backend refuses never holds up the others. Redirects are
+//! not followed: one would turn the POST into a GET elsewhere, counted delivered.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -18,41 +20,16 @@ use tokio::sync::Notify;
 
 use crate::config::{Config, ConfigError, ResolvedWebhook, WebhookEvent};
 use crate::metrics::{Metrics, WebhookMetrics};
+use crate::net::webhook_answer::{Outcome, judge};
+use crate::net::webhook_queue::{Delivery, Pending};
+pub use crate::net::webhook_queue::{Event, Export};
 
 /// First wait after a failed delivery; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
-
-/// What a `saved` event carries: the consumer's own export of the document (its
-/// `GET` answer when that is 200), else the snapshot bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Export {
-    /// The body of the consumer's `GET` answer, with its content type.
-    Consumer {
-        /// `content-type` of the answer, if it had one.
-        content_type: Option<String>,
-        /// The body.
-        body: Vec<u8>,
-    },
-    /// The snapshot's state bytes.
-    Snapshot(Vec<u8>),
-}
-
-/// One event for the backend.
-#[derive(Debug, Clone)]
-pub struct Event {
-    /// What happened.
-    pub kind: WebhookEvent,
-    /// The document.
-    pub document: String,
-    /// The connection (`connected`, `disconnected`).
-    pub connection: Option<u64>,
-    /// The close code (`disconnected`).
-    pub code: Option<u16>,
-    /// The export (`saved`).
-    pub export: Option<Export>,
-}
+/// A refusal with the same reason as the last one is logged at most this often.
+const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// One plugin's queue.
 #[derive(Debug)]
@@ -62,9 +39,39 @@ struct Queue {
     /// event id no other run of the host repeats.
     run: String,
     hook: ResolvedWebhook,
-    pending: Mutex<VecDeque<(u64, Event, u64)>>,
+    pending: Mutex<Pending>,
     wake: Notify,
     counts: WebhookMetrics,
+}
+
+impl Queue {
+    fn new(plugin: &str, run: &str, hook: ResolvedWebhook, metrics: &Metrics) -> Queue {
+        Queue {
+            plugin: plugin.to_owned(),
+            run: run.to_owned(),
+            pending: Mutex::new(Pending::new(hook.max_pending, hook.max_pending_bytes)),
+            hook,
+            wake: Notify::new(),
+            counts: metrics.webhook(plugin),
+        }
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes event `id` out once its delivery ended; false if a bound dropped it
+    /// meanwhile (counted then).
+    fn finish(&self, id: u64) -> bool {
+        let mut pending = self.pending();
+        let finished = pending.finish(id);
+        self.counts.queued_bytes.set(gauge(pending.bytes()));
+        finished
+    }
+}
+
+fn gauge(bytes: usize) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 /// Every plugin's webhook queue and the thread that delivers them.
@@ -84,14 +91,7 @@ impl Webhooks {
             if let Some(hook) = config.webhook_for(plugin)? {
                 queues.insert(
                     plugin.clone(),
-                    Arc::new(Queue {
-                        plugin: plugin.clone(),
-                        run: run.clone(),
-                        hook,
-                        pending: Mutex::new(VecDeque::new()),
-                        wake: Notify::new(),
-                        counts: metrics.webhook(plugin),
-                    }),
+                    Arc::new(Queue::new(plugin, &run, hook, metrics)),
                 );
             }
         }
@@ -119,7 +119,8 @@ impl Webhooks {
     }
 
     /// Queues `event` of `plugin`'s document, if its webhook wants it. Never blocks on
-    /// the backend: a full queue drops its oldest event.
+    /// the backend: a full queue drops its oldest events, a newer `saved` replaces its
+    /// document's waiting one.
     pub fn emit(&self, plugin: &str, event: Event) {
         let Some(queue) = self.queues.get(plugin) else {
             return;
@@ -127,16 +128,18 @@ impl Webhooks {
         if !queue.hook.events.contains(&event.kind) {
             return;
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut pending = queue.pending.lock().unwrap_or_else(|p| p.into_inner());
-            if pending.len() >= queue.hook.max_pending {
-                pending.pop_front();
-                queue.counts.dropped.inc();
-            }
-            pending.push_back((id, event, now_ms()));
-        }
+        let at = now_ms();
+        let pushed = {
+            let mut pending = queue.pending();
+            // Taken under the lock, so ids ascend in each queue.
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let pushed = pending.push(id, event, at);
+            queue.counts.queued_bytes.set(gauge(pending.bytes()));
+            pushed
+        };
         queue.counts.queued.inc();
+        queue.counts.dropped.inc_by(pushed.dropped);
+        queue.counts.replaced.inc_by(pushed.replaced);
         queue.wake.notify_one();
     }
 }
@@ -172,10 +175,14 @@ fn deliver_all(queues: Vec<Arc<Queue>>) {
     });
 }
 
-/// Delivers one plugin's events in order, each until the backend accepts it.
+/// Delivers one plugin's events in order, each until the backend accepts or refuses it
+/// for good, or a bound of the queue drops it.
 async fn deliver(queue: Arc<Queue>) {
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_millis(queue.hook.timeout_ms))
+        // A followed 302 or 303 would turn the POST into a GET elsewhere, and its 200
+        // would count as delivered.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
     {
         Ok(c) => c,
@@ -185,46 +192,63 @@ async fn deliver(queue: Arc<Queue>) {
         }
     };
     let mut backoff = FIRST_BACKOFF;
+    let mut last_refusal: Option<(String, Instant)> = None;
     loop {
         let waiting = queue.wake.notified();
-        let next = queue
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .front()
-            .cloned();
-        let Some((id, event, at)) = next else {
+        let next = queue.pending().next_delivery();
+        let Some(Delivery { id, event, at_ms }) = next else {
             waiting.await;
             continue;
         };
-        let body = body(&queue.plugin, &format!("{}-{id}", queue.run), &event, at).to_string();
+        let kind = event.kind.name();
+        let body = body(&queue.plugin, &format!("{}-{id}", queue.run), &event, at_ms).to_string();
+        // The queue keeps the event; while it is sent only its JSON is held here.
+        drop(event);
         let signature = sign(&queue.hook.secret, body.as_bytes());
         let sent = client
             .post(&queue.hook.url)
             .header("content-type", "application/json")
             .header("x-wasmroom-signature", format!("sha256={signature}"))
-            .header("x-wasmroom-event", event.kind.name())
+            .header("x-wasmroom-event", kind)
             .body(body)
             .send()
             .await;
-        match sent {
-            Ok(answer) if answer.status().is_success() => {
-                let mut pending = queue.pending.lock().unwrap_or_else(|p| p.into_inner());
-                // The queue may have dropped it meanwhile (full): only pop this one.
-                if pending.front().is_some_and(|(front, _, _)| *front == id) {
-                    pending.pop_front();
+        let outcome = match sent {
+            Ok(answer) => judge(answer.status(), answer.headers()),
+            Err(e) => Outcome::Retry {
+                why: e.to_string(),
+                after: None,
+            },
+        };
+        match outcome {
+            Outcome::Delivered => {
+                if queue.finish(id) {
+                    queue.counts.delivered.inc();
                 }
-                queue.counts.delivered.inc();
                 backoff = FIRST_BACKOFF;
             }
-            failed => {
+            Outcome::Rejected(why) => {
+                if queue.finish(id) {
+                    queue.counts.rejected.inc();
+                }
+                backoff = FIRST_BACKOFF;
+                // Once a minute per reason: a backend refusing every event must not
+                // flood the log.
+                let repeated = last_refusal.as_ref().is_some_and(|(last, at)| {
+                    *last == why && at.elapsed() < REJECTION_LOG_INTERVAL
+                });
+                if repeated {
+                    tracing::debug!(plugin = %queue.plugin, "webhook {kind} event dropped, the backend refused it: {why}");
+                } else {
+                    tracing::warn!(plugin = %queue.plugin, "webhook {kind} event dropped, the backend refused it: {why}");
+                    last_refusal = Some((why, Instant::now()));
+                }
+            }
+            Outcome::Retry { why, after } => {
                 queue.counts.retried.inc();
-                let why = match failed {
-                    Ok(answer) => format!("status {}", answer.status()),
-                    Err(e) => e.to_string(),
-                };
-                tracing::warn!(plugin = %queue.plugin, "webhook delivery failed, retrying in {backoff:?}: {why}");
-                tokio::time::sleep(backoff).await;
+                let wait = after.map_or(backoff, |after| after.max(backoff));
+                tracing::warn!(plugin = %queue.plugin, "webhook delivery failed, retrying in {wait:?}: {why}");
+                tokio::time::sleep(wait).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
@@ -329,21 +353,14 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_drops_its_oldest_event() {
+    fn emitting_counts_what_the_queue_did() {
         let config: Config = toml::from_str(
-            "[plugin.p.webhook]\nurl = \"http://127.0.0.1:9/\"\nsecret = \"0123456789abcdef\"\nmax_pending = 2\nevents = [\"opened\"]",
+            "[plugin.p.webhook]\nurl = \"http://127.0.0.1:9/\"\nsecret = \"0123456789abcdef\"\nmax_pending = 2\nevents = [\"opened\", \"saved\"]",
         )
         .unwrap();
         // Built without its thread: nothing is delivered, so the queue only fills.
         let hook = config.webhook_for("p").unwrap().unwrap();
-        let queue = Arc::new(Queue {
-            plugin: "p".into(),
-            run: "r".into(),
-            hook,
-            pending: Mutex::new(VecDeque::new()),
-            wake: Notify::new(),
-            counts: Metrics::new().webhook("p"),
-        });
+        let queue = Arc::new(Queue::new("p", "r", hook, &Metrics::new()));
         let hooks = Webhooks {
             queues: HashMap::from([("p".to_owned(), queue.clone())]),
             next_id: AtomicU64::new(1),
@@ -355,9 +372,15 @@ mod tests {
             code: None,
             export: None,
         };
-        for doc in ["a", "b", "c"] {
-            hooks.emit("p", opened(doc));
-        }
+        let saved = |doc: &str| Event {
+            kind: WebhookEvent::Saved,
+            export: Some(Export::Snapshot(vec![1; 1000])),
+            ..opened(doc)
+        };
+        hooks.emit("p", opened("a"));
+        hooks.emit("p", saved("a"));
+        hooks.emit("p", saved("a"));
+        hooks.emit("p", opened("b"));
         hooks.emit(
             "p",
             Event {
@@ -365,14 +388,24 @@ mod tests {
                 ..opened("ignored")
             },
         );
-        let pending = queue.pending.lock().unwrap();
-        let docs: Vec<&str> = pending
-            .iter()
-            .map(|(_, e, _)| e.document.as_str())
-            .collect();
-        assert_eq!(docs, ["b", "c"]);
-        assert_eq!(queue.counts.dropped.get(), 1);
-        assert_eq!(queue.counts.queued.get(), 3);
+        let counts = &queue.counts;
+        assert_eq!(
+            (
+                counts.queued.get(),
+                counts.replaced.get(),
+                counts.dropped.get()
+            ),
+            (4, 1, 1)
+        );
+        assert_eq!(queue.pending().len(), 2);
+        assert_eq!(
+            counts.queued_bytes.get(),
+            (saved("a").queued_bytes() + opened("b").queued_bytes()) as i64
+        );
+        let next = queue.pending().next_delivery().unwrap();
+        assert_eq!(next.event.document, "a");
+        assert!(queue.finish(next.id));
+        assert_eq!(counts.queued_bytes.get(), opened("b").queued_bytes() as i64);
         assert!(hooks.wants("p", WebhookEvent::Opened) && !hooks.wants("p", WebhookEvent::Closed));
     }
 }
