@@ -104,10 +104,8 @@ impl Rig {
         let mut lanes = Vec::new();
         for h in 0..HOSTS {
             let ip = format!("127.0.0.{}", h + 1);
-            let proxy = FaultProxy::start_on(&ip, pg.addr())?;
-            let url = pg
-                .url
-                .replace(&pg.addr().to_string(), &proxy.addr().to_string());
+            let proxy = FaultProxy::start_on(ip.parse()?, pg.addr())?;
+            let url = pg.url_through(proxy.addr());
             let port = std::net::TcpListener::bind((ip.as_str(), 0))?
                 .local_addr()?
                 .port();

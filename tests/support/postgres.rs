@@ -3,7 +3,7 @@
 //! run as root (PostgreSQL refuses root). Stopped and removed when dropped; it can be
 //! stopped and started again on the same port and data (a store outage).
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,11 +24,6 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// Where the server listens.
-    pub fn addr(&self) -> std::net::SocketAddr {
-        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
     /// Initialises a cluster and starts it; fails with what to install when the server
     /// binaries are missing.
     pub fn start() -> anyhow::Result<Postgres> {
@@ -170,6 +165,16 @@ impl Postgres {
             );
         }
         Ok(())
+    }
+
+    /// Where the server listens (for a proxy in front of it).
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The URL of the same database reached through `addr` (a proxy in front of it).
+    pub fn url_through(&self, addr: SocketAddr) -> String {
+        format!("postgres://wasmroom@{addr}/wasmroom")
     }
 
     /// Runs SQL with `psql` and returns its unaligned output.
