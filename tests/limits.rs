@@ -35,6 +35,68 @@ async fn oversized_and_invalid_messages_get_1009_and_1007() -> anyhow::Result<()
 }
 
 #[tokio::test]
+async fn text_that_is_not_utf8_is_refused_as_soon_as_its_bytes_arrive() -> anyhow::Result<()> {
+    // Nothing but the fix can close these sockets while the test waits: no message
+    // timeout, no keepalive within the test's patience.
+    let server = Server::start_with_config(
+        &["relay"],
+        1,
+        "[limits]\nmessage_timeout_ms = 3600000\nping_interval_ms = 3600000\n",
+    )?;
+    // The first fragment of a text message starts with a byte UTF-8 never has; the client
+    // sends nothing more and keeps its socket open.
+    let mut fragment = raw_upgrade(server.addr(0), "/ws/relay/u").await?;
+    fragment
+        .write_all(&client_frame(false, 1, &[0xFF, b'a', b'b']))
+        .await?;
+    assert_eq!(raw_close_code(&mut fragment).await?, Some(1007));
+    // A single text frame announcing 1000 bytes, of which the first 10 arrive, bad.
+    let mut frame = raw_upgrade(server.addr(0), "/ws/relay/u").await?;
+    let whole = client_frame(true, 1, &[0xC3; 1000]);
+    frame.write_all(&whole[..8 + 10]).await?;
+    assert_eq!(raw_close_code(&mut frame).await?, Some(1007));
+    // A character cut between two fragments is fine.
+    let mut split = raw_upgrade(server.addr(0), "/ws/relay/u").await?;
+    let mut other = server.connect(0, "/ws/relay/u").await?;
+    let euro = "€".as_bytes();
+    split.write_all(&client_frame(false, 1, &euro[..1])).await?;
+    split.write_all(&client_frame(true, 0, &euro[1..])).await?;
+    assert_eq!(recv_text(&mut other).await?, "€");
+    // A length not in its shortest form (5 bytes in the 16-bit form) is a protocol error.
+    let mut long = raw_upgrade(server.addr(0), "/ws/relay/u").await?;
+    long.write_all(&[0x82, 0x80 | 126, 0, 5, 1, 2, 3, 4, 0, 0, 0, 0, 0])
+        .await?;
+    assert_eq!(raw_close_code(&mut long).await?, Some(1002));
+    Ok(())
+}
+
+#[tokio::test]
+async fn keys_that_are_not_16_bytes_of_base64_get_400() -> anyhow::Result<()> {
+    let server = Server::start(&["relay"], 1, &[])?;
+    let addr = server.addr(0);
+    let cases = [
+        ("AAAAAAAAAAAAAAAAAAAA", "not 15"),         // 15 bytes
+        ("AAAAAAAAAAAAAAAAAAAAAAA=", "not 17"),     // 17 bytes
+        ("dGhlIHNhbXBsZSBub25jZQ", "not base64"),   // no padding
+        ("dGhlIHNhbXBsZSBub25jZ!==", "not base64"), // a character base64 lacks
+        ("", "not 0"),
+    ];
+    for (key, why) in cases {
+        let (status, answer, _) =
+            handshake(addr, "/ws/relay/k", &[("sec-websocket-key", key)]).await?;
+        assert_eq!(status, 400, "{key:?}: {answer}");
+        assert!(
+            answer.contains("Sec-WebSocket-Key") && answer.contains(why),
+            "{key:?}: {answer}"
+        );
+    }
+    // The same request with a good key is upgraded.
+    let key = ("sec-websocket-key", "AAAAAAAAAAAAAAAAAAAAAA==");
+    assert_eq!(handshake(addr, "/ws/relay/k", &[key]).await?.0, 101);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_client_that_never_reads_is_closed_with_1008_and_memory_stays_bounded()
 -> anyhow::Result<()> {
     let server = Server::start_with_config(&["relay"], 1, FLOOD_CONFIG)?;

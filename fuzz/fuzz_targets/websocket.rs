@@ -8,6 +8,15 @@
 //! events, the error and whether a frame is left incomplete are the same whether the
 //! stream arrives in one read or in many.
 //!
+//! For frames built by `arbitrary`, the stream is also judged without the decoder, up to
+//! the first frame this target does not model (a flaw, raw bytes, a close, a control
+//! frame or a message order the decoder refuses, a message over the limit): text that
+//! stops being UTF-8 must fail with 1007 in the very read that holds the byte that shows
+//! it (the final frame's last byte when the message ends inside a character), not
+//! sooner and not at the end of the message; a length not in its shortest form must
+//! fail with 1002 by the read that holds the end of its header; and a stream that is
+//! modelled to its end and has neither must not fail.
+//!
 //! The input: byte 0 says how the rest is read (bit 0 clear: the client's bytes as they
 //! are, which is what the seed corpus holds; set: frames built by `arbitrary`, masked and
 //! with lengths that fit unless a flaw says otherwise), bytes 1-2 the limit (125 plus the
@@ -15,6 +24,7 @@
 
 #![no_main]
 
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -61,8 +71,9 @@ enum Flaw {
     Declared(u64),
 }
 
-/// A client frame with its header as the piece says, the payload masked.
-fn write_frame(out: &mut Vec<u8>, piece: &Piece) {
+/// A client frame with its header as the piece says, the payload masked; returns its
+/// opcode and (unmasked) payload.
+fn write_frame(out: &mut Vec<u8>, piece: &Piece) -> (u8, Vec<u8>) {
     let Piece::Frame {
         fin,
         opcode,
@@ -113,6 +124,98 @@ fn write_frame(out: &mut Vec<u8>, piece: &Piece) {
         out.extend_from_slice(mask);
     }
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    (op, payload)
+}
+
+/// How a stream of frames must end, judged without the decoder.
+#[derive(Debug, Default)]
+struct Judged {
+    /// The first violation: the offset of the byte that shows it, and its close code.
+    violation: Option<(usize, u16)>,
+    /// Whether every frame before the violation (or the end) was modelled.
+    modelled: bool,
+}
+
+/// Judges the frames of `pieces` as they are written into `bytes`, up to the first
+/// violation or the first frame this model does not cover.
+struct Judge {
+    max: usize,
+    /// The message being assembled: whether it is text, and its payload so far.
+    message: Option<(bool, Vec<u8>)>,
+    judged: Judged,
+}
+
+impl Judge {
+    fn new(max: usize) -> Judge {
+        Judge {
+            max,
+            message: None,
+            judged: Judged {
+                violation: None,
+                modelled: true,
+            },
+        }
+    }
+
+    fn open(&self) -> bool {
+        self.judged.modelled && self.judged.violation.is_none()
+    }
+
+    /// The frame `piece` was written at `start..end` of the stream.
+    fn frame(&mut self, piece: &Piece, op: u8, payload: &[u8], start: usize, end: usize) {
+        if !self.open() {
+            return;
+        }
+        let Piece::Frame {
+            fin, flaw: None, ..
+        } = piece
+        else {
+            self.judged.modelled = false;
+            return;
+        };
+        let header_len = end - start - payload.len();
+        let shortest = match payload.len() {
+            0..=125 => 6,
+            126..=0xFFFF => 8,
+            _ => 14,
+        };
+        if header_len != shortest {
+            self.judged.violation = Some((start + header_len - 1, 1002));
+            return;
+        }
+        let fits = payload.len() <= self.max - self.message.as_ref().map_or(0, |m| m.1.len());
+        let known = match (op, &self.message) {
+            (9 | 10, _) => *fin && payload.len() <= 125,
+            (0, Some(_)) | (1 | 2, None) => fits,
+            _ => false,
+        };
+        if !known {
+            self.judged.modelled = false;
+            return;
+        }
+        if op >= 8 {
+            return;
+        }
+        let (text, data) = self.message.get_or_insert_with(|| (op == 1, Vec::new()));
+        let before = data.len();
+        data.extend_from_slice(payload);
+        if *text {
+            // The first prefix no more bytes can make UTF-8 ends with the byte that shows it.
+            let shown = (before + 1..=data.len())
+                .find(|&k| std::str::from_utf8(&data[..k]).is_err_and(|e| e.error_len().is_some()));
+            if let Some(k) = shown {
+                self.judged.violation = Some((end - payload.len() + (k - 1 - before), 1007));
+                return;
+            }
+            if *fin && std::str::from_utf8(data).is_err() {
+                self.judged.violation = Some((end - 1, 1007));
+                return;
+            }
+        }
+        if *fin {
+            self.message = None;
+        }
+    }
 }
 
 /// What a run of the decoder gave: its events, how it ended, whether a frame or a
@@ -120,8 +223,9 @@ fn write_frame(out: &mut Vec<u8>, piece: &Piece) {
 type Outcome = (Vec<Event>, Result<(), FrameError>, bool);
 
 /// Feeds `bytes` in reads of `sizes` (then the rest at once), checking the decoder's
-/// promises after every read.
-fn run(bytes: &[u8], sizes: &[usize], max: usize) -> Outcome {
+/// promises after every read. Also returns, on an error, which bytes the read that
+/// failed held.
+fn run(bytes: &[u8], sizes: &[usize], max: usize) -> (Outcome, Option<Range<usize>>) {
     let start = Instant::now();
     let mut decoder = Decoder::new(max);
     let mut events = Vec::new();
@@ -152,7 +256,7 @@ fn run(bytes: &[u8], sizes: &[usize], max: usize) -> Outcome {
         }
         assert!(!closed || events.len() == before, "events after a close");
         if let Err(e) = fed {
-            return (events, Err(e), true);
+            return ((events, Err(e), true), Some(at..at + n));
         }
         // Each of the partial frame and the message being assembled is at most the
         // limit plus a header; a Vec's capacity is at most twice what it holds.
@@ -171,7 +275,7 @@ fn run(bytes: &[u8], sizes: &[usize], max: usize) -> Outcome {
         read += 1;
     }
     let incomplete = decoder.incomplete_since().is_some();
-    (events, Ok(()), incomplete)
+    ((events, Ok(()), incomplete), None)
 }
 
 /// Read sizes from 1 to `2 * (seed + 1)`, from a xorshift generator.
@@ -195,23 +299,52 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let max = 125 + usize::from(u16::from_le_bytes([*low, *high])) % 2048;
-    let bytes = if mode & 1 == 0 {
-        rest.to_vec()
+    let (bytes, judged) = if mode & 1 == 0 {
+        (rest.to_vec(), Judged::default())
     } else {
         let Ok(pieces) = Vec::<Piece>::arbitrary_take_rest(Unstructured::new(rest)) else {
             return;
         };
         let mut bytes = Vec::new();
+        let mut judge = Judge::new(max);
         for piece in &pieces {
             match piece {
-                Piece::Raw(raw) => bytes.extend_from_slice(raw),
-                frame => write_frame(&mut bytes, frame),
+                Piece::Raw(raw) => {
+                    bytes.extend_from_slice(raw);
+                    judge.judged.modelled = false;
+                }
+                frame => {
+                    let start = bytes.len();
+                    let (op, payload) = write_frame(&mut bytes, frame);
+                    judge.frame(frame, op, &payload, start, bytes.len());
+                }
             }
         }
-        bytes
+        (bytes, judge.judged)
     };
     let sizes = read_sizes(*seed, bytes.len());
-    let whole = run(&bytes, &[], max);
-    let split = run(&bytes, &sizes, max);
+    let (whole, _) = run(&bytes, &[], max);
+    let (split, failed_read) = run(&bytes, &sizes, max);
     assert_eq!(whole, split, "one read and reads of {sizes:?} differ");
+    let code = split.1.as_ref().err().map(|e| e.close().0);
+    match judged.violation {
+        Some((at, 1007)) => {
+            assert_eq!(code, Some(1007), "text not UTF-8 at byte {at}");
+            let read = failed_read.expect("failed");
+            assert!(
+                read.contains(&at),
+                "1007 for byte {at} in the read of {read:?}"
+            );
+        }
+        Some((at, expected)) => {
+            assert_eq!(code, Some(expected), "violation at byte {at}");
+            let read = failed_read.expect("failed");
+            assert!(
+                read.start <= at,
+                "{expected} for byte {at} in the read of {read:?}"
+            );
+        }
+        None if judged.modelled => assert_eq!(code, None, "a valid stream failed"),
+        None => {}
+    }
 });

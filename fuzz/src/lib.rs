@@ -1,6 +1,7 @@
 //! Checks that more than one fuzz target makes: what `route` promises of the routes it
 //! accepts. Document ids name storage files and are hashed onto nginx's ring, so an id
-//! that routes must keep the documented rules whatever the path was.
+//! that routes must keep the documented rules whatever the path was. Also the rule for
+//! a `Sec-WebSocket-Key`, written out again.
 
 use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
 use wasmroom_wire::route::{MAX_DOCUMENT_ID_BYTES, Route, route, valid_plugin_name};
@@ -48,4 +49,23 @@ pub fn checked_route(path: &str) -> Option<Route> {
         }
     }
     Some(found)
+}
+
+/// The rule of `websocket::check_key`, written out again independently: base64 of 16
+/// bytes is 21 characters of 6 bits, one that carries the last 2 bits (its low 4 bits
+/// zero), then `==`.
+pub fn valid_websocket_key(key: &str) -> bool {
+    let sextet = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let key = key.as_bytes();
+    key.len() == 24
+        && key[..21].iter().all(|&c| sextet(c).is_some())
+        && sextet(key[21]).is_some_and(|v| v & 0x0F == 0)
+        && &key[22..] == b"=="
 }

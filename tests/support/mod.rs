@@ -549,8 +549,9 @@ pub async fn raw_upgrade(addr: SocketAddr, path: &str) -> anyhow::Result<TcpStre
     Ok(stream)
 }
 
-/// A WebSocket handshake with `headers` added; the status, the answer's head and body,
-/// and the socket (upgraded when the status is 101).
+/// A WebSocket handshake with `headers` added (a `host` or `sec-websocket-key` among them
+/// replaces the default); the status, the answer's head and body, and the socket
+/// (upgraded when the status is 101).
 pub async fn handshake(
     addr: SocketAddr,
     path: &str,
@@ -558,10 +559,14 @@ pub async fn handshake(
 ) -> anyhow::Result<(u16, String, TcpStream)> {
     let mut stream = TcpStream::connect(addr).await?;
     let mut head = format!(
-        "GET {path} HTTP/1.1\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "GET {path} HTTP/1.1\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-version: 13\r\n"
     );
-    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+    let given = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    if !given("host") {
         head.push_str(&format!("host: {addr}\r\n"));
+    }
+    if !given("sec-websocket-key") {
+        head.push_str("sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n");
     }
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));

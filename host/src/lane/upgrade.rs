@@ -117,7 +117,7 @@ async fn upgrade(
                 400
             };
             lane.metrics.rejected(Rejection::NotUpgrade);
-            let _ = http::write_text(&mut stream, status, why).await;
+            let _ = http::write_text(&mut stream, status, &why.to_string()).await;
             return None;
         }
     };

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use wasmroom_wire::head::ParseError;
 pub use wasmroom_wire::head::{MAX_HEAD_BYTES, RequestHead, client_address, parse_head};
+use wasmroom_wire::websocket::{KeyError, check_key};
 
 use crate::net::budget::Charge;
 
@@ -211,25 +212,44 @@ pub fn is_token(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// Why a request is not a WebSocket upgrade this server accepts (400, or 426 without an
+/// `Upgrade` header), with the text to answer with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotUpgrade {
+    /// Another method than GET.
+    #[error("WebSocket upgrades must use GET")]
+    Method,
+    /// No `Upgrade: websocket`.
+    #[error("expected 'Upgrade: websocket'")]
+    Upgrade,
+    /// No `Connection: Upgrade`.
+    #[error("expected 'Connection: Upgrade'")]
+    Connection,
+    /// Another protocol version than 13.
+    #[error("expected 'Sec-WebSocket-Version: 13'")]
+    Version,
+    /// `Sec-WebSocket-Key` missing, or not 16 bytes in base64.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
 /// Checks that a request head is a valid WebSocket upgrade and returns the
 /// `Sec-WebSocket-Accept` value to answer with.
-pub fn websocket_accept_key(head: &RequestHead) -> Result<String, &'static str> {
+pub fn websocket_accept_key(head: &RequestHead) -> Result<String, NotUpgrade> {
     if head.method != "GET" {
-        return Err("WebSocket upgrades must use GET");
+        return Err(NotUpgrade::Method);
     }
     if !head.header_has_token("upgrade", "websocket") {
-        return Err("expected 'Upgrade: websocket'");
+        return Err(NotUpgrade::Upgrade);
     }
     if !head.header_has_token("connection", "upgrade") {
-        return Err("expected 'Connection: Upgrade'");
+        return Err(NotUpgrade::Connection);
     }
     if head.header("sec-websocket-version") != Some("13") {
-        return Err("expected 'Sec-WebSocket-Version: 13'");
+        return Err(NotUpgrade::Version);
     }
-    let key = head
-        .header("sec-websocket-key")
-        .ok_or("missing Sec-WebSocket-Key")?;
-    Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.trim().as_bytes()))
+    let key = check_key(head.header("sec-websocket-key"))?;
+    Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()))
 }
 
 /// Writes `101 Switching Protocols`, with the subprotocol the consumer chose, if any.
@@ -366,7 +386,17 @@ mod tests {
         let plain = parse_head(b"GET /ws/a/b HTTP/1.1\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert!(websocket_accept_key(&plain).is_err());
+        assert_eq!(websocket_accept_key(&plain), Err(NotUpgrade::Upgrade));
+        // A key that is not 16 bytes in base64 is refused, saying why.
+        let short = parse_head(
+            b"GET /ws/a/b HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            websocket_accept_key(&short).unwrap_err().to_string(),
+            "Sec-WebSocket-Key must be 16 bytes in base64, not 15"
+        );
     }
 
     #[test]

@@ -87,18 +87,22 @@ pub fn parse_header(buf: &[u8], max_len: u64) -> Result<Option<Header>, FrameErr
         return Err(FrameError::Protocol("client frames must be masked"));
     }
     let (len, at) = match second & 0x7F {
+        // A length must take the fewest bytes it fits in (section 5.2).
         126 => match buf.get(2..4) {
-            Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
+            Some(b) => match u16::from_be_bytes([b[0], b[1]]) {
+                0..126 => return Err(FrameError::Protocol("a 16-bit length below 126")),
+                len => (u64::from(len), 4),
+            },
             None => return Ok(None),
         },
         127 => match buf.get(2..10) {
-            Some(b) => {
-                let len = u64::from_be_bytes(b.try_into().expect("8 bytes"));
-                if len >> 63 != 0 {
+            Some(b) => match u64::from_be_bytes(b.try_into().expect("8 bytes")) {
+                0..=0xFFFF => return Err(FrameError::Protocol("a 64-bit length below 65536")),
+                len if len >> 63 != 0 => {
                     return Err(FrameError::Protocol("payload length with its top bit set"));
                 }
-                (len, 10)
-            }
+                len => (len, 10),
+            },
             None => return Ok(None),
         },
         n => (u64::from(n), 2),
@@ -302,6 +306,26 @@ pub(crate) mod tests {
         assert!(parse_header(&long_ping, 1000).is_err());
         let big = client_frame(true, opcode::BINARY, &[0; 101], [0; 4]);
         assert_eq!(parse_header(&big, 100), Err(FrameError::TooLarge));
+        // Lengths not in their shortest form, refused as soon as the length is whole.
+        for too_long in [
+            &[0x82, 0x80 | 126, 0, 125][..],
+            &[0x82, 0x80 | 126, 0, 0],
+            &[0x82, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF],
+            &[0x82, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 1],
+        ] {
+            assert!(
+                matches!(
+                    parse_header(too_long, 1 << 20),
+                    Err(FrameError::Protocol(_))
+                ),
+                "{too_long:?}"
+            );
+        }
+        let top_bit = [0x82, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 0];
+        assert!(matches!(
+            parse_header(&top_bit, u64::MAX),
+            Err(FrameError::Protocol(_))
+        ));
     }
 
     #[test]
