@@ -275,6 +275,138 @@ async fn a_frozen_host_never_applies_a_message_after_its_lease() -> anyhow::Resu
     Ok(())
 }
 
+/// The review's scenario: the holder's heartbeat row is locked (its heartbeat waits on the
+/// lock) and the holder does not hear the other host's request to hand the document back
+/// (its notifications are held up, as when only some of its connections get through).
+/// The other host takes the document once the holder's heartbeat is older than the TTL;
+/// from then on the old holder never applies a message to it, whatever its heartbeat
+/// answers once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_heartbeat_waits_on_a_lock_never_applies_after_a_takeover()
+-> anyhow::Result<()> {
+    use support::fault_proxy::{Direction, FaultProxy};
+    let _one = ONE_AT_A_TIME.lock().await;
+    let pg = Postgres::start()?;
+    let mut config = tempfile::Builder::new().suffix(".toml").tempfile()?;
+    // The asker waits long enough for the holder's lease to run out in the store.
+    let waiting = HOST_CONFIG.replace("handoff_timeout_ms = 3000", "handoff_timeout_ms = 10000");
+    std::io::Write::write_all(&mut config, waiting.as_bytes())?;
+    let config = config.path().to_str().context("temp path")?.to_owned();
+    let proxy = FaultProxy::start_on("127.0.0.1".parse()?, pg.addr())?;
+    let through = pg.url_through(proxy.addr());
+    let a = Server::start_host(
+        &["chat"],
+        "127.0.0.1",
+        &[free_port("127.0.0.1")?],
+        &["--store", &through, "--config", &config],
+    )?;
+    let b = Server::start_host(
+        &["chat"],
+        "127.0.0.2",
+        &[free_port("127.0.0.2")?],
+        &["--store", &pg.url, "--config", &config],
+    )?;
+    let mut c1 = a.connect(0, "/ws/chat/lock?name=c1").await?;
+    let mut c2 = a.connect(0, "/ws/chat/lock?name=c2").await?;
+    recv_json(&mut c1).await?;
+    recv_json(&mut c2).await?;
+    send_text(&mut c1, "before").await?;
+    loop {
+        let m = recv_json(&mut c2).await?;
+        if m["type"] == "message" {
+            assert_eq!(m["text"], "before");
+            break;
+        }
+    }
+    // A hears no request to hand the document back.
+    let listen = {
+        let proxy_finder = std::sync::Arc::new(proxy);
+        let p = proxy_finder.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            p.wait_for(|c| c.open && c.saw_upstream(b"LISTEN "), PATIENCE)
+        })
+        .await??;
+        proxy_finder.stall_one(found.id, Direction::Downstream);
+        proxy_finder
+    };
+    // A test session locks A's heartbeat row.
+    let (locker, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let row = locker
+        .query_one(
+            "SELECT id, heartbeat_at::text FROM wasmroom.hosts WHERE name = '127.0.0.1'",
+            &[],
+        )
+        .await?;
+    let (id, beat): (i64, String) = (row.get(0), row.get(1));
+    locker
+        .batch_execute(&format!(
+            "BEGIN; SELECT id FROM wasmroom.hosts WHERE id = {id} FOR UPDATE"
+        ))
+        .await?;
+    // B gets a connection for the document: it asks A (unheard), then takes it once A's
+    // heartbeat in the store is older than the TTL.
+    let mut c3 = b.connect(0, "/ws/chat/lock?name=c3").await?;
+    let history = recv_json(&mut c3).await?;
+    assert_eq!(history["type"], "history");
+    locker.batch_execute("COMMIT").await?;
+    // The heartbeat that waited on the lock has answered (or given up) once A's row is
+    // renewed, or A registered anew.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let now = pg.sql(&format!(
+            "SELECT coalesce((SELECT heartbeat_at::text FROM wasmroom.hosts WHERE id = {id}), 'gone'), \
+             (SELECT count(*) FROM wasmroom.hosts WHERE name = '127.0.0.1')"
+        ))?;
+        if !now.starts_with(&beat) {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "A's heartbeat never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A's clients may speak now: nothing they send reaches the others or the document.
+    let _ = send_text(&mut c1, "after the takeover").await;
+    listen.resume(Direction::Both);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        anyhow::ensure!(Instant::now() < deadline, "A kept its sockets open");
+        match tokio::time::timeout(PATIENCE, futures_util::StreamExt::next(&mut c2)).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) => {
+                assert!(
+                    !text.contains("after the takeover"),
+                    "A applied a message after B took the document: {text}"
+                );
+            }
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame)))) => {
+                let code = frame.map_or(1005, |f| u16::from(f.code));
+                assert_eq!(code, 1012);
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_))) | Ok(None) => break,
+            Err(_) => anyhow::bail!("c2 heard nothing"),
+        }
+    }
+    send_text(&mut c3, "on b").await?;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, body) = http(b.addr(0), "GET", "/docs/chat/lock", b"").await?;
+        assert!(!body.contains("after the takeover"), "{body}");
+        if body.contains("on b") {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "B never applied its own line: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let epochs = pg.sql("SELECT epoch FROM wasmroom.documents WHERE doc = 'lock'")?;
+    assert_eq!(epochs, "2", "A never took it again");
+    drop((a, b));
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_moves_every_document_and_loses_no_line() -> anyhow::Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;

@@ -146,7 +146,10 @@ impl Rig {
                 self.proxies[h].stall(Direction::Both);
                 tokio::time::sleep(stall).await;
                 self.proxies[h].resume(Direction::Both);
-                (format!("host {h}: store connections stalled {stall:?}"), true)
+                (
+                    format!("host {h}: store connections stalled {stall:?}"),
+                    true,
+                )
             }
             1 => {
                 let mut host = self.hosts[h].take().expect("the host runs");
@@ -222,7 +225,8 @@ async fn write(url: String, stop: Arc<AtomicBool>) -> Vec<(usize, Streamed)> {
 }
 
 fn micros(t: SystemTime) -> i128 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i128)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i128)
 }
 
 /// Every applied message's time by document and lease, from the hosts' delivery log.
@@ -375,7 +379,10 @@ async fn seeded_faults_never_give_a_document_two_owners_nor_lose_a_drained_line(
         }
         if !missing.is_empty() {
             let few: Vec<_> = missing.iter().take(10).collect();
-            lost.push(format!("{doc}: {} drained line(s) missing, e.g. {few:?}", missing.len()));
+            lost.push(format!(
+                "{doc}: {} drained line(s) missing, e.g. {few:?}",
+                missing.len()
+            ));
         }
     }
     eprintln!(
