@@ -464,7 +464,7 @@ def cold_with_tokens(plugins_dir, count):
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text((BENCH / "wasmroom.toml").read_text()
                       + f'\n[plugin.relay.auth]\nalgorithm = "HS256"\nsecret = "{secret}"\n')
-    token = hs256_token({"doc": "*", "sub": "bench", "exp": int(time.time()) + 3600}, secret)
+    token = hs256_token({"doc": "*", "aud": "relay", "sub": "bench", "exp": int(time.time()) + 3600}, secret)
     out = {}
     for name, cfg, query in [("without", BENCH / "wasmroom.toml", []), ("with", config, ["--query", f"token={token}"])]:
         peer = Peer("wasmroom", plugins_dir, config=cfg)

@@ -1,119 +1,21 @@
 //! The application's backend, against the real binary: access tokens checked before any
 //! guest code runs (HS256 and EdDSA, every way a client can send one, every reason to
 //! refuse), claims and settings reaching the consumer, a viewer's edits refused by
-//! `textdoc`, settings re-read on SIGHUP, and a consumer built against WIT 0.1.0 still
-//! loading and relaying. Webhooks are in `tests/webhooks.rs`.
+//! `textdoc` (over HTTP too), settings re-read on SIGHUP, and a consumer built against
+//! WIT 0.1.0 still loading and relaying. What a token opens and what a consumer sees of
+//! it: `tests/tokens.rs`; webhooks: `tests/webhooks.rs`.
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use futures_util::SinkExt;
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
+use jsonwebtoken::{EncodingKey, Header, encode, get_current_timestamp};
 use serde_json::{Value, json};
+use support::tokens::*;
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(name)
-}
-
-fn hs256(claims: &Value) -> String {
-    encode(
-        &Header::default(),
-        claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
-    )
-    .unwrap()
-}
-
-fn eddsa(claims: &Value) -> String {
-    let pem = std::fs::read(fixture("ed25519-test-private.pem")).unwrap();
-    encode(
-        &Header::new(Algorithm::EdDSA),
-        claims,
-        &EncodingKey::from_ed_pem(&pem).unwrap(),
-    )
-    .unwrap()
-}
-
-fn rs256(claims: &Value) -> String {
-    let pem = std::fs::read(fixture("rsa-test-private.pem")).unwrap();
-    encode(
-        &Header::new(Algorithm::RS256),
-        claims,
-        &EncodingKey::from_rsa_pem(&pem).unwrap(),
-    )
-    .unwrap()
-}
-
-fn in_a_minute() -> u64 {
-    get_current_timestamp() + 60
-}
-
-/// A server whose `probe` takes HS256 tokens (from a cookie too), `textdoc` takes them
-/// as well, `chat` takes EdDSA tokens and `relay` RS256 ones; the probe has settings, one
-/// from the environment.
-fn start() -> anyhow::Result<Server> {
-    let public = fixture("ed25519-test-public.pem");
-    let rsa = fixture("rsa-test-public.pem");
-    let config = format!(
-        r#"
-[plugin.probe.auth]
-algorithm = "HS256"
-secret = "${{WASMROOM_TEST_TOKEN_SECRET}}"
-audience = "wasmroom-tests"
-cookie = "session_token"
-
-[plugin.probe.settings]
-greeting = "hello"
-from_env = "${{WASMROOM_TEST_SETTING}}"
-
-[plugin.textdoc.auth]
-algorithm = "HS256"
-secret = "{SECRET}"
-
-[plugin.chat.auth]
-algorithm = "EdDSA"
-public_key_file = "{}"
-
-[plugin.relay.auth]
-algorithm = "RS256"
-public_key_file = "{}"
-"#,
-        public.display(),
-        rsa.display()
-    );
-    let file = tempfile::Builder::new().suffix(".toml").tempfile()?;
-    std::fs::write(file.path(), config)?;
-    let (_, path) = file.keep()?;
-    Server::start_with_env(
-        &["probe", "textdoc", "chat", "relay"],
-        1,
-        &["--config", path.to_str().expect("temp paths are UTF-8")],
-        &[
-            ("WASMROOM_TEST_TOKEN_SECRET", SECRET),
-            ("WASMROOM_TEST_SETTING", "from the environment"),
-        ],
-    )
-}
-
-/// Opens a WebSocket with extra request headers.
-async fn connect_with(server: &Server, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<Ws> {
-    let mut request = server.url(0, path).into_client_request()?;
-    for (name, value) in headers {
-        let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())?;
-        request.headers_mut().insert(name, value.parse()?);
-    }
-    let (ws, _) =
-        tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(request)).await??;
-    Ok(ws)
-}
 
 /// Opens a WebSocket offering `protocols`; the socket and the subprotocol the server chose.
 async fn offering(server: &Server, protocols: &str) -> anyhow::Result<(Ws, Option<String>)> {
@@ -127,16 +29,6 @@ async fn offering(server: &Server, protocols: &str) -> anyhow::Result<(Ws, Optio
         .get("sec-websocket-protocol")
         .map(|v| v.to_str().unwrap_or_default().to_owned());
     Ok((ws, chosen))
-}
-
-/// The claims the probe consumer sees for this connection.
-async fn claims_seen(ws: &mut Ws) -> anyhow::Result<Value> {
-    Ok(serde_json::from_str(&ask(ws, "claims").await?)?)
-}
-
-async fn ask(ws: &mut Ws, command: &str) -> anyhow::Result<String> {
-    send_text(ws, command).await?;
-    recv_text(ws).await
 }
 
 #[tokio::test]
@@ -189,17 +81,17 @@ async fn a_valid_token_opens_its_document_and_its_claims_reach_the_consumer() ->
     assert_eq!((status, body.as_str()), (200, "probe project-7-draft"));
 
     // EdDSA for `chat`.
-    let chat = eddsa(&json!({"doc": "room", "exp": in_a_minute()}));
+    let chat = eddsa(&json!({"doc": "room", "aud": "chat", "exp": in_a_minute()}));
     let mut ws = server
         .connect(0, &format!("/ws/chat/room?token={chat}"))
         .await?;
     ws.send(Message::text("hello")).await?;
     // RS256 for `relay`; an EdDSA token is refused there.
-    let relay = rs256(&json!({"doc": "*", "exp": in_a_minute()}));
+    let relay = rs256(&json!({"doc": "*", "aud": "relay", "exp": in_a_minute()}));
     server
         .connect(0, &format!("/ws/relay/any?token={relay}"))
         .await?;
-    let other = eddsa(&json!({"doc": "*", "exp": in_a_minute()}));
+    let other = eddsa(&json!({"doc": "*", "aud": "relay", "exp": in_a_minute()}));
     let refusal = refused(&server.url(0, &format!("/ws/relay/any?token={other}"))).await?;
     assert_eq!(
         (refusal.0, refusal.1.trim_end()),
@@ -241,7 +133,11 @@ async fn every_bad_token_gets_401_with_its_reason_and_reaches_no_guest() -> anyh
         ),
         (
             hs256(&with(json!({"aud": "someone-else"}))),
-            "invalid access token: wrong audience",
+            "invalid access token: wrong audience (aud must be \"wasmroom-tests\")",
+        ),
+        (
+            hs256(&json!({"doc": "notes", "exp": now + 60})),
+            "invalid access token: wrong audience (aud must be \"wasmroom-tests\")",
         ),
         (
             hs256(&with(json!({"doc": "other"}))),
@@ -298,7 +194,9 @@ async fn every_bad_token_gets_401_with_its_reason_and_reaches_no_guest() -> anyh
 #[tokio::test]
 async fn a_viewer_reads_textdoc_but_its_edits_are_refused() -> anyhow::Result<()> {
     let server = start()?;
-    let token = |role: &str| hs256(&json!({"doc": "essay", "role": role, "exp": in_a_minute()}));
+    let token = |role: &str| {
+        hs256(&json!({"doc": "essay", "aud": "textdoc", "role": role, "exp": in_a_minute()}))
+    };
     let mut editor = server
         .connect(0, &format!("/ws/textdoc/essay?token={}", token("editor")))
         .await?;
@@ -342,6 +240,17 @@ async fn a_viewer_reads_textdoc_but_its_edits_are_refused() -> anyhow::Result<()
         serde_json::from_str::<Value>(&body)?,
         json!({"v": 1, "text": "Hello"})
     );
+    // Nor can a viewer write over HTTP; an editor's token (a backend's) can.
+    let put = |role: &str| format!("/docs/textdoc/essay?token={}", token(role));
+    let (status, body) = http(server.addr(0), "PUT", &put("viewer"), b"vandalism").await?;
+    assert_eq!(
+        (status, body.as_str()),
+        (403, "read-only: this request's token is a viewer's")
+    );
+    let (status, body) = http(server.addr(0), "PUT", &put("editor"), b"Hello, world").await?;
+    assert_eq!((status, body.as_str()), (200, r#"{"v":2}"#));
+    let steps = recv_json(&mut viewer).await?;
+    assert_eq!(steps["v"], 2, "{steps}");
     Ok(())
 }
 

@@ -529,9 +529,10 @@ async fn names_come_from_the_token(p: &str) -> anyhow::Result<()> {
         .unwrap()
     };
     let exp = get_current_timestamp() + 60;
-    let ann =
-        token(serde_json::json!({"doc": "room", "name": "Ann Verified", "sub": "1", "exp": exp}));
-    let bob = token(serde_json::json!({"doc": "room", "sub": "bob-2", "exp": exp}));
+    let ann = token(
+        serde_json::json!({"doc": "room", "aud": p, "name": "Ann Verified", "sub": "1", "exp": exp}),
+    );
+    let bob = token(serde_json::json!({"doc": "room", "aud": p, "sub": "bob-2", "exp": exp}));
     let mut first = server
         .connect(0, &format!("/ws/{p}/room?token={bob}"))
         .await?;

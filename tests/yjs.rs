@@ -137,7 +137,7 @@ fn a_viewer_follows_the_document_but_its_edits_are_refused() -> anyhow::Result<(
         &format!("[plugin.yjs.auth]\nalgorithm = \"HS256\"\nsecret = \"{secret}\"\n"),
     )?;
     let token = |role: &str| {
-        let claims = serde_json::json!({"doc": "shared", "role": role, "exp": get_current_timestamp() + 120});
+        let claims = serde_json::json!({"doc": "shared", "aud": "yjs", "role": role, "exp": get_current_timestamp() + 120});
         encode(
             &Header::default(),
             &claims,

@@ -1,9 +1,10 @@
 //! Routes and document ids. The input is a path, as text (invalid UTF-8 replaced).
 //!
 //! Beyond "no panic": a path that routes to a document gives a valid id that survives
-//! re-encoding (`checked_route`); and the input taken as an id, percent-encoded into a
-//! `/ws/` and a `/docs/` path, routes back to itself exactly when it keeps the id rules,
-//! and is refused otherwise.
+//! re-encoding and never contains `*`, however the path spelled it (`checked_route`); and
+//! the input taken as an id, percent-encoded into a `/ws/` and a `/docs/` path, routes
+//! back to itself exactly when it keeps the id rules (`*` among what they refuse: an
+//! access token's document claim reads it as a pattern), and is refused otherwise.
 
 #![no_main]
 

@@ -7,11 +7,13 @@ use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode
 use wasmroom_wire::route::{MAX_DOCUMENT_ID_BYTES, Route, route, valid_plugin_name};
 
 /// The rules of `route::decode_document_id`, written out again independently: 1 to 256
-/// bytes, no '/', no control characters, not "." or "..".
+/// bytes, no '/', no '*' (an access token's document claim reads it as a pattern), no
+/// control characters, not "." or "..".
 pub fn valid_document_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_DOCUMENT_ID_BYTES
         && !id.contains('/')
+        && !id.contains('*')
         && !id.chars().any(char::is_control)
         && id != "."
         && id != ".."
@@ -39,6 +41,8 @@ pub fn checked_route(path: &str) -> Option<Route> {
     if let Route::Socket { plugin, document } | Route::Document { plugin, document } = &found {
         assert!(valid_plugin_name(plugin), "plugin {plugin:?} of {path:?}");
         assert!(valid_document_id(document), "id {document:?} of {path:?}");
+        // However the path spelled it (`*`, `%2A`, `%2a`), no id is a token pattern.
+        assert!(!document.contains('*'), "id {document:?} of {path:?}");
         for minimal in [false, true] {
             let again = format!("/ws/{plugin}/{}", encode_id(document, minimal));
             let expected = Route::Socket {

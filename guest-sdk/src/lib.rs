@@ -161,7 +161,15 @@ impl Decision {
     }
 }
 
+/// The header in which the host hands [`Consumer::on_request`] the claims of the
+/// request's verified access token (see [`Request::claims`]).
+pub const CLAIMS_HEADER: &str = "x-wasmroom-claims";
+
 /// An HTTP request to `/docs/{plugin}/{document}...`.
+///
+/// With access tokens on (`[plugin.NAME.auth]`), the host has verified the request's
+/// token and removed it (from the query, `Authorization`, the cookie); its claims are in
+/// [`Request::claims`].
 #[derive(Debug, Clone)]
 pub struct Request {
     /// Upper-case method.
@@ -185,6 +193,14 @@ impl Request {
     /// The raw (still percent-encoded) value of query parameter `name`.
     pub fn query_param(&self, name: &str) -> Option<&str> {
         query_param(&self.query, name)
+    }
+
+    /// The claims of the request's verified access token as its JSON payload (e.g.
+    /// `{"sub":"42","doc":"notes","role":"viewer","exp":...}`), from the
+    /// `x-wasmroom-claims` header the host sets. `None` when the plugin takes no tokens;
+    /// a client cannot forge it, since the host removes the header whatever the plugin.
+    pub fn claims(&self) -> Option<&str> {
+        self.header(CLAIMS_HEADER)
     }
 }
 
@@ -554,6 +570,21 @@ mod tests {
         assert_eq!(query_param("a=1", "z"), None);
         let h = vec![("x-user".to_owned(), "ann".to_owned())];
         assert_eq!(header(&h, "X-User"), Some("ann"));
+    }
+
+    #[test]
+    fn request_claims_come_from_the_hosts_header() {
+        let request = |headers: Vec<(String, String)>| Request {
+            method: "PUT".into(),
+            path: "/docs/textdoc/a".into(),
+            query: String::new(),
+            headers,
+            body: Vec::new(),
+        };
+        let claims = r#"{"role":"viewer"}"#;
+        let signed = request(vec![(CLAIMS_HEADER.into(), claims.into())]);
+        assert_eq!(signed.claims(), Some(claims));
+        assert_eq!(request(Vec::new()).claims(), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod nginx;
 pub mod postgres;
 pub mod receiver;
 pub mod streaming;
+pub mod tokens;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -441,9 +442,24 @@ pub async fn http(
     path: &str,
     body: &[u8],
 ) -> anyhow::Result<(u16, String)> {
+    http_with(addr, method, path, &[], body).await
+}
+
+/// A one-shot HTTP/1.1 request with extra headers; returns the status and the body.
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr).await?;
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n{extra}content-length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;

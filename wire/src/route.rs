@@ -94,8 +94,12 @@ pub fn valid_plugin_name(name: &str) -> bool {
 /// Percent-decodes and validates a document id.
 ///
 /// A document id is 1 to [`MAX_DOCUMENT_ID_BYTES`] bytes of UTF-8 after decoding, with no
-/// control characters and no `/`. Everything else (spaces, `:`, `.`, `@`, non-ASCII
+/// control characters, no `/` and no `*`. Everything else (spaces, `:`, `.`, `@`, non-ASCII
 /// letters) is allowed, so ids from other systems (UUIDs, `user:42`, `Übung 3`) work as is.
+///
+/// `*` is refused because an access token's document claim reads a trailing `*` as a
+/// prefix pattern: a backend that mints `"doc": id` for a room a user named `acme-*`
+/// would otherwise hand out a token for every document starting with `acme-`.
 pub fn decode_document_id(raw: &str) -> Result<String, RouteError> {
     if raw.is_empty() {
         return Err(RouteError::BadDocument("empty"));
@@ -111,6 +115,11 @@ pub fn decode_document_id(raw: &str) -> Result<String, RouteError> {
     }
     if decoded.contains('/') {
         return Err(RouteError::BadDocument("contains '/'"));
+    }
+    if decoded.contains('*') {
+        return Err(RouteError::BadDocument(
+            "contains '*', which access tokens read as a pattern",
+        ));
     }
     if decoded.chars().any(char::is_control) {
         return Err(RouteError::BadDocument("contains control characters"));
@@ -145,6 +154,10 @@ mod tests {
         assert_eq!(route("/"), Err(RouteError::NotFound));
         assert_eq!(route("/ws/chat"), Err(RouteError::NotFound));
         assert_eq!(route("/ws/../x"), Err(RouteError::BadPlugin));
+        assert!(matches!(
+            route("/docs/chat/acme-%2A/history"),
+            Err(RouteError::BadDocument(_))
+        ));
     }
 
     #[test]
@@ -156,6 +169,16 @@ mod tests {
         assert!(decode_document_id("%00").is_err());
         assert!(decode_document_id("%FF").is_err());
         assert!(decode_document_id("..").is_err());
+        // `*` is a token pattern, never part of an id, however it is written.
+        for raw in ["*", "acme-*", "%2A", "a%2ab"] {
+            assert_eq!(
+                decode_document_id(raw),
+                Err(RouteError::BadDocument(
+                    "contains '*', which access tokens read as a pattern"
+                )),
+                "{raw}"
+            );
+        }
         assert!(decode_document_id(&"x".repeat(256)).is_ok());
         assert!(decode_document_id(&"x".repeat(257)).is_err());
     }
@@ -174,7 +197,7 @@ mod tests {
             fn decoded_ids_keep_the_documented_rules(raw in "[ -~]{0,300}") {
                 if let Ok(id) = decode_document_id(&raw) {
                     prop_assert!(!id.is_empty() && id.len() <= MAX_DOCUMENT_ID_BYTES);
-                    prop_assert!(!id.contains('/'));
+                    prop_assert!(!id.contains('/') && !id.contains('*'));
                     prop_assert!(!id.chars().any(char::is_control));
                 }
             }

@@ -39,8 +39,15 @@ pub struct AuthConfig {
     /// The EdDSA or RS256 public key (PEM), relative to the config file. Read at start
     /// and at each reload (SIGHUP), so a key can be rotated without a restart.
     pub public_key_file: Option<PathBuf>,
-    /// The `aud` every token must carry, if set.
+    /// The `aud` every token must carry (a string, or an array holding it). Unset, it
+    /// is the plugin's name, so that a token minted for one plugin opens nothing of
+    /// another that shares its secret.
     pub audience: Option<String>,
+    /// `false` accepts tokens whatever their `aud` (or without one): how tokens were
+    /// checked before the audience defaulted to the plugin's name. Cannot be combined
+    /// with `audience`.
+    #[serde(default = "default_check_audience")]
+    pub check_audience: bool,
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
@@ -57,6 +64,10 @@ fn default_leeway() -> u64 {
     30
 }
 
+fn default_check_audience() -> bool {
+    true
+}
+
 fn default_document_claim() -> String {
     "doc".to_owned()
 }
@@ -68,7 +79,7 @@ pub struct ResolvedAuth {
     pub algorithm: TokenAlgorithm,
     /// The HS256 secret or the PEM bytes of the public key.
     pub key: Vec<u8>,
-    /// Required `aud`.
+    /// The `aud` a token must carry; `None` only with `check_audience = false`.
     pub audience: Option<String>,
     /// Allowed clock skew.
     pub leeway_secs: u64,
@@ -139,10 +150,25 @@ impl Config {
         if auth.document_claim.is_empty() {
             return Err(fail("document_claim must name a claim".into()));
         }
+        let audience = match (&auth.audience, auth.check_audience) {
+            (Some(_), false) => {
+                return Err(fail(
+                    "audience and check_audience = false contradict each other: keep one".into(),
+                ));
+            }
+            (Some(aud), true) if aud.is_empty() => {
+                return Err(fail(
+                    "audience must not be empty (check_audience = false accepts any)".into(),
+                ));
+            }
+            (Some(aud), true) => Some(aud.clone()),
+            (None, true) => Some(plugin.to_owned()),
+            (None, false) => None,
+        };
         Ok(Some(ResolvedAuth {
             algorithm: auth.algorithm,
             key,
-            audience: auth.audience.clone(),
+            audience,
             leeway_secs: auth.leeway_secs,
             document_claim: auth.document_claim.clone(),
             cookie: auth.cookie.clone(),
@@ -232,8 +258,40 @@ mod tests {
         ));
         let auth = ok.auth_for("doc").unwrap().unwrap();
         assert_eq!(auth.algorithm, TokenAlgorithm::Hs256);
+        assert_eq!(auth.audience.as_deref(), Some("app"));
         assert_eq!(auth.document_claim, "doc");
         assert_eq!(auth.leeway_secs, 30);
         assert!(ok.auth_for("other").unwrap().is_none());
+    }
+
+    #[test]
+    fn the_audience_is_the_plugins_name_unless_told_otherwise() {
+        let secret = "s".repeat(32);
+        let auth = |extra: &str| {
+            config(&format!(
+                "[plugin.textdoc.auth]\nalgorithm = \"HS256\"\nsecret = \"{secret}\"\n{extra}"
+            ))
+            .auth_for("textdoc")
+        };
+        assert_eq!(
+            auth("").unwrap().unwrap().audience.as_deref(),
+            Some("textdoc")
+        );
+        assert_eq!(
+            auth("audience = \"fidus\"")
+                .unwrap()
+                .unwrap()
+                .audience
+                .as_deref(),
+            Some("fidus")
+        );
+        assert_eq!(
+            auth("check_audience = false").unwrap().unwrap().audience,
+            None
+        );
+        let both = auth("audience = \"fidus\"\ncheck_audience = false").unwrap_err();
+        assert!(both.to_string().contains("contradict"), "{both}");
+        let empty = auth("audience = \"\"").unwrap_err();
+        assert!(empty.to_string().contains("must not be empty"), "{empty}");
     }
 }

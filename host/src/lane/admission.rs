@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use crate::lane::Lane;
 use crate::lane::address_limit::AddressSlot;
 use crate::metrics::Rejection;
-use crate::net::access_token::Admitted;
+use crate::net::access_token::{Admitted, hide_credentials};
 use crate::net::http::{self, RequestHead};
 use crate::net::origin::OriginPolicy;
 
@@ -42,19 +42,25 @@ pub async fn origin_allowed(
 
 /// The verified access token of a request for `plugin`'s `document`: `Some(None)` when
 /// the plugin takes no tokens; `None` after answering 401 with the reason when the token
-/// is missing or fails a check.
+/// is missing or fails a check. Once admitted, `head` holds nothing a consumer may not
+/// see: no token, no client-sent `x-wasmroom-claims` ([`hide_credentials`]). Every path
+/// to a guest call passes here first.
 pub async fn token_checked(
     lane: &Lane,
     stream: &mut TcpStream,
     plugin: &str,
     document: &str,
-    head: &RequestHead,
+    head: &mut RequestHead,
 ) -> Option<Option<Admitted>> {
     let Some(verifier) = lane.services.tokens.for_plugin(plugin) else {
+        hide_credentials(head, None);
         return Some(None);
     };
     match verifier.check(head, document) {
-        Ok(admitted) => Some(Some(admitted)),
+        Ok(admitted) => {
+            hide_credentials(head, Some(&verifier));
+            Some(Some(admitted))
+        }
         Err(why) => {
             lane.metrics.rejected(Rejection::Token);
             tracing::debug!(lane = lane.index, plugin, document, "refused: {why}");

@@ -1,6 +1,7 @@
 //! An HTTP request to a document (`/docs/{plugin}/{document}[/...]`): check the page it
-//! comes from, read its body, open the document, hand the request to the consumer's
-//! `on-request`, write its answer (with CORS headers for pages the plugin names).
+//! comes from and its access token, read its body, open the document, hand the request
+//! to the consumer's `on-request` (the token replaced by its claims in
+//! `x-wasmroom-claims`), write its answer (with CORS headers for pages the plugin names).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -12,6 +13,7 @@ use crate::lane::Lane;
 use crate::lane::admission::{answer_headers, origin_allowed, preflight, token_checked};
 use crate::lane::lookup::{answer_document_error, find_plugin, open_document};
 use crate::metrics::Rejection;
+use crate::net::access_token::CLAIMS_HEADER;
 use crate::net::http::{self, RequestHead};
 
 /// Serves one request to a document on its owner lane: the plugin first (nothing is
@@ -21,7 +23,7 @@ pub async fn serve(
     lane: Rc<Lane>,
     mut stream: TcpStream,
     peer: SocketAddr,
-    head: RequestHead,
+    mut head: RequestHead,
     plugin: &str,
     document: &str,
 ) {
@@ -35,14 +37,13 @@ pub async fn serve(
         http::linger(&mut stream).await;
         return;
     }
-    // A backend reads and writes documents with the same tokens (`Authorization`).
-    if token_checked(&lane, &mut stream, plugin, document, &head)
-        .await
-        .is_none()
-    {
+    // A backend reads and writes documents with the same tokens (`Authorization`). From
+    // here on `head` carries no token: the consumer gets the claims instead.
+    let Some(admitted) = token_checked(&lane, &mut stream, plugin, document, &mut head).await
+    else {
         http::linger(&mut stream).await;
         return;
-    }
+    };
     // The page that gets CORS headers, if the plugin names it.
     let cors_origin = head
         .header("origin")
@@ -83,11 +84,15 @@ pub async fn serve(
     let Some(doc) = open_document(&lane, &mut stream, &plugin, document, client).await else {
         return;
     };
+    let mut headers = head.headers;
+    if let Some(admitted) = admitted {
+        headers.push((CLAIMS_HEADER.to_owned(), admitted.claims.to_string()));
+    }
     let request = HttpRequest {
         method: head.method,
         path: head.path,
         query: head.query,
-        headers: head.headers,
+        headers,
         body,
     };
     let response = doc.borrow_mut().request(&request);

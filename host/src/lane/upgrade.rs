@@ -104,7 +104,7 @@ async fn upgrade(
     lane: &Rc<Lane>,
     mut stream: TcpStream,
     peer: SocketAddr,
-    head: RequestHead,
+    mut head: RequestHead,
     plugin: &str,
     document: &str,
 ) -> Option<Upgraded> {
@@ -124,7 +124,8 @@ async fn upgrade(
     if !origin_allowed(lane, &mut stream, plugin, &head).await {
         return None;
     }
-    let admitted = token_checked(lane, &mut stream, plugin, document, &head).await?;
+    // From here on `head` carries no token: what `on-connect` sees comes from it.
+    let admitted = token_checked(lane, &mut stream, plugin, document, &mut head).await?;
     let client = http::client_address(&head, peer, lane.services.config.proxy_headers);
     let address = admit_address(lane, &mut stream, client.ip()).await?;
     let plugin = find_plugin(lane, &mut stream, plugin).await?;
@@ -247,7 +248,9 @@ async fn join(
         head,
         admitted,
     } = joining;
-    // A token's subprotocol is the host's business: the consumer sees the others.
+    // A token's subprotocol is the host's business: the consumer sees the others (with
+    // tokens on, `token_checked` removed it from the header too; without, the prefix is
+    // still the host's, never a consumer's choice).
     let offered: Vec<String> = head
         .subprotocols()
         .into_iter()

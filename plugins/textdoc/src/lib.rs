@@ -40,8 +40,9 @@
 //! **Viewers.** With access tokens on (`[plugin.textdoc.auth]` in the host's config), a
 //! connection whose token has the claim `"role": "viewer"` is read-only: it gets the
 //! document and every change, and each of its diffs is answered with
-//! `{"type":"error","rid":R,"reason":"read-only: ..."}` and not applied. `PUT` over HTTP
-//! is for the backend and is not affected.
+//! `{"type":"error","rid":R,"reason":"read-only: ..."}` and not applied. Over HTTP, a
+//! `PUT` whose token is a viewer's is refused with `403` (the host hands the request's
+//! claims in `x-wasmroom-claims`); a backend writes with a token of another role.
 //!
 //! `steps` messages arrive in version order without gaps. A version can reach a client
 //! twice (as `steps`, then in a `behind` answer sent after it): clients apply each version
@@ -69,9 +70,12 @@ use wasmroom_sdk::{
 /// Whether `conn`'s access token makes it a viewer (`"role": "viewer"`). Asked per
 /// diff, not remembered: the host keeps the claims, also across hot reloads.
 fn is_viewer(conn: ConnectionId) -> bool {
-    claims(conn)
-        .and_then(|c| serde_json::from_str::<serde_json::Value>(&c).ok())
-        .is_some_and(|c| c["role"] == "viewer")
+    claims(conn).is_some_and(|c| viewer_claims(&c))
+}
+
+/// Whether a token's claims (JSON) are a viewer's.
+fn viewer_claims(claims: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(claims).is_ok_and(|c| c["role"] == "viewer")
 }
 
 /// Sends, logging what the host refused (the client would notice the gap and refetch).
@@ -129,6 +133,9 @@ impl Consumer for TextDoc {
         }
         match request.method.as_str() {
             "GET" => Response::json(200, self.http_json()),
+            "PUT" if request.claims().is_some_and(viewer_claims) => {
+                Response::text(403, "read-only: this request's token is a viewer's")
+            }
             "PUT" => {
                 let expected = match request.query_param("v").map(str::parse::<u64>) {
                     None => None,

@@ -12,10 +12,12 @@
 //! - every due timer broadcasts `timer N`; `restore` broadcasts how many connections it sees;
 //! - `log TEXT` logs TEXT as a warning, as it is (control characters included);
 //! - `claims` answers this connection's token claims (`none` without), `setting NAME`
-//!   the plugin's setting (`none` if unset), `subprotocols` what `on-connect` was offered;
+//!   the plugin's setting (`none` if unset), `subprotocols` what `on-connect` was offered,
+//!   `connect-info` all `on-connect` saw (`{"path", "query", "headers", "subprotocols"}`);
 //! - the document `trap-open` traps in `open`, with control characters in its message;
 //! - an HTTP request answers `probe {document}`, or `?size=N` bytes of `x`, with status
-//!   200 or `?status=N`; `?panic=TEXT` panics with TEXT instead.
+//!   200 or `?status=N`; `?panic=TEXT` panics with TEXT instead; `/docs/probe/{document}/echo`
+//!   answers all `on-request` saw (`{"method", "path", "query", "headers"}`).
 
 use std::time::Duration;
 
@@ -28,6 +30,8 @@ struct Probe {
     document: String,
     remote: Vec<(ConnectionId, String)>,
     offered: Vec<(ConnectionId, Vec<String>)>,
+    /// What `on-connect` saw of each connection, as JSON.
+    seen: Vec<(ConnectionId, String)>,
     departed: Vec<(ConnectionId, u16)>,
     notes: Vec<String>,
     hoard: Vec<Vec<u8>>,
@@ -42,6 +46,7 @@ impl Consumer for Probe {
             document: document.to_owned(),
             remote: Vec::new(),
             offered: Vec::new(),
+            seen: Vec::new(),
             departed: Vec::new(),
             notes: Vec::new(),
             hoard: Vec::new(),
@@ -59,6 +64,13 @@ impl Consumer for Probe {
         }
         self.remote.push((conn.id, conn.remote_address.clone()));
         self.offered.push((conn.id, conn.subprotocols.clone()));
+        let seen = serde_json::json!({
+            "path": conn.path,
+            "query": conn.query,
+            "headers": conn.headers,
+            "subprotocols": conn.subprotocols,
+        });
+        self.seen.push((conn.id, seen.to_string()));
         let subprotocol = conn.subprotocols.iter().find(|p| *p == "probe.v1").cloned();
         Decision::Accept { subprotocol }
     }
@@ -106,6 +118,12 @@ impl Consumer for Probe {
                 .collect::<Vec<_>>()
                 .join(","),
             "claims" => claims(from).unwrap_or_else(|| "none".to_owned()),
+            "connect-info" => self
+                .seen
+                .iter()
+                .find(|(id, _)| *id == from)
+                .map(|(_, seen)| seen.clone())
+                .unwrap_or_default(),
             "subprotocols" => self
                 .offered
                 .iter()
@@ -174,6 +192,15 @@ impl Consumer for Probe {
     fn on_request(&mut self, request: Request) -> Response {
         if let Some(text) = request.query_param("panic") {
             panic!("{text}");
+        }
+        if request.path.ends_with("/echo") {
+            let seen = serde_json::json!({
+                "method": request.method,
+                "path": request.path,
+                "query": request.query,
+                "headers": request.headers,
+            });
+            return Response::json(200, seen.to_string());
         }
         let status = request
             .query_param("status")

@@ -2,8 +2,10 @@
 //! by the host before any guest code runs. The token comes from `Authorization: Bearer`,
 //! `?token=`, a named cookie, or a `wasmroom.token.<JWT>` subprotocol (browsers cannot
 //! set headers on a WebSocket). Its signature, algorithm, `exp`/`nbf` (with leeway),
-//! `aud` and document claim are checked; the claims then reach the consumer through
-//! `context.claims`.
+//! `aud` (the plugin's name unless configured otherwise) and document claim are checked;
+//! the claims then reach the consumer through `context.claims` (WebSockets) and the
+//! `x-wasmroom-claims` header (HTTP). The token itself never does: consumers are not
+//! trusted with a credential a client could replay ([`hide_credentials`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -15,8 +17,15 @@ use serde_json::{Map, Value};
 use crate::config::{Config, ConfigError, ResolvedAuth, TokenAlgorithm};
 use crate::net::http::RequestHead;
 
+mod hide;
+
+pub use hide::{CLAIMS_HEADER, hide_credentials};
+
 /// The subprotocol prefix that carries a token: `wasmroom.token.<JWT>`.
 pub const TOKEN_SUBPROTOCOL: &str = "wasmroom.token.";
+
+/// The query parameter that carries a token: `?token=<JWT>`.
+const TOKEN_PARAMETER: &str = "token";
 
 /// Why a request was refused (401). The text is the one-line answer the client gets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +37,10 @@ pub enum AccessError {
     /// The token did not verify (the reason says which check failed): mint a new one.
     #[error("invalid access token: {0}")]
     Invalid(&'static str),
+    /// The token's `aud` does not hold the one this plugin expects (by default the
+    /// plugin's name), or it has none: mint it for this plugin.
+    #[error("invalid access token: wrong audience (aud must be {0:?})")]
+    WrongAudience(Arc<str>),
     /// The token is valid but names other documents: mint one for this document.
     #[error("access token is not for this document")]
     WrongDocument,
@@ -46,6 +59,8 @@ pub struct Admitted {
 pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
+    /// The `aud` a token must carry, for the refusal's text; `None`: not checked.
+    audience: Option<Arc<str>>,
     document_claim: String,
     cookie: Option<String>,
 }
@@ -83,14 +98,22 @@ impl TokenVerifier {
         let mut validation = Validation::new(algorithm);
         validation.leeway = auth.leeway_secs;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
         match &auth.audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                // Else a token without `aud` would pass: the check runs only on one
+                // that has the claim.
+                validation.set_required_spec_claims(&["exp", "aud"]);
+            }
+            None => {
+                validation.set_required_spec_claims(&["exp"]);
+                validation.validate_aud = false;
+            }
         }
         Ok(TokenVerifier {
             key,
             validation,
+            audience: auth.audience.as_deref().map(Arc::from),
             document_claim: auth.document_claim.clone(),
             cookie: auth.cookie.clone(),
         })
@@ -100,7 +123,7 @@ impl TokenVerifier {
     pub fn check(&self, head: &RequestHead, document: &str) -> Result<Admitted, AccessError> {
         let (token, subprotocol) = self.token_in(head).ok_or(AccessError::Missing)?;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
-            .map_err(|e| AccessError::Invalid(reason(e.kind())))?;
+            .map_err(|e| self.refusal(e.kind()))?;
         if !names_document(data.claims.get(&self.document_claim), document) {
             return Err(AccessError::WrongDocument);
         }
@@ -111,19 +134,30 @@ impl TokenVerifier {
         })
     }
 
+    /// Why a token that did not verify is refused.
+    fn refusal(&self, kind: &ErrorKind) -> AccessError {
+        let about_audience = match kind {
+            ErrorKind::InvalidAudience => true,
+            ErrorKind::MissingRequiredClaim(c) | ErrorKind::InvalidClaimFormat(c) => c == "aud",
+            _ => false,
+        };
+        match &self.audience {
+            Some(expected) if about_audience => AccessError::WrongAudience(expected.clone()),
+            _ => AccessError::Invalid(reason(kind)),
+        }
+    }
+
     /// The token and, when a subprotocol carried it, that subprotocol.
     fn token_in<'a>(&self, head: &'a RequestHead) -> Option<(&'a str, Option<String>)> {
         if let Some(auth) = head.header("authorization")
-            && let Some((scheme, token)) = auth.split_once(' ')
-            && scheme.eq_ignore_ascii_case("bearer")
+            && let Some(token) = bearer_token(auth)
         {
-            return Some((token.trim(), None));
+            return Some((token, None));
         }
-        if let Some(token) = head
-            .query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("token="))
-        {
+        if let Some(token) = head.query.split('&').find_map(|pair| {
+            pair.strip_prefix(TOKEN_PARAMETER)
+                .and_then(|rest| rest.strip_prefix('='))
+        }) {
             return Some((token, None));
         }
         if let Some(name) = &self.cookie
@@ -147,8 +181,15 @@ impl TokenVerifier {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 /// Whether a document claim (an id, a `prefix*` pattern, `"*"`, or a list) names
-/// `document`.
+/// `document`. Document ids never contain `*` (`wire::route`), so a trailing `*` is
+/// always a pattern, never part of an id.
 fn names_document(claim: Option<&Value>, document: &str) -> bool {
     let matches = |pattern: &str| match pattern.strip_suffix('*') {
         Some(prefix) => document.starts_with(prefix),
@@ -225,7 +266,7 @@ mod tests {
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
-    fn verifier(audience: Option<&str>) -> TokenVerifier {
+    pub(super) fn verifier(audience: Option<&str>) -> TokenVerifier {
         TokenVerifier::new(&ResolvedAuth {
             algorithm: TokenAlgorithm::Hs256,
             key: SECRET.to_vec(),
@@ -237,7 +278,7 @@ mod tests {
         .unwrap()
     }
 
-    fn token(claims: Value) -> String {
+    pub(super) fn token(claims: Value) -> String {
         encode(
             &Header::default(),
             &claims,
@@ -246,11 +287,11 @@ mod tests {
         .unwrap()
     }
 
-    fn now() -> u64 {
+    pub(super) fn now() -> u64 {
         jsonwebtoken::get_current_timestamp()
     }
 
-    fn head(path_and_query: &str, headers: &str) -> RequestHead {
+    pub(super) fn head(path_and_query: &str, headers: &str) -> RequestHead {
         http::parse_head(
             format!("GET {path_and_query} HTTP/1.1\r\nHost: h\r\n{headers}\r\n").as_bytes(),
         )
@@ -303,9 +344,23 @@ mod tests {
             check(json!({"doc": "a", "exp": exp, "nbf": now() + 60, "aud": "app"})),
             Err(AccessError::Invalid("not yet valid (nbf)"))
         );
+        let refused = AccessError::WrongAudience("app".into());
+        let wrong_audience = Err(refused.clone());
         assert_eq!(
             check(json!({"doc": "a", "exp": exp, "aud": "other"})),
-            Err(AccessError::Invalid("wrong audience"))
+            wrong_audience
+        );
+        // Without `aud` at all, or with one that is not a string or strings.
+        assert_eq!(check(json!({"doc": "a", "exp": exp})), wrong_audience);
+        assert_eq!(
+            check(json!({"doc": "a", "exp": exp, "aud": 7})),
+            wrong_audience
+        );
+        // An array holding it will do.
+        assert!(check(json!({"doc": "a", "exp": exp, "aud": ["x", "app"]})).is_ok());
+        assert_eq!(
+            refused.to_string(),
+            "invalid access token: wrong audience (aud must be \"app\")"
         );
         assert_eq!(
             check(json!({"doc": "a", "aud": "app"})),
@@ -342,6 +397,20 @@ mod tests {
             v.check(&head("/?token=garbage", ""), "a"),
             Err(AccessError::Invalid("malformed"))
         );
+    }
+
+    #[test]
+    fn without_an_audience_check_any_aud_passes() {
+        let v = verifier(None);
+        let exp = now() + 60;
+        for aud in [json!("textdoc"), json!(["a", "b"]), Value::Null] {
+            let mut claims = json!({"doc": "a", "exp": exp});
+            if !aud.is_null() {
+                claims["aud"] = aud;
+            }
+            let h = head(&format!("/?token={}", token(claims)), "");
+            assert!(v.check(&h, "a").is_ok());
+        }
     }
 
     #[test]
