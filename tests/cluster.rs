@@ -506,7 +506,7 @@ async fn a_returning_host_gets_its_document_handed_back_with_every_line() -> any
             .iter()
             .filter_map(|m| m["text"].as_str().map(str::to_owned))
             .collect();
-        all_kept(&texts, "line ", streamed.sent).with_context(|| format!("{doc}"))?;
+        all_kept(&texts, "line ", streamed.sent).with_context(|| doc.clone())?;
         // The document lives on A only, one epoch on (B's release freed only its own).
         let (owner, now) = cluster.owners()?[&doc].clone();
         assert_eq!(owner.as_deref(), Some("127.0.0.1"), "{doc}");

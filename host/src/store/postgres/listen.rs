@@ -60,18 +60,18 @@ async fn listen(inner: &Inner) -> Result<(), StoreError> {
         tokio::select! {
             next = notifications.recv() => match next {
                 Some((channel, payload)) => {
-                    match inner.event(&channel, &payload) {
+                    if let Some(event) = inner.event(&channel, &payload) {
                         // The asker repeats its request while it waits: one dropped in
-                        // a burst is asked for again.
-                        Some(event @ StoreEvent::ReleaseRequested { .. }) => {
-                            if inner.events.try_send(event).is_err() {
-                                tracing::debug!("release request dropped: too many queued");
+                        // a burst is asked for again. The rest wait for room.
+                        let queued = match event {
+                            StoreEvent::ReleaseRequested { .. } => {
+                                inner.events.try_send(event).is_ok()
                             }
+                            event => inner.events.send(event).await.is_ok(),
+                        };
+                        if !queued {
+                            tracing::debug!("store event dropped: too many queued");
                         }
-                        Some(event) => {
-                            let _ = inner.events.send(event).await;
-                        }
-                        None => {}
                     }
                 }
                 None => break Err(StoreError::Query("the notification connection closed".into())),
