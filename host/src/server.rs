@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Durability};
 use crate::guest::engine::{self, EngineError, EpochTicker};
 use crate::guest::plugin;
 use crate::guest::registry::Registry;
@@ -17,6 +17,7 @@ use crate::lane::{self, Health, LaneAddress, Lanes, Services};
 use crate::metrics::Metrics;
 use crate::ops::admin::{AdminContext, AdminServer};
 use crate::reload::Reloader;
+use crate::store::journal::{JournalSink, MemoryJournal};
 use crate::store::postgres::{PostgresStore, StoreError};
 use crate::store::{FileStorage, Storage};
 
@@ -30,6 +31,12 @@ pub enum StartError {
     /// address space; lower `limits.max_documents` or `limits.max_memory_bytes`).
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A plugin asks for `durability = "journal"`, which this build cannot provide yet:
+    /// set it back to `"checkpoint"`.
+    #[error(
+        "plugin '{0}' asks for durability = \"journal\", which this build does not offer yet (its journal store is still being built); use \"checkpoint\""
+    )]
+    NoJournal(String),
     /// The host imports could not be linked (a bug in wasmroom).
     #[error("cannot link the host imports: {0}")]
     Link(String),
@@ -161,16 +168,20 @@ impl Server {
                 .collect(),
         ));
         let health = Arc::new(Health::new(storage.leases().cloned()));
+        let journal = journal_sink(&config)?;
         let config = Arc::new(config);
-        let services = Arc::new(Services::new(
-            config.clone(),
-            registry.clone(),
-            storage,
-            lane_table.clone(),
-            metrics.clone(),
-            health.clone(),
-            engine::Slots::new(&config),
-        )?);
+        let services = Arc::new(
+            Services::new(
+                config.clone(),
+                registry.clone(),
+                storage,
+                lane_table.clone(),
+                metrics.clone(),
+                health.clone(),
+                engine::Slots::new(&config),
+            )?
+            .with_journal(journal),
+        );
 
         let (stop, stopped) = watch::channel(false);
         let reloader = Reloader::new(registry.clone(), lane_table.clone());
@@ -407,6 +418,26 @@ impl Drop for LaneWatch {
             };
             self.health
                 .fail(format!("lane {} {how}; its documents are lost", self.index));
+        }
+    }
+}
+
+/// Where journal-mode documents make their records durable. Until the journal's stores
+/// land, only the tests' memory sink exists (`WASMROOM_TEST_JOURNAL`, debug builds).
+fn journal_sink(config: &Config) -> Result<Option<Arc<dyn JournalSink>>, StartError> {
+    if !config.any_journal() {
+        return Ok(None);
+    }
+    match MemoryJournal::from_env() {
+        Some(sink) => Ok(Some(Arc::new(sink))),
+        None => {
+            let plugin = config
+                .plugin
+                .iter()
+                .find(|(_, p)| p.durability == Durability::Journal)
+                .map(|(name, _)| name.clone())
+                .unwrap_or_default();
+            Err(StartError::NoJournal(plugin))
         }
     }
 }

@@ -49,7 +49,7 @@ mod webhook;
 
 pub use access::{AuthConfig, MIN_SECRET_BYTES, ResolvedAuth, TokenAlgorithm, expand_env};
 pub use limits::{FRAME_OVERHEAD, Limits, MAX_GUEST_DEADLINE_MS};
-pub use plugin::{PluginConfig, SendRate};
+pub use plugin::{Durability, PluginConfig, SendRate};
 pub use store::StoreConfig;
 pub use webhook::{MIN_WEBHOOK_SECRET_BYTES, ResolvedWebhook, WebhookConfig, WebhookEvent};
 

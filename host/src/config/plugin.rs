@@ -35,6 +35,21 @@ pub struct PluginConfig {
     pub settings: BTreeMap<String, String>,
     /// Where the application's backend hears about the plugin's documents.
     pub webhook: Option<WebhookConfig>,
+    /// How much of a document survives a crash (see [`Durability`]).
+    pub durability: Durability,
+}
+
+/// How much of a document survives a crash of its host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Its last checkpoint (`checkpoint_secs`): what changed since is lost on `kill -9`.
+    #[default]
+    Checkpoint,
+    /// Every input is journaled, and what it causes leaves the host only once its
+    /// record is durable (see ARCHITECTURE.md, "the input journal"). Not available yet:
+    /// only the output gate exists, for the tests (`WASMROOM_TEST_JOURNAL`).
+    Journal,
 }
 
 /// How fast one connection may send: tokens per second, and the burst a quiet
@@ -57,6 +72,20 @@ impl Config {
             .get(plugin)
             .and_then(|p| p.max_memory_bytes)
             .unwrap_or(self.limits.max_memory_bytes)
+    }
+
+    /// How much of `plugin`'s documents survives a crash.
+    pub fn durability_for(&self, plugin: &str) -> Durability {
+        self.plugin
+            .get(plugin)
+            .map_or(Durability::Checkpoint, |p| p.durability)
+    }
+
+    /// Whether any plugin journals its documents.
+    pub fn any_journal(&self) -> bool {
+        self.plugin
+            .values()
+            .any(|p| p.durability == Durability::Journal)
     }
 
     /// The guest call deadline of `plugin`.

@@ -29,6 +29,8 @@ pub struct DocumentConfig {
     pub deadline_ticks: u64,
     /// The plugin's settings (`context.setting`).
     pub settings: Arc<PluginSettings>,
+    /// Journal mode (`durability = "journal"`): inputs are journaled, outputs gated.
+    pub journaled: bool,
 }
 
 /// The instance of a live document.

@@ -71,4 +71,14 @@ impl Document {
             }
         }
     }
+
+    /// Ends the document at once because its journal could not be written: like
+    /// [`Document::retire`], but what its inputs caused and still waits for the journal
+    /// is dropped first, so it never leaves the host.
+    pub fn drop_unjournaled(&mut self, code: u16, reason: &str) {
+        for outbox in self.outboxes.values() {
+            outbox.drop_gated();
+        }
+        self.retire(code, reason);
+    }
 }

@@ -21,15 +21,15 @@ use std::time::Instant;
 use tokio::sync::Notify;
 use wasmtime::Store;
 
+use crate::document::effects::apply;
 use crate::document::error::{CRASHED, DocumentError};
 use crate::document::instance::{DocumentConfig, Instance};
+use crate::document::journal;
 use crate::document::outbox::Outbox;
 use crate::document::trap::Trap;
 use crate::guest::engine::Slot;
 use crate::guest::plugin::Plugin;
-use crate::guest::{
-    ConnectInfo, Decision, Effect, GuestState, HttpRequest, HttpResponse, Message, Room,
-};
+use crate::guest::{ConnectInfo, Decision, GuestState, HttpRequest, HttpResponse, Message, Room};
 use crate::metrics::PluginMetrics;
 use crate::store::Lease;
 
@@ -75,30 +75,10 @@ pub struct Document {
     pub(super) last_activity: Instant,
     /// The consumer's output was corrected once already (logged once per document).
     pub(super) output_corrected: bool,
-}
-
-/// What the admin API shows of a live document.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct DocumentInfo {
-    /// The plugin.
-    pub plugin: String,
-    /// The plugin version serving it.
-    pub version: String,
-    /// The document id.
-    pub document: String,
-    /// Open connections.
-    pub connections: usize,
-    /// Linear memory of its instance.
-    pub memory_bytes: u64,
-    /// Messages from clients since it opened.
-    pub messages: u64,
-    /// Milliseconds since a guest call last ran.
-    pub idle_ms: u64,
-    /// Whether it changed since its last save.
-    pub unsaved: bool,
-    /// Its epoch in the shared store (0 with the file store).
-    #[serde(default)]
-    pub epoch: u64,
+    /// Journal mode: every input is journaled and its output waits for durability.
+    pub(super) journaled: bool,
+    /// The journal batch of the document's last record (0: none, or checkpoint mode).
+    pub(super) last_batch: u64,
 }
 
 /// Where the document stands with saving.
@@ -150,6 +130,8 @@ impl Document {
             idle_since: Some(Instant::now()),
             had_sockets: false,
             output_corrected: false,
+            journaled: limits.journaled,
+            last_batch: 0,
             retired: false,
             leaving: false,
             emptied: Rc::new(Notify::new()),
@@ -168,21 +150,6 @@ impl Document {
             messages: 0,
             last_activity: Instant::now(),
         })
-    }
-
-    /// The document as the admin API shows it.
-    pub fn info(&self) -> DocumentInfo {
-        DocumentInfo {
-            plugin: self.plugin.name.clone(),
-            version: self.plugin.version.clone(),
-            document: self.id.clone(),
-            connections: self.outboxes.len(),
-            memory_bytes: self.memory_bytes,
-            messages: self.messages,
-            idle_ms: self.last_activity.elapsed().as_millis() as u64,
-            unsaved: self.is_dirty(),
-            epoch: self.persistence.lease.epoch,
-        }
     }
 
     /// The metric handles of the document's plugin.
@@ -215,6 +182,17 @@ impl Document {
     /// Whether the consumer crashed.
     pub fn is_crashed(&self) -> bool {
         self.instance.is_none() && !self.retired
+    }
+
+    /// Whether the document is in journal mode.
+    pub fn is_journaled(&self) -> bool {
+        self.journaled
+    }
+
+    /// The journal batch of its last record: what it caused so far leaves once that
+    /// batch is durable (0: at once).
+    pub fn last_batch(&self) -> u64 {
+        self.last_batch
     }
 
     /// The number of open connections.
@@ -278,9 +256,15 @@ impl Document {
                     }
                     self.changes += 1;
                 }
+                if self.journaled && journal::is_input(what) {
+                    // An input: its record goes into the lane's open batch, and what it
+                    // caused leaves once that batch is durable. (What a `snapshot` call
+                    // causes waits for the document's last record.)
+                    self.last_batch = journal::append(&journal::call_record(what, &self.id));
+                }
                 let state = instance.store.data_mut();
                 for effect in state.effects.drain(..) {
-                    apply(&self.outboxes, effect);
+                    apply(&self.outboxes, effect, self.last_batch);
                 }
                 if std::mem::take(&mut state.timers_changed) {
                     self.wake.notify_one();
@@ -473,27 +457,5 @@ impl Drop for Document {
             self.plugin.live.fetch_sub(1, Ordering::Relaxed);
         }
         self.metrics.memory_changed(self.memory_bytes, 0);
-    }
-}
-
-pub(crate) fn apply(outboxes: &HashMap<u64, Rc<Outbox>>, effect: Effect) {
-    match effect {
-        Effect::Send(id, frame) => {
-            if let Some(outbox) = outboxes.get(&id) {
-                outbox.push(&frame);
-            }
-        }
-        Effect::Broadcast(frame, except) => {
-            for (id, outbox) in outboxes {
-                if !except.contains(id) {
-                    outbox.push(&frame);
-                }
-            }
-        }
-        Effect::Close(id, code, reason) => {
-            if let Some(outbox) = outboxes.get(&id) {
-                outbox.close(code, &reason);
-            }
-        }
     }
 }

@@ -6,8 +6,11 @@
 //! log and to `/plugins`) and [`error`] (why a document cannot open or serve, and the one
 //! answer a client gets for it).
 
+pub mod effects;
 pub mod error;
+pub mod info;
 pub mod instance;
+pub mod journal;
 pub mod leaving;
 pub mod live;
 pub mod outbox;
@@ -15,5 +18,6 @@ pub mod state;
 pub mod trap;
 
 pub use error::{ClientAnswer, DocumentError};
+pub use info::DocumentInfo;
 pub use instance::DocumentConfig;
-pub use live::{Document, DocumentCell, DocumentInfo, DocumentKey, Persistence};
+pub use live::{Document, DocumentCell, DocumentKey, Persistence};

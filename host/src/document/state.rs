@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::document::effects::apply;
 use crate::document::error::DocumentError;
 use crate::document::instance::{DocumentConfig, Instance};
-use crate::document::live::{Document, apply};
+use crate::document::live::Document;
 use crate::document::trap::Trap;
 use crate::guest::HttpRequest;
 use crate::guest::engine::Slot;
@@ -160,7 +161,7 @@ impl Document {
         }
         // What the new version said while restoring goes out like any call's effects.
         for effect in to.effects.drain(..) {
-            apply(&self.outboxes, effect);
+            apply(&self.outboxes, effect, self.last_batch);
         }
         self.instance = Some(fresh);
         plugin.live.fetch_add(1, Ordering::Relaxed);

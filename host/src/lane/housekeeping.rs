@@ -91,16 +91,22 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
             doc.persistence.next_save = Instant::now() + checkpoint;
             tracing::debug!(lane = lane.index, plugin = %key.0, doc = %key.1, "saved with {timers} timer(s) in {:?}", started.elapsed());
             if let Some(export) = export {
-                lane.services.webhooks.emit(
-                    &key.0,
-                    Event {
-                        kind: WebhookEvent::Saved,
-                        document: key.1.clone(),
-                        connection: None,
-                        code: None,
-                        export: Some(export),
-                    },
-                );
+                // The export holds the state as of the document's last record: it leaves
+                // once that record is durable (journal mode).
+                let services = lane.services.clone();
+                let (plugin, document) = key.clone();
+                crate::document::journal::after(doc.last_batch(), move || {
+                    services.webhooks.emit(
+                        &plugin,
+                        Event {
+                            kind: WebhookEvent::Saved,
+                            document,
+                            connection: None,
+                            code: None,
+                            export: Some(export),
+                        },
+                    );
+                });
             }
             Saved::Clean
         }

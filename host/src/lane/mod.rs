@@ -26,6 +26,7 @@ pub mod delivery_log;
 pub mod flusher;
 pub mod handback;
 pub mod housekeeping;
+pub mod journal;
 pub mod lookup;
 pub mod migrate;
 pub mod open;

@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use tokio::net::TcpStream;
 
+use crate::document::DocumentError;
 use crate::guest::HttpRequest;
 use crate::lane::Lane;
 use crate::lane::admission::{answer_headers, origin_allowed, preflight, token_checked};
@@ -95,7 +96,11 @@ pub async fn serve(
         headers,
         body,
     };
-    let response = doc.borrow_mut().request(&request);
+    let mut response = doc.borrow_mut().request(&request);
+    // Journal mode: the answer leaves once the request's record is durable.
+    if response.is_ok() && !crate::lane::journal::durable(&doc).await {
+        response = Err(DocumentError::Moved);
+    }
     drop((doc, charge));
     // Bounded by the write timeout: a client that does not read its answer cannot hold
     // the connection.

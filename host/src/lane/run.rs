@@ -27,6 +27,13 @@ pub async fn run(
     let lane = Rc::new(Lane::new(index, services));
     let health = lane.services.health.clone();
     crate::lane::task::spawn(&health, "flusher", crate::lane::flusher::run(lane.clone()));
+    if let Some(sink) = lane.services.journal.clone() {
+        crate::lane::task::spawn(
+            &health,
+            "journal",
+            crate::lane::journal::run(lane.clone(), sink),
+        );
+    }
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::net::access_token::AccessTokens;
 use crate::net::webhook::Webhooks;
 use crate::store::Storage;
+use crate::store::journal::JournalSink;
 
 /// The process-wide services a lane uses.
 #[derive(Debug)]
@@ -42,6 +43,9 @@ pub struct Services {
     pub settings: SettingsTable,
     /// Each plugin's webhook queue (`[plugin.NAME.webhook]`).
     pub webhooks: Webhooks,
+    /// Where journal-mode documents make their records durable (none if no plugin
+    /// journals).
+    pub journal: Option<Arc<dyn JournalSink>>,
     next_connection: AtomicU64,
 }
 
@@ -69,8 +73,15 @@ impl Services {
             metrics,
             health,
             slots,
+            journal: None,
             next_connection: AtomicU64::new(1),
         })
+    }
+
+    /// These services with `journal` as the sink of journal-mode documents.
+    pub fn with_journal(mut self, journal: Option<Arc<dyn JournalSink>>) -> Services {
+        self.journal = journal;
+        self
     }
 
     /// Reads the access tokens and settings of every plugin from `fresh` (the config

@@ -134,7 +134,9 @@ pub async fn serve(
             timer_at = due;
         }
         // Waiting for room only when this task writes: the flusher's queues wait on no one.
-        let writing = !outbox.is_empty() && (conn.read_done || !outbox.flusher_writes());
+        // (A queue whose front waits for its journal batch is not written: its release
+        // schedules it again.)
+        let writing = outbox.has_writable() && (conn.read_done || !outbox.flusher_writes());
         tokio::select! {
             biased;
             readable = conn.stream.readable(), if !conn.read_done => {
@@ -361,7 +363,7 @@ impl Connection<'_> {
             return Ok(());
         }
         loop {
-            if self.outbox.is_empty() && !self.close_sent {
+            if self.outbox.is_empty() && !self.close_sent && self.outbox.close_releasable() {
                 let close = match (self.client_closed, self.outbox.ending()) {
                     // The client closed: echo its code (none if it gave none).
                     (Some(1005), _) => Some(Vec::new()),
@@ -399,7 +401,13 @@ impl Connection<'_> {
         if written && (self.client_closed.is_some() || self.fail) {
             return true;
         }
-        // The client's stream ended (after our close, or without a close handshake).
+        // The client's stream ended (after our close, or without a close handshake); what
+        // its last messages caused still waits for their journal batch (a client that
+        // shut down its sending side still reads the replies).
+        if self.read_done && !self.fail && self.outbox.has_gated() {
+            self.outbox.wake_on_release();
+            return false;
+        }
         self.read_done && !self.fail
     }
 }

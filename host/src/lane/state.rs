@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, mpsc};
 
-use crate::config::WebhookEvent;
+use crate::config::{Durability, WebhookEvent};
 use crate::document::{DocumentCell, DocumentConfig, DocumentKey};
 use crate::guest::engine::deadline_ticks;
 use crate::lane::commands::{Handover, LaneCommand};
@@ -153,6 +153,7 @@ impl Lane {
             max_timers: config.limits.max_timers,
             deadline_ticks: deadline_ticks(config.guest_deadline_for(plugin)),
             settings: self.services.settings.for_plugin(plugin),
+            journaled: config.durability_for(plugin) == Durability::Journal,
         }
     }
 
@@ -183,6 +184,36 @@ impl Lane {
                 },
             );
         }
+    }
+
+    /// [`Lane::webhook`] for an event an input of journal batch `batch` caused: it is
+    /// queued once that batch is durable (at once for 0).
+    pub fn webhook_after(
+        &self,
+        batch: u64,
+        plugin: &str,
+        kind: WebhookEvent,
+        document: &str,
+        connection: Option<u64>,
+        code: Option<u16>,
+    ) {
+        if !self.services.webhooks.wants(plugin, kind) {
+            return;
+        }
+        let services = self.services.clone();
+        let (plugin, document) = (plugin.to_owned(), document.to_owned());
+        crate::document::journal::after(batch, move || {
+            services.webhooks.emit(
+                &plugin,
+                Event {
+                    kind,
+                    document,
+                    connection,
+                    code,
+                    export: None,
+                },
+            );
+        });
     }
 
     /// Whether the lane is shutting down (new connections get 503). Until the lane

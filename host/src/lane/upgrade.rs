@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use crate::config::WebhookEvent;
 use crate::document::outbox::{CLOSE_TIMEOUT, Outbox};
-use crate::document::{ClientAnswer, DocumentCell};
+use crate::document::{ClientAnswer, DocumentCell, DocumentError};
 use crate::guest::plugin::Plugin;
 use crate::guest::{ConnectInfo, Decision};
 use crate::lane::address_limit::AddressSlot;
@@ -75,7 +75,9 @@ async fn live(lane: Rc<Lane>, upgraded: Upgraded, peer: SocketAddr, guard: Conne
         let doc = doc.borrow();
         (doc.plugin().name.clone(), doc.id().to_owned())
     };
-    lane.webhook(
+    let batch = doc.borrow().last_batch();
+    lane.webhook_after(
+        batch,
         &plugin,
         WebhookEvent::Disconnected,
         &document,
@@ -268,7 +270,11 @@ async fn join(
         subprotocols: offered.clone(),
         remote_address: client.to_string(),
     };
-    let decision = doc.borrow_mut().connect(info, outbox.clone(), claims);
+    let mut decision = doc.borrow_mut().connect(info, outbox.clone(), claims);
+    // Journal mode: the answer leaves once the call's record is durable.
+    if decision.is_ok() && !crate::lane::journal::durable(doc).await {
+        decision = Err(DocumentError::Moved);
+    }
     match decision {
         Ok(Decision::Accept(Some(p))) if !offered.contains(&p) => {
             let doc = doc.borrow();

@@ -16,10 +16,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
+mod journal;
 mod labels;
 mod store;
 mod webhook;
 
+pub use journal::JournalMetrics;
 use labels::{
     CallLabels, CodeLabels, HistogramFamily, LaneLabels, PluginLabels, ReasonLabels, TrapLabels,
     VersionLabels, call_histogram, code_label, save_histogram,
@@ -73,6 +75,7 @@ pub struct Metrics {
     reload_failures: Family<PluginLabels, Counter>,
     store: store::StoreFamilies,
     webhooks: webhook::WebhookFamilies,
+    journal: journal::JournalFamilies,
     /// Per plugin: document memory sizes (a multiset), for the largest document.
     sizes: Mutex<HashMap<String, Sizes>>,
     /// One render at a time: it rebuilds the instance gauges.
@@ -121,6 +124,7 @@ impl Metrics {
             reload_failures: Family::default(),
             store: store::StoreFamilies::new(),
             webhooks: webhook::WebhookFamilies::default(),
+            journal: journal::JournalFamilies::default(),
             sizes: Mutex::new(HashMap::new()),
             rendering: Mutex::new(()),
         };
@@ -229,6 +233,7 @@ impl Metrics {
         );
         m.store.register(r);
         m.webhooks.register(r);
+        m.journal.register(r);
         Metrics { registry, ..m }
     }
 
@@ -261,6 +266,7 @@ impl Metrics {
             rate_limited: self.rate_limited.clone(),
             unapplied: self.unapplied.clone(),
             closes: self.closes.clone(),
+            journal: self.journal.handles(&lane.lane),
         }
     }
 
@@ -353,9 +359,15 @@ pub struct LaneMetrics {
     rate_limited: Family<ReasonLabels, Counter>,
     unapplied: Family<ReasonLabels, Counter>,
     closes: Family<CodeLabels, Counter>,
+    journal: JournalMetrics,
 }
 
 impl LaneMetrics {
+    /// Counts a journal commit of `records` records that took `took`.
+    pub fn journal_commit(&self, ok: bool, took: std::time::Duration, records: usize) {
+        self.journal.commit(ok, took, records);
+    }
+
     /// Counts a message read but not applied.
     pub fn unapplied(&self, why: Unapplied) {
         self.unapplied

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 pub mod file;
+pub mod journal;
 pub mod lease;
 pub mod postgres;
 

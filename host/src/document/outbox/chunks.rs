@@ -77,6 +77,8 @@ pub(super) enum Chunk {
         frames: usize,
         messages: u64,
         message_bytes: u64,
+        /// The journal batch its frames wait for (0: none; see `document::journal`).
+        batch: u64,
     },
     /// One large frame: its header, and its payload shared with other connections.
     Shared {
@@ -84,10 +86,19 @@ pub(super) enum Chunk {
         header_len: u8,
         payload: Bytes,
         message: bool,
+        /// The journal batch it waits for (0: none).
+        batch: u64,
     },
 }
 
 impl Chunk {
+    /// The journal batch the chunk waits for (0: none).
+    pub(super) fn batch(&self) -> u64 {
+        match self {
+            Chunk::Inline { batch, .. } | Chunk::Shared { batch, .. } => *batch,
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
         match self {
             Chunk::Inline { bytes, .. } => bytes.len(),

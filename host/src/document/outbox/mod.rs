@@ -26,10 +26,12 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 use crate::config::FRAME_OVERHEAD;
+use crate::document::journal;
 use crate::net::websocket::frame::{opcode, server_frame_end, server_header};
 
 mod chunks;
 pub mod flush;
+mod gate;
 
 use chunks::{Chunk, INLINE_CHUNK, MAX_SLICES, MIN_CHUNK, Queue};
 pub use chunks::{INLINE_MAX, Written};
@@ -59,6 +61,12 @@ pub struct Outbox {
     max_bytes: usize,
     max_frames: usize,
     ending: RefCell<Ending>,
+    /// The journal batch the close waits for (0: none).
+    close_batch: Cell<u64>,
+    /// The latest journal batch this queue waits on (it is on that batch's list).
+    waits_for: Cell<u64>,
+    /// Its task writes it and waits for releases ([`Outbox::wake_on_release`]).
+    task_waits: Cell<bool>,
     /// The close is the document's leaving (a hand-back, a shutdown): what the client
     /// sends until its own close frame is still applied.
     leaving: Cell<bool>,
@@ -88,6 +96,9 @@ impl Outbox {
             max_bytes,
             max_frames,
             ending: RefCell::new(Ending::Open),
+            close_batch: Cell::new(0),
+            waits_for: Cell::new(0),
+            task_waits: Cell::new(false),
             leaving: Cell::new(false),
             wake: Notify::new(),
             give_up_at: Cell::new(None),
@@ -100,6 +111,12 @@ impl Outbox {
     /// dropped) or if the frame overflowed the queue (the connection is then closed with
     /// 1008 and its queue freed).
     pub fn push(&self, frame: &Frame) -> bool {
+        self.push_in(frame, 0)
+    }
+
+    /// [`Outbox::push`] for a frame an input of journal batch `batch` caused: it leaves
+    /// only once that batch is durable (0: at once).
+    pub fn push_in(&self, frame: &Frame, batch: u64) -> bool {
         if *self.ending.borrow() != Ending::Open {
             return false;
         }
@@ -133,8 +150,11 @@ impl Outbox {
             let encoded = header_len + payload.len();
             let room = match queue.chunks.back_mut() {
                 // A chunk the writer started on may still take frames: only its front
-                // bytes are gone.
-                Some(Chunk::Inline { bytes, .. }) => bytes.len() + encoded <= INLINE_CHUNK,
+                // bytes are gone. Frames of another journal batch start a chunk of their
+                // own: a chunk is released whole.
+                Some(Chunk::Inline {
+                    bytes, batch: b, ..
+                }) => *b == batch && bytes.len() + encoded <= INLINE_CHUNK,
                 _ => false,
             };
             if !room {
@@ -143,6 +163,7 @@ impl Outbox {
                     frames: 0,
                     messages: 0,
                     message_bytes: 0,
+                    batch,
                 });
             }
             let Some(Chunk::Inline {
@@ -150,6 +171,7 @@ impl Outbox {
                 frames,
                 messages,
                 message_bytes,
+                ..
             }) = queue.chunks.back_mut()
             else {
                 unreachable!("an inline chunk was just ensured");
@@ -172,11 +194,16 @@ impl Outbox {
                 header_len: header_len as u8,
                 payload,
                 message,
+                batch,
             });
         }
-        // One write per batch: the whole queue is written at once, so only the first
-        // frame of an empty queue needs to ask for it.
-        if was_empty {
+        drop(queue);
+        if !journal::is_durable(batch) {
+            // Written once its batch is durable (`Outbox::released`).
+            self.wait_for(batch);
+        } else if was_empty {
+            // One write per batch: the whole queue is written at once, so only the first
+            // frame of an empty queue needs to ask for it.
             self.schedule();
         }
         true
@@ -192,11 +219,17 @@ impl Outbox {
         if queue.chunks.is_empty() {
             return Ok(None);
         }
+        let durable = journal::durable();
         let n = {
             let mut slices: [IoSlice<'_>; MAX_SLICES] = [IoSlice::new(&[]); MAX_SLICES];
             let mut used = 0;
             let mut skip = queue.written;
             'chunks: for chunk in &queue.chunks {
+                // What waits for its journal batch, and everything after it, stays.
+                let batch = chunk.batch();
+                if batch > durable {
+                    break;
+                }
                 let parts: [&[u8]; 2] = match chunk {
                     Chunk::Inline { bytes, .. } => [bytes, &[]],
                     Chunk::Shared {
@@ -218,6 +251,10 @@ impl Outbox {
                         break 'chunks;
                     }
                 }
+            }
+            if used == 0 {
+                // Everything queued waits for its journal batch.
+                return Ok(None);
             }
             write(&slices[..used])?
         };
@@ -328,6 +365,7 @@ impl Outbox {
             frames: 1,
             messages: 0,
             message_bytes: 0,
+            batch: 0,
         });
     }
 
@@ -370,6 +408,7 @@ impl Outbox {
             frames,
             messages,
             message_bytes,
+            ..
         } = &mut front
         {
             bytes.truncate(server_frame_end(bytes, written));
@@ -400,141 +439,4 @@ impl Outbox {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::net::websocket::frame::encode;
-
-    /// Writes up to `limit` bytes of the queue into `out`.
-    fn write(o: &Outbox, out: &mut Vec<u8>, limit: usize) -> Option<Written> {
-        o.write_with(|slices| {
-            let before = out.len();
-            for slice in slices {
-                let take = slice.len().min(limit - (out.len() - before));
-                out.extend_from_slice(&slice[..take]);
-            }
-            Ok(out.len() - before)
-        })
-        .expect("infallible")
-    }
-
-    fn encoded(frames: &[(u8, &[u8])]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (op, payload) in frames {
-            encode(&mut out, *op, payload);
-        }
-        out
-    }
-
-    #[test]
-    fn encodes_in_order_and_counts_bytes() {
-        let o = Outbox::new(1 << 20, 10);
-        let big = vec![7u8; INLINE_MAX + 1];
-        assert!(o.push(&Frame::text("ab")));
-        assert!(o.push(&Frame::binary(big.clone())));
-        assert!(o.push(&Frame::Ping(Bytes::new())));
-        assert_eq!(o.queued_bytes(), 4 + big.len() + FRAME_OVERHEAD + 2);
-        let mut out = Vec::new();
-        let written = write(&o, &mut out, usize::MAX).expect("queued");
-        let expected = encoded(&[
-            (opcode::TEXT, b"ab"),
-            (opcode::BINARY, &big),
-            (opcode::PING, b""),
-        ]);
-        assert_eq!(out, expected);
-        assert_eq!(written.messages, 2);
-        assert_eq!(written.message_bytes, 2 + big.len() as u64);
-        assert_eq!(o.queued_bytes(), 0);
-        assert!(o.is_empty());
-        assert_eq!(write(&o, &mut out, usize::MAX), None);
-    }
-
-    #[test]
-    fn short_writes_resume_where_they_stopped() {
-        let o = Outbox::new(1 << 20, 100);
-        let big = vec![1u8; 70_000];
-        let mut frames: Vec<(u8, Vec<u8>)> = Vec::new();
-        for i in 0..30 {
-            let payload = if i % 10 == 3 {
-                big.clone()
-            } else {
-                vec![i as u8; 100 + i]
-            };
-            assert!(o.push(&Frame::binary(payload.clone())));
-            frames.push((opcode::BINARY, payload));
-        }
-        let mut out = Vec::new();
-        let mut messages = 0;
-        while let Some(written) = write(&o, &mut out, 777) {
-            messages += written.messages;
-        }
-        let expected: Vec<(u8, &[u8])> = frames.iter().map(|(op, p)| (*op, &p[..])).collect();
-        assert_eq!(out, encoded(&expected));
-        assert_eq!(messages, 30);
-        assert_eq!(o.queued_bytes(), 0);
-    }
-
-    #[test]
-    fn overflow_closes_with_1008_and_frees_the_queue() {
-        let o = Outbox::new(10, 10);
-        assert!(o.push(&Frame::text("12345")));
-        assert!(!o.push(&Frame::text("1234")));
-        assert_eq!(o.queued_bytes(), 0);
-        assert!(o.is_empty());
-        assert!(matches!(o.ending(), Ending::Close(1008, _)));
-        assert!(!o.push(&Frame::text("x")));
-    }
-
-    #[test]
-    fn a_started_frame_is_finished_whatever_is_dropped() {
-        let o = Outbox::new(1 << 20, 100);
-        assert!(o.push(&Frame::text("first")));
-        assert!(o.push(&Frame::text("second")));
-        let mut out = Vec::new();
-        write(&o, &mut out, 3);
-        o.finish();
-        o.push_close(&[0x03, 0xe8]);
-        while write(&o, &mut out, usize::MAX).is_some() {}
-        let expected = encoded(&[(opcode::TEXT, b"first"), (opcode::CLOSE, &[0x03, 0xe8])]);
-        assert_eq!(out, expected);
-    }
-
-    #[test]
-    fn empty_frames_are_bounded_too() {
-        let o = Outbox::new(1 << 20, 100);
-        for _ in 0..100 {
-            assert!(o.push(&Frame::text("")));
-        }
-        assert!(!o.push(&Frame::text("")));
-        assert!(matches!(o.ending(), Ending::Close(1008, _)));
-        let by_bytes = Outbox::new(20, 1000);
-        for _ in 0..10 {
-            assert!(by_bytes.push(&Frame::binary(Vec::new())));
-        }
-        assert!(!by_bytes.push(&Frame::binary(Vec::new())));
-    }
-
-    #[test]
-    fn a_kicked_connection_takes_no_input_a_leaving_one_does() {
-        let kicked = Outbox::new(100, 10);
-        assert!(kicked.takes_input());
-        kicked.close(4000, "kicked");
-        kicked.close_leaving(1012, "moving");
-        assert!(!kicked.takes_input(), "the consumer's close comes first");
-        assert_eq!(kicked.ending(), Ending::Close(4000, "kicked".into()));
-        let leaving = Outbox::new(100, 10);
-        leaving.close_leaving(1012, "moving");
-        assert!(leaving.takes_input());
-        assert!(!leaving.push(&Frame::text("x")), "nothing more is sent");
-        leaving.finish();
-        assert!(!leaving.takes_input(), "the connection ended");
-    }
-
-    #[test]
-    fn first_close_wins() {
-        let o = Outbox::new(100, 10);
-        o.close(1001, "bye");
-        o.close(1011, "crash");
-        assert_eq!(o.ending(), Ending::Close(1001, "bye".into()));
-        assert!(!o.is_open());
-    }
-}
+mod tests;

@@ -1,0 +1,102 @@
+//! The metrics of the input journal, per lane: commits by outcome, records committed,
+//! and how long a commit takes (which is what a journaled message's output waits).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::metrics::labels::{HistogramFamily, LaneLabels};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct OutcomeLabels {
+    lane: String,
+    outcome: &'static str,
+}
+
+fn commit_histogram() -> Histogram {
+    // 50 µs .. 1 s: a memory sink answers at once, a disk's fsync takes 0.1-10 ms.
+    Histogram::new([
+        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        1.0,
+    ])
+}
+
+/// The journal families (registered once with the others).
+#[derive(Debug, Clone)]
+pub(super) struct JournalFamilies {
+    commits: Family<OutcomeLabels, Counter>,
+    records: Family<LaneLabels, Counter>,
+    seconds: HistogramFamily<LaneLabels>,
+}
+
+impl Default for JournalFamilies {
+    fn default() -> Self {
+        JournalFamilies {
+            commits: Family::default(),
+            records: Family::default(),
+            seconds: Family::new_with_constructor(commit_histogram),
+        }
+    }
+}
+
+impl JournalFamilies {
+    pub(super) fn register(&self, r: &mut Registry) {
+        r.register(
+            "journal_commits",
+            "Batches of journal records committed, by outcome (ok, failed)",
+            self.commits.clone(),
+        );
+        r.register(
+            "journal_records",
+            "Journal records committed",
+            self.records.clone(),
+        );
+        r.register(
+            "journal_commit_seconds",
+            "How long a journal commit took: what a journaled input's output waited",
+            self.seconds.clone(),
+        );
+    }
+
+    pub(super) fn handles(&self, lane: &str) -> JournalMetrics {
+        let labels = LaneLabels {
+            lane: lane.to_owned(),
+        };
+        let outcome = |outcome| {
+            self.commits.get_or_create_owned(&OutcomeLabels {
+                lane: lane.to_owned(),
+                outcome,
+            })
+        };
+        JournalMetrics {
+            ok: outcome("ok"),
+            failed: outcome("failed"),
+            records: self.records.get_or_create_owned(&labels),
+            seconds: self.seconds.get_or_create_owned(&labels),
+        }
+    }
+}
+
+/// One lane's journal handles.
+#[derive(Debug, Clone)]
+pub struct JournalMetrics {
+    ok: Counter,
+    failed: Counter,
+    records: Counter,
+    seconds: Histogram,
+}
+
+impl JournalMetrics {
+    /// Counts a commit of `records` records that took `took`.
+    pub fn commit(&self, ok: bool, took: std::time::Duration, records: usize) {
+        if ok {
+            self.ok.inc();
+            self.records.inc_by(records as u64);
+        } else {
+            self.failed.inc();
+        }
+        self.seconds.observe(took.as_secs_f64());
+    }
+}
