@@ -3,7 +3,6 @@
 //! or atomic, so the lanes share it without waiting on each other.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::{Config, ConfigError};
 use crate::guest::context::SettingsTable;
@@ -42,7 +41,6 @@ pub struct Services {
     pub settings: SettingsTable,
     /// Each plugin's webhook queue (`[plugin.NAME.webhook]`).
     pub webhooks: Webhooks,
-    next_connection: AtomicU64,
 }
 
 impl Services {
@@ -69,7 +67,6 @@ impl Services {
             metrics,
             health,
             slots,
-            next_connection: AtomicU64::new(1),
         })
     }
 
@@ -82,10 +79,5 @@ impl Services {
         SettingsTable::load(fresh)?;
         self.tokens.replace(fresh)?;
         self.settings.replace(fresh)
-    }
-
-    /// A connection id unique in the process.
-    pub fn next_connection_id(&self) -> u64 {
-        self.next_connection.fetch_add(1, Ordering::Relaxed)
     }
 }
