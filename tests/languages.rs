@@ -185,6 +185,7 @@ async fn restores_what_serde_reads(server: &Server, p: &str) -> anyhow::Result<(
             saved_at_ms: 0,
             timers: Vec::new(),
             state: state.as_bytes().to_vec(),
+            continuity: None,
         };
         std::fs::write(
             dir.join(format!("{document}.snap")),

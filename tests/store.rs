@@ -28,6 +28,10 @@ fn snapshot(text: &str) -> Snapshot {
         saved_at_ms: 1,
         timers: vec![(9, 123)],
         state: text.as_bytes().to_vec(),
+        continuity: Some(wasmroom::store::Continuity {
+            seed: [5; 32],
+            next_connection_id: 7,
+        }),
     }
 }
 

@@ -3,16 +3,18 @@
 //! checksum is reached; and as the source of an `arbitrary` snapshot to encode.
 //!
 //! Beyond "no panic": a file that decodes is exactly the encoding of what it decodes to
-//! (one encoding per snapshot, no byte ignored); decode(encode(x)) == x; a file is read
-//! only as the document it names; and a valid file with one byte changed, or cut short,
-//! is refused (the checksum covers every byte), never read as another snapshot.
+//! (one encoding per snapshot, no byte ignored; a version 1 file is written back as
+//! version 1, a version 2 file as version 2); decode(encode(x)) == x, with and without
+//! the version 2 fields; a file is read only as the document it names; and a valid file
+//! with one byte changed, or cut short, is refused (the checksum covers every byte),
+//! never read as another snapshot.
 
 #![no_main]
 
 use arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest, Sha256};
-use wasmroom_wire::snapshot::{Snapshot, decode, encode};
+use wasmroom_wire::snapshot::{Continuity, Snapshot, decode, encode};
 
 /// The plugin and document a file names (`decode` refuses others), or any names.
 fn names(file: &[u8]) -> (String, String) {
@@ -41,6 +43,12 @@ fn built(u: &mut Unstructured<'_>) -> arbitrary::Result<(Snapshot, String, Strin
         saved_at_ms: u.arbitrary()?,
         timers: u.arbitrary()?,
         state: u.arbitrary()?,
+        continuity: u
+            .arbitrary::<Option<([u8; 32], u64)>>()?
+            .map(|(seed, next_connection_id)| Continuity {
+                seed,
+                next_connection_id,
+            }),
     };
     Ok((
         snapshot,

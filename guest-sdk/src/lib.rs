@@ -52,7 +52,8 @@ use wit::wasmroom::consumer::context as c;
 use wit::wasmroom::consumer::host as h;
 use wit::wasmroom::consumer::types as t;
 
-/// Identifies a connection of the document; unique in the host process, never reused.
+/// Identifies a connection of the document: unique within the document, never reused by
+/// it (1, 2, 3... in the order connections ask to join; below 2^53).
 pub type ConnectionId = u64;
 
 /// Identifies a timer of the document. The consumer chooses it.
@@ -394,7 +395,9 @@ pub fn setting(name: &str) -> Option<String> {
     c::setting(name)
 }
 
-/// Milliseconds since the Unix epoch, from the host's clock.
+/// The document's clock: milliseconds since the Unix epoch as of the start of this call.
+/// It does not move during the call (`std::time` reads the same clock) and never goes
+/// backwards; to wait, set a timer.
 pub fn now_ms() -> u64 {
     h::now_ms()
 }

@@ -4,15 +4,21 @@
 //!
 //! ```text
 //! b"WRSNAP\r\n"                magic (the \r\n catches text-mode mangling)
-//! u16                          format version (1)
+//! u16                          format version (2; 1 is still read)
 //! u32 + bytes                  document id
 //! u32 + bytes                  plugin name
 //! u32 + bytes                  plugin version (content hash of the .wasm that wrote it)
-//! u64                          saved at, Unix milliseconds
+//! u64                          saved at, Unix milliseconds (the document's clock)
 //! u32, then (u64, u64) each    pending timers: id, due time in Unix milliseconds
+//! [u8; 32]                     version 2 only: the document's random seed
+//! u64                          version 2 only: the next connection id it gives
 //! u64 + bytes                  the consumer's state (its `snapshot` export)
 //! [u8; 32]                     SHA-256 of everything above
 //! ```
+//!
+//! Version 1 files (written before documents kept a seed and their own connection ids)
+//! decode with no [`Continuity`]; a snapshot without one is written as version 1, so a
+//! file that decodes is always exactly the encoding of what it decodes to.
 
 use sha2::{Digest, Sha256};
 
@@ -27,25 +33,57 @@ pub struct Snapshot {
     pub timers: Vec<(u64, u64)>,
     /// The consumer's state.
     pub state: Vec<u8>,
+    /// What the host keeps beside the state (version 2); `None` in a version 1 file.
+    pub continuity: Option<Continuity>,
+}
+
+/// What a document carries from one host (or run) to the next beside the consumer's
+/// state, so that what its guest observes continues rather than starts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Continuity {
+    /// The key of everything the document's guest draws at random.
+    pub seed: [u8; 32],
+    /// The id the document gives its next connection (ids are never reused by it).
+    pub next_connection_id: u64,
 }
 
 impl Snapshot {
-    /// A hash of what the snapshot holds (state and timers, not when it was taken): two
-    /// snapshots with the same hash need not both be written.
+    /// A hash of what the snapshot holds for the consumer (state, timers, seed; not when
+    /// it was taken, nor the connection-id counter): two snapshots with the same hash
+    /// need not both be written while the document stays in memory. (A host writes a
+    /// moved counter at the latest before the document leaves memory.)
     pub fn content_hash(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         for (id, due) in &self.timers {
             h.update(id.to_le_bytes());
             h.update(due.to_le_bytes());
         }
+        if let Some(c) = &self.continuity {
+            h.update(c.seed);
+        }
         h.update(&self.state);
         h.finalize().into()
     }
+
+    /// Whether the snapshot holds nothing a fresh document would not have: no state, no
+    /// timers, and no connection id given yet. Stores keep no file or row for it.
+    pub fn keeps_nothing(&self) -> bool {
+        self.state.is_empty()
+            && self.timers.is_empty()
+            && self
+                .continuity
+                .is_none_or(|c| c.next_connection_id <= FIRST_CONNECTION_ID)
+    }
 }
 
+/// The id of a document's first connection.
+pub const FIRST_CONNECTION_ID: u64 = 1;
+
 const MAGIC: &[u8; 8] = b"WRSNAP\r\n";
-/// The snapshot format this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The snapshot format this build writes (with [`Continuity`]; it reads 1 and 2).
+pub const FORMAT_VERSION: u16 = 2;
+/// The format before [`Continuity`].
+const VERSION_1: u16 = 1;
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
@@ -56,7 +94,12 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 pub fn encode(s: &Snapshot, plugin: &str, document: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.state.len() + 128);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let version = if s.continuity.is_some() {
+        FORMAT_VERSION
+    } else {
+        VERSION_1
+    };
+    out.extend_from_slice(&version.to_le_bytes());
     put_bytes(&mut out, document.as_bytes());
     put_bytes(&mut out, plugin.as_bytes());
     put_bytes(&mut out, s.plugin_version.as_bytes());
@@ -65,6 +108,10 @@ pub fn encode(s: &Snapshot, plugin: &str, document: &str) -> Vec<u8> {
     for (id, due) in &s.timers {
         out.extend_from_slice(&id.to_le_bytes());
         out.extend_from_slice(&due.to_le_bytes());
+    }
+    if let Some(c) = &s.continuity {
+        out.extend_from_slice(&c.seed);
+        out.extend_from_slice(&c.next_connection_id.to_le_bytes());
     }
     out.extend_from_slice(&(s.state.len() as u64).to_le_bytes());
     out.extend_from_slice(&s.state);
@@ -113,9 +160,9 @@ pub fn decode(bytes: &[u8], plugin: &str, document: &str) -> Result<Snapshot, St
     let (body, digest) = bytes.split_at(bytes.len() - 32);
     let mut r = Reader(&body[MAGIC.len()..]);
     let version = r.u16()?;
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != VERSION_1 {
         return Err(format!(
-            "format version {version}; this wasmroom reads version {FORMAT_VERSION}"
+            "format version {version}; this wasmroom reads versions {VERSION_1} and {FORMAT_VERSION}"
         ));
     }
     if Sha256::digest(body).as_slice() != digest {
@@ -133,6 +180,14 @@ pub fn decode(bytes: &[u8], plugin: &str, document: &str) -> Result<Snapshot, St
     for _ in 0..count {
         timers.push((r.u64()?, r.u64()?));
     }
+    let continuity = if version == VERSION_1 {
+        None
+    } else {
+        Some(Continuity {
+            seed: r.take(32)?.try_into().expect("32 bytes"),
+            next_connection_id: r.u64()?,
+        })
+    };
     let len = r.u64()? as usize;
     let state = r.take(len)?.to_vec();
     if !r.0.is_empty() {
@@ -143,6 +198,7 @@ pub fn decode(bytes: &[u8], plugin: &str, document: &str) -> Result<Snapshot, St
         saved_at_ms,
         timers,
         state,
+        continuity,
     })
 }
 
@@ -156,12 +212,31 @@ mod tests {
             saved_at_ms: 1_700_000_000_000,
             timers: vec![(1, 5), (2, 6)],
             state: b"state".to_vec(),
+            continuity: Some(Continuity {
+                seed: [7; 32],
+                next_connection_id: 42,
+            }),
         }
     }
+
+    /// `chat/room` as the version 1 writer wrote it (`fuzz/corpus/snapshot/chat_with_timers`).
+    const VERSION_1_FILE: &[u8] = &[
+        0x57, 0x52, 0x53, 0x4e, 0x41, 0x50, 0x0d, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x00, 0x00, 0x72,
+        0x6f, 0x6f, 0x6d, 0x04, 0x00, 0x00, 0x00, 0x63, 0x68, 0x61, 0x74, 0x08, 0x00, 0x00, 0x00,
+        0x33, 0x66, 0x32, 0x61, 0x39, 0x63, 0x30, 0x31, 0x00, 0x68, 0xe5, 0xcf, 0x8b, 0x01, 0x00,
+        0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x60, 0x52,
+        0xe6, 0xcf, 0x8b, 0x01, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0,
+        0x3c, 0xe7, 0xcf, 0x8b, 0x01, 0x00, 0x00, 0x1b, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x7b, 0x22, 0x6d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x22, 0x3a, 0x5b, 0x22, 0x68,
+        0x69, 0x22, 0x2c, 0x22, 0x74, 0x68, 0x65, 0x72, 0x65, 0x22, 0x5d, 0x7d, 0x76, 0xa1, 0x85,
+        0x98, 0xf8, 0x5e, 0xc0, 0xde, 0x71, 0x57, 0xac, 0x73, 0xd9, 0x3e, 0xc3, 0xe8, 0xba, 0xe2,
+        0x56, 0x14, 0x28, 0x00, 0xd8, 0x47, 0x50, 0x4d, 0x32, 0xcd, 0xe1, 0xf1, 0xb8, 0x06,
+    ];
 
     #[test]
     fn round_trips_and_rejects_damage() {
         let bytes = encode(&sample(), "chat", "doc");
+        assert_eq!(bytes[8..10], FORMAT_VERSION.to_le_bytes());
         assert_eq!(decode(&bytes, "chat", "doc").unwrap(), sample());
         assert!(
             decode(&bytes, "chat", "other")
@@ -184,5 +259,69 @@ mod tests {
                 .contains("format version 9")
         );
         assert!(decode(b"garbage", "chat", "doc").is_err());
+    }
+
+    #[test]
+    fn version_1_files_still_decode_and_are_written_back_as_they_were() {
+        let old = decode(VERSION_1_FILE, "chat", "room").unwrap();
+        assert_eq!(
+            old,
+            Snapshot {
+                plugin_version: "3f2a9c01".into(),
+                saved_at_ms: 1_700_000_000_000,
+                timers: vec![(1, 1_700_000_060_000), (7, 1_700_000_120_000)],
+                state: br#"{"messages":["hi","there"]}"#.to_vec(),
+                continuity: None,
+            }
+        );
+        assert_eq!(encode(&old, "chat", "room"), VERSION_1_FILE);
+        // The same state with continuity is a version 2 file, and not the same content.
+        let new = Snapshot {
+            continuity: sample().continuity,
+            ..old.clone()
+        };
+        let bytes = encode(&new, "chat", "room");
+        assert_eq!(bytes[8..10], 2u16.to_le_bytes());
+        assert_eq!(bytes.len(), VERSION_1_FILE.len() + 40);
+        assert_eq!(decode(&bytes, "chat", "room").unwrap(), new);
+        assert_ne!(new.content_hash(), old.content_hash());
+    }
+
+    #[test]
+    fn only_a_document_that_gave_no_connection_id_keeps_nothing() {
+        let empty = Snapshot {
+            timers: Vec::new(),
+            state: Vec::new(),
+            continuity: Some(Continuity {
+                seed: [1; 32],
+                next_connection_id: FIRST_CONNECTION_ID,
+            }),
+            ..sample()
+        };
+        assert!(empty.keeps_nothing());
+        assert!(
+            Snapshot {
+                continuity: None,
+                ..empty.clone()
+            }
+            .keeps_nothing()
+        );
+        let connected = Snapshot {
+            continuity: Some(Continuity {
+                seed: [1; 32],
+                next_connection_id: 2,
+            }),
+            ..empty.clone()
+        };
+        assert!(
+            !connected.keeps_nothing(),
+            "its ids must not be given again"
+        );
+        assert_eq!(
+            connected.content_hash(),
+            empty.content_hash(),
+            "a viewer joining changes no content"
+        );
+        assert!(!sample().keeps_nothing());
     }
 }

@@ -1,6 +1,7 @@
 //! A document's consumer instance: created from the plugin's pre-instantiated component
 //! in the pooling allocator, `open` called, every guest call run with the epoch deadline
-//! armed and host panics caught.
+//! armed, from the clock and random stream the document chose for it, and host panics
+//! caught.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +13,8 @@ use crate::document::trap::Trap;
 use crate::guest::context::PluginSettings;
 use crate::guest::engine::Slot;
 use crate::guest::plugin::Plugin;
-use crate::guest::{GuestState, Room};
+use crate::guest::random::Seed;
+use crate::guest::{CallStart, GuestState, Room};
 use crate::metrics::PluginMetrics;
 
 /// What the config gives each document of a plugin: the limits it applies to its
@@ -33,6 +35,19 @@ pub struct DocumentConfig {
     pub journaled: bool,
 }
 
+/// Why an instance is created, and what its first call (`open`) starts from.
+#[derive(Debug, Clone, Copy)]
+pub struct Opening<'a> {
+    /// The document's random seed.
+    pub seed: &'a Seed,
+    /// The clock and random stream of `open`.
+    pub start: CallStart,
+    /// The document's first instance: a trap in `open` counts as a document ended by a
+    /// trap (and becomes the plugin's last error). A migration's instance leaves both to
+    /// its caller.
+    pub count_traps: bool,
+}
+
 /// The instance of a live document.
 pub struct Instance {
     /// The store: the guest's state and the host's per-document state.
@@ -51,16 +66,14 @@ impl std::fmt::Debug for Instance {
 }
 
 impl Instance {
-    /// A fresh instance of `plugin` for document `id`, opened (`open` called). A trap in
-    /// `open` counts as a document ended by a trap (and becomes the plugin's last error)
-    /// when `count_traps` is set; a migration leaves both to its caller.
+    /// A fresh instance of `plugin` for document `id`, opened (`open` called).
     pub fn create(
         plugin: &Plugin,
         id: &str,
         limits: &DocumentConfig,
         metrics: &PluginMetrics,
-        count_traps: bool,
         slot: Slot,
+        opening: Opening<'_>,
     ) -> Result<Instance, DocumentError> {
         let tag: Arc<str> = format!("{}/{}", plugin.name, id).into();
         let engine = plugin.pre.instance_pre().engine().clone();
@@ -72,6 +85,7 @@ impl Instance {
                 limits.max_message_bytes,
                 limits.max_timers,
                 limits.settings.clone(),
+                opening.seed,
             ),
         );
         store.limiter(|state| &mut state.limits);
@@ -92,13 +106,13 @@ impl Instance {
             _slot: slot,
         };
         let started = Instant::now();
-        let opened = instance.guarded(limits.deadline_ticks, |room, store| {
+        let opened = instance.guarded(limits.deadline_ticks, opening.start, |room, store| {
             room.wasmroom_consumer_consumer().call_open(store, id)
         });
         metrics.call("open", started.elapsed());
         let opened = opened.map_err(|e| {
             let trap = Trap::new("open", &e, instance.store.data().stderr_tail());
-            if count_traps {
+            if opening.count_traps {
                 metrics.trapped(&e);
                 trap.report(plugin, id, "the document does not open")
             } else {
@@ -111,16 +125,17 @@ impl Instance {
         Ok(instance)
     }
 
-    /// Runs one guest call with the deadline armed. A panic in a host function (a
-    /// wasmroom bug) must not take the lane down with it: wasmtime resumes it here, and
-    /// it comes back as an error like a trap.
+    /// Runs one guest call from `start` with the deadline armed. A panic in a host
+    /// function (a wasmroom bug) must not take the lane down with it: wasmtime resumes it
+    /// here, and it comes back as an error like a trap.
     pub fn guarded<R>(
         &mut self,
         deadline_ticks: u64,
+        start: CallStart,
         f: impl FnOnce(&Room, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> wasmtime::Result<R> {
         self.store.set_epoch_deadline(deadline_ticks);
-        self.store.data().begin_call();
+        self.store.data_mut().begin_call(start);
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             f(&self.room, &mut self.store)
         }))

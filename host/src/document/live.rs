@@ -23,15 +23,17 @@ use wasmtime::Store;
 
 use crate::document::effects::apply;
 use crate::document::error::{CRASHED, DocumentError};
-use crate::document::instance::{DocumentConfig, Instance};
+use crate::document::instance::{DocumentConfig, Instance, Opening};
 use crate::document::journal;
+use crate::document::lineage::Lineage;
 use crate::document::outbox::Outbox;
 use crate::document::trap::Trap;
 use crate::guest::engine::Slot;
 use crate::guest::plugin::Plugin;
-use crate::guest::{ConnectInfo, Decision, GuestState, HttpRequest, HttpResponse, Message, Room};
+use crate::guest::random::Purpose;
+use crate::guest::{CallStart, GuestState, HttpRequest, HttpResponse, Message, Room};
 use crate::metrics::PluginMetrics;
-use crate::store::Lease;
+use crate::store::{Lease, Snapshot};
 
 /// A document's key: (plugin, document id).
 pub type DocumentKey = (String, String);
@@ -44,6 +46,8 @@ pub struct Document {
     pub(super) plugin: Arc<Plugin>,
     pub(super) id: String,
     pub(super) instance: Option<Instance>,
+    /// Its clock, seed, input count and connection ids.
+    pub(super) lineage: Lineage,
     pub(super) outboxes: HashMap<u64, Rc<Outbox>>,
     pub(super) deadline_ticks: u64,
     /// When the last connection left (or the document opened without one).
@@ -93,6 +97,8 @@ pub struct Persistence {
     /// Hash of the last saved state and timers: a guest call that changed nothing (a
     /// read over HTTP, say) then costs a snapshot call but no write.
     pub saved_hash: Option<[u8; 32]>,
+    /// The connection-id counter as of the last write (or the open).
+    pub saved_ids: u64,
     /// The document's lease in the store: every save carries it.
     pub lease: Lease,
 }
@@ -109,15 +115,26 @@ impl std::fmt::Debug for Document {
 }
 
 impl Document {
-    /// Instantiates `plugin` for document `id` in pool `slot` and calls its `open`.
+    /// Instantiates `plugin` for document `id` in pool `slot` and calls its `open`. A
+    /// document with a snapshot (`saved`, restored next) goes on with its seed,
+    /// connection ids and clock.
     pub fn open(
         plugin: Arc<Plugin>,
         id: &str,
         limits: DocumentConfig,
         metrics: PluginMetrics,
         slot: Slot,
+        saved: Option<&Snapshot>,
     ) -> Result<Document, DocumentError> {
-        let instance = Instance::create(&plugin, id, &limits, &metrics, true, slot)?;
+        let mut lineage = Lineage::of(saved)?;
+        let saved_ids = lineage.continuity().next_connection_id;
+        let start = lineage.input(Instant::now());
+        let opening = Opening {
+            seed: lineage.seed(),
+            start,
+            count_traps: true,
+        };
+        let instance = Instance::create(&plugin, id, &limits, &metrics, slot, opening)?;
         plugin.live.fetch_add(1, Ordering::Relaxed);
         let memory_bytes = instance.store.data().limits.memory_bytes;
         metrics.memory_changed(0, memory_bytes);
@@ -125,6 +142,7 @@ impl Document {
             plugin,
             id: id.to_owned(),
             instance: Some(instance),
+            lineage,
             outboxes: HashMap::new(),
             deadline_ticks: limits.deadline_ticks,
             idle_since: Some(Instant::now()),
@@ -143,6 +161,7 @@ impl Document {
                 failures: 0,
                 next_save: Instant::now(),
                 saved_hash: None,
+                saved_ids,
                 lease: Lease::default(),
             },
             metrics,
@@ -215,8 +234,8 @@ impl Document {
         self.idle_since
     }
 
-    /// Runs one guest call with the deadline armed, then applies its effects. A trap
-    /// crashes the document.
+    /// Runs one guest call, an input of the document, with the deadline armed, then
+    /// applies its effects. A trap crashes the document.
     pub(super) fn call<R>(
         &mut self,
         what: &'static str,
@@ -226,13 +245,37 @@ impl Document {
     }
 
     /// [`Self::call`], timed from `started`: the caller's reading of the clock just
-    /// before. A reader handling several messages of one read starts each call at the
-    /// end of the one before ([`Self::last_activity`]), one clock reading per call
-    /// instead of two.
+    /// before (also the call's clock `D`). A reader handling several messages of one
+    /// read starts each call at the end of the one before ([`Self::last_activity`]), one
+    /// clock reading per call instead of two.
     pub(super) fn call_since<R>(
         &mut self,
         what: &'static str,
         started: Instant,
+        f: impl FnOnce(&Room, &mut Store<GuestState>) -> wasmtime::Result<R>,
+    ) -> Result<R, DocumentError> {
+        let start = self.lineage.input(started);
+        self.run(what, started, start, f)
+    }
+
+    /// A guest call that is no input of the document (`purpose`: a snapshot, the export
+    /// for a webhook), which the host makes when it chooses.
+    pub(super) fn call_aside<R>(
+        &mut self,
+        what: &'static str,
+        purpose: Purpose,
+        f: impl FnOnce(&Room, &mut Store<GuestState>) -> wasmtime::Result<R>,
+    ) -> Result<R, DocumentError> {
+        let started = Instant::now();
+        let start = self.lineage.aside(started, purpose);
+        self.run(what, started, start, f)
+    }
+
+    fn run<R>(
+        &mut self,
+        what: &'static str,
+        started: Instant,
+        start: CallStart,
         f: impl FnOnce(&Room, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, DocumentError> {
         let Some(instance) = self.instance.as_mut() else {
@@ -243,7 +286,7 @@ impl Document {
                 "the consumer crashed earlier".into(),
             ));
         };
-        let result = instance.guarded(self.deadline_ticks, f);
+        let result = instance.guarded(self.deadline_ticks, start, f);
         self.last_activity = Instant::now();
         self.metrics
             .call(what, self.last_activity.saturating_duration_since(started));
@@ -301,68 +344,6 @@ impl Document {
         error
     }
 
-    /// A connection asks to join, with the claims of its verified access token, if any.
-    /// `outbox` receives what the guest sends it, even before the upgrade completes. On
-    /// rejection the connection is forgotten.
-    pub fn connect(
-        &mut self,
-        info: ConnectInfo,
-        outbox: Rc<Outbox>,
-        claims: Option<Arc<str>>,
-    ) -> Result<Decision, DocumentError> {
-        let id = info.id;
-        self.attach(id, outbox, claims);
-        let mut decision = self.call("on-connect", |room, store| {
-            room.wasmroom_consumer_consumer()
-                .call_on_connect(store, &info)
-        });
-        if let Ok(Decision::Reject(r)) = &mut decision
-            && !(400..=599).contains(&r.status)
-        {
-            self.output_corrected(
-                format_args!("refused a connection with status {}", r.status),
-                403,
-            );
-            r.status = 403;
-        }
-        if matches!(decision, Ok(Decision::Accept(_))) {
-            self.had_sockets = true;
-        } else {
-            self.detach(id);
-        }
-        decision
-    }
-
-    fn attach(&mut self, id: u64, outbox: Rc<Outbox>, claims: Option<Arc<str>>) {
-        if let Some(instance) = self.instance.as_mut() {
-            let state = instance.store.data_mut();
-            state.connections.insert(id);
-            if let Some(claims) = claims {
-                state.claims.insert(id, claims);
-            }
-        }
-        self.outboxes.insert(id, outbox);
-        self.idle_since = None;
-    }
-
-    fn detach(&mut self, id: u64) -> bool {
-        if let Some(instance) = self.instance.as_mut() {
-            let state = instance.store.data_mut();
-            state.connections.remove(&id);
-            state.closing.remove(&id);
-            state.claims.remove(&id);
-        }
-        let known = self.outboxes.remove(&id).is_some();
-        if self.outboxes.is_empty() {
-            self.emptied.notify_waiters();
-        }
-        if self.outboxes.is_empty() && self.idle_since.is_none() {
-            self.idle_since = Some(Instant::now());
-            self.wake.notify_one();
-        }
-        known
-    }
-
     /// A message from connection `id`, handed over at `now` (a recent reading of the
     /// clock; see [`Self::call_since`]).
     pub fn message(&mut self, id: u64, msg: &Message, now: Instant) -> Result<(), DocumentError> {
@@ -373,22 +354,26 @@ impl Document {
         })
     }
 
-    /// Connection `id` left with `code`.
-    pub fn disconnect(&mut self, id: u64, code: u16) {
-        if self.detach(id) && self.instance.is_some() {
-            let _ = self.call("on-disconnect", |room, store| {
-                room.wasmroom_consumer_consumer()
-                    .call_on_disconnect(store, id, code)
-            });
-        }
-    }
-
     /// An HTTP request to the document.
     pub fn request(&mut self, req: &HttpRequest) -> Result<HttpResponse, DocumentError> {
-        let mut response = self.call("on-request", |room, store| {
+        self.answer(req, None)
+    }
+
+    /// Asks the consumer `req`: a client's request (an input), or the host's own for
+    /// `purpose`.
+    pub(super) fn answer(
+        &mut self,
+        req: &HttpRequest,
+        purpose: Option<Purpose>,
+    ) -> Result<HttpResponse, DocumentError> {
+        let on_request = |room: &Room, store: &mut Store<GuestState>| {
             room.wasmroom_consumer_consumer()
                 .call_on_request(store, req)
-        })?;
+        };
+        let mut response = match purpose {
+            None => self.call("on-request", on_request),
+            Some(purpose) => self.call_aside("on-request", purpose, on_request),
+        }?;
         // 1xx (101 above all) would change what the connection is; 0 and 600+ are not
         // statuses at all.
         if !(200..=599).contains(&response.status) {
@@ -402,7 +387,7 @@ impl Document {
     }
 
     /// Logs (once per document) that the consumer's output was replaced by `instead`.
-    fn output_corrected(&mut self, what: std::fmt::Arguments<'_>, instead: u16) {
+    pub(super) fn output_corrected(&mut self, what: std::fmt::Arguments<'_>, instead: u16) {
         if !std::mem::replace(&mut self.output_corrected, true) {
             tracing::warn!(
                 plugin = %self.plugin.name,

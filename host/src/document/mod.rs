@@ -1,17 +1,21 @@
 //! One live document, knowing nothing of lanes or sockets: [`live`] (the document, its
-//! guest calls and their effects, traps), [`instance`] (its consumer instance and the
-//! deadline), [`outbox`] (a connection's bounded queue of frames), [`state`] (snapshot,
-//! restore, migration to a new plugin version), [`leaving`] (draining its sockets before
-//! it leaves this host, or retiring it at once), [`trap`] (what a trap reports, to the
-//! log and to `/plugins`) and [`error`] (why a document cannot open or serve, and the one
-//! answer a client gets for it).
+//! guest calls and their effects, traps), [`connections`] (the ids it gives, joining and
+//! leaving), [`lineage`] (its clock, random seed and connection-id counter: what each
+//! call starts from), [`instance`] (its consumer instance and the deadline), [`outbox`]
+//! (a connection's bounded queue of frames), [`state`] (snapshot, restore, migration to
+//! a new plugin version), [`leaving`] (draining its sockets before it leaves this host,
+//! or retiring it at once), [`trap`] (what a trap reports, to the log and to `/plugins`)
+//! and [`error`] (why a document cannot open or serve, and the one answer a client gets
+//! for it).
 
+pub mod connections;
 pub mod effects;
 pub mod error;
 pub mod info;
 pub mod instance;
 pub mod journal;
 pub mod leaving;
+pub mod lineage;
 pub mod live;
 pub mod outbox;
 pub mod state;

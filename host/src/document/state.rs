@@ -2,28 +2,25 @@
 //! `restore` into a fresh instance, and migration to a new plugin version (hot reload).
 //!
 //! Pending timers travel with the state as wall-clock due times, so a restart or a
-//! reload keeps them.
+//! reload keeps them; the document's seed and connection-id counter travel with it too
+//! ([`crate::document::lineage`]), and its clock as of the snapshot (`saved_at_ms`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::document::effects::apply;
 use crate::document::error::DocumentError;
-use crate::document::instance::{DocumentConfig, Instance};
+use crate::document::instance::{DocumentConfig, Instance, Opening};
 use crate::document::live::Document;
 use crate::document::trap::Trap;
 use crate::guest::HttpRequest;
+use crate::guest::clock::unix_ms;
 use crate::guest::engine::Slot;
 use crate::guest::plugin::Plugin;
+use crate::guest::random::Purpose;
 use crate::net::webhook::Export;
 use crate::store::Snapshot;
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 impl Document {
     /// Hands a saved state to the fresh instance (`restore`) and re-arms its timers. A
@@ -68,16 +65,19 @@ impl Document {
         Ok(())
     }
 
-    /// Whether the state may have changed since the last successful save.
+    /// Whether the state may have changed since the last successful save, or the
+    /// document must not leave memory before its connection-id counter is written
+    /// ([`Document::ids_unsaved`]).
     pub fn is_dirty(&self) -> bool {
-        self.changes != self.saved && self.instance.is_some()
+        (self.changes != self.saved || self.ids_unsaved()) && self.instance.is_some()
     }
 
-    /// Takes a snapshot: the guest's state and the pending timers. Returns it with the
-    /// change count it reflects, for [`Document::mark_saved`].
+    /// Takes a snapshot: the guest's state, the pending timers, the document's seed and
+    /// connection-id counter, and its clock. Returns it with the change count it
+    /// reflects, for [`Document::mark_saved`].
     pub fn snapshot(&mut self) -> Result<(Snapshot, u64), DocumentError> {
         let generation = self.changes;
-        let state = self.call("snapshot", |room, store| {
+        let state = self.call_aside("snapshot", Purpose::Snapshot, |room, store| {
             room.wasmroom_consumer_consumer().call_snapshot(store)
         })?;
         let now = Instant::now();
@@ -100,9 +100,10 @@ impl Document {
         Ok((
             Snapshot {
                 plugin_version: self.plugin.version.clone(),
-                saved_at_ms: now_ms,
+                saved_at_ms: self.lineage.clock_ms(),
                 timers,
                 state,
+                continuity: Some(self.lineage.continuity()),
             },
             generation,
         ))
@@ -125,8 +126,17 @@ impl Document {
             return Ok(());
         }
         let (snapshot, _) = self.snapshot()?;
-        // A trap here leaves the document on its old version: not counted as one that ended.
-        let mut fresh = Instance::create(&plugin, &self.id, limits, &self.metrics, false, slot)?;
+        let now = Instant::now();
+        let start = self.lineage.aside(now, Purpose::ReloadOpen);
+        let opening = Opening {
+            seed: self.lineage.seed(),
+            start,
+            // A trap here leaves the document on its old version: not counted as one
+            // that ended.
+            count_traps: false,
+        };
+        let mut fresh = Instance::create(&plugin, &self.id, limits, &self.metrics, slot, opening)?;
+        let restoring = self.lineage.aside(now, Purpose::ReloadRestore);
         // The new version sees the document's connections while it restores (it may
         // rebuild presence from `connections()` or greet them).
         {
@@ -137,7 +147,7 @@ impl Document {
             to.claims = old.claims.clone();
         }
         let restored = fresh
-            .guarded(limits.deadline_ticks, |room, store| {
+            .guarded(limits.deadline_ticks, restoring, |room, store| {
                 room.wasmroom_consumer_consumer()
                     .call_restore(store, &snapshot.state)
             })
@@ -175,8 +185,9 @@ impl Document {
 
     /// The consumer's own export of the document for a `saved` webhook: its answer to
     /// `GET /docs/{plugin}/{document}` when that is 200, else `state` (the snapshot's
-    /// bytes). The call counts as a change, so the next checkpoint takes one more
-    /// snapshot, finds it equal to the saved one and writes nothing.
+    /// bytes). The call is no input of the document, but counts as a change, so the next
+    /// checkpoint takes one more snapshot, finds it equal to the saved one and writes
+    /// nothing.
     pub fn export(&mut self, state: &[u8]) -> Export {
         let get = HttpRequest {
             method: "GET".into(),
@@ -185,7 +196,7 @@ impl Document {
             headers: Vec::new(),
             body: Vec::new(),
         };
-        match self.request(&get) {
+        match self.answer(&get, Some(Purpose::Export)) {
             Ok(r) if r.status == 200 => Export::Consumer {
                 content_type: r
                     .headers

@@ -1,29 +1,75 @@
 //! The plugin settings behind `wasmroom:consumer/context` (added in 0.1.1; the host
 //! functions are in [`crate::guest::host`]): `[plugin.NAME.settings]` live in one cell
 //! per plugin that every document of the plugin shares, so a config reload (SIGHUP)
-//! reaches live documents at their next call.
+//! reaches live documents at their next call. Each document reads its own copy
+//! ([`DocumentSettings`]), taken before a call when the cell has changed: one call sees
+//! one set of settings, whenever the SIGHUP comes.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::config::{Config, ConfigError};
 
+type Values = Arc<BTreeMap<String, String>>;
+
 /// One plugin's settings, as of the last (re)load of the config.
 #[derive(Debug, Default)]
-pub struct PluginSettings(RwLock<Arc<BTreeMap<String, String>>>);
+pub struct PluginSettings {
+    values: RwLock<Values>,
+    /// Bumped by every (re)load, under the lock; read without it to see whether a copy
+    /// is current.
+    generation: AtomicU64,
+}
 
 impl PluginSettings {
-    /// The value of `name`, if set.
+    /// The value of `name`, if set, as of now.
     pub fn get(&self, name: &str) -> Option<String> {
-        self.0
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        self.current().1.get(name).cloned()
+    }
+
+    fn current(&self) -> (u64, Values) {
+        let values = self.values.read().unwrap_or_else(|p| p.into_inner());
+        (self.generation.load(Ordering::Acquire), values.clone())
     }
 
     fn set(&self, values: BTreeMap<String, String>) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(values);
+        let mut current = self.values.write().unwrap_or_else(|p| p.into_inner());
+        *current = Arc::new(values);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// A document's copy of its plugin's settings, refreshed between calls only.
+#[derive(Debug)]
+pub struct DocumentSettings {
+    cell: Arc<PluginSettings>,
+    generation: u64,
+    values: Values,
+}
+
+impl DocumentSettings {
+    /// A copy of `cell` as it is now.
+    pub fn new(cell: Arc<PluginSettings>) -> DocumentSettings {
+        let (generation, values) = cell.current();
+        DocumentSettings {
+            cell,
+            generation,
+            values,
+        }
+    }
+
+    /// Takes the plugin's settings again if they changed (before a call: never during
+    /// one).
+    pub fn refresh(&mut self) {
+        if self.cell.generation.load(Ordering::Acquire) != self.generation {
+            (self.generation, self.values) = self.cell.current();
+        }
+    }
+
+    /// The value of `name` in this copy, if set.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.values.get(name).cloned()
     }
 }
 
@@ -109,5 +155,25 @@ mod tests {
         );
         table.replace(&Config::default()).unwrap();
         assert_eq!(chat.get("greeting"), None);
+    }
+
+    #[test]
+    fn a_documents_copy_changes_only_when_refreshed() {
+        let first: Config = toml::from_str("[plugin.chat.settings]\ngreeting = \"hello\"").unwrap();
+        let table = SettingsTable::load(&first).unwrap();
+        let mut copy = DocumentSettings::new(table.for_plugin("chat"));
+        let second: Config =
+            toml::from_str("[plugin.chat.settings]\ngreeting = \"bonjour\"").unwrap();
+        table.replace(&second).unwrap();
+        assert_eq!(
+            copy.get("greeting").as_deref(),
+            Some("hello"),
+            "a reload in the middle of a call changes nothing in it"
+        );
+        copy.refresh();
+        assert_eq!(copy.get("greeting").as_deref(), Some("bonjour"));
+        table.replace(&Config::default()).unwrap();
+        copy.refresh();
+        assert_eq!(copy.get("greeting"), None);
     }
 }

@@ -9,12 +9,21 @@
 //! exceed the `vm.max_map_count` of the kernel however many documents are live. Each pool
 //! can hold every document (any plugin may have them all); what is reserved twice is
 //! address space, not memory, and [`Slots`] counts the documents of both.
+//!
+//! Both engines make what a guest computes a function of its input alone, the same on
+//! every host of a cluster (x86-64 or aarch64) and across wasmtime upgrades, so that a
+//! document's inputs replayed give the same document: NaNs are canonical, relaxed SIMD
+//! takes its deterministic semantics, there are no threads or shared memories, the Wasm
+//! proposals a guest may use are [pinned](PROPOSALS) rather than left to wasmtime's
+//! defaults, and the stack a call may use is [stated](MAX_WASM_STACK). NaN
+//! canonicalization costs float-heavy code a few instructions per float operation;
+//! the bundled consumers barely use floats.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, WasmFeatures};
 
 use crate::config::Config;
 use crate::guest::initial_memory::MemorySetup;
@@ -34,6 +43,44 @@ const TABLES_PER_DOCUMENT: u32 = 4;
 /// its document closes or migrates. What the pool then keeps resident is bounded by
 /// this times the number of table slots ever used (16 KiB per document at most).
 const TABLE_KEEP_RESIDENT: usize = 4096;
+
+/// The WebAssembly proposals guests may use: exactly what wasmtime 48 enables by default
+/// for components with this crate's wasmtime features (no `gc`, so no GC types or
+/// exceptions), less threads (shared memories and atomics would make a guest's result
+/// depend on scheduling). Stated, not inherited, so that a wasmtime upgrade cannot change
+/// what a guest may do (and how a recorded document replays) without this line changing.
+pub const PROPOSALS: WasmFeatures = WasmFeatures::FLOATS
+    .union(WasmFeatures::MUTABLE_GLOBAL)
+    .union(WasmFeatures::SATURATING_FLOAT_TO_INT)
+    .union(WasmFeatures::SIGN_EXTENSION)
+    .union(WasmFeatures::MULTI_VALUE)
+    .union(WasmFeatures::BULK_MEMORY)
+    .union(WasmFeatures::REFERENCE_TYPES)
+    .union(WasmFeatures::SIMD)
+    .union(WasmFeatures::RELAXED_SIMD)
+    .union(WasmFeatures::TAIL_CALL)
+    .union(WasmFeatures::EXTENDED_CONST)
+    .union(WasmFeatures::FUNCTION_REFERENCES)
+    .union(WasmFeatures::GC)
+    .union(WasmFeatures::MULTI_MEMORY)
+    .union(WasmFeatures::MEMORY64)
+    .union(WasmFeatures::COMPONENT_MODEL);
+
+/// The native stack one guest call may use (wasmtime 48's default), stated so that every
+/// host of a cluster gives a deep recursion the same room. How deep that is also depends
+/// on the code Cranelift makes of it, so it is the same only for the same wasmtime on the
+/// same architecture.
+pub const MAX_WASM_STACK: usize = 512 << 10;
+
+/// Makes `wasm` deterministic: NaN canonicalization, deterministic relaxed SIMD, the
+/// [`PROPOSALS`] and nothing else, [`MAX_WASM_STACK`].
+fn deterministic(wasm: &mut wasmtime::Config) {
+    wasm.wasm_features(WasmFeatures::all(), false)
+        .wasm_features(PROPOSALS, true)
+        .cranelift_nan_canonicalization(true)
+        .relaxed_simd_deterministic(true)
+        .max_wasm_stack(MAX_WASM_STACK);
+}
 
 /// Why the engine could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +158,7 @@ fn engine(config: &Config, setup: MemorySetup) -> Result<Engine, EngineError> {
         .memory_reservation_for_growth(0)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         .memory_init_cow(setup == MemorySetup::Mapped);
+    deterministic(&mut wasm);
     Engine::new(&wasm).map_err(|source| EngineError {
         documents,
         memory,
@@ -249,6 +297,92 @@ mod tests {
     }
 
     use super::*;
+
+    /// A core module (hand-assembled) exporting `nan(a: f64, b: f64) -> i64`, the bits
+    /// of `a / b`, and `trunc(x: f32) -> i32`, lane 0 of
+    /// `i32x4.relaxed_trunc_f32x4_s(f32x4.splat(x))`.
+    const FLOATS_MODULE: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+        0x01, 0x0c, 0x02, // types: 2
+        0x60, 0x02, 0x7c, 0x7c, 0x01, 0x7e, // (f64, f64) -> i64
+        0x60, 0x01, 0x7d, 0x01, 0x7f, // (f32) -> i32
+        0x03, 0x03, 0x02, 0x00, 0x01, // functions: type 0, type 1
+        0x07, 0x0f, 0x02, // exports: 2
+        0x03, b'n', b'a', b'n', 0x00, 0x00, // "nan" = func 0
+        0x05, b't', b'r', b'u', b'n', b'c', 0x00, 0x01, // "trunc" = func 1
+        0x0a, 0x17, 0x02, // code: 2 bodies
+        0x08, 0x00, 0x20, 0x00, 0x20, 0x01, 0xa3, 0xbd, 0x0b, // f64.div, i64.reinterpret
+        0x0c, 0x00, 0x20, 0x00, 0xfd, 0x13, 0xfd, 0x81, 0x02, 0xfd, 0x1b, 0x00,
+        0x0b, // f32x4.splat, i32x4.relaxed_trunc_f32x4_s, i32x4.extract_lane 0
+    ];
+
+    fn floats() -> (wasmtime::Store<()>, wasmtime::Instance) {
+        let config = Config {
+            ports: vec![0],
+            ..Config::default()
+        };
+        let mut small = config.clone();
+        small.limits.max_documents = 1;
+        let engine = engine(&small, MemorySetup::Copied).unwrap();
+        let module = wasmtime::Module::new(&engine, FLOATS_MODULE).unwrap();
+        let mut store = wasmtime::Store::new(&engine, ());
+        store.set_epoch_deadline(1000);
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        (store, instance)
+    }
+
+    #[test]
+    fn nans_are_canonical() {
+        let (mut store, instance) = floats();
+        let nan = instance
+            .get_typed_func::<(f64, f64), i64>(&mut store, "nan")
+            .unwrap();
+        // x86-64 makes 0/0 a NaN with its sign bit set; Wasm's canonical NaN has none.
+        let bits = nan.call(&mut store, (0.0, 0.0)).unwrap() as u64;
+        assert_eq!(bits, 0x7ff8_0000_0000_0000, "{bits:#x}");
+        // A NaN's payload is not carried through.
+        let payload = f64::from_bits(0x7ff4_0000_0000_0001);
+        let bits = nan.call(&mut store, (payload, 1.0)).unwrap() as u64;
+        assert_eq!(bits, 0x7ff8_0000_0000_0000, "{bits:#x}");
+    }
+
+    #[test]
+    fn relaxed_simd_is_deterministic() {
+        let (mut store, instance) = floats();
+        let trunc = instance
+            .get_typed_func::<f32, i32>(&mut store, "trunc")
+            .unwrap();
+        // The deterministic semantics are the saturating ones: NaN is 0 everywhere (x86's
+        // own instruction says i32::MIN).
+        assert_eq!(trunc.call(&mut store, f32::NAN).unwrap(), 0);
+        assert_eq!(trunc.call(&mut store, 1e10).unwrap(), i32::MAX);
+    }
+
+    #[test]
+    fn the_pinned_proposals_are_wasmtimes_defaults_less_threads() {
+        use std::hash::{Hash, Hasher};
+        // Two engines compile alike only if their features (and the rest of their
+        // compile settings) agree.
+        let compatibility = |wasm: &wasmtime::Config| {
+            let engine = Engine::new(wasm).unwrap();
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut hasher);
+            hasher.finish()
+        };
+        let mut pinned = wasmtime::Config::new();
+        pinned.wasm_features(WasmFeatures::all(), false);
+        pinned.wasm_features(PROPOSALS, true);
+        assert_eq!(
+            compatibility(&wasmtime::Config::new()),
+            compatibility(&pinned),
+            "wasmtime's default proposals changed: review PROPOSALS"
+        );
+        pinned.wasm_features(WasmFeatures::TAIL_CALL, false);
+        assert_ne!(
+            compatibility(&wasmtime::Config::new()),
+            compatibility(&pinned)
+        );
+    }
 
     #[test]
     fn deadlines_round_up_to_ticks() {

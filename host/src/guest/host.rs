@@ -1,9 +1,10 @@
 //! The host functions a consumer calls (`wasmroom:consumer/host`): each checks its
 //! arguments against the document's state and records an [`Effect`], or answers at once
 //! (`connections`, `now-ms`, `log`). None does I/O. Also `wasmroom:consumer/context`
-//! (0.1.1): a connection's token claims and the plugin's settings.
+//! (0.1.1): a connection's token claims and the plugin's settings (the document's copy,
+//! the same for the whole call).
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message as Frame;
@@ -94,10 +95,9 @@ impl host::Host for GuestState {
         }
     }
 
+    /// The document's clock for this call: the same for every read within it.
     fn now_ms(&mut self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
+        self.clock.now_ms()
     }
 }
 
@@ -129,7 +129,7 @@ mod tests {
     use crate::guest::bindings::wasmroom::consumer::host::Host;
 
     fn state() -> GuestState {
-        let mut s = GuestState::new("t/d".into(), 1 << 20, 10, 2, Default::default());
+        let mut s = GuestState::new("t/d".into(), 1 << 20, 10, 2, Default::default(), &[0; 32]);
         s.connections.insert(1);
         s
     }

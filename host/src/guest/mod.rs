@@ -2,8 +2,9 @@
 //! plugin: [`initial_memory`]), plugins compiled and checked ([`plugin`]) and their
 //! current versions ([`registry`]), the bindings generated from `wit/` ([`bindings`]),
 //! the state each document's store carries ([`state`]), the host functions a consumer
-//! calls ([`host`], [`context`]), pending timers ([`timers`]), WASI ([`wasi`]) and what consumers write to stdout and
-//! stderr ([`output`]).
+//! calls ([`host`], [`context`]), pending timers ([`timers`]), WASI ([`wasi`]), what
+//! consumers write to stdout and stderr ([`output`]), and what makes a call depend on its
+//! input only: the frozen clock ([`clock`]) and the document's random ([`random`]).
 //!
 //! Host functions never touch sockets. They check their arguments against the document's
 //! state, then record an [`Effect`]; the document applies the effects in order once the
@@ -11,12 +12,14 @@
 //! `Send`, as wasmtime requires, while the lane's own state stays `!Send`.
 
 pub mod bindings;
+pub mod clock;
 pub mod context;
 pub mod engine;
 pub mod host;
 pub mod initial_memory;
 pub mod output;
 pub mod plugin;
+pub mod random;
 pub mod registry;
 pub mod state;
 pub mod timers;
@@ -27,4 +30,4 @@ pub use bindings::{
     Room, RoomPre,
 };
 pub use host::{frame, truncate_reason, valid_close_code};
-pub use state::{Effect, GuestState, MeteredLimits};
+pub use state::{CallStart, Effect, GuestState, MeteredLimits};

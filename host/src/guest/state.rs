@@ -1,6 +1,7 @@
 //! The data of one document's store: WASI's context, the memory caps (metered for the
-//! metrics), the effects of the current call, the connections the guest may address and
-//! its pending timers.
+//! metrics), the effects of the current call, the connections the guest may address,
+//! its pending timers, and what each call starts from (its frozen clock, its random
+//! stream, its copy of the settings).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -11,9 +12,21 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::WasiCtx;
 
 use crate::guest::bindings::{HostError, Message};
-use crate::guest::context::PluginSettings;
+use crate::guest::clock::{CallClock, FrozenTime};
+use crate::guest::context::{DocumentSettings, PluginSettings};
 use crate::guest::output::{GuestOutput, Stream};
+use crate::guest::random::{CallStream, Seed};
 use crate::guest::timers::TimerTable;
+use crate::guest::wasi::Sources;
+
+/// What a guest call starts from, chosen by the document before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallStart {
+    /// The document's clock `D` for the whole call, in Unix milliseconds.
+    pub clock_ms: u64,
+    /// The random stream the call draws from ([`crate::guest::random::stream_id`]).
+    pub stream: u64,
+}
 
 /// Something a guest asked for during a call, applied by the document afterwards.
 #[derive(Debug)]
@@ -44,8 +57,12 @@ pub struct GuestState {
     pub timers_changed: bool,
     /// The verified token claims (JSON) of connections that presented one.
     pub claims: HashMap<u64, Arc<str>>,
-    /// The plugin's settings.
-    pub(crate) settings: Arc<PluginSettings>,
+    /// The document's copy of the plugin's settings.
+    pub(crate) settings: DocumentSettings,
+    /// The current call's clock, read by `now-ms` and the WASI clocks.
+    pub(crate) clock: CallClock,
+    /// The current call's random stream.
+    stream: CallStream,
     pub(crate) max_message_bytes: usize,
     pub(crate) max_timers: u32,
     /// `plugin/document`, for log lines.
@@ -118,19 +135,28 @@ impl std::fmt::Debug for GuestState {
 }
 
 impl GuestState {
-    /// State for a new document. WASI is linked but grants nothing: no files, network,
-    /// environment or arguments; stdout and stderr go to the log.
+    /// State for a new document whose random seed is `seed`. WASI is linked but grants
+    /// nothing: no files, network, environment or arguments; stdout and stderr go to the
+    /// log; time and random come from the document.
     pub fn new(
         tag: Arc<str>,
         max_memory_bytes: usize,
         max_message_bytes: usize,
         max_timers: u32,
         settings: Arc<PluginSettings>,
+        seed: &Seed,
     ) -> GuestState {
         let stdout = GuestOutput::new(tag.clone(), Stream::Stdout);
         let stderr = GuestOutput::new(tag.clone(), Stream::Stderr);
+        let clock = CallClock::default();
+        let stream = CallStream::default();
+        let sources = Sources {
+            clock: &clock,
+            seed,
+            streams: &stream,
+        };
         GuestState {
-            wasi: crate::guest::wasi::context(&stdout, &stderr),
+            wasi: crate::guest::wasi::context(&stdout, &stderr, sources),
             table: ResourceTable::new(),
             limits: MeteredLimits {
                 limits: StoreLimitsBuilder::new()
@@ -146,7 +172,9 @@ impl GuestState {
             timers: TimerTable::default(),
             timers_changed: false,
             claims: HashMap::new(),
-            settings,
+            settings: DocumentSettings::new(settings),
+            clock,
+            stream,
             max_message_bytes,
             max_timers,
             tag,
@@ -154,9 +182,13 @@ impl GuestState {
         }
     }
 
-    /// A guest call begins: what the guest writes to stderr from now on is what a trap
-    /// of this call reports.
-    pub fn begin_call(&self) {
+    /// A guest call begins from `start`: its clock and random stream are set, the
+    /// settings taken again if they changed, and what the guest writes to stderr from
+    /// now on is what a trap of this call reports.
+    pub fn begin_call(&mut self, start: CallStart) {
+        self.clock.set(start.clock_ms);
+        self.stream.begin(start.stream);
+        self.settings.refresh();
         self.stderr.begin_call();
     }
 
@@ -185,6 +217,12 @@ impl GuestState {
             return Err(HostError::Closing);
         }
         Ok(())
+    }
+}
+
+impl FrozenTime for GuestState {
+    fn frozen_time(&mut self) -> (&CallClock, &mut ResourceTable) {
+        (&self.clock, &mut self.table)
     }
 }
 

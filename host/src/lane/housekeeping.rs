@@ -51,7 +51,7 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
             Err(_) => return Saved::Skipped, // crashed: logged by the document
         };
         let hash = snapshot.content_hash();
-        if doc.persistence.saved_hash == Some(hash) {
+        if doc.persistence.saved_hash == Some(hash) && !doc.ids_unsaved() {
             doc.mark_saved(generation);
             doc.persistence.next_save = Instant::now() + lane.services.config.checkpoint_interval();
             return Saved::Clean;
@@ -67,6 +67,7 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
         (snapshot, generation, hash, export)
     };
     let timers = snapshot.timers.len();
+    let ids = snapshot.continuity.map(|c| c.next_connection_id);
     let lease = cell.borrow().persistence.lease;
     let started = Instant::now();
     let written = lane
@@ -87,6 +88,9 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
         Ok(()) => {
             doc.mark_saved(generation);
             doc.persistence.saved_hash = Some(hash);
+            if let Some(ids) = ids {
+                doc.persistence.saved_ids = ids;
+            }
             doc.persistence.failures = 0;
             doc.persistence.next_save = Instant::now() + checkpoint;
             tracing::debug!(lane = lane.index, plugin = %key.0, doc = %key.1, "saved with {timers} timer(s) in {:?}", started.elapsed());

@@ -140,6 +140,7 @@ impl Lane {
                     self.limits_for(&plugin.name),
                     metrics,
                     slot,
+                    snapshot.as_ref(),
                 )
             })
             .and_then(|mut doc| {

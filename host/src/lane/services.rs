@@ -3,7 +3,6 @@
 //! or atomic, so the lanes share it without waiting on each other.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::{Config, ConfigError};
 use crate::guest::context::SettingsTable;
@@ -46,7 +45,6 @@ pub struct Services {
     /// Where journal-mode documents make their records durable (none if no plugin
     /// journals).
     pub journal: Option<Arc<dyn JournalSink>>,
-    next_connection: AtomicU64,
 }
 
 impl Services {
@@ -74,7 +72,6 @@ impl Services {
             health,
             slots,
             journal: None,
-            next_connection: AtomicU64::new(1),
         })
     }
 
@@ -93,10 +90,5 @@ impl Services {
         SettingsTable::load(fresh)?;
         self.tokens.replace(fresh)?;
         self.settings.replace(fresh)
-    }
-
-    /// A connection id unique in the process.
-    pub fn next_connection_id(&self) -> u64 {
-        self.next_connection.fetch_add(1, Ordering::Relaxed)
     }
 }

@@ -150,7 +150,8 @@ async fn upgrade(
         .await;
         return None;
     }
-    let id = lane.services.next_connection_id();
+    // The document numbers its own connections (its counter is in its snapshot).
+    let id = doc.borrow_mut().next_connection_id();
     let outbox = Outbox::new(limits.max_queued_bytes, limits.max_queued_frames);
     let subprotocol = join(
         lane,

@@ -1,7 +1,8 @@
 //! The embedded store: one snapshot file per (plugin, document) under the data
 //! directory, written atomically (temporary file, fsync, rename, fsync of the directory),
 //! so a crash at any moment leaves either the old snapshot or the new one, never half of
-//! one. An empty state with no timers is stored as no file at all.
+//! one. A snapshot that keeps nothing (empty state, no timers, no connection id given) is
+//! stored as no file at all.
 
 use std::fs::File;
 use std::io::Write;
@@ -125,10 +126,11 @@ impl FileStorage {
             let what = path.display().to_string();
             move |source| StorageError::Io { what, source }
         };
-        if snapshot.state.is_empty() && snapshot.timers.is_empty() {
-            // Nothing to keep (a stateless consumer such as a relay): no file, so that
-            // opening the document again is the same as opening it fresh, and the data
-            // directory does not fill with empty snapshots.
+        if snapshot.keeps_nothing() {
+            // Nothing to keep (a stateless consumer such as a relay, before any
+            // connection got an id): no file, so that opening the document again is the
+            // same as opening it fresh, and reads do not fill the data directory with
+            // empty snapshots.
             return match std::fs::remove_file(&path) {
                 Ok(()) => File::open(&dir)
                     .and_then(|d| d.sync_all())
@@ -174,6 +176,10 @@ mod tests {
             saved_at_ms: 1_700_000_000_000,
             timers: vec![(1, 5), (2, 6)],
             state: b"state".to_vec(),
+            continuity: Some(crate::store::Continuity {
+                seed: [3; 32],
+                next_connection_id: 1,
+            }),
         }
     }
 
@@ -200,6 +206,16 @@ mod tests {
         };
         storage.write("chat", "../x", &empty).unwrap();
         assert_eq!(storage.load("chat", "../x").unwrap(), None);
+        // ...unless the document gave connection ids: it must not give them again.
+        let connected = Snapshot {
+            continuity: Some(crate::store::Continuity {
+                seed: [3; 32],
+                next_connection_id: 5,
+            }),
+            ..empty.clone()
+        };
+        storage.write("chat", "../x", &connected).unwrap();
+        assert_eq!(storage.load("chat", "../x").unwrap(), Some(connected));
         storage.write("chat", "../x", &sample()).unwrap();
         let long = "é".repeat(120);
         storage.write("chat", &long, &sample()).unwrap();

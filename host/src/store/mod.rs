@@ -20,7 +20,9 @@ pub mod postgres;
 
 pub use file::FileStorage;
 pub use lease::LeaseClock;
-pub use wasmroom_wire::snapshot::{FORMAT_VERSION, Snapshot, decode, encode};
+pub use wasmroom_wire::snapshot::{
+    Continuity, FIRST_CONNECTION_ID, FORMAT_VERSION, Snapshot, decode, encode,
+};
 
 /// A document held by this host, as the store knows it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -102,7 +102,7 @@ async fn write(
         epochs.push(r.lease.epoch as i64);
         holders.push(r.lease.holder as i64);
         // As in the file store: nothing to keep is no snapshot at all.
-        let empty = r.snapshot.state.is_empty() && r.snapshot.timers.is_empty();
+        let empty = r.snapshot.keeps_nothing();
         snapshots.push((!empty).then(|| encode(&r.snapshot, &r.plugin, &r.document)));
         versions.push(r.snapshot.plugin_version.clone());
     }

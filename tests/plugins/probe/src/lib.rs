@@ -5,8 +5,9 @@
 //!   subprotocol to have it chosen;
 //! - text commands: `timers` (sets timers 1 at 30 ms, 2 at 60 ms and 3 at 45 ms, then
 //!   cancels 3), `later` (timer 9 in 1.5 s), `later MS` (timer 9 in MS ms), `echo ...`,
-//!   `count`, `whoami`, `note TEXT` (kept), `notes` (every note, in order), `hoard N`
-//!   (keeps N MiB more), `close-me CODE` (the consumer closes this connection), `departed`
+//!   `count`, `whoami`, `id` (this connection's id), `note TEXT` (kept), `notes` (every
+//!   note, in order), `hoard N` (keeps N MiB more), `close-me CODE` (the consumer closes
+//!   this connection), `departed`
 //!   (`id:code` of every connection gone, as `on-disconnect` reported them), `spin`
 //!   (never returns), `grow` (allocates without end), `panic`;
 //! - every due timer broadcasts `timer N`; `restore` broadcasts how many connections it sees;
@@ -17,9 +18,18 @@
 //! - the document `trap-open` traps in `open`, with control characters in its message;
 //! - an HTTP request answers `probe {document}`, or `?size=N` bytes of `x`, with status
 //!   200 or `?status=N`; `?panic=TEXT` panics with TEXT instead; `/docs/probe/{document}/echo`
-//!   answers all `on-request` saw (`{"method", "path", "query", "headers"}`).
+//!   answers all `on-request` saw (`{"method", "path", "query", "headers"}`);
+//! - what a call observes (the host must make it depend on the call's input only):
+//!   `clocks` reads every clock twice, spinning between the reads until the monotonic
+//!   clock has moved 2 ms (or 20,000 reads), and reports both reads, the resolutions and
+//!   which `subscribe-*` pollables are ready; `random` draws WASI random (secure,
+//!   insecure, the insecure seed) and hashes with std's `RandomState`; `nan A B` answers
+//!   the bits of `A / B` as f64 and f32.
 
-use std::time::Duration;
+use std::hash::BuildHasher;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use wasip2::clocks::{monotonic_clock, wall_clock};
 
 use wasmroom_sdk::{
     Connect, ConnectionId, Consumer, Decision, LogLevel, Message, Request, Response, broadcast,
@@ -95,6 +105,7 @@ impl Consumer for Probe {
             }
             "later" => later(1500),
             "count" => connections().len().to_string(),
+            "id" => from.to_string(),
             "whoami" => self
                 .remote
                 .iter()
@@ -118,6 +129,9 @@ impl Consumer for Probe {
                 .collect::<Vec<_>>()
                 .join(","),
             "claims" => claims(from).unwrap_or_else(|| "none".to_owned()),
+            "clocks" => clocks(),
+            "random" => random(),
+            other if other.starts_with("nan ") => nan(&other["nan ".len()..]),
             "connect-info" => self
                 .seen
                 .iter()
@@ -211,6 +225,77 @@ impl Consumer for Probe {
             None => Response::text(status, format!("probe {}", self.document)),
         }
     }
+}
+
+/// Every clock read twice in one call, with time for them to move in between.
+fn clocks() -> String {
+    let read = || {
+        let wall = wall_clock::now();
+        let system = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        (
+            wasmroom_sdk::now_ms(),
+            u128::from(wall.seconds) * 1_000_000_000 + u128::from(wall.nanoseconds),
+            monotonic_clock::now(),
+            system,
+        )
+    };
+    let std_instant = Instant::now();
+    let first = read();
+    let mut spins = 0;
+    while spins < 20_000 && monotonic_clock::now().saturating_sub(first.2) < 2_000_000 {
+        spins += 1;
+    }
+    let second = read();
+    let resolution = wall_clock::resolution();
+    let ready = |p: wasip2::io::poll::Pollable| p.ready();
+    serde_json::json!({
+        "now_ms": [first.0, second.0],
+        "wall_ns": [first.1.to_string(), second.1.to_string()],
+        "monotonic_ns": [first.2, second.2],
+        "system_time_ns": [first.3.to_string(), second.3.to_string()],
+        "instant_elapsed_ns": std_instant.elapsed().as_nanos().to_string(),
+        "spins": spins,
+        "resolution_ns": [
+            u64::from(resolution.nanoseconds) + resolution.seconds * 1_000_000_000,
+            monotonic_clock::resolution(),
+        ],
+        "ready": {
+            "zero": ready(monotonic_clock::subscribe_duration(0)),
+            "now": ready(monotonic_clock::subscribe_instant(first.2)),
+            "later": ready(monotonic_clock::subscribe_duration(1)),
+        },
+    })
+    .to_string()
+}
+
+/// What a call draws at random, as hex.
+fn random() -> String {
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let (seed_low, seed_high) = wasip2::random::insecure_seed::insecure_seed();
+    serde_json::json!({
+        "secure": hex(&wasip2::random::random::get_random_bytes(16)),
+        "secure_u64": wasip2::random::random::get_random_u64().to_string(),
+        "insecure": hex(&wasip2::random::insecure::get_insecure_random_bytes(16)),
+        "insecure_seed": format!("{seed_high:016x}{seed_low:016x}"),
+        "std_hash": std::collections::hash_map::RandomState::new().hash_one(42u64).to_string(),
+    })
+    .to_string()
+}
+
+/// The bits of `a / b` (from text, so that the compiler cannot work it out).
+fn nan(operands: &str) -> String {
+    let mut numbers = operands.split(' ').map(|n| n.parse::<f64>().unwrap_or(0.0));
+    let (a, b) = (
+        std::hint::black_box(numbers.next().unwrap_or(0.0)),
+        std::hint::black_box(numbers.next().unwrap_or(0.0)),
+    );
+    serde_json::json!({
+        "f64": format!("{:#018x}", (a / b).to_bits()),
+        "f32": format!("{:#010x}", (a as f32 / b as f32).to_bits()),
+    })
+    .to_string()
 }
 
 /// Sets timer 9 to fire in `ms` milliseconds.
