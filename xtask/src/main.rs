@@ -83,7 +83,7 @@ fn main() -> anyhow::Result<()> {
                  clients, nginx, Chromium), then run every test (`cargo test --workspace ARGS`)\n  \
                  soak [--minutes N]  normal and hostile clients for N minutes (30); fails if\n                 memory, open files or disk use grow past the limits\n  \
                  fuzz [--seconds N] [TARGET...]  run the fuzz targets of fuzz/ for N seconds\n                 \
-                 each (60), installing cargo-fuzz when missing; fails on a crash\n  \
+                 each (60); fails on a crash\n  \
                  plugins        build the plugins into plugins/*.wasm, and the chat in JavaScript,\n                 \
                  Python and C (js-chat, py-chat, c-chat: skipped with a note when their\n                 \
                  toolchain is missing) into target/wasm32-wasip2/plugin/"
