@@ -1,10 +1,13 @@
 //! `cargo xtask fuzz [--seconds N] [TARGET...]`: runs the fuzz targets in `fuzz/` one
 //! after the other, N seconds each, and fails if any finds a crash.
 //!
-//! cargo-fuzz (libFuzzer) comes from crates.io, pinned, installed when missing. The
-//! targets are built with `--sanitizer none`: `wasmroom-wire` has no unsafe code, so a
-//! sanitizer would find nothing that a panic does not, and without one cargo-fuzz works
-//! on the stable toolchain the rest of the build uses (no nightly to download).
+//! The targets are libFuzzer binaries (`libfuzzer-sys`). This builds them the way
+//! cargo-fuzz 0.13 does with `--sanitizer none` (its coverage instrumentation flags, `--cfg
+//! fuzzing`, debug assertions, one codegen unit) and runs them itself: nothing to install,
+//! no 50 s `cargo install`. Without a sanitizer it works on the stable toolchain the rest
+//! of the build uses; `wasmroom-wire` has no unsafe code, so a sanitizer would find nothing
+//! that a panic does not. The binaries land where cargo-fuzz puts them
+//! (`fuzz/target/HOST/release/`), so `cargo fuzz run --sanitizer none` works on them too.
 //!
 //! Each run starts from the seeds in `fuzz/corpus/TARGET` plus what earlier runs found,
 //! kept in `target/fuzz-corpus/TARGET`: libFuzzer writes new inputs into its first
@@ -12,13 +15,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
 use crate::{cargo, run};
 
-const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// The targets, in the order they run (`fuzz/fuzz_targets/NAME.rs`).
 const TARGETS: &[&str] = &[
     "request_head",
@@ -28,8 +30,29 @@ const TARGETS: &[&str] = &[
     "websocket",
     "ring",
 ];
-/// Build options shared by `build` and `run`, so that `run` finds the build done.
-const BUILD: &[&str] = &["--sanitizer", "none"];
+/// What cargo-fuzz 0.13.2 passes to rustc for `cargo fuzz build --sanitizer none`, in its
+/// order (its `project.rs`; the same flags, so each reuses the other's build):
+/// libFuzzer's coverage feedback (8-bit counters, PC table, compared values),
+/// `cfg(fuzzing)`, no branch folding (finer coverage), on Linux the deepest stack as
+/// coverage too, debug assertions, and one codegen unit (the coverage pass blocks inlining
+/// across units).
+fn rustflags(host: &str) -> Vec<&'static str> {
+    let mut flags = vec![
+        "-Cpasses=sancov-module",
+        "-Cllvm-args=-sanitizer-coverage-level=4",
+        "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters",
+        "-Cllvm-args=-sanitizer-coverage-pc-table",
+        "-Cllvm-args=-sanitizer-coverage-trace-compares",
+        "--cfg",
+        "fuzzing",
+        "-Cllvm-args=-simplifycfg-branch-fold-threshold=0",
+    ];
+    if host.contains("-linux-") {
+        flags.push("-Cllvm-args=-sanitizer-coverage-stack-depth");
+    }
+    flags.extend(["-Cdebug-assertions", "-Ccodegen-units=1"]);
+    flags
+}
 
 pub(crate) fn fuzz(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let mut seconds = 60u32;
@@ -55,43 +78,85 @@ pub(crate) fn fuzz(root: &Path, args: &[String]) -> anyhow::Result<()> {
     if targets.is_empty() {
         targets = TARGETS.to_vec();
     }
-    ensure_cargo_fuzz()?;
-    let mut build = cargo();
-    build.args(["fuzz", "build"]).args(BUILD);
-    run(build.current_dir(root))?;
+    let binaries = build(root)?;
 
     let mut crashes = Vec::new();
     let mut summary = Vec::new();
     for target in targets {
         eprintln!("xtask: fuzzing {target} for {seconds} s");
-        let (stats, crash) = run_target(root, target, seconds)?;
+        let (stats, crash) = run_target(root, &binaries.join(target), target, seconds)?;
         summary.push(format!("  {target:<13} {stats}"));
         crashes.extend(crash);
     }
     eprintln!("xtask: fuzzing done\n{}", summary.join("\n"));
     if !crashes.is_empty() {
         bail!(
-            "fuzzing found crashes; the inputs, each reproduced by \
-             `cargo fuzz run --sanitizer none TARGET INPUT`:\n  {}",
+            "fuzzing found crashes; each reproduced by running the target on its input:\n  {}",
             crashes.join("\n  ")
         );
     }
     Ok(())
 }
 
+/// Builds every target with libFuzzer's instrumentation; returns the folder of the binaries.
+fn build(root: &Path) -> anyhow::Result<PathBuf> {
+    let host = host_triple()?;
+    let mut flags = rustflags(&host);
+    // The caller's RUSTFLAGS last, so that they win (as with cargo-fuzz).
+    let extra = std::env::var("RUSTFLAGS").unwrap_or_default();
+    flags.extend(extra.split_whitespace());
+    let manifest = root.join("fuzz/Cargo.toml");
+    let mut cmd = cargo();
+    // `--target`: the flags then reach the targets but not the build scripts.
+    cmd.args([
+        "build",
+        "--release",
+        "--bins",
+        "--target",
+        &host,
+        "--manifest-path",
+    ])
+    .arg(&manifest)
+    .env_remove("CARGO_ENCODED_RUSTFLAGS")
+    .env("RUSTFLAGS", flags.join(" "));
+    run(cmd.current_dir(root))?;
+    Ok(root.join("fuzz/target").join(host).join("release"))
+}
+
+/// The triple of this machine (`rustc -vV`), the target libFuzzer runs on.
+fn host_triple() -> anyhow::Result<String> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(&rustc)
+        .arg("-vV")
+        .output()
+        .with_context(|| format!("cannot run {}", rustc.to_string_lossy()))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(|h| h.trim().to_owned())
+        .context("`rustc -vV` names no host")
+}
+
 /// Runs one target; returns its closing statistics and, after a crash, where libFuzzer
 /// saved the input.
-fn run_target(root: &Path, target: &str, seconds: u32) -> anyhow::Result<(String, Option<String>)> {
+fn run_target(
+    root: &Path,
+    binary: &Path,
+    target: &str,
+    seconds: u32,
+) -> anyhow::Result<(String, Option<String>)> {
     let corpus = root.join("target/fuzz-corpus").join(target);
     std::fs::create_dir_all(&corpus)?;
     let artifacts = root.join("fuzz/artifacts").join(target);
+    std::fs::create_dir_all(&artifacts)?;
     let before = files(&artifacts);
-    let mut cmd = cargo();
-    cmd.args(["fuzz", "run"]).args(BUILD).arg(target);
-    cmd.arg(&corpus).arg(root.join("fuzz/corpus").join(target));
+    let mut cmd = Command::new(binary);
+    // The trailing slash: libFuzzer prepends this to the file name.
+    cmd.arg(format!("-artifact_prefix={}/", artifacts.display()));
     // -timeout: an input that takes this long is a finding too (a hang).
-    cmd.arg("--").arg(format!("-max_total_time={seconds}"));
+    cmd.arg(format!("-max_total_time={seconds}"));
     cmd.args(["-timeout=10", "-print_final_stats=1"]);
+    cmd.arg(&corpus).arg(root.join("fuzz/corpus").join(target));
     let mut child = cmd
         .current_dir(root)
         .stderr(Stdio::piped())
@@ -128,15 +193,16 @@ fn run_target(root: &Path, target: &str, seconds: u32) -> anyhow::Result<(String
     if saved.is_empty() {
         bail!("{cmd:?} failed with {status} and saved no input");
     }
-    let saved: Vec<String> = saved
-        .iter()
-        .map(|f| format!("{target} {}", f.display()))
-        .collect();
+    let inputs: Vec<String> = saved.iter().map(|f| f.display().to_string()).collect();
     eprintln!(
         "xtask: {target} found a crash; input saved as {}",
-        saved.join(", ")
+        inputs.join(", ")
     );
-    Ok((format!("{stats}: CRASHED"), Some(saved.join("\n  "))))
+    let reproduce: Vec<String> = inputs
+        .iter()
+        .map(|input| format!("{} {input}", binary.display()))
+        .collect();
+    Ok((format!("{stats}: CRASHED"), Some(reproduce.join("\n  "))))
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -146,25 +212,4 @@ fn files(dir: &Path) -> Vec<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .collect()
-}
-
-/// Installs the pinned cargo-fuzz from crates.io unless it is there already.
-fn ensure_cargo_fuzz() -> anyhow::Result<()> {
-    let installed = cargo()
-        .args(["fuzz", "--version"])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION));
-    if installed {
-        return Ok(());
-    }
-    eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
-    let mut cmd = cargo();
-    cmd.args([
-        "install",
-        "cargo-fuzz",
-        "--locked",
-        "--version",
-        CARGO_FUZZ_VERSION,
-    ]);
-    run(&mut cmd)
 }

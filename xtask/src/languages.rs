@@ -200,8 +200,10 @@ fn build_c(root: &Path, built: &Path) -> anyhow::Result<Outcome> {
     }
 
     // The helper (a few seconds to build once; it shares its crates with the Rust SDK's).
+    // `--workspace`: features resolved as for `cargo test --workspace`, which then reuses
+    // these crates instead of building them again with other features.
     let mut cmd = cargo();
-    cmd.args(["build", "--quiet", "--package", "wit-c"]);
+    cmd.args(["build", "--quiet", "--workspace", "--bin", "wit-c"]);
     run(cmd.current_dir(root))?;
     let wit_c = root.join("target/debug/wit-c");
 

@@ -31,8 +31,10 @@ fn main() -> anyhow::Result<()> {
         Some("serve") => {
             // The consumers in other languages are not served by default: skip them.
             build_plugins(&root, false)?;
+            // The dev profile (dependencies optimised, see Cargo.toml), not --release: the
+            // build `cargo xtask test` reuses instead of compiling wasmtime a second time.
             let mut cmd = cargo();
-            cmd.args(["run", "--release", "--package", "wasmroom", "--", "serve"]);
+            cmd.args(["run", "--package", "wasmroom", "--", "serve"]);
             cmd.args(&args[1..]);
             run(cmd.current_dir(&root))
         }
@@ -75,12 +77,13 @@ fn main() -> anyhow::Result<()> {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
-                 serve [ARGS]   build the plugins, then run `wasmroom serve ARGS` (release build)\n  \
+                 serve [ARGS]   build the plugins, then run `wasmroom serve ARGS` (the dev build,\n                 \
+                 which the tests reuse; optimised: `cargo run --release -p wasmroom -- serve`)\n  \
                  test [ARGS]    build the plugins, install what the end-to-end tests drive (npm\n                 \
                  clients, nginx, Chromium), then run every test (`cargo test --workspace ARGS`)\n  \
                  soak [--minutes N]  normal and hostile clients for N minutes (30); fails if\n                 memory, open files or disk use grow past the limits\n  \
                  fuzz [--seconds N] [TARGET...]  run the fuzz targets of fuzz/ for N seconds\n                 \
-                 each (60), installing cargo-fuzz when missing; fails on a crash\n  \
+                 each (60); fails on a crash\n  \
                  plugins        build the plugins into plugins/*.wasm, and the chat in JavaScript,\n                 \
                  Python and C (js-chat, py-chat, c-chat: skipped with a note when their\n                 \
                  toolchain is missing) into target/wasm32-wasip2/plugin/"
