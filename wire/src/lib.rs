@@ -11,6 +11,7 @@
 //!   which lane owns a document.
 
 pub mod head;
+pub mod journal;
 pub mod origin;
 pub mod ring;
 pub mod route;
