@@ -226,3 +226,43 @@ async fn a_consumer_that_traps_keeps_every_input_before_the_trap() -> anyhow::Re
     );
     Ok(())
 }
+
+/// A document rebuilt from its journal after `kill -9` is the one that died: its inputs
+/// replayed from the same clock and random streams, it holds what its guest saw of time
+/// and randomness then (the probe keeps them in memory only: its snapshot is empty), and
+/// the chat's lines carry the times they had.
+#[tokio::test]
+async fn a_document_rebuilt_after_kill_9_is_the_one_that_died() -> anyhow::Result<()> {
+    let mut server = file_journaled(
+        &["probe", "chat"],
+        "probe",
+        "[plugin.chat]\ndurability = \"journal\"\n",
+    )?;
+    let mut probe = server.connect(0, "/ws/probe/same").await?;
+    for _ in 0..3 {
+        send_text(&mut probe, "note-observed").await?;
+    }
+    send_text(&mut probe, "notes").await?;
+    let before = recv_text(&mut probe).await?;
+    let mut ann = server.connect(0, "/ws/chat/same?name=ann").await?;
+    let mut bob = server.connect(0, "/ws/chat/same?name=bob").await?;
+    for i in 0..5 {
+        send_text(&mut ann, &format!("line {i}")).await?;
+        tokio::time::sleep(Duration::from_millis(3)).await; // distinct times
+    }
+    let mut seen = 0;
+    while seen < 5 {
+        if recv_json(&mut bob).await?["type"] == "message" {
+            seen += 1;
+        }
+    }
+    let (_, chat_before) = http(server.addr(0), "GET", "/docs/chat/same", b"").await?;
+    server.kill9()?;
+    let server = server.restart()?;
+    let mut probe = server.connect(0, "/ws/probe/same").await?;
+    send_text(&mut probe, "notes").await?;
+    assert_eq!(recv_text(&mut probe).await?, before);
+    let (_, chat_after) = http(server.addr(0), "GET", "/docs/chat/same", b"").await?;
+    assert_eq!(chat_after, chat_before);
+    Ok(())
+}

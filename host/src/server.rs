@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::ops::admin::{AdminContext, AdminServer};
 use crate::reload::Reloader;
 use crate::store::journal::{JournalSink, MemoryJournal};
+use crate::store::journal_file::{FileJournal, Recovered};
 use crate::store::postgres::{PostgresStore, StoreError};
 use crate::store::{FileStorage, Storage};
 
@@ -442,8 +443,44 @@ fn journal_sink(
     if let Some(sink) = MemoryJournal::from_env() {
         return Ok((Some(Arc::new(sink)), RecoveredEntries::new()));
     }
-    // PROVISIONAL until the file journal lands.
-    Err(StartError::NoJournal(first_journaled(config)))
+    let (journal, recovered) =
+        FileJournal::open(&config.data.join("journal")).map_err(StartError::Journal)?;
+    Ok((Some(Arc::new(journal)), recovered_entries(recovered)))
+}
+
+/// What the file journal found, by document: its entries, or why they cannot be
+/// replayed (a gap, damage), which refuses the document until an operator looks.
+fn recovered_entries(recovered: Recovered) -> RecoveredEntries {
+    if recovered.torn_bytes > 0 {
+        tracing::warn!(
+            "the journal ended in a torn write ({} bytes ignored): the process died while writing; nothing it held was acknowledged",
+            recovered.torn_bytes
+        );
+    }
+    for damaged in &recovered.damaged {
+        tracing::error!(
+            "journal segment {} is damaged after {} bytes ({}): its documents refuse to open",
+            damaged.path.display(),
+            damaged.valid_len,
+            damaged.reason
+        );
+    }
+    recovered
+        .documents
+        .into_iter()
+        .map(|(key, doc)| {
+            let entries = if doc.damaged {
+                Err("its journal has a damaged segment".to_owned())
+            } else if let Some((before, after)) = doc.gaps.first() {
+                Err(format!(
+                    "its journal lacks the inputs between {before} and {after}"
+                ))
+            } else {
+                Ok(doc.entries)
+            };
+            (key, entries)
+        })
+        .collect()
 }
 
 /// The name of a plugin in journal mode.

@@ -170,7 +170,7 @@ impl Document {
             output_corrected: false,
             journaled: limits.journaled,
             last_batch: 0,
-            tail: tail.filter(|_| limits.journaled),
+            tail,
             incarnation: crate::guest::clock::unix_ms(),
             replaying: false,
             retired: false,

@@ -144,9 +144,13 @@ impl Lane {
         let Opened { lease, snapshot } = self.take(plugin, document).await?;
         let limits = self.limits_for(&plugin.name);
         // Journal mode: what the document did since that snapshot, made durable first
-        // (a crash with records still in flight must not fork the journal).
-        let tail = if limits.journaled {
-            let tail = self.journal_tail(key);
+        // (a crash with records still in flight must not fork the journal). A plugin
+        // back in checkpoint mode still replays what its journal held at startup.
+        let tail = if limits.journaled || self.services.has_recovered(key) {
+            let tail = self.journal_tail(key).inspect_err(|e| {
+                self.metrics.journal.unreplayable();
+                tracing::error!(lane = self.index, plugin = %plugin.name, doc = %document, "refusing to open: {e}");
+            })?;
             let last = tail.borrow().last_batch();
             crate::document::journal::wait_durable(last).await;
             Some(tail)
@@ -270,9 +274,13 @@ impl Lane {
 
     /// A journal-mode document's tail on this lane, with what the journal found of it
     /// at startup put first (once).
-    fn journal_tail(&self, key: &DocumentKey) -> Rc<RefCell<crate::document::journal::Tail>> {
+    fn journal_tail(
+        &self,
+        key: &DocumentKey,
+    ) -> Result<Rc<RefCell<crate::document::journal::Tail>>, DocumentError> {
         let tail = crate::document::journal::tail(key);
         if let Some(recovered) = self.services.recovered_entries(key) {
+            let recovered = recovered.map_err(DocumentError::Unreplayable)?;
             let mut t = tail.borrow_mut();
             let mine: Vec<_> = t.entries().cloned().collect();
             *t = Default::default();
@@ -280,7 +288,7 @@ impl Lane {
                 t.push(0, entry);
             }
         }
-        tail
+        Ok(tail)
     }
 
     /// Keeps every open of `key` on this lane waiting until the guard is dropped (while

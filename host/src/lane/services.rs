@@ -20,8 +20,9 @@ use crate::net::webhook::Webhooks;
 use crate::store::Storage;
 use crate::store::journal::JournalSink;
 
-/// What the journal held at startup, by document: its entries since its last snapshot.
-pub type RecoveredEntries = HashMap<DocumentKey, Vec<Entry>>;
+/// What the journal held at startup, by document: its entries (some its snapshot may
+/// already cover), or why they cannot be replayed.
+pub type RecoveredEntries = HashMap<DocumentKey, Result<Vec<Entry>, String>>;
 
 /// The process-wide services a lane uses.
 #[derive(Debug)]
@@ -97,12 +98,22 @@ impl Services {
         self
     }
 
-    /// What the journal held of `key` at startup, the first time it opens.
-    pub fn recovered_entries(&self, key: &DocumentKey) -> Option<Vec<Entry>> {
+    /// What the journal held of `key` at startup, the first time it opens; why it cannot
+    /// be replayed, every time (the document stays refused).
+    pub fn recovered_entries(&self, key: &DocumentKey) -> Option<Result<Vec<Entry>, String>> {
+        let mut recovered = self.recovered.lock().unwrap_or_else(|e| e.into_inner());
+        match recovered.get(key)? {
+            Ok(_) => recovered.remove(key),
+            Err(why) => Some(Err(why.clone())),
+        }
+    }
+
+    /// Whether the journal held inputs of `key` at startup that no open has taken yet.
+    pub fn has_recovered(&self, key: &DocumentKey) -> bool {
         self.recovered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(key)
+            .contains_key(key)
     }
 
     /// The documents the journal held at startup that have not opened since.
