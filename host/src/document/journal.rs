@@ -19,8 +19,14 @@ use std::rc::{Rc, Weak};
 use tokio::sync::Notify;
 use wasmroom_wire::journal::Entry;
 
-use crate::document::live::DocumentKey;
-use crate::document::outbox::Outbox;
+/// A document: (plugin, document id).
+type DocumentKey = (String, String);
+
+/// What waits for a batch to be durable before it may write (a connection's queue).
+pub trait Gated {
+    /// The batch it waited for is durable.
+    fn released(&self);
+}
 
 thread_local! {
     static JOURNAL: LaneJournal = LaneJournal::new();
@@ -115,7 +121,7 @@ struct LaneJournal {
     records: RefCell<Vec<u8>>,
     count: Cell<usize>,
     /// Queues holding frames (or a close) of a batch not yet durable, by batch.
-    waiting: RefCell<Vec<(u64, Vec<Weak<Outbox>>)>>,
+    waiting: RefCell<Vec<(u64, Vec<Weak<dyn Gated>>)>>,
     /// What runs once a batch is durable (webhook events), by batch.
     after: RefCell<Vec<(u64, Deferred)>>,
     /// The committer: the open batch got its first record.
@@ -227,7 +233,7 @@ pub fn release(batch: u64) {
 }
 
 /// Puts `outbox` on `batch`'s list: it holds frames (or a close) of that batch.
-pub(crate) fn wait_for(batch: u64, outbox: Weak<Outbox>) {
+pub(crate) fn wait_for(batch: u64, outbox: Weak<dyn Gated>) {
     JOURNAL.with(|j| {
         let mut waiting = j.waiting.borrow_mut();
         match waiting.iter_mut().find(|(b, _)| *b == batch) {
