@@ -173,7 +173,10 @@ async fn sealed_segments_go_once_every_document_in_them_is_checkpointed() {
     assert!(!files[0].exists(), "a is checkpointed at 1: the first goes");
     journal.checkpointed("chat", "b", 1);
     journal.settle_trimming();
-    assert!(files[1].exists(), "a is checkpointed at 1, the second holds its 2");
+    assert!(
+        files[1].exists(),
+        "a is checkpointed at 1, the second holds its 2"
+    );
     journal.checkpointed("chat", "a", 3);
     journal.settle_trimming();
     assert!(!files[1].exists());
