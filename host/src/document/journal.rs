@@ -43,6 +43,9 @@ pub struct Sealed {
     pub count: usize,
 }
 
+/// The queues waiting for one batch.
+type Waiting = Vec<Weak<dyn Gated>>;
+
 /// What waits for a batch to be durable.
 type Deferred = Box<dyn FnOnce()>;
 
@@ -121,7 +124,7 @@ struct LaneJournal {
     records: RefCell<Vec<u8>>,
     count: Cell<usize>,
     /// Queues holding frames (or a close) of a batch not yet durable, by batch.
-    waiting: RefCell<Vec<(u64, Vec<Weak<dyn Gated>>)>>,
+    waiting: RefCell<Vec<(u64, Waiting)>>,
     /// What runs once a batch is durable (webhook events), by batch.
     after: RefCell<Vec<(u64, Deferred)>>,
     /// The committer: the open batch got its first record.
