@@ -153,24 +153,24 @@ async function editorAndViewer (browser) {
     const own = await textOf(vic)
     if (own !== text) throw new Error(`typing in the viewer's page changed it to ${JSON.stringify(own)}`)
 
-    // A viewer whose page was modified to edit anyway: the change goes out, and the server
-    // refuses it ("permission denied", which the page shows).
+    // A viewer whose page was modified to edit anyway: the change goes out to the server.
     await vic.evaluate(() => {
       const { fragment, Y } = window.demo
       const paragraph = new Y.XmlElement('paragraph')
       paragraph.insert(0, [new Y.XmlText('forced by Vic')])
       fragment.insert(fragment.length, [paragraph])
     })
-    await vic.locator('#notice[data-denied]').waitFor()
-    // Then the viewer renames itself: the server relays that on the same socket after
-    // whatever it made of the change, so once the editor sees the new name, it has seen
-    // everything the server relayed of the change before it.
+    // Then the viewer renames itself. The server handles a socket's messages in order and
+    // relays the rename after whatever it relayed of the change, on each socket in order:
+    // once the editor sees the new name, it has seen all of that.
     await vic.locator('#name').fill('Vic (done)')
     await ed.locator('#peers li', { hasText: 'Vic (done)' }).waitFor()
     const edits = await textOf(ed)
     if (edits !== text) throw new Error(`the viewer's change reached the editor: ${JSON.stringify(edits)}`)
     const held = await serverText((await (await fetch(`${backend.url}/token?doc=${doc}&role=editor&name=e2e`)).json()).token)
     if (held !== text) throw new Error(`the viewer's change reached the server: it holds ${JSON.stringify(held)}`)
+    // The server told the viewer why ("permission denied", which the page shows).
+    await vic.locator('#notice[data-denied]').waitFor()
 
     // The editor still edits, and the viewer still follows.
     await ed.keyboard.type(' Still.')
