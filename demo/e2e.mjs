@@ -129,7 +129,18 @@ async function twoEditors (browser) {
 
   mkdirSync(dirname(screenshot), { recursive: true })
   await ann.screenshot({ path: screenshot })
-  console.log(`ok: both browsers and the server show ${JSON.stringify(expected)}, each page the other's cursor`)
+
+  // The side list remembers the document; a new one starts empty and joins the list.
+  await ann.locator('#documents a[aria-current]', { hasText: doc }).waitFor()
+  await ann.locator('#new-document').click()
+  await ann.waitForFunction((old) => document.getElementById('doc').textContent !== old, doc)
+  const fresh = await ann.locator('#doc').textContent()
+  await ann.locator('#status[data-status="synced"]').waitFor()
+  await ann.locator('#documents a[aria-current]', { hasText: fresh }).waitFor()
+  await ann.locator('#documents a', { hasText: doc }).waitFor()
+  await shows(ann, 'Ann', '')
+
+  console.log(`ok: both browsers and the server show ${JSON.stringify(expected)}, each page the other's cursor; then a new document ${JSON.stringify(fresh)}`)
   console.log(`screenshot: ${screenshot}`)
 }
 
