@@ -93,7 +93,7 @@ const fill = (synced) => {
 provider.on('sync', fill)
 fill(provider.synced)
 if (readOnly) {
-  $('notice').textContent = 'You are a viewer: you see every change and the others see your cursor, but the server refuses your edits.'
+  $('notice').textContent = 'You are a viewer: you see every change as it happens and the others see you here, but the server refuses edits from you.'
   $('notice').hidden = false
 }
 
