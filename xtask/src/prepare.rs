@@ -110,12 +110,14 @@ fn build_demo(root: &Path) -> anyhow::Result<()> {
 /// (`demo/dist`), or says why not and returns `None`: the server runs without it (a machine
 /// without Node.js or without the npm registry still gets a server).
 pub(crate) fn demo_for_serve(root: &Path) -> Option<std::path::PathBuf> {
+    if npm().is_err() {
+        eprintln!("xtask: npm not found: serving without the browser demo (it needs Node.js 20+)");
+        return None;
+    }
     match npm_ci(root, "demo").and_then(|()| build_demo(root)) {
         Ok(()) => Some(root.join("demo").join("dist")),
         Err(e) => {
-            eprintln!(
-                "xtask: serving without the browser demo ({e:#}); it needs Node.js 20+ with npm"
-            );
+            eprintln!("xtask: serving without the browser demo: {e:#}");
             None
         }
     }
