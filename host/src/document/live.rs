@@ -19,22 +19,23 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tokio::sync::Notify;
-use wasmroom_wire::journal::{Entry, Record};
+use wasmroom_wire::journal::Record;
 use wasmtime::Store;
 
 use crate::document::effects::apply;
 use crate::document::error::{CRASHED, DocumentError};
-use crate::document::instance::{DocumentConfig, Instance, Opening};
-use crate::document::journal::{self, Tail};
+use crate::document::instance::Instance;
+use crate::document::journal::Tail;
 use crate::document::lineage::Lineage;
 use crate::document::outbox::Outbox;
+
 use crate::document::trap::Trap;
-use crate::guest::engine::Slot;
+
 use crate::guest::plugin::Plugin;
 use crate::guest::random::Purpose;
 use crate::guest::{CallStart, GuestState, HttpRequest, HttpResponse, Message, Room};
 use crate::metrics::PluginMetrics;
-use crate::store::{Continuity, Lease, Snapshot};
+use crate::store::Lease;
 
 /// A document's key: (plugin, document id).
 pub type DocumentKey = (String, String);
@@ -122,90 +123,6 @@ impl std::fmt::Debug for Document {
 }
 
 impl Document {
-    /// Instantiates `plugin` for document `id` in pool `slot` and calls its `open`. A
-    /// document with a snapshot (`saved`, restored next) goes on with its seed,
-    /// connection ids, inputs and clock. In journal mode, `tail` holds its entries since
-    /// that snapshot: a document without one whose journal starts with its `open`
-    /// replays that `open` (the same seed and clock), and a new one journals its `open`.
-    pub fn open(
-        plugin: Arc<Plugin>,
-        id: &str,
-        limits: DocumentConfig,
-        metrics: PluginMetrics,
-        slot: Slot,
-        saved: Option<&Snapshot>,
-        tail: Option<Rc<RefCell<Tail>>>,
-    ) -> Result<Document, DocumentError> {
-        let recorded_open = match (saved, &tail) {
-            (None, Some(tail)) => recorded_open(&tail.borrow())?,
-            _ => None,
-        };
-        let mut lineage = Lineage::of(saved, recorded_open.map(|(c, _)| c))?;
-        let saved_ids = lineage.continuity().next_connection_id;
-        let now = Instant::now();
-        let start = match (saved, recorded_open) {
-            // `open` of a document that has a snapshot is no input: `restore` follows.
-            (Some(_), _) => lineage.aside(now, Purpose::Reopen),
-            (None, Some((_, clock_ms))) => lineage.replayed(1, clock_ms),
-            (None, None) => lineage.input(now),
-        };
-        let opening = Opening {
-            seed: lineage.seed(),
-            start,
-            count_traps: true,
-        };
-        let instance = Instance::create(&plugin, id, &limits, &metrics, slot, opening)?;
-        plugin.live.fetch_add(1, Ordering::Relaxed);
-        let memory_bytes = instance.store.data().limits.memory_bytes;
-        metrics.memory_changed(0, memory_bytes);
-        let mut doc = Document {
-            plugin,
-            id: id.to_owned(),
-            instance: Some(instance),
-            lineage,
-            outboxes: HashMap::new(),
-            deadline_ticks: limits.deadline_ticks,
-            idle_since: Some(Instant::now()),
-            had_sockets: false,
-            output_corrected: false,
-            journaled: limits.journaled,
-            last_batch: 0,
-            tail,
-            incarnation: crate::guest::clock::unix_ms(),
-            replaying: false,
-            retired: false,
-            leaving: false,
-            emptied: Rc::new(Notify::new()),
-            wake: Rc::new(Notify::new()),
-            changes: 0,
-            saved: 0,
-            persistence: Persistence {
-                saving: false,
-                failures: 0,
-                next_save: Instant::now(),
-                saved_hash: None,
-                saved_ids,
-                lease: Lease::default(),
-            },
-            metrics,
-            memory_bytes,
-            messages: 0,
-            last_activity: Instant::now(),
-        };
-        if saved.is_none() && recorded_open.is_none() {
-            let continuity = Continuity {
-                inputs: 0,
-                ..doc.lineage.continuity()
-            };
-            doc.journal(start, || Record::Open {
-                seed: continuity.seed,
-                next_connection_id: continuity.next_connection_id,
-                settings: Vec::new(),
-            });
-        }
-        Ok(doc)
-    }
-
     /// The metric handles of the document's plugin.
     pub fn metrics(&self) -> &PluginMetrics {
         &self.metrics
@@ -252,16 +169,6 @@ impl Document {
     /// The number of open connections.
     pub fn connection_count(&self) -> usize {
         self.outboxes.len()
-    }
-
-    /// The number of its last input (its journal sequence number).
-    pub fn inputs(&self) -> u64 {
-        self.lineage.inputs()
-    }
-
-    /// Journal mode: its entries since its last checkpoint.
-    pub fn tail(&self) -> Option<&Rc<RefCell<Tail>>> {
-        self.tail.as_ref()
     }
 
     /// When a guest call last ran.
@@ -374,25 +281,6 @@ impl Document {
                 let trap = Trap::new(what, &e, instance.store.data().stderr_tail());
                 Err(self.crash(trap))
             }
-        }
-    }
-
-    /// Journals an input that returned (journal mode, unless it is being replayed).
-    fn journal(&mut self, start: CallStart, record: impl FnOnce() -> Record) {
-        if !self.journaled || self.replaying {
-            return;
-        }
-        let entry = Entry {
-            plugin: self.plugin.name.clone(),
-            document: self.id.clone(),
-            incarnation: self.incarnation,
-            seq: self.lineage.inputs(),
-            clock_ms: start.clock_ms,
-            record: record(),
-        };
-        self.last_batch = journal::append(&wasmroom_wire::journal::frame(&entry));
-        if let Some(tail) = &self.tail {
-            tail.borrow_mut().push(self.last_batch, entry);
         }
     }
 
@@ -538,32 +426,5 @@ impl Drop for Document {
             self.plugin.live.fetch_sub(1, Ordering::Relaxed);
         }
         self.metrics.memory_changed(self.memory_bytes, 0);
-    }
-}
-
-/// The continuity and clock a document without a snapshot started from, if its journal
-/// begins with its `open`; an error if the journal begins anywhere else (what came
-/// before is in no snapshot).
-fn recorded_open(tail: &Tail) -> Result<Option<(Continuity, u64)>, DocumentError> {
-    let Some(first) = tail.entries().next() else {
-        return Ok(None);
-    };
-    match &first.record {
-        Record::Open {
-            seed,
-            next_connection_id,
-            ..
-        } if first.seq == 1 => Ok(Some((
-            Continuity {
-                seed: *seed,
-                next_connection_id: *next_connection_id,
-                inputs: 0,
-            },
-            first.clock_ms,
-        ))),
-        _ => Err(DocumentError::Unreplayable(format!(
-            "its journal starts at input {} and no snapshot holds the inputs before",
-            first.seq
-        ))),
     }
 }

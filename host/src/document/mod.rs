@@ -1,9 +1,9 @@
 //! One live document, knowing nothing of lanes or sockets: [`live`] (the document, its
-//! guest calls and their effects, traps), [`connections`] (the ids it gives, joining and
+//! guest calls and their effects, traps), [`open`] (its instance created and opened), [`connections`] (the ids it gives, joining and
 //! leaving), [`lineage`] (its clock, random seed and connection-id counter: what each
 //! call starts from), [`instance`] (its consumer instance and the deadline), [`outbox`]
 //! (a connection's bounded queue of frames), [`state`] (snapshot, restore, migration to
-//! a new plugin version), [`replay`] (rebuilding it from its journal), [`leaving`] (draining its sockets before it leaves this host,
+//! a new plugin version), [`recording`] and [`replay`] (writing its journal, rebuilding it from there), [`leaving`] (draining its sockets before it leaves this host,
 //! or retiring it at once), [`trap`] (what a trap reports, to the log and to `/plugins`)
 //! and [`error`] (why a document cannot open or serve, and the one answer a client gets
 //! for it).
@@ -17,7 +17,9 @@ pub mod journal;
 pub mod leaving;
 pub mod lineage;
 pub mod live;
+pub mod open;
 pub mod outbox;
+pub mod recording;
 pub mod replay;
 pub mod state;
 pub mod trap;
