@@ -1,0 +1,46 @@
+//! The tools a C project of `wasmroom new` builds with (`wit-bindgen`, `wasm-tools`),
+//! installed for `tests/scaffold.rs` into `target/scaffold-tools/bin` with the very
+//! `cargo install` lines the project's `build.sh` gives its users, so the test runs what a
+//! user runs. Installed once; again only when `build.sh` names other versions.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::{cargo, run};
+
+/// The C project's build script, whose comment names the pinned tools.
+const BUILD_SH: &str = "host/src/scaffold/templates/c/build.sh";
+
+/// Installs every `cargo install ...` line of [`BUILD_SH`] into `target/scaffold-tools`.
+pub(crate) fn install(root: &Path) -> anyhow::Result<()> {
+    let script = std::fs::read_to_string(root.join(BUILD_SH))
+        .with_context(|| format!("cannot read {BUILD_SH}"))?;
+    let lines: Vec<&str> = script
+        .lines()
+        .filter_map(|l| {
+            l.trim_start_matches('#')
+                .trim()
+                .strip_prefix("cargo install ")
+        })
+        .collect();
+    anyhow::ensure!(
+        !lines.is_empty(),
+        "{BUILD_SH} names no `cargo install` line"
+    );
+    let tools = root.join("target/scaffold-tools");
+    let stamp = tools.join("installed.txt");
+    let wanted = lines.join("\n");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(());
+    }
+    for line in &lines {
+        eprintln!("xtask: cargo install {line} (for tests/scaffold.rs)");
+        let mut cmd = cargo();
+        cmd.arg("install").arg("--root").arg(&tools);
+        cmd.args(line.split_whitespace());
+        run(cmd.current_dir(root))?;
+    }
+    std::fs::write(&stamp, wanted)?;
+    Ok(())
+}
