@@ -51,13 +51,22 @@ pub(super) fn files(name: &str) -> Vec<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn the_pinned_tools_are_those_wit_c_uses() {
+        let wit_c = include_str!("../../../tools/wit-c/Cargo.toml");
+        assert!(wit_c.contains(&format!("wit-bindgen-c = \"={WIT_BINDGEN_VERSION}\"")));
+        let minor = WASM_TOOLS_VERSION.split('.').nth(1).unwrap();
+        assert!(wit_c.contains(&format!("wit-component = \"0.{minor}\"")));
+    }
 
     #[test]
     fn the_build_script_names_the_pinned_tools_and_the_plugin() {
         let files = files("tally");
         let build = files
             .iter()
-            .find(|f| f.path == PathBuf::from("build.sh"))
+            .find(|f| f.path == Path::new("build.sh"))
             .unwrap();
         let text = String::from_utf8(build.contents.clone()).unwrap();
         assert!(build.executable);
