@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use wasmroom::config::{Config, parse_ports};
+use wasmroom::guest::plugin::{Plugin, PluginError};
 use wasmroom::ops::nginx_config::{self as nginx, NginxOptions, Routing, Upstream};
 use wasmroom::routing::Misrouted;
 
@@ -47,10 +48,21 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// Check that a .wasm file is a consumer this wasmroom can load, and say what is wrong.
+    /// Check that a .wasm file is a consumer this wasmroom can load, and say what is wrong:
+    /// the exports' types, then a trial run that calls each hook once on a throwaway
+    /// document.
     Check {
         /// The component to check.
         file: PathBuf,
+        /// The config file `serve` uses: its limits and the plugin's settings for the
+        /// trial, and its engine settings for the compiled cache.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The data directory of `serve --data DIR` [default: the config's, if given]: the
+        /// compiled component is cached there, so the first serve does not compile it
+        /// again.
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
     },
     /// Start a consumer project in DIR [default: ./NAME]: its build file, a README, the
     /// WIT and an example client. It builds with one command into NAME.wasm, which
@@ -400,10 +412,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Store { command } => store_command(command),
-        Command::Check { file } => match wasmroom::guest::plugin::check(&file) {
-            Ok(plugin) => {
+        Command::Check { file, config, data } => match check(&file, config.as_deref(), data)? {
+            Ok((plugin, notes)) => {
+                for note in notes {
+                    println!("{}: note: {note}", file.display());
+                }
                 println!(
-                    "{}: ok: plugin '{}', version {}, implements wasmroom:consumer/room",
+                    "{}: ok: plugin '{}', version {}, implements wasmroom:consumer/room and passed its trial run",
                     file.display(),
                     plugin.name,
                     plugin.version
@@ -418,11 +433,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `wasmroom check FILE`: under the config file's limits and settings if given, caching
+/// the compiled component in `--data` (or the config's data directory).
+fn check(
+    file: &Path,
+    config_file: Option<&Path>,
+    data: Option<PathBuf>,
+) -> anyhow::Result<Result<(Plugin, Vec<String>), PluginError>> {
+    let config = base_config(config_file, None)?;
+    let data = data.or_else(|| config_file.map(|_| config.data.clone()));
+    let cache = data.map(|d| d.join(".compiled"));
+    Ok(wasmroom::guest::plugin::check(
+        file,
+        &config,
+        cache.as_deref(),
+    ))
+}
+
 /// `wasmroom deploy FILE`: checked as `wasmroom check` does, then stored and announced.
 fn deploy(file: &Path, store: &StoreArg) -> anyhow::Result<()> {
     let target = store.target()?;
-    let plugin = match wasmroom::guest::plugin::check(file) {
-        Ok(plugin) => plugin,
+    let plugin = match wasmroom::guest::plugin::check(file, &Config::default(), None) {
+        Ok((plugin, _notes)) => plugin,
         Err(e) => {
             eprintln!("{e}");
             std::process::exit(1);

@@ -1,11 +1,13 @@
 //! The consumers written in other languages: `js-chat` (QuickJS), `py-chat` (CPython) and
-//! `c-chat` (clang + wasi-libc), built into the same folder as the Rust plugins.
+//! `c-chat` (clang + wasi-libc), built into the same folder as the Rust plugins, and the
+//! tests' consumers on the kits (`tests/plugins/kits`).
 //!
 //! Each needs a toolchain besides Rust. The tools are pinned in the repository and
 //! installed here, on first use:
-//! - JavaScript: `npm ci` in `plugins/js-chat` (componentize-qjs, `package-lock.json`);
-//! - Python: a venv under `target/` with componentize-py (`plugins/py-chat/requirements.txt`,
-//!   hashes included);
+//! - JavaScript: `npm ci` in `kits/js` (componentize-qjs, `package-lock.json`); the
+//!   consumers import the kit `kits/js/wasmroom.js`;
+//! - Python: a venv under `target/` with componentize-py (`kits/python/requirements.txt`,
+//!   hashes included); the consumers import the kit `kits/python/wasmroom.py`;
 //! - C: the `wit-c` helper of this workspace (`wit-bindgen c` and `component new` as
 //!   libraries), plus Debian's clang/lld and wasi-libc (`prepare.rs` installs them when it
 //!   can).
@@ -13,7 +15,7 @@
 //! A missing toolchain skips that consumer with a message naming what to install, and
 //! the build goes on; with `CI` set (as `.ci/run` has it) a skip is an error, so CI always
 //! builds and tests all of them. A consumer whose output is newer than its sources (and
-//! the WIT and the pinned tool versions) is not built again.
+//! the kit, the WIT and the pinned tool versions) is not built again.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -34,17 +36,38 @@ enum Outcome {
     Skipped(String),
 }
 
-/// Builds `js-chat.wasm`, `py-chat.wasm` and `c-chat.wasm` into `built`.
+/// The JavaScript consumers: output name, entry file.
+const JS: [(&str, &str); 3] = [
+    ("js-chat", "plugins/js-chat/chat.js"),
+    // The kit's defaults (tests/languages.rs).
+    ("js-defaults", "tests/plugins/kits/defaults.js"),
+    // Without the kit and without `onRequest`: what `wasmroom check` must refuse.
+    ("js-no-request", "tests/plugins/kits/no_request.js"),
+];
+
+/// The Python consumers: output name, folder, module.
+const PY: [(&str, &str, &str); 2] = [
+    ("py-chat", "plugins/py-chat", "app"),
+    ("py-defaults", "tests/plugins/kits", "defaults"),
+];
+
+/// Builds the consumers above and `c-chat.wasm` into `built`.
 pub(crate) fn build(root: &Path, built: &Path) -> anyhow::Result<()> {
-    type Builder = fn(&Path, &Path) -> anyhow::Result<Outcome>;
-    let consumers: [(&str, Builder); 3] = [
-        ("js-chat", build_js),
-        ("py-chat", build_py),
-        ("c-chat", build_c),
-    ];
+    type Builder<'a> = Box<dyn Fn() -> anyhow::Result<Outcome> + 'a>;
+    let mut consumers: Vec<(&str, Builder)> = Vec::new();
+    for (name, entry) in JS {
+        consumers.push((name, Box::new(move || build_js(root, built, name, entry))));
+    }
+    for (name, dir, module) in PY {
+        consumers.push((
+            name,
+            Box::new(move || build_py(root, built, name, dir, module)),
+        ));
+    }
+    consumers.push(("c-chat", Box::new(|| build_c(root, built))));
     let mut skipped = Vec::new();
     for (name, build) in consumers {
-        match build(root, built).with_context(|| format!("building {name}"))? {
+        match build().with_context(|| format!("building {name}"))? {
             Outcome::Built => eprintln!("xtask: built {name}"),
             Outcome::UpToDate => {}
             Outcome::Skipped(why) => {
@@ -69,12 +92,21 @@ pub(crate) fn build(root: &Path, built: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `js-chat`: componentize-qjs (QuickJS) from `plugins/js-chat/node_modules`.
-fn build_js(root: &Path, built: &Path) -> anyhow::Result<Outcome> {
-    let dir = root.join("plugins/js-chat");
-    let out = built.join("js-chat.wasm");
-    let lock = dir.join("package-lock.json");
-    if is_fresh(&out, &[dir.join("chat.js"), lock.clone(), root.join("wit")]) {
+/// A JavaScript consumer: componentize-qjs (QuickJS) from `kits/js/node_modules`, run
+/// from the repository's root so that the entry's relative import of the kit resolves.
+fn build_js(root: &Path, built: &Path, name: &str, entry: &str) -> anyhow::Result<Outcome> {
+    let kit = root.join("kits/js");
+    let out = built.join(format!("{name}.wasm"));
+    let lock = kit.join("package-lock.json");
+    if is_fresh(
+        &out,
+        &[
+            root.join(entry),
+            kit.join("wasmroom.js"),
+            lock.clone(),
+            root.join("wit"),
+        ],
+    ) {
         return Ok(Outcome::UpToDate);
     }
     if !works(Command::new("npm").arg("--version")) {
@@ -84,29 +116,42 @@ fn build_js(root: &Path, built: &Path) -> anyhow::Result<Outcome> {
         ));
     }
     // `npm ci` only when the lockfile changed since the last install.
-    if !is_fresh(&dir.join("node_modules/.package-lock.json"), &[lock]) {
+    if !is_fresh(&kit.join("node_modules/.package-lock.json"), &[lock]) {
         run(Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir))?;
+            .current_dir(&kit))?;
     }
-    run(Command::new(dir.join("node_modules/.bin/componentize-qjs"))
-        .arg("--wit")
-        .arg(root.join("wit"))
-        .args(["--world", WORLD, "--js", "chat.js", "--sync", "--output"])
+    run(Command::new(kit.join("node_modules/.bin/componentize-qjs"))
+        .args([
+            "--wit", "wit", "--world", WORLD, "--js", entry, "--sync", "--output",
+        ])
         .arg(&out)
         .stdout(Stdio::null())
-        .current_dir(&dir))?;
+        .current_dir(root))?;
     Ok(Outcome::Built)
 }
 
-/// `py-chat`: componentize-py, pip-installed into a venv under `target/`.
-fn build_py(root: &Path, built: &Path) -> anyhow::Result<Outcome> {
-    let dir = root.join("plugins/py-chat");
-    let out = built.join("py-chat.wasm");
-    let requirements = dir.join("requirements.txt");
+/// A Python consumer: componentize-py, pip-installed into a venv under `target/`, with
+/// the consumer's folder and the kit's on the module path.
+fn build_py(
+    root: &Path,
+    built: &Path,
+    name: &str,
+    dir: &str,
+    module: &str,
+) -> anyhow::Result<Outcome> {
+    let dir = root.join(dir);
+    let kit = root.join("kits/python");
+    let out = built.join(format!("{name}.wasm"));
+    let requirements = kit.join("requirements.txt");
     if is_fresh(
         &out,
-        &[dir.join("app.py"), requirements.clone(), root.join("wit")],
+        &[
+            dir.join(format!("{module}.py")),
+            kit.join("wasmroom.py"),
+            requirements.clone(),
+            root.join("wit"),
+        ],
     ) {
         return Ok(Outcome::UpToDate);
     }
@@ -135,8 +180,10 @@ fn build_py(root: &Path, built: &Path) -> anyhow::Result<Outcome> {
     run(Command::new(&tool)
         .arg("-d")
         .arg(root.join("wit"))
-        .args(["-w", WORLD, "componentize", "app", "-p"])
+        .args(["-w", WORLD, "componentize", module, "-p"])
         .arg(&dir)
+        .arg("-p")
+        .arg(&kit)
         .arg("-o")
         .arg(&out)
         .stdout(Stdio::null())

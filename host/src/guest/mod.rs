@@ -1,5 +1,5 @@
 //! The Wasm side of a document: the shared engines ([`engine`]; which one compiles a
-//! plugin: [`initial_memory`]), plugins compiled and checked ([`plugin`]) and their
+//! plugin: [`initial_memory`]), plugins compiled and checked ([`plugin`]; `wasmroom check`'s trial run: [`trial`]) and their
 //! current versions ([`registry`]), the bindings generated from `wit/` ([`bindings`]),
 //! the state each document's store carries ([`state`]), the host functions a consumer
 //! calls ([`host`], [`context`]), pending timers ([`timers`]), WASI ([`wasi`]), what
@@ -23,6 +23,7 @@ pub mod random;
 pub mod registry;
 pub mod state;
 pub mod timers;
+pub mod trial;
 pub mod wasi;
 
 pub use bindings::{

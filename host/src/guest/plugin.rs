@@ -16,8 +16,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
-use crate::guest::engine::Engines;
+use crate::guest::engine::{Engines, EpochTicker};
 use crate::guest::initial_memory::MemorySetup;
+use crate::guest::trial::{TrialFailure, TrialNotes};
 use crate::guest::{GuestState, Room, RoomPre};
 use crate::net::route::valid_plugin_name;
 
@@ -53,6 +54,16 @@ pub enum PluginError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// A component whose exports type-check but whose trial run failed
+    /// ([`crate::guest::trial`]): an export traps, or `restore` refuses the consumer's own
+    /// snapshot. Only `wasmroom check` runs the trial.
+    #[error("{path} fails its trial run: {failure}")]
+    Trial {
+        /// The file.
+        path: PathBuf,
+        /// The hook, and what happened.
+        failure: TrialFailure,
     },
 }
 
@@ -171,6 +182,25 @@ pub fn load_if_changed(
     cache: Option<&Path>,
     current: Option<&str>,
 ) -> Result<Option<Plugin>, PluginError> {
+    load_with(runtimes, path, cache, current, CacheWrite::Aside)
+}
+
+/// How a fresh compilation reaches the cache: aside (a server: documents waiting for the
+/// new version need not wait for the disk), or before the load returns (`wasmroom check`,
+/// which exits right after).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CacheWrite {
+    Aside,
+    Before,
+}
+
+fn load_with(
+    runtimes: &Runtimes,
+    path: &Path,
+    cache: Option<&Path>,
+    current: Option<&str>,
+    write: CacheWrite,
+) -> Result<Option<Plugin>, PluginError> {
     let name = plugin_name(path).ok_or_else(|| PluginError::BadName(path.to_owned()))?;
     let read_error = |source| PluginError::Read {
         path: path.to_owned(),
@@ -194,8 +224,11 @@ pub fn load_if_changed(
     let setup = MemorySetup::for_component(&bytes);
     let (engine, linker) = runtimes.get(setup);
     let component = match cache {
-        Some(dir) => compile_cached(engine, setup, &bytes, &digest, dir),
-        None => Component::new(engine, &bytes),
+        Some(dir) => compile_cached(engine, setup, (&name, &bytes), &digest, dir, write),
+        None => {
+            compiling(&name, &bytes);
+            Component::new(engine, &bytes)
+        }
     }
     .map_err(|e| PluginError::Invalid {
         path: path.to_owned(),
@@ -234,9 +267,10 @@ fn version_of_digest(digest: &[u8]) -> String {
 fn compile_cached(
     engine: &Engine,
     setup: MemorySetup,
-    bytes: &[u8],
+    (name, bytes): (&str, &[u8]),
     digest: &[u8],
     dir: &Path,
+    write: CacheWrite,
 ) -> wasmtime::Result<Component> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -256,7 +290,14 @@ fn compile_cached(
             Err(e) => tracing::warn!("ignoring cached {}: {e}", file.display()),
         }
     }
+    compiling(name, bytes);
     let component = Component::new(engine, bytes)?;
+    if write == CacheWrite::Before {
+        if let Err(e) = write_cache(&component, dir, &file) {
+            tracing::warn!("cannot cache the compiled plugin in {}: {e}", dir.display());
+        }
+        return Ok(component);
+    }
     // Written on a thread of its own: the documents waiting for this version (a hot
     // reload) need not wait for the disk. The cache is an optimisation: failing to write
     // it is not an error.
@@ -274,6 +315,19 @@ fn compile_cached(
     Ok(component)
 }
 
+/// Says that `name` is being compiled: seconds for a JavaScript component, tens of
+/// seconds for a Python one, which would otherwise pass without a word.
+fn compiling(name: &str, bytes: &[u8]) {
+    let size = match bytes.len() {
+        n if n < 1_000_000 => format!("{} KB", n.div_ceil(1000)),
+        n => format!("{:.1} MB", n as f64 / 1e6),
+    };
+    tracing::info!(
+        plugin = %name,
+        "compiling {name} ({size}); a large component takes a while the first time (Python: tens of seconds)"
+    );
+}
+
 /// Writes `component`'s compiled code to `file` in `dir`: a unique temporary file
 /// (removed if anything fails), synced before it is renamed into place, so the cache never
 /// holds a torn artifact under a final name.
@@ -288,19 +342,40 @@ fn write_cache(component: &Component, dir: &Path, file: &Path) -> wasmtime::Resu
 }
 
 /// Loads `path` with a minimal engine, for `wasmroom check`: the same validation as
-/// serving it, without a server.
-pub fn check(path: &Path) -> Result<Plugin, PluginError> {
-    let mut config = crate::config::Config::default();
+/// serving it under `config`, without a server, then the trial run
+/// ([`crate::guest::trial`]). With `cache` (`{data}/.compiled`, what `serve --data` uses)
+/// the compiled artifact is read from there or written there, so the first `serve` with
+/// the same engine settings (`[limits]`) does not compile again.
+pub fn check(
+    path: &Path,
+    config: &crate::config::Config,
+    cache: Option<&Path>,
+) -> Result<(Plugin, TrialNotes), PluginError> {
+    // The engines of `config` (an artifact is cached for the engine settings that made
+    // it), with a pool of one document.
+    let mut config = config.clone();
     config.limits.max_documents = 1;
     let engines = Engines::new(&config).map_err(|e| PluginError::Invalid {
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
-    let runtimes = Runtimes::new(engines).map_err(|e| PluginError::Contract {
+    let runtimes = Runtimes::new(engines.clone()).map_err(|e| PluginError::Contract {
         path: path.to_owned(),
         reason: format!("{e:#}"),
     })?;
-    load(&runtimes, path, None)
+    let plugin = load_with(&runtimes, path, cache, None, CacheWrite::Before)?
+        .expect("no current version to compare with");
+    // The deadline of each trial call needs the epoch to move.
+    let _ticker = EpochTicker::start(engines).map_err(|e| PluginError::Invalid {
+        path: path.to_owned(),
+        reason: format!("cannot start the epoch ticker: {e}"),
+    })?;
+    let notes =
+        crate::guest::trial::trial(&plugin, &config).map_err(|failure| PluginError::Trial {
+            path: path.to_owned(),
+            failure,
+        })?;
+    Ok((plugin, notes))
 }
 
 /// `relay` for `.../relay.wasm`; `None` for other files or invalid names.
