@@ -3,10 +3,13 @@
 //! check` accepts the result, and a server serving it answers WebSocket clients (the
 //! counter every template holds) and the project's own example client (`client.mjs`).
 //!
-//! Toolchains: Rust needs the `wasm32-wasip2` target; C needs clang with wasi-libc
-//! (`cargo xtask test` installs Debian's) and `wit-bindgen` and `wasm-tools` (installed
-//! by `cargo xtask test` into `target/scaffold-tools`, the versions `build.sh` names);
-//! the example client needs Node.js 22+. A missing toolchain fails the test in CI (`CI`
+//! Toolchains: Rust needs the `wasm32-wasip2` target; JavaScript npm (the project's
+//! `npm run build` installs componentize-qjs, pinned); Python `python3` with venv (its
+//! `build.sh` installs componentize-py, pinned); C needs clang with wasi-libc (`cargo xtask
+//! test` installs Debian's) and `wit-bindgen` and `wasm-tools` (installed by `cargo xtask
+//! test` into `target/scaffold-tools`, the versions `build.sh` names); the example client
+//! needs Node.js 20+. npm and pip fetch from their registries or their caches (which the
+//! kits' own builds fill). A missing toolchain fails the test in CI (`CI`
 //! set) and skips it with a note elsewhere.
 //!
 //! The Rust build shares `target/scaffold` across runs (`CARGO_TARGET_DIR`) so that a
@@ -17,9 +20,14 @@ mod support;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use support::*;
+
+/// How long a plugin may take to load: the Python component (18 MB) compiles for tens of
+/// seconds with a debug build of the host on a busy CI machine.
+const LOAD_PATIENCE: Duration = Duration::from_secs(180);
 
 /// The repository's `target/` folder.
 fn target_dir() -> PathBuf {
@@ -96,9 +104,15 @@ fn check(file: &Path, name: &str) -> anyhow::Result<()> {
 /// joining, one more per message to every client, `GET /docs/...`; then runs the
 /// project's example client against it.
 async fn serve_counter(project: &Path, file: &Path, name: &str) -> anyhow::Result<()> {
-    let plugins = tempfile::tempdir()?;
-    std::fs::copy(file, plugins.path().join(format!("{name}.wasm")))?;
-    let server = Server::start_in(plugins, 1, &[])?;
+    // Deployed once the server runs: compiling the Python component takes longer than
+    // the harness allows a start.
+    let server = Server::start_in(tempfile::tempdir()?, 1, &[])?;
+    deploy(&server, name, &std::fs::read(file)?)?;
+    let deadline = Instant::now() + LOAD_PATIENCE;
+    while !plugin_entry(&server, name).await?["current"]["version"].is_string() {
+        ensure!(Instant::now() < deadline, "{name} was not loaded in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let path = format!("/ws/{name}/doc1");
     let mut ann = server.connect(0, &path).await?;
     assert_eq!(recv_text(&mut ann).await?, r#"{"count":0}"#);
@@ -182,6 +196,41 @@ async fn a_new_c_project_builds_with_one_command_and_serves() -> anyhow::Result<
     let file = project.join("tally-c.wasm");
     check(&file, "tally-c")?;
     serve_counter(&project, &file, "tally-c").await
+}
+
+#[tokio::test]
+async fn a_new_javascript_project_builds_with_one_command_and_serves() -> anyhow::Result<()> {
+    if tool(&["npm".into()]).is_none() {
+        missing("npm is not installed (Node.js 20+ with npm)")?;
+        return Ok(());
+    }
+    // Upper case: a plugin name may have it, an npm package name may not.
+    let (_home, project) = new_project("js", "Tally-JS")?;
+    run(Command::new("npm")
+        .args(["run", "build"])
+        .current_dir(&project))?;
+    let file = project.join("Tally-JS.wasm");
+    check(&file, "Tally-JS")?;
+    serve_counter(&project, &file, "Tally-JS").await
+}
+
+#[tokio::test]
+async fn a_new_python_project_builds_with_one_command_and_serves() -> anyhow::Result<()> {
+    let python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
+    let venv = Command::new(&python)
+        .args(["-m", "venv", "--help"])
+        .output();
+    if !venv.is_ok_and(|o| o.status.success()) {
+        missing("python3 with venv is not installed (Debian: python3 python3-venv)")?;
+        return Ok(());
+    }
+    let (_home, project) = new_project("python", "tally_py")?;
+    run(Command::new("./build.sh")
+        .env("PYTHON", &python)
+        .current_dir(&project))?;
+    let file = project.join("tally_py.wasm");
+    check(&file, "tally_py")?;
+    serve_counter(&project, &file, "tally_py").await
 }
 
 #[test]

@@ -8,7 +8,9 @@
 //! `wasmroom check` accepts, and holds the same counter consumer and example client.
 
 mod c;
+mod js;
 mod project;
+mod python;
 mod rust;
 mod wit;
 
@@ -32,7 +34,8 @@ impl Lang {
         match self {
             Lang::Rust => rust::BUILD,
             Lang::C => c::BUILD,
-            Lang::Js | Lang::Python => "",
+            Lang::Js => js::BUILD,
+            Lang::Python => python::BUILD,
         }
     }
 
@@ -41,7 +44,8 @@ impl Lang {
         match self {
             Lang::Rust => rust::output(name),
             Lang::C => c::output(name),
-            Lang::Js | Lang::Python => PathBuf::new(),
+            Lang::Js => js::output(name),
+            Lang::Python => python::output(name),
         }
     }
 }
@@ -99,7 +103,8 @@ pub fn files(lang: Lang, name: &str) -> Result<Vec<File>, NewError> {
     let mut files = match lang {
         Lang::Rust => rust::files(name)?,
         Lang::C => c::files(name),
-        Lang::Js | Lang::Python => Vec::new(),
+        Lang::Js => js::files(name),
+        Lang::Python => python::files(name),
     };
     files.push(File::text("client.mjs", project::fill(CLIENT, name)));
     Ok(files)
@@ -125,7 +130,7 @@ mod tests {
 
     #[test]
     fn every_language_gets_the_example_client_with_its_name() {
-        for lang in [Lang::Rust, Lang::C] {
+        for lang in [Lang::Rust, Lang::Js, Lang::Python, Lang::C] {
             let files = files(lang, "tally").unwrap();
             let client = files.iter().find(|f| f.path == Path::new("client.mjs"));
             let text = String::from_utf8(client.unwrap().contents.clone()).unwrap();
