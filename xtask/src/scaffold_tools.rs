@@ -16,14 +16,7 @@ const BUILD_SH: &str = "host/src/scaffold/templates/c/build.sh";
 pub(crate) fn install(root: &Path) -> anyhow::Result<()> {
     let script = std::fs::read_to_string(root.join(BUILD_SH))
         .with_context(|| format!("cannot read {BUILD_SH}"))?;
-    let lines: Vec<&str> = script
-        .lines()
-        .filter_map(|l| {
-            l.trim_start_matches('#')
-                .trim()
-                .strip_prefix("cargo install ")
-        })
-        .collect();
+    let lines = install_lines(&script);
     anyhow::ensure!(
         !lines.is_empty(),
         "{BUILD_SH} names no `cargo install` line"
@@ -43,4 +36,34 @@ pub(crate) fn install(root: &Path) -> anyhow::Result<()> {
     }
     std::fs::write(&stamp, wanted)?;
     Ok(())
+}
+
+/// What follows `cargo install ` in each comment line of `script` that has it.
+fn install_lines(script: &str) -> Vec<&str> {
+    script
+        .lines()
+        .filter_map(|l| {
+            l.trim_start_matches('#')
+                .trim()
+                .strip_prefix("cargo install ")
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_c_projects_build_script_names_both_tools_pinned() {
+        let script = include_str!("../../host/src/scaffold/templates/c/build.sh");
+        let lines = install_lines(script);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        for (line, tool) in lines.iter().zip(["wit-bindgen-cli@", "wasm-tools@"]) {
+            assert!(
+                line.starts_with("--locked ") && line.contains(tool),
+                "{line}"
+            );
+        }
+    }
 }
