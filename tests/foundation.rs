@@ -360,6 +360,37 @@ async fn check_says_whether_a_file_is_a_consumer() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `wasmroom check --data DIR` says what it compiles and leaves the compiled component
+/// where `serve --data DIR` looks, so the server loads it without compiling.
+#[tokio::test]
+async fn check_fills_the_compiled_cache_serve_reads() -> anyhow::Result<()> {
+    let server = Server::start(&[], 1, &[])?;
+    let relay = built_plugins_dir().join("relay.wasm");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmroom"))
+        .arg("check")
+        .arg("--data")
+        .arg(server.data.path())
+        .arg(&relay)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("compiling relay ("), "{stderr}");
+    deploy(&server, "relay", &std::fs::read(&relay)?)?;
+    wait_for_new_version(&server, "relay", &serde_json::Value::Null, 0).await?;
+    let lines = server.log_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("loaded") && l.contains("relay.wasm")),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("compiling relay")),
+        "{lines:#?}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn readyz_answers_while_serving() -> anyhow::Result<()> {
     let server = Server::start(&["relay"], 1, &[])?;

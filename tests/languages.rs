@@ -622,3 +622,107 @@ async fn a_document_moves_through_all_four_languages() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A consumer on a kit that overrides only `onMessage`/`on_message` (tests/plugins/kits):
+/// its one object per document keeps its state from call to call and across connections;
+/// every other hook is the kit's default: connections accepted, `GET` answered 404 (not
+/// a trap), an empty saved state restored and a non-empty one refused.
+async fn kit_defaults(p: &str) -> anyhow::Result<()> {
+    let server = start(&[p]).await?;
+    let mut ann = server.connect(0, &format!("/ws/{p}/room")).await?;
+    send_text(&mut ann, "a").await?;
+    assert_eq!(recv_text(&mut ann).await?, "1: text a");
+    ann.send(Message::binary(vec![0u8, 1, 2])).await?;
+    assert_eq!(recv_text(&mut ann).await?, "2: binary 3");
+    let mut bob = server.connect(0, &format!("/ws/{p}/room")).await?;
+    send_text(&mut bob, "\u{e9}").await?;
+    assert_eq!(recv_text(&mut bob).await?, "3: text \u{e9}");
+    let mut other = server.connect(0, &format!("/ws/{p}/other")).await?;
+    send_text(&mut other, "x").await?;
+    assert_eq!(recv_text(&mut other).await?, "1: text x");
+
+    let (status, body) = http(server.addr(0), "GET", &format!("/docs/{p}/room"), b"").await?;
+    assert_eq!(
+        (status, body.trim()),
+        (404, "this consumer has no HTTP interface")
+    );
+    let entry = plugin_entry(&server, p).await?;
+    assert!(entry["last_error"].is_null(), "{entry}");
+
+    // Saved states: an empty one (what the default snapshot gives) opens the document, a
+    // non-empty one is refused rather than dropped.
+    let dir = server.data.path().join(p);
+    std::fs::create_dir_all(&dir)?;
+    for (document, state) in [("empty", &b""[..]), ("full", &b"state"[..])] {
+        let snapshot = wasmroom::store::Snapshot {
+            plugin_version: "0".repeat(16),
+            saved_at_ms: 0,
+            timers: Vec::new(),
+            state: state.to_vec(),
+            continuity: None,
+        };
+        std::fs::write(
+            dir.join(format!("{document}.snap")),
+            wasmroom::store::encode(&snapshot, p, document),
+        )?;
+    }
+    let (status, _) = http(server.addr(0), "GET", &format!("/docs/{p}/empty"), b"").await?;
+    assert_eq!(status, 404);
+    let (status, body) = http(server.addr(0), "GET", &format!("/docs/{p}/full"), b"").await?;
+    assert_eq!(
+        (status, body.trim()),
+        (500, "the consumer refused to open the document")
+    );
+    Ok(())
+}
+
+macro_rules! kit_defaults {
+    ($($module:ident => $plugin:literal),* $(,)?) => {$(
+        mod $module {
+            #[tokio::test]
+            async fn kit_defaults() -> anyhow::Result<()> {
+                crate::kit_defaults($plugin).await
+            }
+        }
+    )*};
+}
+
+mod kits {
+    kit_defaults! {
+        javascript => "js-defaults",
+        python => "py-defaults",
+    }
+}
+
+/// `wasmroom check` calls every hook on a trial document: a JavaScript consumer without
+/// `onRequest` (componentize-qjs still exports `on-request`, which traps) is refused,
+/// with the guest's own words; the kit's consumers pass.
+#[test]
+fn check_refuses_a_consumer_whose_export_traps() -> anyhow::Result<()> {
+    let check = |plugin: &str| -> anyhow::Result<std::process::Output> {
+        require(plugin)?;
+        Ok(std::process::Command::new(env!("CARGO_BIN_EXE_wasmroom"))
+            .arg("check")
+            .arg(built_plugins_dir().join(format!("{plugin}.wasm")))
+            .output()?)
+    };
+    let refused = check("js-no-request")?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    let verdict = stderr.lines().last().unwrap_or_default();
+    assert!(
+        verdict.contains("fails its trial run: on-request: traps")
+            && verdict.contains("function 'onRequest' not found"),
+        "{stderr}"
+    );
+    for good in ["js-defaults", "js-chat"] {
+        let out = check(good)?;
+        assert!(
+            out.status.success(),
+            "{good}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("passed its trial run"));
+    }
+    Ok(())
+}

@@ -9,9 +9,10 @@
 
 The host runs one instance of the component per document, and `serve` keeps ONE object
 of your class per document: `self` is the document's state, kept from call to call
-(componentize-py would otherwise make a new object for every call). Every hook has a
-default (accept connections, ignore messages, 404 for requests, an empty snapshot, and
-`restore` refusing a non-empty state), so you override only what you need.
+(componentize-py does not call every hook on the same object: what `open` set on `self`
+would be missing in `on_request`). Every hook has a default (accept connections, ignore
+messages, 404 for requests, an empty snapshot, and `restore` refusing a non-empty
+state), so you override only what you need.
 
 Host functions take `str` (sent as a text message) or bytes (binary) and never raise for
 a refusal: they return `None` when done, or a `HostError` saying why the host refused

@@ -54,7 +54,7 @@ const PY: [(&str, &str, &str); 2] = [
 /// Builds the consumers above and `c-chat.wasm` into `built`.
 pub(crate) fn build(root: &Path, built: &Path) -> anyhow::Result<()> {
     type Builder<'a> = Box<dyn Fn() -> anyhow::Result<Outcome> + 'a>;
-    let mut consumers: Vec<(&str, Builder)> = Vec::new();
+    let mut consumers: Vec<(&str, Builder<'_>)> = Vec::new();
     for (name, entry) in JS {
         consumers.push((name, Box::new(move || build_js(root, built, name, entry))));
     }
