@@ -14,26 +14,21 @@ use super::{WIT, WIT_FILE};
 /// The build command, run in the project.
 pub(super) const BUILD: &str = "./build.sh";
 
-/// The `wit-bindgen-cli` release whose C generator `tools/wit-c` uses as a library.
-pub(super) const WIT_BINDGEN_VERSION: &str = "0.61.1";
-
-/// A `wasm-tools` release with the `wit-component` of `tools/wit-c` (0.258).
-pub(super) const WASM_TOOLS_VERSION: &str = "1.258.0";
-
 /// Where [`BUILD`] leaves the component.
 pub(super) fn output(name: &str) -> PathBuf {
     PathBuf::from(format!("{name}.wasm"))
 }
 
+/// It names the tools' versions, pinned (`cargo install ...`): `wit-bindgen-cli` of the
+/// C generator `tools/wit-c` uses as a library, `wasm-tools` of its `wit-component`.
+/// `cargo xtask test` installs them from these very lines for `tests/scaffold.rs`.
 const BUILD_SH: &str = include_str!("templates/c/build.sh");
 const CONSUMER_C: &str = include_str!("templates/c/consumer.c");
 const README: &str = include_str!("templates/c/README.md");
 const GITIGNORE: &str = include_str!("templates/c/gitignore");
 
 pub(super) fn files(name: &str) -> Vec<File> {
-    let build = fill(BUILD_SH, name)
-        .replace("{{wit_bindgen}}", WIT_BINDGEN_VERSION)
-        .replace("{{wasm_tools}}", WASM_TOOLS_VERSION);
+    let build = fill(BUILD_SH, name);
     vec![
         File::text("build.sh", build).executable(),
         File::text("consumer.c", fill(CONSUMER_C, name)),
@@ -53,12 +48,26 @@ mod tests {
     use super::*;
     use std::path::Path;
 
+    /// The version in `build.sh`'s `cargo install --locked TOOL@VERSION` line.
+    fn pinned(tool: &str) -> &'static str {
+        let at = format!("{tool}@");
+        let start = BUILD_SH.find(&at).unwrap() + at.len();
+        BUILD_SH[start..].split_whitespace().next().unwrap()
+    }
+
     #[test]
     fn the_pinned_tools_are_those_wit_c_uses() {
         let wit_c = include_str!("../../../tools/wit-c/Cargo.toml");
-        assert!(wit_c.contains(&format!("wit-bindgen-c = \"={WIT_BINDGEN_VERSION}\"")));
-        let minor = WASM_TOOLS_VERSION.split('.').nth(1).unwrap();
-        assert!(wit_c.contains(&format!("wit-component = \"0.{minor}\"")));
+        let bindgen = pinned("wit-bindgen-cli");
+        assert!(
+            wit_c.contains(&format!("wit-bindgen-c = \"={bindgen}\"")),
+            "{bindgen}"
+        );
+        let minor = pinned("wasm-tools").split('.').nth(1).unwrap();
+        assert!(
+            wit_c.contains(&format!("wit-component = \"0.{minor}\"")),
+            "{minor}"
+        );
     }
 
     #[test]

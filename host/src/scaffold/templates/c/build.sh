@@ -3,8 +3,8 @@
 # - clang for wasm32-wasi with wasi-libc (Debian 12: apt-get install clang-19 lld-19
 #   libclang-rt-19-dev-wasm32 wasi-libc; or wasi-sdk: CC=/opt/wasi-sdk/bin/clang ./build.sh),
 # - wit-bindgen, the bindings generator, and wasm-tools, which makes the component:
-#   cargo install --locked wit-bindgen-cli@{{wit_bindgen}} --no-default-features --features c
-#   cargo install --locked wasm-tools@{{wasm_tools}} --no-default-features --features component
+#   cargo install --locked wit-bindgen-cli@0.61.1 --no-default-features --features c
+#   cargo install --locked wasm-tools@1.258.0 --no-default-features --features component
 # CC, WIT_BINDGEN and WASM_TOOLS name other copies of them.
 set -eu
 cd "$(dirname "$0")"
