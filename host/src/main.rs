@@ -65,8 +65,8 @@ enum Command {
         data: Option<PathBuf>,
     },
     /// Start a consumer project in DIR [default: ./NAME]: its build file, a README, the
-    /// WIT and an example client. It builds with one command into NAME.wasm, which
-    /// `wasmroom check` accepts.
+    /// WIT and an example client. It builds with one command (printed, and in its
+    /// README) into a component that `wasmroom check` accepts.
     New {
         /// The consumer's language.
         #[arg(long, value_enum)]

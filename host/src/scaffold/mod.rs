@@ -22,9 +22,13 @@ pub use wit::{WIT, WIT_FILE, write_wit};
 /// The languages `wasmroom new` writes projects in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
+    /// Rust on the SDK (cargo, wasm32-wasip2).
     Rust,
+    /// JavaScript on the kit (QuickJS, componentize-qjs).
     Js,
+    /// Python on the kit (CPython, componentize-py).
     Python,
+    /// C on the generated bindings (clang, wasi-libc, wit-bindgen, wasm-tools).
     C,
 }
 
