@@ -100,20 +100,27 @@ fn check(file: &Path, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves `file` as the plugin `name` and speaks to the counter in it: the count on
-/// joining, one more per message to every client, `GET /docs/...`; then runs the
-/// project's example client against it.
-async fn serve_counter(project: &Path, file: &Path, name: &str) -> anyhow::Result<()> {
-    // Deployed once the server runs: compiling the Python component takes longer than
-    // the harness allows a start.
-    let server = Server::start_in(tempfile::tempdir()?, 1, &[])?;
-    deploy(&server, name, &std::fs::read(file)?)?;
+/// Waits until the server has loaded the plugin `name`.
+async fn loaded(server: &Server, name: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + LOAD_PATIENCE;
-    while !plugin_entry(&server, name).await?["current"]["version"].is_string() {
+    while !plugin_entry(server, name).await?["current"]["version"].is_string() {
         ensure!(Instant::now() < deadline, "{name} was not loaded in time");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
+}
+
+/// Serves `file` as the plugin `name` and speaks to the counter in it: the count on
+/// joining, one more per message to every client, `GET /docs/...`, the count kept across
+/// a restart (`snapshot` and `restore`); then runs the project's example client.
+async fn serve_counter(project: &Path, file: &Path, name: &str) -> anyhow::Result<()> {
+    // Deployed once the server runs: compiling the Python component takes longer than
+    // the harness allows a start.
+    let mut server = Server::start_in(tempfile::tempdir()?, 1, &[])?;
+    deploy(&server, name, &std::fs::read(file)?)?;
+    loaded(&server, name).await?;
     let path = format!("/ws/{name}/doc1");
+    let docs = format!("/docs/{name}/doc1");
     let mut ann = server.connect(0, &path).await?;
     assert_eq!(recv_text(&mut ann).await?, r#"{"count":0}"#);
     send_text(&mut ann, "+1").await?;
@@ -123,26 +130,40 @@ async fn serve_counter(project: &Path, file: &Path, name: &str) -> anyhow::Resul
     send_text(&mut bob, "+1").await?;
     assert_eq!(recv_text(&mut ann).await?, r#"{"count":2}"#);
     assert_eq!(recv_text(&mut bob).await?, r#"{"count":2}"#);
-    let (status, body) = http(server.addr(0), "GET", &format!("/docs/{name}/doc1"), b"").await?;
+    let (status, body) = http(server.addr(0), "GET", &docs, b"").await?;
     assert_eq!((status, body.as_str()), (200, r#"{"count":2}"#));
+
+    // SIGTERM saves the document (its `snapshot`); the next server `restore`s it.
+    drop((ann, bob));
+    server.terminate()?;
+    let server = server.restart()?;
+    loaded(&server, name).await?;
+    let (status, body) = http(server.addr(0), "GET", &docs, b"").await?;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"count":2}"#),
+        "after a restart"
+    );
 
     let Some(node) = tool(&["node".into()]) else {
         missing("node (Node.js 20+) is not installed, so client.mjs was not tried")?;
         return Ok(());
     };
-    let url = server.url(0, &path);
+    let mut carl = server.connect(0, &path).await?;
+    assert_eq!(recv_text(&mut carl).await?, r#"{"count":2}"#);
     let mut client = Command::new(&node);
     // Node 20 has WebSocket behind a flag; 22 and later have it built in.
     let version = run(Command::new(&node).arg("--version"))?;
     if version.starts_with("v20.") || version.starts_with("v21.") {
         client.arg("--experimental-websocket");
     }
+    let url = server.url(0, &path);
     let printed = run(client.arg("client.mjs").arg(&url).current_dir(project))?;
     assert_eq!(
         printed, "{\"count\":2}\n{\"count\":3}\n",
         "client.mjs printed"
     );
-    assert_eq!(recv_text(&mut ann).await?, r#"{"count":3}"#);
+    assert_eq!(recv_text(&mut carl).await?, r#"{"count":3}"#);
     Ok(())
 }
 
