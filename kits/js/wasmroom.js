@@ -316,8 +316,11 @@ function decision(answer) {
 }
 
 function response(answer) {
-  if (!(answer instanceof Response)) throw new TypeError("onRequest must return a Response");
-  const headers = Array.isArray(answer.headers) ? answer.headers : Object.entries(answer.headers);
+  if (answer === null || typeof answer !== "object" || typeof answer.status !== "number") {
+    throw new TypeError("onRequest must return a Response (or an object with a status)");
+  }
+  const given = answer.headers ?? [];
+  const headers = Array.isArray(given) ? given : Object.entries(given);
   return { status: answer.status, headers, body: toBytes(answer.body, "a response body") };
 }
 

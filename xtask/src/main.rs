@@ -87,8 +87,9 @@ fn main() -> anyhow::Result<()> {
                  fuzz [--seconds N] [TARGET...]  run the fuzz targets of fuzz/ for N seconds\n                 \
                  each (60); fails on a crash\n  \
                  plugins        build the plugins into plugins/*.wasm, and the chat in JavaScript,\n                 \
-                 Python and C (js-chat, py-chat, c-chat: skipped with a note when their\n                 \
-                 toolchain is missing) into target/wasm32-wasip2/plugin/"
+                 Python and C (js-chat, py-chat, c-chat, and the tests' consumers on the\n                 \
+                 kits: skipped with a note when their toolchain is missing) into\n                 \
+                 target/wasm32-wasip2/plugin/"
             );
             bail!("missing or unknown command")
         }

@@ -6,12 +6,14 @@
 //! exists with the right signature. Toolchains for dynamic languages generate every export
 //! of the world and look the guest's function up when it is called: componentize-qjs
 //! builds a JavaScript consumer without `onRequest` into a component whose `on-request`
-//! traps ("not a function"), componentize-py one whose class lacks `on_request` into one
-//! that raises `AttributeError`. Only a call shows it. The trial calls, in the order a
-//! document sees them: `open`, `on-connect` (connection 1, as a client with no query,
-//! headers or token), `on-message` (an empty text message), `on-timer` (a timer never
-//! set), `on-request` (`GET`), `snapshot`, `restore` (of that snapshot), `on-disconnect`
-//! (1000). A trap in any of them fails the check, as does a `restore` that refuses the
+//! traps ("function 'onRequest' not found"), componentize-py one whose class lacks
+//! `on_request` (and does not subclass the generated protocol) into one that raises
+//! `AttributeError`. Only a call shows it. The trial calls, in the order a document sees
+//! them: `open`, `on-connect` (connection 1, as a client with no query, headers or token),
+//! `on-message` (an empty text message), `on-timer` (a timer never set), `on-request`
+//! (`GET`), `snapshot`, `on-disconnect` (1000); then, as a restart does, `open` and
+//! `restore` of that snapshot in a fresh instance. A trap in any of them fails the check,
+//! as does a `restore` that refuses the
 //! consumer's own snapshot (a document could never be saved and reopened). A refusal the
 //! consumer may mean (an `open` that refuses the trial document, a rejected connection)
 //! ends the trial with a note. What the consumer asks of the host is dropped.
