@@ -1,7 +1,9 @@
 //! The browser demo (demo/) end to end: the real binary serves the yjs plugin and
-//! `--static demo/dist`, and demo/e2e.mjs drives two headless Chromium pages (Debian's
-//! /usr/bin/chromium through playwright-core) that type into the same document; and
-//! demo/origin.mjs shows which servers a page from one origin may open sockets to.
+//! `--static demo/dist`, and demo/e2e.mjs drives headless Chromium pages (Debian's
+//! /usr/bin/chromium through playwright-core) on the ProseMirror editor: two editors see
+//! each other's text and cursors; with access tokens from the example backend
+//! (demo/backend.mjs), a viewer changes nothing. And demo/origin.mjs shows which servers
+//! a page from one origin may open sockets to.
 //!
 //! Needs, once: `npm ci --prefix demo && npm run build --prefix demo`, and Chromium
 //! (`apt-get install -y chromium`). The screenshot is left in target/e2e/demo.png.
@@ -75,8 +77,38 @@ fn two_browsers_edit_one_document() -> anyhow::Result<()> {
             format!("http://{}", server.addr(0)),
             screenshot.display().to_string(),
         ],
+        &[],
     )?;
     anyhow::ensure!(out.contains("ok: "), "demo/e2e.mjs did not succeed:\n{out}");
+    Ok(())
+}
+
+/// The secret wasmroom and the example backend share in the viewer test.
+const DEMO_SECRET: &str = "a-demo-secret-of-at-least-32-bytes!!";
+
+#[test]
+fn a_viewer_cannot_change_the_text() -> anyhow::Result<()> {
+    let demo = repo().join("demo");
+    check_prerequisites(&demo)?;
+    // As demo/tokens.toml, but the backend e2e.mjs starts listens on a free port, so any
+    // page may connect; the tokens still decide who edits.
+    let server = Server::start_with_config(
+        &["yjs"],
+        1,
+        &format!(
+            "[plugin.yjs]\nallowed_origins = [\"*\"]\n\n\
+             [plugin.yjs.auth]\nalgorithm = \"HS256\"\nsecret = \"{DEMO_SECRET}\"\n"
+        ),
+    )?;
+    let out = node(
+        &demo.join("e2e.mjs"),
+        &["--viewer".to_owned(), format!("http://{}", server.addr(0))],
+        &[("DEMO_TOKEN_SECRET", DEMO_SECRET)],
+    )?;
+    anyhow::ensure!(
+        out.contains("ok: "),
+        "demo/e2e.mjs --viewer did not succeed:\n{out}"
+    );
     Ok(())
 }
 
@@ -101,6 +133,7 @@ fn a_page_from_another_origin_cannot_open_a_socket_unless_allowed() -> anyhow::R
     let out = node(
         &demo.join("origin.mjs"),
         &[page_origin, same.clone(), refused.clone(), allowed.clone()],
+        &[],
     )?;
     for expected in [
         format!("open {same}"),
@@ -124,12 +157,13 @@ fn a_page_from_another_origin_cannot_open_a_socket_unless_allowed() -> anyhow::R
     Ok(())
 }
 
-/// Runs `node SCRIPT ARGS` (its own process group, killed with it after NODE_PATIENCE);
-/// returns what it printed when it exited successfully.
-fn node(script: &Path, args: &[String]) -> anyhow::Result<String> {
+/// Runs `node SCRIPT ARGS` with `env` added (its own process group, killed with it after
+/// NODE_PATIENCE); returns what it printed when it exited successfully.
+fn node(script: &Path, args: &[String], env: &[(&str, &str)]) -> anyhow::Result<String> {
     let mut child = Command::new("node")
         .arg(script)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,8 +1,10 @@
-//! The input journal's output gate (journal mode), against the real binary with the
-//! tests' memory journal (`WASMROOM_TEST_JOURNAL=memory:DELAY_MS[:FAIL_EVERY]`): nothing
-//! an input caused leaves the host before the input's record is durable, and a batch
-//! that could not be made durable takes its documents, and what they caused, with it.
-//! The file and PostgreSQL journals are later stages (see ARCHITECTURE.md).
+//! The input journal (journal mode), against the real binary.
+//!
+//! With the tests' memory journal (`WASMROOM_TEST_JOURNAL=memory:DELAY_MS[:FAIL_EVERY]`):
+//! nothing an input caused leaves the host before the input's record is durable, and a
+//! batch that could not be made durable takes its documents, and what they caused, with
+//! it. With the file journal (the default on the file store): nothing another client saw
+//! is lost to `kill -9`, and a consumer that traps keeps every input before the trap.
 
 mod support;
 
@@ -105,10 +107,13 @@ async fn a_batch_that_cannot_be_made_durable_takes_its_document_and_output_along
 }
 
 #[test]
-fn journal_mode_without_a_journal_store_refuses_to_start() -> anyhow::Result<()> {
+fn journal_mode_on_the_shared_store_refuses_to_start() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("wasmroom.toml");
-    std::fs::write(&config, "[plugin.chat]\ndurability = \"journal\"\n")?;
+    std::fs::write(
+        &config,
+        "[plugin.chat]\ndurability = \"journal\"\n[store]\nurl = \"postgres://nobody@127.0.0.1:1/none\"\n",
+    )?;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmroom"))
         .args(["serve", "--port", "0", "--plugins"])
         .arg(dir.path())
@@ -122,5 +127,142 @@ fn journal_mode_without_a_journal_store_refuses_to_start() -> anyhow::Result<()>
         stderr.contains("plugin 'chat' asks for durability = \"journal\""),
         "{stderr}"
     );
+    Ok(())
+}
+
+/// A server whose `plugin` journals on the file journal, with `more` config; no
+/// checkpoint for an hour, so only the journal can keep what happens.
+fn file_journaled(plugins: &[&str], journaled: &str, more: &str) -> anyhow::Result<Server> {
+    Server::start_with_config(
+        plugins,
+        1,
+        &format!("checkpoint_secs = 3600\n[plugin.{journaled}]\ndurability = \"journal\"\n{more}"),
+    )
+}
+
+/// Every line another client saw is in the document after `kill -9` and a restart, in
+/// the order it was sent, once. Twenty times, the kill coming at another point of a
+/// stream of lines each time. (Checkpoints are an hour apart: only the journal keeps
+/// them.)
+#[tokio::test]
+async fn every_line_another_client_saw_survives_kill_9() -> anyhow::Result<()> {
+    use support::streaming::Stream;
+    let more = "[plugin.chat.settings]\nhistory = \"100000\"\n";
+    for run in 0..20 {
+        let mut server = file_journaled(&["chat"], "chat", more)?;
+        let mut writer = server.connect(0, "/ws/chat/kill?name=writer").await?;
+        assert_eq!(recv_json(&mut writer).await?["type"], "history");
+        let mut reader = server.connect(0, "/ws/chat/kill?name=reader").await?;
+        assert_eq!(recv_json(&mut reader).await?["type"], "history");
+        let stream = Stream::start(writer, "line ", Duration::from_millis(2));
+        let wanted = 20 + run * 13;
+        let mut seen = Vec::new();
+        while seen.len() < wanted {
+            let m = recv_json(&mut reader).await?;
+            if m["type"] == "message" {
+                seen.push(m["text"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        server.kill9()?;
+        // What else reached the reader before the process died was seen too.
+        while let Ok(m) = recv_json(&mut reader).await {
+            if m["type"] == "message" {
+                seen.push(m["text"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        let streamed = stream.finished().await?;
+        let server = server.restart()?;
+        let (status, body) = http(server.addr(0), "GET", "/docs/chat/kill", b"").await?;
+        anyhow::ensure!(status == 200, "run {run}: GET: {status} {body}");
+        let doc: serde_json::Value = serde_json::from_str(&body)?;
+        let kept: Vec<String> = doc["messages"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let expected: Vec<String> = (0..kept.len()).map(|i| format!("line {i}")).collect();
+        assert_eq!(kept, expected, "run {run}: lines kept in order, once each");
+        assert!(
+            kept.len() >= seen.len(),
+            "run {run}: the reader saw {} lines, {} kept (the writer sent {})",
+            seen.len(),
+            kept.len(),
+            streamed.sent
+        );
+    }
+    Ok(())
+}
+
+/// A consumer that traps loses nothing of its document: the input that trapped is
+/// never journaled, so the document reopens as its journal left it, and the
+/// connections the crash cut are reported gone (1006).
+#[tokio::test]
+async fn a_consumer_that_traps_keeps_every_input_before_the_trap() -> anyhow::Result<()> {
+    // The probe keeps its notes in memory only (its snapshot is empty): only a replay of
+    // its inputs brings them back.
+    let server = file_journaled(&["probe"], "probe", "")?;
+    let mut a = server.connect(0, "/ws/probe/trap").await?;
+    let mut b = server.connect(0, "/ws/probe/trap").await?;
+    send_text(&mut a, "note one").await?;
+    send_text(&mut b, "note two").await?;
+    send_text(&mut a, "notes").await?;
+    assert_eq!(recv_text(&mut a).await?, "one,two");
+    send_text(&mut b, "panic").await?;
+    assert_eq!(expect_close(&mut a).await?.0, 1011);
+    assert_eq!(expect_close(&mut b).await?.0, 1011);
+    let mut c = server.connect(0, "/ws/probe/trap").await?;
+    send_text(&mut c, "notes").await?;
+    assert_eq!(recv_text(&mut c).await?, "one,two", "the notes came back");
+    send_text(&mut c, "departed").await?;
+    assert_eq!(recv_text(&mut c).await?, "1:1006,2:1006");
+    send_text(&mut c, "id").await?;
+    assert_eq!(
+        recv_text(&mut c).await?,
+        "3",
+        "ids go on after the replayed ones"
+    );
+    Ok(())
+}
+
+/// A document rebuilt from its journal after `kill -9` is the one that died: its inputs
+/// replayed from the same clock and random streams, it holds what its guest saw of time
+/// and randomness then (the probe keeps them in memory only: its snapshot is empty), and
+/// the chat's lines carry the times they had.
+#[tokio::test]
+async fn a_document_rebuilt_after_kill_9_is_the_one_that_died() -> anyhow::Result<()> {
+    let mut server = file_journaled(
+        &["probe", "chat"],
+        "probe",
+        "[plugin.chat]\ndurability = \"journal\"\n",
+    )?;
+    let mut probe = server.connect(0, "/ws/probe/same").await?;
+    for _ in 0..3 {
+        send_text(&mut probe, "note-observed").await?;
+    }
+    send_text(&mut probe, "notes").await?;
+    let before = recv_text(&mut probe).await?;
+    let mut ann = server.connect(0, "/ws/chat/same?name=ann").await?;
+    let mut bob = server.connect(0, "/ws/chat/same?name=bob").await?;
+    for i in 0..5 {
+        send_text(&mut ann, &format!("line {i}")).await?;
+        tokio::time::sleep(Duration::from_millis(3)).await; // distinct times
+    }
+    let mut seen = 0;
+    while seen < 5 {
+        if recv_json(&mut bob).await?["type"] == "message" {
+            seen += 1;
+        }
+    }
+    let (_, chat_before) = http(server.addr(0), "GET", "/docs/chat/same", b"").await?;
+    server.kill9()?;
+    let server = server.restart()?;
+    let mut probe = server.connect(0, "/ws/probe/same").await?;
+    send_text(&mut probe, "notes").await?;
+    assert_eq!(recv_text(&mut probe).await?, before);
+    let (_, chat_after) = http(server.addr(0), "GET", "/docs/chat/same", b"").await?;
+    assert_eq!(chat_after, chat_before);
     Ok(())
 }

@@ -186,6 +186,7 @@ async fn restores_what_serde_reads(server: &Server, p: &str) -> anyhow::Result<(
             timers: Vec::new(),
             state: state.as_bytes().to_vec(),
             continuity: None,
+            connections: Vec::new(),
         };
         std::fs::write(
             dir.join(format!("{document}.snap")),

@@ -31,7 +31,9 @@ fn snapshot(text: &str) -> Snapshot {
         continuity: Some(wasmroom::store::Continuity {
             seed: [5; 32],
             next_connection_id: 7,
+            inputs: 0,
         }),
+        connections: Vec::new(),
     }
 }
 

@@ -1,32 +1,55 @@
-// A textarea bound to a Y.Text, synced through the wasmroom `yjs` plugin with an unmodified
-// y-websocket provider. The document is the URL's hash (`/#notes`) or `?doc=` (default "demo").
+// The demo page: a collaborative rich-text editor (ProseMirror + y-prosemirror) on the
+// wasmroom `yjs` plugin, through an unmodified y-websocket provider. The document is the
+// address's hash (`/#notes`); see access.js for tokens and roles.
 
+import 'prosemirror-view/style/prosemirror.css'
 import * as Y from 'yjs'
-import { WebsocketProvider } from 'y-websocket'
+import { readAuthMessage } from 'y-protocols/auth'
+import { WebsocketProvider, messageAuth } from 'y-websocket'
+import { mountEditor } from './editor.js'
+import { loadUser, bindUser, showPeers } from './identity.js'
+import { documentName, remember, showDocuments } from './documents.js'
+import { loadConfig, requestedRole, fetchToken, switchRole } from './access.js'
 
-const docName = (() => {
-  const fromUrl = location.hash.slice(1) || new URLSearchParams(location.search).get('doc')
-  try {
-    return decodeURIComponent(fromUrl || '') || 'demo'
-  } catch {
-    return fromUrl
-  }
-})()
+const $ = (id) => document.getElementById(id)
 
-const editor = document.getElementById('editor')
-const status = document.getElementById('status')
-const peers = document.getElementById('peers')
-document.getElementById('doc').textContent = docName
+const docName = documentName()
+remember(docName)
+$('doc').textContent = docName
 document.title = `${docName} · wasmroom`
+showDocuments($('documents'), docName, $('new-document'))
+window.addEventListener('hashchange', () => location.reload())
+
+const config = await loadConfig()
+// Without a token backend everyone edits; with one, the token says who may.
+const role = config.tokens ? requestedRole() : 'editor'
+const readOnly = role === 'viewer'
+document.body.dataset.role = role
+const roleSwitch = $('role')
+roleSwitch.hidden = !config.tokens
+roleSwitch.value = role
+roleSwitch.addEventListener('change', () => switchRole(roleSwitch.value))
 
 const ydoc = new Y.Doc()
-const ytext = ydoc.getText('text')
-const scheme = location.protocol === 'https:' ? 'wss' : 'ws'
-// The provider connects to `${serverUrl}/${room}`, i.e. /ws/yjs/{document}.
-const provider = new WebsocketProvider(`${scheme}://${location.host}/ws/yjs`, encodeURIComponent(docName), ydoc)
+const fragment = ydoc.getXmlFragment('prosemirror')
+const user = loadUser()
+// The provider connects to `${server}/${room}`, i.e. /ws/yjs/{document}.
+const provider = new WebsocketProvider(config.server, encodeURIComponent(docName), ydoc, { connect: false })
 
-// ---- connection status and peers
+// The server answers a viewer's change with y-protocols' "permission denied" and why:
+// say so on the page (y-websocket itself only logs it).
+provider.messageHandlers[messageAuth] = (_encoder, decoder) => {
+  readAuthMessage(decoder, ydoc, (_doc, reason) => {
+    const notice = $('notice')
+    notice.textContent = `The server refused a change: ${reason}`
+    notice.dataset.denied = String(Number(notice.dataset.denied || 0) + 1)
+    notice.hidden = false
+  })
+}
 
+// ---- connection status
+
+const status = $('status')
 const showStatus = () => {
   const state = provider.wsconnected ? (provider.synced ? 'synced' : 'connected') : (provider.wsconnecting ? 'connecting' : 'disconnected')
   status.dataset.status = state
@@ -36,72 +59,44 @@ provider.on('status', showStatus)
 provider.on('sync', showStatus)
 showStatus()
 
-const showPeers = () => {
-  const others = [...provider.awareness.getStates()]
-    .filter(([id]) => id !== ydoc.clientID)
-    .map(([, state]) => state.user?.name ?? 'someone')
-  peers.dataset.count = String(others.length)
-  peers.textContent = others.length === 0 ? 'no one else here' : `with ${others.join(', ')}`
+// ---- tokens: a fresh one before each connection, so that a reconnect after the token's
+// expiry works (y-websocket reads `params` whenever it connects).
+
+async function renewToken () {
+  provider.params = { token: await fetchToken(config.tokens, docName, role, user.name) }
 }
-provider.awareness.on('change', showPeers)
-// A fresh awareness state has clock 0, which the other clients ignore until its renewal
-// (15 s later): setting a field announces this one at once.
-provider.awareness.setLocalStateField('user', { name: `guest ${ydoc.clientID % 1000}` })
-showPeers()
-
-// ---- textarea <-> Y.Text
-
-const isHighSurrogate = (code) => code >= 0xd800 && code <= 0xdbff
-const isLowSurrogate = (code) => code >= 0xdc00 && code <= 0xdfff
-
-// Local edits: replace only what changed between the common prefix and the common suffix,
-// so that concurrent edits elsewhere in the text merge instead of being overwritten.
-editor.addEventListener('input', () => {
-  const before = ytext.toString()
-  const after = editor.value
-  const max = Math.min(before.length, after.length)
-  let prefix = 0
-  while (prefix < max && before[prefix] === after[prefix]) prefix++
-  if (prefix > 0 && isHighSurrogate(before.charCodeAt(prefix - 1))) prefix--
-  let suffix = 0
-  while (suffix < max - prefix && before[before.length - 1 - suffix] === after[after.length - 1 - suffix]) suffix++
-  if (suffix > 0 && isLowSurrogate(before.charCodeAt(before.length - suffix))) suffix--
-  const removed = before.length - prefix - suffix
-  const inserted = after.slice(prefix, after.length - suffix)
-  if (removed === 0 && inserted === '') return
-  ydoc.transact(() => {
-    if (removed > 0) ytext.delete(prefix, removed)
-    if (inserted) ytext.insert(prefix, inserted)
-  }, editor)
-})
-
-// Where `index` of the old text is after a change: text inserted at or before it pushes
-// it right, text deleted before it pulls it left.
-const mapIndex = (delta, index) => {
-  let at = 0
-  let mapped = index
-  for (const op of delta) {
-    if (at > index) break
-    if (op.retain !== undefined) {
-      at += op.retain
-    } else if (op.insert !== undefined) {
-      mapped += op.insert.length
-    } else if (op.delete !== undefined) {
-      mapped -= Math.min(op.delete, index - at)
-      at += op.delete
-    }
+if (config.tokens) {
+  provider.on('connection-close', () => { renewToken().catch((e) => console.warn(e.message)) })
+  try {
+    await renewToken()
+  } catch (e) {
+    $('notice').textContent = e.message
+    $('notice').hidden = false
   }
-  return mapped
+}
+provider.connect()
+
+// ---- who is here, and the editor
+
+bindUser(provider.awareness, user, $('name'), $('swatch'))
+showPeers(provider.awareness, $('peers'))
+const view = mountEditor({ place: $('editor'), bar: $('toolbar'), fragment, awareness: provider.awareness, readOnly })
+// A new document's fragment is empty, which the schema (`block+`) does not allow and
+// which leaves nothing to put a caret in: once synced, an editor that finds it empty gives
+// it a paragraph. (Two editors opening a new document at once both do: two empty
+// paragraphs, no harm.)
+const fill = (synced) => {
+  if (synced && !readOnly && fragment.length === 0) {
+    ydoc.transact(() => fragment.insert(0, [new Y.XmlElement('paragraph')]))
+  }
+}
+provider.on('sync', fill)
+fill(provider.synced)
+if (readOnly) {
+  $('notice').textContent = 'You are a viewer: you see every change as it happens and the others see you here, but the server refuses edits from you.'
+  $('notice').hidden = false
 }
 
-// Remote edits: rewrite the textarea, keeping the caret (or selection) on the same text.
-ytext.observe((event) => {
-  if (event.transaction.origin === editor) return
-  const { selectionStart, selectionEnd, selectionDirection } = editor
-  editor.value = ytext.toString()
-  if (document.activeElement === editor) {
-    editor.setSelectionRange(mapIndex(event.delta, selectionStart), mapIndex(event.delta, selectionEnd), selectionDirection)
-  }
-})
-
-window.addEventListener('hashchange', () => location.reload())
+// For the end-to-end test (demo/e2e.mjs): the document and the view, so that it can also
+// change the document as a modified client would, behind the page's back.
+window.demo = { ydoc, fragment, view, provider, Y }

@@ -38,18 +38,24 @@ fn check_decode(file: &[u8]) {
 }
 
 fn built(u: &mut Unstructured<'_>) -> arbitrary::Result<(Snapshot, String, String, usize, u8)> {
-    let snapshot = Snapshot {
+    let mut snapshot = Snapshot {
         plugin_version: u.arbitrary()?,
         saved_at_ms: u.arbitrary()?,
         timers: u.arbitrary()?,
         state: u.arbitrary()?,
         continuity: u
-            .arbitrary::<Option<([u8; 32], u64)>>()?
-            .map(|(seed, next_connection_id)| Continuity {
+            .arbitrary::<Option<([u8; 32], u64, u64)>>()?
+            .map(|(seed, next_connection_id, inputs)| Continuity {
                 seed,
                 next_connection_id,
+                inputs,
             }),
+        connections: u.arbitrary()?,
     };
+    // Open connections are kept by version 3 only, which a count of inputs selects.
+    if snapshot.continuity.is_none_or(|c| c.inputs == 0) {
+        snapshot.connections.clear();
+    }
     Ok((
         snapshot,
         u.arbitrary()?,

@@ -13,11 +13,13 @@ use crate::config::{Config, ConfigError, Durability};
 use crate::guest::engine::{self, EngineError, EpochTicker};
 use crate::guest::plugin;
 use crate::guest::registry::Registry;
+use crate::lane::services::RecoveredEntries;
 use crate::lane::{self, Health, LaneAddress, Lanes, Services};
 use crate::metrics::Metrics;
 use crate::ops::admin::{AdminContext, AdminServer};
 use crate::reload::Reloader;
 use crate::store::journal::{JournalSink, MemoryJournal};
+use crate::store::journal_file::{FileJournal, Recovered};
 use crate::store::postgres::{PostgresStore, StoreError};
 use crate::store::{FileStorage, Storage};
 
@@ -31,12 +33,16 @@ pub enum StartError {
     /// address space; lower `limits.max_documents` or `limits.max_memory_bytes`).
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// A plugin asks for `durability = "journal"`, which this build cannot provide yet:
-    /// set it back to `"checkpoint"`.
+    /// A plugin asks for `durability = "journal"` on the shared (PostgreSQL) store, which
+    /// does not journal yet: set it back to `"checkpoint"`, or use the file store.
     #[error(
-        "plugin '{0}' asks for durability = \"journal\", which this build does not offer yet (its journal store is still being built); use \"checkpoint\""
+        "plugin '{0}' asks for durability = \"journal\", which the PostgreSQL store does not offer yet (only the file store journals); use \"checkpoint\""
     )]
     NoJournal(String),
+    /// The journal's directory cannot be used (another wasmroom uses it, or it cannot be
+    /// read or written): see the message.
+    #[error("cannot use the journal: {0}")]
+    Journal(#[source] crate::store::StorageError),
     /// The host imports could not be linked (a bug in wasmroom).
     #[error("cannot link the host imports: {0}")]
     Link(String),
@@ -146,6 +152,9 @@ impl Server {
             .map(|l| l.local_addr().expect("a bound socket has an address"))
             .collect();
 
+        if config.any_journal() && config.store.url.is_some() {
+            return Err(StartError::NoJournal(first_journaled(&config)));
+        }
         let metrics = Arc::new(Metrics::new());
         // The shared store first: it may bring newer plugin versions for the registry.
         let shared = crate::cluster::start(&config, &metrics)?;
@@ -168,7 +177,7 @@ impl Server {
                 .collect(),
         ));
         let health = Arc::new(Health::new(storage.leases().cloned()));
-        let journal = journal_sink(&config)?;
+        let (journal, recovered) = journal_sink(&config)?;
         let config = Arc::new(config);
         let services = Arc::new(
             Services::new(
@@ -180,7 +189,7 @@ impl Server {
                 health.clone(),
                 engine::Slots::new(&config),
             )?
-            .with_journal(journal),
+            .with_journal(journal, recovered),
         );
 
         let (stop, stopped) = watch::channel(false);
@@ -422,24 +431,66 @@ impl Drop for LaneWatch {
     }
 }
 
-/// Where journal-mode documents make their records durable. Until the journal's stores
-/// land, only the tests' memory sink exists (`WASMROOM_TEST_JOURNAL`, debug builds).
-fn journal_sink(config: &Config) -> Result<Option<Arc<dyn JournalSink>>, StartError> {
+/// Where journal-mode documents make their records durable, and what the journal holds
+/// of each document from before this start: the file journal under `{data}/journal/`,
+/// or the tests' memory journal (`WASMROOM_TEST_JOURNAL`, debug builds).
+fn journal_sink(
+    config: &Config,
+) -> Result<(Option<Arc<dyn JournalSink>>, RecoveredEntries), StartError> {
     if !config.any_journal() {
-        return Ok(None);
+        return Ok((None, RecoveredEntries::new()));
     }
-    match MemoryJournal::from_env() {
-        Some(sink) => Ok(Some(Arc::new(sink))),
-        None => {
-            let plugin = config
-                .plugin
-                .iter()
-                .find(|(_, p)| p.durability == Durability::Journal)
-                .map(|(name, _)| name.clone())
-                .unwrap_or_default();
-            Err(StartError::NoJournal(plugin))
-        }
+    if let Some(sink) = MemoryJournal::from_env() {
+        return Ok((Some(Arc::new(sink)), RecoveredEntries::new()));
     }
+    let (journal, recovered) =
+        FileJournal::open(&config.data.join("journal")).map_err(StartError::Journal)?;
+    Ok((Some(Arc::new(journal)), recovered_entries(recovered)))
+}
+
+/// What the file journal found, by document: its entries, or why they cannot be
+/// replayed (a gap, damage), which refuses the document until an operator looks.
+fn recovered_entries(recovered: Recovered) -> RecoveredEntries {
+    if recovered.torn_bytes > 0 {
+        tracing::warn!(
+            "the journal ended in a torn write ({} bytes ignored): the process died while writing; nothing it held was acknowledged",
+            recovered.torn_bytes
+        );
+    }
+    for damaged in &recovered.damaged {
+        tracing::error!(
+            "journal segment {} is damaged after {} bytes ({}): its documents refuse to open",
+            damaged.path.display(),
+            damaged.valid_len,
+            damaged.reason
+        );
+    }
+    recovered
+        .documents
+        .into_iter()
+        .map(|(key, doc)| {
+            let entries = if doc.damaged {
+                Err("its journal has a damaged segment".to_owned())
+            } else if let Some((before, after)) = doc.gaps.first() {
+                Err(format!(
+                    "its journal lacks the inputs between {before} and {after}"
+                ))
+            } else {
+                Ok(doc.entries)
+            };
+            (key, entries)
+        })
+        .collect()
+}
+
+/// The name of a plugin in journal mode.
+fn first_journaled(config: &Config) -> String {
+    config
+        .plugin
+        .iter()
+        .find(|(_, p)| p.durability == Durability::Journal)
+        .map(|(name, _)| name.clone())
+        .unwrap_or_default()
 }
 
 /// A listening socket with `SO_REUSEADDR` (restarts do not wait for TIME_WAIT) and a

@@ -7,10 +7,12 @@
 //! - [`origin`]: which web pages may open a document (`Origin` against `Host` or a list).
 //! - [`websocket`]: client frames in, server frames out (RFC 6455, server side).
 //! - [`snapshot`]: the snapshot format every store writes, with its checksum.
+//! - [`journal`]: the input journal's entries and their framing in segment files.
 //! - [`ring`]: nginx's consistent-hash ring, so that the host agrees with nginx about
 //!   which lane owns a document.
 
 pub mod head;
+pub mod journal;
 pub mod origin;
 pub mod ring;
 pub mod route;

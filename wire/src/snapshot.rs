@@ -4,21 +4,27 @@
 //!
 //! ```text
 //! b"WRSNAP\r\n"                magic (the \r\n catches text-mode mangling)
-//! u16                          format version (2; 1 is still read)
+//! u16                          format version (3 or 2; 1 is still read)
 //! u32 + bytes                  document id
 //! u32 + bytes                  plugin name
 //! u32 + bytes                  plugin version (content hash of the .wasm that wrote it)
 //! u64                          saved at, Unix milliseconds (the document's clock)
 //! u32, then (u64, u64) each    pending timers: id, due time in Unix milliseconds
-//! [u8; 32]                     version 2 only: the document's random seed
-//! u64                          version 2 only: the next connection id it gives
+//! [u8; 32]                     version 2 and 3: the document's random seed
+//! u64                          version 2 and 3: the next connection id it gives
+//! u64                          version 3 only: the inputs the state holds (journal seq)
+//! u32, then each: u64, u8, (u32 + bytes if the u8 is 1)
+//!                              version 3 only: the connections open when it was taken,
+//!                              with their token's claims if they had one
 //! u64 + bytes                  the consumer's state (its `snapshot` export)
 //! [u8; 32]                     SHA-256 of everything above
 //! ```
 //!
 //! Version 1 files (written before documents kept a seed and their own connection ids)
-//! decode with no [`Continuity`]; a snapshot without one is written as version 1, so a
-//! file that decodes is always exactly the encoding of what it decodes to.
+//! decode with no [`Continuity`]; a snapshot without one is written as version 1. Version
+//! 2 files (before documents counted their inputs) decode with `inputs: 0`, and a
+//! continuity with no input counted is written as version 2. So a file that decodes is
+//! always exactly the encoding of what it decodes to.
 
 use sha2::{Digest, Sha256};
 
@@ -35,6 +41,10 @@ pub struct Snapshot {
     pub state: Vec<u8>,
     /// What the host keeps beside the state (version 2); `None` in a version 1 file.
     pub continuity: Option<Continuity>,
+    /// The connections open when it was taken, with their claims (version 3, written
+    /// only with inputs counted; empty in older files): a document rebuilt from its
+    /// journal tells its consumer they are gone.
+    pub connections: Vec<(u64, Option<String>)>,
 }
 
 /// What a document carries from one host (or run) to the next beside the consumer's
@@ -45,6 +55,9 @@ pub struct Continuity {
     pub seed: [u8; 32],
     /// The id the document gives its next connection (ids are never reused by it).
     pub next_connection_id: u64,
+    /// The inputs (guest calls that are inputs of the document) the state holds: its
+    /// input journal goes on at `inputs + 1`, and its random streams go on from there.
+    pub inputs: u64,
 }
 
 impl Snapshot {
@@ -70,9 +83,10 @@ impl Snapshot {
     pub fn keeps_nothing(&self) -> bool {
         self.state.is_empty()
             && self.timers.is_empty()
-            && self
-                .continuity
-                .is_none_or(|c| c.next_connection_id <= FIRST_CONNECTION_ID)
+            && self.continuity.is_none_or(|c| {
+                // A journal may hold inputs after these: the file must say where they start.
+                c.next_connection_id <= FIRST_CONNECTION_ID && c.inputs == 0
+            })
     }
 }
 
@@ -80,8 +94,11 @@ impl Snapshot {
 pub const FIRST_CONNECTION_ID: u64 = 1;
 
 const MAGIC: &[u8; 8] = b"WRSNAP\r\n";
-/// The snapshot format this build writes (with [`Continuity`]; it reads 1 and 2).
-pub const FORMAT_VERSION: u16 = 2;
+/// The snapshot format this build writes (with [`Continuity`] and its input count; it
+/// reads 1, 2 and 3).
+pub const FORMAT_VERSION: u16 = 3;
+/// The format before documents counted their inputs.
+const VERSION_2: u16 = 2;
 /// The format before [`Continuity`].
 const VERSION_1: u16 = 1;
 
@@ -94,10 +111,10 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 pub fn encode(s: &Snapshot, plugin: &str, document: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.state.len() + 128);
     out.extend_from_slice(MAGIC);
-    let version = if s.continuity.is_some() {
-        FORMAT_VERSION
-    } else {
-        VERSION_1
+    let version = match s.continuity {
+        None => VERSION_1,
+        Some(c) if c.inputs == 0 => VERSION_2,
+        Some(_) => FORMAT_VERSION,
     };
     out.extend_from_slice(&version.to_le_bytes());
     put_bytes(&mut out, document.as_bytes());
@@ -112,6 +129,20 @@ pub fn encode(s: &Snapshot, plugin: &str, document: &str) -> Vec<u8> {
     if let Some(c) = &s.continuity {
         out.extend_from_slice(&c.seed);
         out.extend_from_slice(&c.next_connection_id.to_le_bytes());
+        if c.inputs > 0 {
+            out.extend_from_slice(&c.inputs.to_le_bytes());
+            out.extend_from_slice(&(s.connections.len() as u32).to_le_bytes());
+            for (id, claims) in &s.connections {
+                out.extend_from_slice(&id.to_le_bytes());
+                match claims {
+                    Some(claims) => {
+                        out.push(1);
+                        put_bytes(&mut out, claims.as_bytes());
+                    }
+                    None => out.push(0),
+                }
+            }
+        }
     }
     out.extend_from_slice(&(s.state.len() as u64).to_le_bytes());
     out.extend_from_slice(&s.state);
@@ -160,9 +191,9 @@ pub fn decode(bytes: &[u8], plugin: &str, document: &str) -> Result<Snapshot, St
     let (body, digest) = bytes.split_at(bytes.len() - 32);
     let mut r = Reader(&body[MAGIC.len()..]);
     let version = r.u16()?;
-    if version != FORMAT_VERSION && version != VERSION_1 {
+    if !(VERSION_1..=FORMAT_VERSION).contains(&version) {
         return Err(format!(
-            "format version {version}; this wasmroom reads versions {VERSION_1} and {FORMAT_VERSION}"
+            "format version {version}; this wasmroom reads versions {VERSION_1} to {FORMAT_VERSION}"
         ));
     }
     if Sha256::digest(body).as_slice() != digest {
@@ -180,12 +211,33 @@ pub fn decode(bytes: &[u8], plugin: &str, document: &str) -> Result<Snapshot, St
     for _ in 0..count {
         timers.push((r.u64()?, r.u64()?));
     }
+    let mut connections = Vec::new();
     let continuity = if version == VERSION_1 {
         None
     } else {
+        let seed = r.take(32)?.try_into().expect("32 bytes");
+        let next_connection_id = r.u64()?;
+        let inputs = if version == VERSION_2 { 0 } else { r.u64()? };
+        if version == FORMAT_VERSION {
+            if inputs == 0 {
+                // Written as version 2: no writer makes this file.
+                return Err("version 3 with no inputs counted".into());
+            }
+            let count = r.u32()? as usize;
+            for _ in 0..count {
+                let id = r.u64()?;
+                let claims = match r.take(1)?[0] {
+                    0 => None,
+                    1 => Some(r.string()?),
+                    _ => return Err("a connection's claims flag is neither 0 nor 1".into()),
+                };
+                connections.push((id, claims));
+            }
+        }
         Some(Continuity {
-            seed: r.take(32)?.try_into().expect("32 bytes"),
-            next_connection_id: r.u64()?,
+            seed,
+            next_connection_id,
+            inputs,
         })
     };
     let len = r.u64()? as usize;
@@ -199,6 +251,7 @@ pub fn decode(bytes: &[u8], plugin: &str, document: &str) -> Result<Snapshot, St
         timers,
         state,
         continuity,
+        connections,
     })
 }
 
@@ -215,7 +268,9 @@ mod tests {
             continuity: Some(Continuity {
                 seed: [7; 32],
                 next_connection_id: 42,
+                inputs: 9,
             }),
+            connections: vec![(40, None), (41, Some(r#"{"role":"viewer"}"#.into()))],
         }
     }
 
@@ -272,19 +327,37 @@ mod tests {
                 timers: vec![(1, 1_700_000_060_000), (7, 1_700_000_120_000)],
                 state: br#"{"messages":["hi","there"]}"#.to_vec(),
                 continuity: None,
+                connections: Vec::new(),
             }
         );
         assert_eq!(encode(&old, "chat", "room"), VERSION_1_FILE);
-        // The same state with continuity is a version 2 file, and not the same content.
+        // The same state with continuity is a version 3 file, and not the same content;
+        // without inputs counted, a version 2 file.
         let new = Snapshot {
             continuity: sample().continuity,
             ..old.clone()
         };
         let bytes = encode(&new, "chat", "room");
-        assert_eq!(bytes[8..10], 2u16.to_le_bytes());
-        assert_eq!(bytes.len(), VERSION_1_FILE.len() + 40);
+        assert_eq!(bytes[8..10], 3u16.to_le_bytes());
+        assert_eq!(bytes.len(), VERSION_1_FILE.len() + 52);
         assert_eq!(decode(&bytes, "chat", "room").unwrap(), new);
         assert_ne!(new.content_hash(), old.content_hash());
+        let uncounted = Snapshot {
+            continuity: sample().continuity.map(|c| Continuity { inputs: 0, ..c }),
+            ..old.clone()
+        };
+        let bytes = encode(&uncounted, "chat", "room");
+        assert_eq!(bytes[8..10], 2u16.to_le_bytes());
+        assert_eq!(bytes.len(), VERSION_1_FILE.len() + 40);
+        assert_eq!(decode(&bytes, "chat", "room").unwrap(), uncounted);
+        let mut forged = bytes[..bytes.len() - 32].to_vec();
+        forged[8] = 3;
+        let digest = Sha256::digest(&forged);
+        forged.extend_from_slice(&digest);
+        assert!(
+            decode(&forged, "chat", "room").is_err(),
+            "version 3 needs its count"
+        );
     }
 
     #[test]
@@ -295,6 +368,7 @@ mod tests {
             continuity: Some(Continuity {
                 seed: [1; 32],
                 next_connection_id: FIRST_CONNECTION_ID,
+                inputs: 0,
             }),
             ..sample()
         };
@@ -310,6 +384,7 @@ mod tests {
             continuity: Some(Continuity {
                 seed: [1; 32],
                 next_connection_id: 2,
+                inputs: 0,
             }),
             ..empty.clone()
         };
@@ -323,5 +398,13 @@ mod tests {
             "a viewer joining changes no content"
         );
         assert!(!sample().keeps_nothing());
+        let journaled = Snapshot {
+            continuity: empty.continuity.map(|c| Continuity { inputs: 3, ..c }),
+            ..empty.clone()
+        };
+        assert!(
+            !journaled.keeps_nothing(),
+            "its journal goes on after its inputs"
+        );
     }
 }

@@ -29,6 +29,7 @@ const TARGETS: &[&str] = &[
     "snapshot",
     "websocket",
     "ring",
+    "journal",
 ];
 /// What cargo-fuzz 0.13.2 passes to rustc for `cargo fuzz build --sanitizer none`, in its
 /// order (its `project.rs`; the same flags, so each reuses the other's build):

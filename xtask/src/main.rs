@@ -32,10 +32,19 @@ fn main() -> anyhow::Result<()> {
         Some("serve") => {
             // The consumers in other languages are not served by default: skip them.
             build_plugins(&root, false)?;
+            // The page at http://127.0.0.1:8000/, unless the command line or a config file
+            // says what to serve there (built anyway: demo/backend.mjs serves it too).
+            let own_site = args[1..]
+                .iter()
+                .any(|a| a.starts_with("--static") || a.starts_with("--config"));
+            let demo = prepare::demo_for_serve(&root).filter(|_| !own_site);
             // The dev profile (dependencies optimised, see Cargo.toml), not --release: the
             // build `cargo xtask test` reuses instead of compiling wasmtime a second time.
             let mut cmd = cargo();
             cmd.args(["run", "--package", "wasmroom", "--", "serve"]);
+            if let Some(dist) = demo {
+                cmd.arg("--static").arg(dist);
+            }
             cmd.args(&args[1..]);
             run(cmd.current_dir(&root))
         }
@@ -79,8 +88,10 @@ fn main() -> anyhow::Result<()> {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
-                 serve [ARGS]   build the plugins, then run `wasmroom serve ARGS` (the dev build,\n                 \
-                 which the tests reuse; optimised: `cargo run --release -p wasmroom -- serve`)\n  \
+                 serve [ARGS]   build the plugins and the browser demo (demo/dist, served at /\n                 \
+                 unless ARGS has --static or --config), then run `wasmroom serve ARGS` (the\n                 \
+                 dev build, which the tests reuse; optimised: `cargo run --release -p wasmroom\n                 \
+                 -- serve`)\n  \
                  test [ARGS]    build the plugins, install what the end-to-end tests drive (npm\n                 \
                  clients, nginx, Chromium, the C tools of `wasmroom new`), then run every test (`cargo test --workspace ARGS`)\n  \
                  soak [--minutes N]  normal and hostile clients for N minutes (30); fails if\n                 memory, open files or disk use grow past the limits\n  \

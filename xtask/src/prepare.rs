@@ -1,7 +1,7 @@
 //! What the tests drive besides the plugins, made ready before `cargo test`: the npm
 //! clients (pinned by their lockfiles), the browser demo's bundle, and Debian's nginx,
 //! Chromium and PostgreSQL (installed with apt-get when missing and this runs as root or
-//! with sudo).
+//! with sudo). And the browser demo for `cargo xtask serve`.
 
 use std::path::Path;
 use std::process::Command;
@@ -81,20 +81,46 @@ pub(crate) fn for_tests(root: &Path) -> anyhow::Result<()> {
     }
     apt_install(&missing)?;
     for project in NPM_PROJECTS {
-        let dir = root.join(project);
-        let lock = dir.join("package-lock.json");
-        let installed = dir.join("node_modules").join(".package-lock.json");
-        // `npm ci` when the lockfile changed since the last install.
-        if newer(&lock, &installed) {
-            eprintln!("xtask: npm ci in {project}");
-            run(npm()?
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir))
-            .with_context(|| format!("installing the npm packages of {project}"))?;
-        }
+        npm_ci(root, project)?;
     }
+    build_demo(root)
+}
+
+/// `npm ci` in `project` when its lockfile changed since the last install.
+fn npm_ci(root: &Path, project: &str) -> anyhow::Result<()> {
+    let dir = root.join(project);
+    let lock = dir.join("package-lock.json");
+    let installed = dir.join("node_modules").join(".package-lock.json");
+    if newer(&lock, &installed) {
+        eprintln!("xtask: npm ci in {project}");
+        run(npm()?
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir))
+        .with_context(|| format!("installing the npm packages of {project}"))?;
+    }
+    Ok(())
+}
+
+fn build_demo(root: &Path) -> anyhow::Result<()> {
     eprintln!("xtask: building the browser demo");
     run(npm()?.args(["run", "build"]).current_dir(root.join("demo")))
+}
+
+/// For `cargo xtask serve`: installs and builds the browser demo and returns its folder
+/// (`demo/dist`), or says why not and returns `None`: the server runs without it (a machine
+/// without Node.js or without the npm registry still gets a server).
+pub(crate) fn demo_for_serve(root: &Path) -> Option<std::path::PathBuf> {
+    if npm().is_err() {
+        eprintln!("xtask: npm not found: serving without the browser demo (it needs Node.js 20+)");
+        return None;
+    }
+    match npm_ci(root, "demo").and_then(|()| build_demo(root)) {
+        Ok(()) => Some(root.join("demo").join("dist")),
+        Err(e) => {
+            eprintln!("xtask: serving without the browser demo: {e:#}");
+            None
+        }
+    }
 }
 
 fn npm() -> anyhow::Result<Command> {

@@ -20,6 +20,7 @@ use crate::document::error::DocumentError;
 use crate::document::live::Document;
 use crate::document::outbox::Outbox;
 use crate::guest::{ConnectInfo, Decision};
+use wasmroom_wire::journal::Record;
 
 impl Document {
     /// The id a connection asking to join gets (whether or not it is accepted).
@@ -45,8 +46,18 @@ impl Document {
         claims: Option<Arc<str>>,
     ) -> Result<Decision, DocumentError> {
         let id = info.id;
-        self.attach(id, outbox, claims);
-        let mut decision = self.call("on-connect", |room, store| {
+        let record = |decision: &Decision| Record::Connect {
+            id,
+            path: info.path.clone(),
+            query: info.query.clone(),
+            headers: info.headers.clone(),
+            subprotocols: info.subprotocols.clone(),
+            remote_address: info.remote_address.clone(),
+            claims: claims.as_deref().map(str::to_owned),
+            accepted: matches!(decision, Decision::Accept(_)),
+        };
+        self.attach(id, outbox, claims.clone());
+        let mut decision = self.call("on-connect", record, |room, store| {
             room.wasmroom_consumer_consumer()
                 .call_on_connect(store, &info)
         });
@@ -100,7 +111,11 @@ impl Document {
     /// Connection `id` left with `code`.
     pub fn disconnect(&mut self, id: u64, code: u16) {
         if self.detach(id) && self.instance.is_some() {
-            let _ = self.call("on-disconnect", |room, store| {
+            let record = |_: &()| Record::Disconnect {
+                connection: id,
+                code,
+            };
+            let _ = self.call("on-disconnect", record, |room, store| {
                 room.wasmroom_consumer_consumer()
                     .call_on_disconnect(store, id, code)
             });

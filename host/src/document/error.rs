@@ -64,6 +64,12 @@ pub enum DocumentError {
     /// the write lands (the lane waits for that before it answers).
     #[error("the document is being saved after a crash; retry")]
     Settling,
+    /// Journal mode: the document's snapshot and journal do not rebuild it (a gap, a
+    /// replayed input that trapped or decided otherwise than when it was made, damage).
+    /// It refuses to open rather than serve a state its clients never saw; the message
+    /// says what failed (in the log only). WebSocket clients get close 1011, HTTP 500.
+    #[error("the document's journal cannot be replayed: {0}")]
+    Unreplayable(String),
 }
 
 /// What a client is told about a [`DocumentError`].
@@ -135,6 +141,11 @@ impl DocumentError {
                 503,
                 None,
                 "the document is being saved after a crash; retry".into(),
+            ),
+            DocumentError::Unreplayable(_) => (
+                500,
+                Some(1011),
+                "the document's journal cannot be replayed; see the server log".into(),
             ),
         };
         let retry_after = match self {

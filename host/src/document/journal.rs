@@ -13,11 +13,20 @@
 //! is thread-local, like the flusher's list.
 
 use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 
 use tokio::sync::Notify;
+use wasmroom_wire::journal::Entry;
 
-use crate::document::outbox::Outbox;
+/// A document: (plugin, document id).
+type DocumentKey = (String, String);
+
+/// What waits for a batch to be durable before it may write (a connection's queue).
+pub trait Gated {
+    /// The batch it waited for is durable.
+    fn released(&self);
+}
 
 thread_local! {
     static JOURNAL: LaneJournal = LaneJournal::new();
@@ -34,10 +43,80 @@ pub struct Sealed {
     pub count: usize,
 }
 
+/// The queues waiting for one batch.
+type Waiting = Vec<Weak<dyn Gated>>;
+
 /// What waits for a batch to be durable.
 type Deferred = Box<dyn FnOnce()>;
 
+/// A document's journal entries since its last checkpoint, each with the batch it went
+/// into. Kept by its lane beyond the document's life in memory: a document that crashed
+/// reopens from its snapshot and these.
+#[derive(Debug, Default)]
+pub struct Tail {
+    entries: VecDeque<(u64, Entry)>,
+}
+
+impl Tail {
+    /// An entry the document made, in `batch` (0: read back from a durable journal).
+    pub fn push(&mut self, batch: u64, entry: Entry) {
+        self.entries.push_back((batch, entry));
+    }
+
+    /// A snapshot holding every input up to `seq` is durable: those entries are needed
+    /// no more.
+    pub fn checkpointed(&mut self, seq: u64) {
+        while self.entries.front().is_some_and(|(_, e)| e.seq <= seq) {
+            self.entries.pop_front();
+        }
+    }
+
+    /// `batch` could not be made durable: its entries, and every later one, never were.
+    pub fn forget_from(&mut self, batch: u64) {
+        while self.entries.back().is_some_and(|(b, _)| *b >= batch) {
+            self.entries.pop_back();
+        }
+    }
+
+    /// The batch of the last entry (what a reopen waits for).
+    pub fn last_batch(&self) -> u64 {
+        self.entries.back().map_or(0, |(b, _)| *b)
+    }
+
+    /// The entries, oldest first.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().map(|(_, e)| e)
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// How many entries it holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// A document's tail on this lane, made empty if it has none.
+pub fn tail(key: &DocumentKey) -> Rc<RefCell<Tail>> {
+    JOURNAL.with(|j| j.tails.borrow_mut().entry(key.clone()).or_default().clone())
+}
+
+/// Lets an empty tail go (the document left memory with everything checkpointed).
+pub fn drop_tail_if_empty(key: &DocumentKey) {
+    JOURNAL.with(|j| {
+        let mut tails = j.tails.borrow_mut();
+        if tails.get(key).is_some_and(|t| t.borrow().is_empty()) {
+            tails.remove(key);
+        }
+    });
+}
+
 struct LaneJournal {
+    /// Each journaled document's entries since its last checkpoint.
+    tails: RefCell<HashMap<DocumentKey, Rc<RefCell<Tail>>>>,
     /// The batch records are appended to now.
     open: Cell<u64>,
     /// Every batch up to this one is durable (released).
@@ -45,7 +124,7 @@ struct LaneJournal {
     records: RefCell<Vec<u8>>,
     count: Cell<usize>,
     /// Queues holding frames (or a close) of a batch not yet durable, by batch.
-    waiting: RefCell<Vec<(u64, Vec<Weak<Outbox>>)>>,
+    waiting: RefCell<Vec<(u64, Waiting)>>,
     /// What runs once a batch is durable (webhook events), by batch.
     after: RefCell<Vec<(u64, Deferred)>>,
     /// The committer: the open batch got its first record.
@@ -57,6 +136,7 @@ struct LaneJournal {
 impl LaneJournal {
     fn new() -> LaneJournal {
         LaneJournal {
+            tails: RefCell::new(HashMap::new()),
             open: Cell::new(1),
             durable: Cell::new(0),
             records: RefCell::new(Vec::new()),
@@ -67,24 +147,6 @@ impl LaneJournal {
             released: Rc::new(Notify::new()),
         }
     }
-}
-
-/// A guest call's journal record. Until records carry the inputs themselves (stage 3 of
-/// the journal), it names the call and the document: enough for the output gate, which
-/// needs a record per input and its size.
-pub(crate) fn call_record(what: &str, document: &str) -> Vec<u8> {
-    let mut record = Vec::with_capacity(5 + what.len() + document.len());
-    record.push(what.len() as u8);
-    record.extend_from_slice(what.as_bytes());
-    record.extend_from_slice(&(document.len() as u32).to_le_bytes());
-    record.extend_from_slice(document.as_bytes());
-    record
-}
-
-/// Whether a guest call of this export is an input the journal records: everything but
-/// `snapshot` and `restore`, which move state out of and into an instance.
-pub(crate) fn is_input(export: &str) -> bool {
-    !matches!(export, "snapshot" | "restore")
 }
 
 /// Appends a record to this lane's open batch; returns the batch, which tags every output
@@ -174,7 +236,7 @@ pub fn release(batch: u64) {
 }
 
 /// Puts `outbox` on `batch`'s list: it holds frames (or a close) of that batch.
-pub(crate) fn wait_for(batch: u64, outbox: Weak<Outbox>) {
+pub(crate) fn wait_for(batch: u64, outbox: Weak<dyn Gated>) {
     JOURNAL.with(|j| {
         let mut waiting = j.waiting.borrow_mut();
         match waiting.iter_mut().find(|(b, _)| *b == batch) {

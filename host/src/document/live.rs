@@ -19,12 +19,13 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tokio::sync::Notify;
+use wasmroom_wire::journal::{Entry, Record};
 use wasmtime::Store;
 
 use crate::document::effects::apply;
 use crate::document::error::{CRASHED, DocumentError};
 use crate::document::instance::{DocumentConfig, Instance, Opening};
-use crate::document::journal;
+use crate::document::journal::{self, Tail};
 use crate::document::lineage::Lineage;
 use crate::document::outbox::Outbox;
 use crate::document::trap::Trap;
@@ -33,7 +34,7 @@ use crate::guest::plugin::Plugin;
 use crate::guest::random::Purpose;
 use crate::guest::{CallStart, GuestState, HttpRequest, HttpResponse, Message, Room};
 use crate::metrics::PluginMetrics;
-use crate::store::{Lease, Snapshot};
+use crate::store::{Continuity, Lease, Snapshot};
 
 /// A document's key: (plugin, document id).
 pub type DocumentKey = (String, String);
@@ -83,6 +84,12 @@ pub struct Document {
     pub(super) journaled: bool,
     /// The journal batch of the document's last record (0: none, or checkpoint mode).
     pub(super) last_batch: u64,
+    /// Journal mode: its entries since its last checkpoint (kept by the lane).
+    pub(super) tail: Option<Rc<RefCell<Tail>>>,
+    /// Which opening of the document this is (its journal entries carry it).
+    pub(super) incarnation: u64,
+    /// Its inputs are being replayed from the journal: nothing is journaled again.
+    pub(super) replaying: bool,
 }
 
 /// Where the document stands with saving.
@@ -117,7 +124,9 @@ impl std::fmt::Debug for Document {
 impl Document {
     /// Instantiates `plugin` for document `id` in pool `slot` and calls its `open`. A
     /// document with a snapshot (`saved`, restored next) goes on with its seed,
-    /// connection ids and clock.
+    /// connection ids, inputs and clock. In journal mode, `tail` holds its entries since
+    /// that snapshot: a document without one whose journal starts with its `open`
+    /// replays that `open` (the same seed and clock), and a new one journals its `open`.
     pub fn open(
         plugin: Arc<Plugin>,
         id: &str,
@@ -125,10 +134,21 @@ impl Document {
         metrics: PluginMetrics,
         slot: Slot,
         saved: Option<&Snapshot>,
+        tail: Option<Rc<RefCell<Tail>>>,
     ) -> Result<Document, DocumentError> {
-        let mut lineage = Lineage::of(saved)?;
+        let recorded_open = match (saved, &tail) {
+            (None, Some(tail)) => recorded_open(&tail.borrow())?,
+            _ => None,
+        };
+        let mut lineage = Lineage::of(saved, recorded_open.map(|(c, _)| c))?;
         let saved_ids = lineage.continuity().next_connection_id;
-        let start = lineage.input(Instant::now());
+        let now = Instant::now();
+        let start = match (saved, recorded_open) {
+            // `open` of a document that has a snapshot is no input: `restore` follows.
+            (Some(_), _) => lineage.aside(now, Purpose::Reopen),
+            (None, Some((_, clock_ms))) => lineage.replayed(1, clock_ms),
+            (None, None) => lineage.input(now),
+        };
         let opening = Opening {
             seed: lineage.seed(),
             start,
@@ -138,7 +158,7 @@ impl Document {
         plugin.live.fetch_add(1, Ordering::Relaxed);
         let memory_bytes = instance.store.data().limits.memory_bytes;
         metrics.memory_changed(0, memory_bytes);
-        Ok(Document {
+        let mut doc = Document {
             plugin,
             id: id.to_owned(),
             instance: Some(instance),
@@ -150,6 +170,9 @@ impl Document {
             output_corrected: false,
             journaled: limits.journaled,
             last_batch: 0,
+            tail,
+            incarnation: crate::guest::clock::unix_ms(),
+            replaying: false,
             retired: false,
             leaving: false,
             emptied: Rc::new(Notify::new()),
@@ -168,7 +191,19 @@ impl Document {
             memory_bytes,
             messages: 0,
             last_activity: Instant::now(),
-        })
+        };
+        if saved.is_none() && recorded_open.is_none() {
+            let continuity = Continuity {
+                inputs: 0,
+                ..doc.lineage.continuity()
+            };
+            doc.journal(start, || Record::Open {
+                seed: continuity.seed,
+                next_connection_id: continuity.next_connection_id,
+                settings: Vec::new(),
+            });
+        }
+        Ok(doc)
     }
 
     /// The metric handles of the document's plugin.
@@ -219,6 +254,16 @@ impl Document {
         self.outboxes.len()
     }
 
+    /// The number of its last input (its journal sequence number).
+    pub fn inputs(&self) -> u64 {
+        self.lineage.inputs()
+    }
+
+    /// Journal mode: its entries since its last checkpoint.
+    pub fn tail(&self) -> Option<&Rc<RefCell<Tail>>> {
+        self.tail.as_ref()
+    }
+
     /// When a guest call last ran.
     pub fn last_activity(&self) -> Instant {
         self.last_activity
@@ -234,14 +279,16 @@ impl Document {
         self.idle_since
     }
 
-    /// Runs one guest call, an input of the document, with the deadline armed, then
-    /// applies its effects. A trap crashes the document.
+    /// Runs one guest call, an input of the document (`record` says what it was, for
+    /// the journal), with the deadline armed, then applies its effects. A trap crashes
+    /// the document.
     pub(super) fn call<R>(
         &mut self,
         what: &'static str,
+        record: impl FnOnce(&R) -> Record,
         f: impl FnOnce(&Room, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, DocumentError> {
-        self.call_since(what, Instant::now(), f)
+        self.call_since(what, Instant::now(), record, f)
     }
 
     /// [`Self::call`], timed from `started`: the caller's reading of the clock just
@@ -252,14 +299,15 @@ impl Document {
         &mut self,
         what: &'static str,
         started: Instant,
+        record: impl FnOnce(&R) -> Record,
         f: impl FnOnce(&Room, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, DocumentError> {
         let start = self.lineage.input(started);
-        self.run(what, started, start, f)
+        self.run(what, started, start, Some(record), f)
     }
 
     /// A guest call that is no input of the document (`purpose`: a snapshot, the export
-    /// for a webhook), which the host makes when it chooses.
+    /// for a webhook, a restore), which the host makes when it chooses.
     pub(super) fn call_aside<R>(
         &mut self,
         what: &'static str,
@@ -268,14 +316,15 @@ impl Document {
     ) -> Result<R, DocumentError> {
         let started = Instant::now();
         let start = self.lineage.aside(started, purpose);
-        self.run(what, started, start, f)
+        self.run(what, started, start, None::<fn(&R) -> Record>, f)
     }
 
-    fn run<R>(
+    pub(super) fn run<R>(
         &mut self,
         what: &'static str,
         started: Instant,
         start: CallStart,
+        record: Option<impl FnOnce(&R) -> Record>,
         f: impl FnOnce(&Room, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, DocumentError> {
         let Some(instance) = self.instance.as_mut() else {
@@ -299,12 +348,15 @@ impl Document {
                     }
                     self.changes += 1;
                 }
-                if self.journaled && journal::is_input(what) {
-                    // An input: its record goes into the lane's open batch, and what it
-                    // caused leaves once that batch is durable. (What a `snapshot` call
-                    // causes waits for the document's last record.)
-                    self.last_batch = journal::append(&journal::call_record(what, &self.id));
+                if let Some(record) = record {
+                    // An input that returned: its record goes into the lane's open batch,
+                    // and what it caused leaves once that batch is durable. (What a
+                    // `snapshot` call causes waits for the document's last record.)
+                    self.journal(start, || record(&value));
                 }
+                let Some(instance) = self.instance.as_mut() else {
+                    unreachable!("the instance answered just now");
+                };
                 let state = instance.store.data_mut();
                 for effect in state.effects.drain(..) {
                     apply(&self.outboxes, effect, self.last_batch);
@@ -322,6 +374,25 @@ impl Document {
                 let trap = Trap::new(what, &e, instance.store.data().stderr_tail());
                 Err(self.crash(trap))
             }
+        }
+    }
+
+    /// Journals an input that returned (journal mode, unless it is being replayed).
+    fn journal(&mut self, start: CallStart, record: impl FnOnce() -> Record) {
+        if !self.journaled || self.replaying {
+            return;
+        }
+        let entry = Entry {
+            plugin: self.plugin.name.clone(),
+            document: self.id.clone(),
+            incarnation: self.incarnation,
+            seq: self.lineage.inputs(),
+            clock_ms: start.clock_ms,
+            record: record(),
+        };
+        self.last_batch = journal::append(&wasmroom_wire::journal::frame(&entry));
+        if let Some(tail) = &self.tail {
+            tail.borrow_mut().push(self.last_batch, entry);
         }
     }
 
@@ -348,7 +419,19 @@ impl Document {
     /// clock; see [`Self::call_since`]).
     pub fn message(&mut self, id: u64, msg: &Message, now: Instant) -> Result<(), DocumentError> {
         self.messages += 1;
-        self.call_since("on-message", now, |room, store| {
+        let record = |_: &()| match msg {
+            Message::Text(text) => Record::Message {
+                connection: id,
+                text: true,
+                data: text.as_bytes().to_vec(),
+            },
+            Message::Binary(data) => Record::Message {
+                connection: id,
+                text: false,
+                data: data.clone(),
+            },
+        };
+        self.call_since("on-message", now, record, |room, store| {
             room.wasmroom_consumer_consumer()
                 .call_on_message(store, id, msg)
         })
@@ -370,8 +453,17 @@ impl Document {
             room.wasmroom_consumer_consumer()
                 .call_on_request(store, req)
         };
+        let record = |_: &HttpResponse| Record::Request {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            query: req.query.clone(),
+            headers: req.headers.clone(),
+            body: req.body.clone(),
+            // A token's claims reach the consumer as a header, recorded above.
+            claims: None,
+        };
         let mut response = match purpose {
-            None => self.call("on-request", on_request),
+            None => self.call("on-request", record, on_request),
             Some(purpose) => self.call_aside("on-request", purpose, on_request),
         }?;
         // 1xx (101 above all) would change what the connection is; 0 and 600+ are not
@@ -416,10 +508,14 @@ impl Document {
                 return;
             };
             if self
-                .call("on-timer", |room, store| {
-                    room.wasmroom_consumer_consumer()
-                        .call_on_timer(store, timer)
-                })
+                .call(
+                    "on-timer",
+                    |_: &()| Record::Timer { id: timer },
+                    |room, store| {
+                        room.wasmroom_consumer_consumer()
+                            .call_on_timer(store, timer)
+                    },
+                )
                 .is_err()
             {
                 return;
@@ -442,5 +538,32 @@ impl Drop for Document {
             self.plugin.live.fetch_sub(1, Ordering::Relaxed);
         }
         self.metrics.memory_changed(self.memory_bytes, 0);
+    }
+}
+
+/// The continuity and clock a document without a snapshot started from, if its journal
+/// begins with its `open`; an error if the journal begins anywhere else (what came
+/// before is in no snapshot).
+fn recorded_open(tail: &Tail) -> Result<Option<(Continuity, u64)>, DocumentError> {
+    let Some(first) = tail.entries().next() else {
+        return Ok(None);
+    };
+    match &first.record {
+        Record::Open {
+            seed,
+            next_connection_id,
+            ..
+        } if first.seq == 1 => Ok(Some((
+            Continuity {
+                seed: *seed,
+                next_connection_id: *next_connection_id,
+                inputs: 0,
+            },
+            first.clock_ms,
+        ))),
+        _ => Err(DocumentError::Unreplayable(format!(
+            "its journal starts at input {} and no snapshot holds the inputs before",
+            first.seq
+        ))),
     }
 }

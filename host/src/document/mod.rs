@@ -3,7 +3,7 @@
 //! leaving), [`lineage`] (its clock, random seed and connection-id counter: what each
 //! call starts from), [`instance`] (its consumer instance and the deadline), [`outbox`]
 //! (a connection's bounded queue of frames), [`state`] (snapshot, restore, migration to
-//! a new plugin version), [`leaving`] (draining its sockets before it leaves this host,
+//! a new plugin version), [`replay`] (rebuilding it from its journal), [`leaving`] (draining its sockets before it leaves this host,
 //! or retiring it at once), [`trap`] (what a trap reports, to the log and to `/plugins`)
 //! and [`error`] (why a document cannot open or serve, and the one answer a client gets
 //! for it).
@@ -18,6 +18,7 @@ pub mod leaving;
 pub mod lineage;
 pub mod live;
 pub mod outbox;
+pub mod replay;
 pub mod state;
 pub mod trap;
 

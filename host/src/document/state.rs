@@ -27,13 +27,25 @@ impl Document {
     /// timer whose time has passed fires at once.
     pub fn restore(&mut self, snapshot: &Snapshot) -> Result<(), DocumentError> {
         let state = &snapshot.state;
-        let restored = self.call("restore", |room, store| {
+        let restored = self.call_aside("restore", Purpose::Restore, |room, store| {
             room.wasmroom_consumer_consumer().call_restore(store, state)
         })?;
         restored.map_err(|e| DocumentError::Refused(format!("restore failed: {e}")))?;
         if let Some(instance) = self.instance.as_mut() {
             let now = Instant::now();
             let now_ms = unix_ms();
+            if self.tail.is_some() {
+                // Journal mode: the connections open at the snapshot are known to the
+                // replay that follows (their messages, their claims), which then reports
+                // them gone.
+                let state = instance.store.data_mut();
+                for (id, claims) in &snapshot.connections {
+                    state.connections.insert(*id);
+                    if let Some(claims) = claims {
+                        state.claims.insert(*id, claims.as_str().into());
+                    }
+                }
+            }
             let timers = &mut instance.store.data_mut().timers;
             for &(id, due_ms) in &snapshot.timers {
                 timers.set(
@@ -104,6 +116,7 @@ impl Document {
                 timers,
                 state,
                 continuity: Some(self.lineage.continuity()),
+                connections: self.open_connections(),
             },
             generation,
         ))
@@ -207,6 +220,19 @@ impl Document {
             },
             _ => Export::Snapshot(state.to_vec()),
         }
+    }
+
+    /// The connections the consumer knows of now, with their claims.
+    fn open_connections(&self) -> Vec<(u64, Option<String>)> {
+        let Some(instance) = self.instance.as_ref() else {
+            return Vec::new();
+        };
+        let state = instance.store.data();
+        state
+            .connections
+            .iter()
+            .map(|id| (*id, state.claims.get(id).map(|c| c.to_string())))
+            .collect()
     }
 
     /// Records that the state as of `generation` is saved.

@@ -112,6 +112,13 @@ impl DocumentClock {
         self.last_ms
     }
 
+    /// `D` of a call replayed from the journal: what the call had, recorded, which the
+    /// clock never goes below afterwards.
+    pub fn replayed(&mut self, ms: u64) -> u64 {
+        self.last_ms = self.last_ms.max(ms);
+        ms
+    }
+
     /// The last `D` given (the floor of the next).
     pub fn last_ms(&self) -> u64 {
         self.last_ms

@@ -27,7 +27,7 @@ pub type Seed = [u8; 32];
 /// same bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
-    /// An input of the document (`open`, `restore` at open, a connection, a message, a
+    /// An input of the document (`open` of a new document, a connection, a message, a
     /// departure, a timer, an HTTP request).
     Input = 0,
     /// `snapshot`.
@@ -38,6 +38,10 @@ pub enum Purpose {
     ReloadOpen = 3,
     /// `restore` of a new plugin version (hot reload).
     ReloadRestore = 4,
+    /// `open` of a document that has a snapshot (no input: the snapshot follows).
+    Reopen = 5,
+    /// `restore` of the snapshot a document opens from.
+    Restore = 6,
 }
 
 /// The stream a call draws from: the number of the document's input it is (or follows),

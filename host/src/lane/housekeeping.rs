@@ -51,7 +51,10 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
             Err(_) => return Saved::Skipped, // crashed: logged by the document
         };
         let hash = snapshot.content_hash();
-        if doc.persistence.saved_hash == Some(hash) && !doc.ids_unsaved() {
+        // Journal mode: entries since the last write go only with a write that covers
+        // them (a document only read would otherwise keep them for good).
+        let journal_waits = doc.tail().is_some_and(|t| !t.borrow().is_empty());
+        if doc.persistence.saved_hash == Some(hash) && !doc.ids_unsaved() && !journal_waits {
             doc.mark_saved(generation);
             doc.persistence.next_save = Instant::now() + lane.services.config.checkpoint_interval();
             return Saved::Clean;
@@ -68,7 +71,15 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
     };
     let timers = snapshot.timers.len();
     let ids = snapshot.continuity.map(|c| c.next_connection_id);
+    let covered = snapshot.continuity.map_or(0, |c| c.inputs);
     let lease = cell.borrow().persistence.lease;
+    // Journal mode: the snapshot holds inputs whose output waits for their records; it
+    // is written only once they are durable, so no state outlives a journal write that
+    // failed (the document is then dropped and reopens from what is durable).
+    if !crate::lane::journal::durable(cell).await {
+        cell.borrow_mut().persistence.saving = false;
+        return Saved::Skipped;
+    }
     let started = Instant::now();
     let written = lane
         .services
@@ -87,6 +98,12 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
     match written {
         Ok(()) => {
             doc.mark_saved(generation);
+            if let Some(tail) = doc.tail() {
+                tail.borrow_mut().checkpointed(covered);
+                if let Some(journal) = &lane.services.journal {
+                    journal.checkpointed(&key.0, &key.1, covered);
+                }
+            }
             doc.persistence.saved_hash = Some(hash);
             if let Some(ids) = ids {
                 doc.persistence.saved_ids = ids;

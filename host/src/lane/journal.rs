@@ -44,7 +44,8 @@ pub async fn run(lane: Rc<Lane>, sink: Arc<dyn JournalSink>) {
         let started = std::time::Instant::now();
         let committed = sink.commit(batch).await;
         lane.metrics
-            .journal_commit(committed.is_ok(), started.elapsed(), sealed.count);
+            .journal
+            .commit(committed.is_ok(), started.elapsed(), sealed.count);
         if let Err(e) = committed {
             tracing::error!(
                 lane = lane.index,
@@ -78,6 +79,9 @@ fn drop_documents_of(lane: &Lane, batch: u64) {
             d.is_journaled() && d.last_batch() >= batch && !d.is_retired()
         };
         if hit {
+            if let Some(tail) = doc.borrow().tail() {
+                tail.borrow_mut().forget_from(batch);
+            }
             doc.borrow_mut()
                 .drop_unjournaled(NOT_JOURNALED.0, NOT_JOURNALED.1);
             lane.forget(&key, &doc);

@@ -96,7 +96,7 @@ pub fn rejection(e: &DocumentError) -> Rejection {
         DocumentError::Moved => Rejection::Moved,
         DocumentError::PoolExhausted(_) => Rejection::PoolExhausted,
         DocumentError::CrashLoop(_) | DocumentError::Settling => Rejection::CrashLoop,
-        DocumentError::Storage(_) => Rejection::Storage,
+        DocumentError::Storage(_) | DocumentError::Unreplayable(_) => Rejection::Storage,
         DocumentError::OpenRateLimited(_) => Rejection::OpenRate,
         DocumentError::Instantiate(_) | DocumentError::Refused(_) | DocumentError::Crashed(_) => {
             Rejection::Error

@@ -31,6 +31,7 @@ pub mod lookup;
 pub mod migrate;
 pub mod open;
 pub mod open_limit;
+pub mod recovery;
 pub mod requests;
 pub mod run;
 pub mod services;

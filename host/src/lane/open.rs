@@ -52,6 +52,25 @@ impl Lane {
         document: &str,
         client: IpAddr,
     ) -> Result<DocumentCell, DocumentError> {
+        self.document_for(plugin, document, Some(client)).await
+    }
+
+    /// [`Lane::document`] for the host itself (reopening what the journal holds after a
+    /// restart): no client's open rate applies.
+    pub async fn document_unlimited(
+        self: &Rc<Self>,
+        plugin: &Arc<Plugin>,
+        document: &str,
+    ) -> Result<DocumentCell, DocumentError> {
+        self.document_for(plugin, document, None).await
+    }
+
+    async fn document_for(
+        self: &Rc<Self>,
+        plugin: &Arc<Plugin>,
+        document: &str,
+        client: Option<IpAddr>,
+    ) -> Result<DocumentCell, DocumentError> {
         let key = (plugin.name.clone(), document.to_owned());
         loop {
             if self.is_shutting_down() {
@@ -102,9 +121,11 @@ impl Lane {
                 "this host's lease in the shared store has lapsed; retry".into(),
             ));
         }
-        self.opens
-            .take(client, Instant::now())
-            .map_err(DocumentError::OpenRateLimited)?;
+        if let Some(client) = client {
+            self.opens
+                .take(client, Instant::now())
+                .map_err(DocumentError::OpenRateLimited)?;
+        }
         let done = Rc::new(Notify::new());
         self.opening.borrow_mut().insert(key.clone(), done.clone());
         let opened = self.open_new(plugin, &key).await;
@@ -121,6 +142,21 @@ impl Lane {
     ) -> Result<DocumentCell, DocumentError> {
         let document = key.1.as_str();
         let Opened { lease, snapshot } = self.take(plugin, document).await?;
+        let limits = self.limits_for(&plugin.name);
+        // Journal mode: what the document did since that snapshot, made durable first
+        // (a crash with records still in flight must not fork the journal). A plugin
+        // back in checkpoint mode still replays what its journal held at startup.
+        let tail = if limits.journaled || self.services.has_recovered(key) {
+            let tail = self.journal_tail(key).inspect_err(|e| {
+                self.metrics.journal.unreplayable();
+                tracing::error!(lane = self.index, plugin = %plugin.name, doc = %document, "refusing to open: {e}");
+            })?;
+            let last = tail.borrow().last_batch();
+            crate::document::journal::wait_durable(last).await;
+            Some(tail)
+        } else {
+            None
+        };
         let started = Instant::now();
         let metrics = self.services.metrics.plugin(&plugin.name, self.index);
         let opened = self
@@ -137,10 +173,11 @@ impl Lane {
                 Document::open(
                     plugin.clone(),
                     document,
-                    self.limits_for(&plugin.name),
+                    limits,
                     metrics,
                     slot,
                     snapshot.as_ref(),
+                    tail,
                 )
             })
             .and_then(|mut doc| {
@@ -148,6 +185,16 @@ impl Lane {
                     doc.restore(snapshot)?;
                 }
                 doc.mark_opened()?;
+                // After `mark_opened`: what the replay changes is saved at the next
+                // checkpoint, which lets the journal go.
+                let replayed = doc.replay().inspect_err(|e| {
+                    self.metrics.journal.unreplayable();
+                    tracing::error!(lane = self.index, plugin = %plugin.name, doc = %document, "refusing to open: {e}");
+                })?;
+                if replayed > 0 {
+                    self.metrics.journal.replayed(replayed);
+                    tracing::info!(lane = self.index, plugin = %plugin.name, doc = %document, "replayed {replayed} input(s) from the journal");
+                }
                 doc.persistence.lease = lease;
                 Ok(doc)
             });
@@ -223,6 +270,25 @@ impl Lane {
                 }
             }
         }
+    }
+
+    /// A journal-mode document's tail on this lane, with what the journal found of it
+    /// at startup put first (once).
+    fn journal_tail(
+        &self,
+        key: &DocumentKey,
+    ) -> Result<Rc<RefCell<crate::document::journal::Tail>>, DocumentError> {
+        let tail = crate::document::journal::tail(key);
+        if let Some(recovered) = self.services.recovered_entries(key) {
+            let recovered = recovered.map_err(DocumentError::Unreplayable)?;
+            let mut t = tail.borrow_mut();
+            let mine: Vec<_> = t.entries().cloned().collect();
+            *t = Default::default();
+            for entry in recovered.into_iter().chain(mine) {
+                t.push(0, entry);
+            }
+        }
+        Ok(tail)
     }
 
     /// Keeps every open of `key` on this lane waiting until the guard is dropped (while
@@ -309,6 +375,7 @@ impl Lane {
         self.metrics.documents.set(self.document_count() as i64);
         if removed {
             self.webhook(&key.0, WebhookEvent::Closed, &key.1, None, None);
+            crate::document::journal::drop_tail_if_empty(key);
         }
         if removed && cell.borrow().is_crashed() {
             self.record_crash(key);

@@ -33,6 +33,11 @@ pub async fn run(
             "journal",
             crate::lane::journal::run(lane.clone(), sink),
         );
+        crate::lane::task::spawn(
+            &health,
+            "recovery",
+            crate::lane::recovery::reopen_recovered(lane.clone()),
+        );
     }
     loop {
         tokio::select! {

@@ -2,9 +2,13 @@
 //! other lanes, the metrics and the readiness flags. Built once by the server; read-only
 //! or atomic, so the lanes share it without waiting on each other.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use wasmroom_wire::journal::Entry;
 
 use crate::config::{Config, ConfigError};
+use crate::document::DocumentKey;
 use crate::guest::context::SettingsTable;
 use crate::guest::engine::Slots;
 use crate::guest::registry::Registry;
@@ -15,6 +19,10 @@ use crate::net::access_token::AccessTokens;
 use crate::net::webhook::Webhooks;
 use crate::store::Storage;
 use crate::store::journal::JournalSink;
+
+/// What the journal held at startup, by document: its entries (some its snapshot may
+/// already cover), or why they cannot be replayed.
+pub type RecoveredEntries = HashMap<DocumentKey, Result<Vec<Entry>, String>>;
 
 /// The process-wide services a lane uses.
 #[derive(Debug)]
@@ -45,6 +53,8 @@ pub struct Services {
     /// Where journal-mode documents make their records durable (none if no plugin
     /// journals).
     pub journal: Option<Arc<dyn JournalSink>>,
+    /// What the journal held at startup of each document, until it opens.
+    recovered: Mutex<RecoveredEntries>,
 }
 
 impl Services {
@@ -72,13 +82,48 @@ impl Services {
             health,
             slots,
             journal: None,
+            recovered: Mutex::new(HashMap::new()),
         })
     }
 
-    /// These services with `journal` as the sink of journal-mode documents.
-    pub fn with_journal(mut self, journal: Option<Arc<dyn JournalSink>>) -> Services {
+    /// These services with `journal` as the sink of journal-mode documents, and what it
+    /// held of each document at startup.
+    pub fn with_journal(
+        mut self,
+        journal: Option<Arc<dyn JournalSink>>,
+        recovered: RecoveredEntries,
+    ) -> Services {
         self.journal = journal;
+        self.recovered = Mutex::new(recovered);
         self
+    }
+
+    /// What the journal held of `key` at startup, the first time it opens; why it cannot
+    /// be replayed, every time (the document stays refused).
+    pub fn recovered_entries(&self, key: &DocumentKey) -> Option<Result<Vec<Entry>, String>> {
+        let mut recovered = self.recovered.lock().unwrap_or_else(|e| e.into_inner());
+        match recovered.get(key)? {
+            Ok(_) => recovered.remove(key),
+            Err(why) => Some(Err(why.clone())),
+        }
+    }
+
+    /// Whether the journal held inputs of `key` at startup that no open has taken yet.
+    pub fn has_recovered(&self, key: &DocumentKey) -> bool {
+        self.recovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(key)
+    }
+
+    /// The documents the journal held at startup that have not opened since.
+    pub fn recovered_documents(&self) -> Vec<DocumentKey> {
+        self.recovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Reads the access tokens and settings of every plugin from `fresh` (the config

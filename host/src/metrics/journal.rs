@@ -1,5 +1,6 @@
 //! The metrics of the input journal, per lane: commits by outcome, records committed,
-//! and how long a commit takes (which is what a journaled message's output waits).
+//! how long a commit takes (which is what a journaled message's output waits), inputs
+//! replayed when documents reopen, and documents whose journal could not be replayed.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -29,6 +30,8 @@ pub(super) struct JournalFamilies {
     commits: Family<OutcomeLabels, Counter>,
     records: Family<LaneLabels, Counter>,
     seconds: HistogramFamily<LaneLabels>,
+    replayed: Family<LaneLabels, Counter>,
+    unreplayable: Family<LaneLabels, Counter>,
 }
 
 impl Default for JournalFamilies {
@@ -37,6 +40,8 @@ impl Default for JournalFamilies {
             commits: Family::default(),
             records: Family::default(),
             seconds: Family::new_with_constructor(commit_histogram),
+            replayed: Family::default(),
+            unreplayable: Family::default(),
         }
     }
 }
@@ -58,6 +63,16 @@ impl JournalFamilies {
             "How long a journal commit took: what a journaled input's output waited",
             self.seconds.clone(),
         );
+        r.register(
+            "journal_replayed_inputs",
+            "Journaled inputs replayed as documents reopened (after a crash, a trap, a restart)",
+            self.replayed.clone(),
+        );
+        r.register(
+            "journal_unreplayable",
+            "Documents that refused to open because their journal could not be replayed",
+            self.unreplayable.clone(),
+        );
     }
 
     pub(super) fn handles(&self, lane: &str) -> JournalMetrics {
@@ -75,6 +90,8 @@ impl JournalFamilies {
             failed: outcome("failed"),
             records: self.records.get_or_create_owned(&labels),
             seconds: self.seconds.get_or_create_owned(&labels),
+            replayed: self.replayed.get_or_create_owned(&labels),
+            unreplayable: self.unreplayable.get_or_create_owned(&labels),
         }
     }
 }
@@ -86,6 +103,8 @@ pub struct JournalMetrics {
     failed: Counter,
     records: Counter,
     seconds: Histogram,
+    replayed: Counter,
+    unreplayable: Counter,
 }
 
 impl JournalMetrics {
@@ -98,5 +117,15 @@ impl JournalMetrics {
             self.failed.inc();
         }
         self.seconds.observe(took.as_secs_f64());
+    }
+
+    /// Counts `inputs` replayed as a document reopened.
+    pub fn replayed(&self, inputs: usize) {
+        self.replayed.inc_by(inputs as u64);
+    }
+
+    /// Counts a document whose journal could not be replayed.
+    pub fn unreplayable(&self) {
+        self.unreplayable.inc();
     }
 }

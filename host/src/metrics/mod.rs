@@ -359,15 +359,11 @@ pub struct LaneMetrics {
     rate_limited: Family<ReasonLabels, Counter>,
     unapplied: Family<ReasonLabels, Counter>,
     closes: Family<CodeLabels, Counter>,
-    journal: JournalMetrics,
+    /// The input journal: commits, replays.
+    pub journal: JournalMetrics,
 }
 
 impl LaneMetrics {
-    /// Counts a journal commit of `records` records that took `took`.
-    pub fn journal_commit(&self, ok: bool, took: std::time::Duration, records: usize) {
-        self.journal.commit(ok, took, records);
-    }
-
     /// Counts a message read but not applied.
     pub fn unapplied(&self, why: Unapplied) {
         self.unapplied

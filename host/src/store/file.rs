@@ -179,7 +179,9 @@ mod tests {
             continuity: Some(crate::store::Continuity {
                 seed: [3; 32],
                 next_connection_id: 1,
+                inputs: 0,
             }),
+            connections: Vec::new(),
         }
     }
 
@@ -211,6 +213,7 @@ mod tests {
             continuity: Some(crate::store::Continuity {
                 seed: [3; 32],
                 next_connection_id: 5,
+                inputs: 0,
             }),
             ..empty.clone()
         };

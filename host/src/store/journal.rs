@@ -30,6 +30,10 @@ pub trait JournalSink: Send + Sync + std::fmt::Debug {
     /// Returns once `batch` is durable, or why it could not be made so (its documents are
     /// then dropped: what they did since their last durable record never left the host).
     async fn commit(&self, batch: Batch) -> Result<(), StorageError>;
+
+    /// A durable snapshot of `plugin`/`document` holds its inputs up to `seq`: the journal
+    /// may let its entries up to there go.
+    fn checkpointed(&self, _plugin: &str, _document: &str, _seq: u64) {}
 }
 
 /// A sink that keeps nothing, for the tests of the output gate: every commit takes

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 pub mod file;
 pub mod journal;
+pub mod journal_file;
 pub mod lease;
 pub mod postgres;
 

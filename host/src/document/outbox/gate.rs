@@ -2,15 +2,24 @@
 //! and a close that an input of a batch not yet durable caused stay queued, the queue
 //! waits on that batch's list, and its release hands the queue back to its writer.
 
-use crate::document::journal;
+use std::rc::Weak;
+
+use crate::document::journal::{self, Gated};
 use crate::document::outbox::Outbox;
+
+impl Gated for Outbox {
+    fn released(&self) {
+        Outbox::released(self);
+    }
+}
 
 impl Outbox {
     /// Puts this queue on the list of journal batch `batch`, once.
     pub(super) fn wait_for(&self, batch: u64) {
         if self.waits_for.get() < batch {
             self.waits_for.set(batch);
-            journal::wait_for(batch, self.me.clone());
+            let me: Weak<dyn Gated> = self.me.clone();
+            journal::wait_for(batch, me);
         }
     }
 

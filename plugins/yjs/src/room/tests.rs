@@ -201,6 +201,32 @@ fn a_viewer_is_refused_with_a_reason_and_changes_nothing() {
 }
 
 #[test]
+fn a_viewer_gets_the_document_and_its_cursor_and_name_reach_everyone() {
+    let mut room = Room::new("doc", clock);
+    let editor = Client::new(1, 101);
+    join(&mut room, &[&editor], &editor);
+    let out = room.message(editor.conn, &editor.type_text("read me"));
+    deliver(&mut room, &[&editor], out);
+    // The viewer's sync step 1 is answered with the whole document, as anyone's.
+    let viewer = Client::new(2, 102);
+    let out = room.message_from(viewer.conn, &viewer.step1(), true);
+    let [Out::Send(to, frame)] = out.as_slice() else {
+        panic!("expected sync step 2 to the viewer: {out:?}");
+    };
+    assert_eq!(*to, viewer.conn);
+    assert!(viewer.receive(frame).is_none());
+    assert_eq!(viewer.text(), "read me");
+    // Its awareness (a y-prosemirror cursor and a name) goes to everyone, itself included.
+    let state = r##"{"user":{"name":"Vic","color":"#30638e"},"cursor":null}"##;
+    let out = room.message_from(viewer.conn, &awareness_frame(&[(102, 1, state)]), true);
+    assert_eq!(broadcasts(&out).len(), 1, "{out:?}");
+    assert_eq!(
+        awareness_of(broadcasts(&out)[0]),
+        vec![(102, 1, state.to_owned())]
+    );
+}
+
+#[test]
 fn a_late_joiner_gets_everything_from_the_room_and_brings_its_offline_edit() {
     let mut room = Room::new("doc", clock);
     let a = Client::new(1, 101);

@@ -5,7 +5,8 @@
 //!   subprotocol to have it chosen;
 //! - text commands: `timers` (sets timers 1 at 30 ms, 2 at 60 ms and 3 at 45 ms, then
 //!   cancels 3), `later` (timer 9 in 1.5 s), `later MS` (timer 9 in MS ms), `echo ...`,
-//!   `count`, `whoami`, `id` (this connection's id), `note TEXT` (kept), `notes` (every
+//!   `count`, `whoami`, `id` (this connection's id), `note TEXT` (kept), `note-observed`
+//!   (keeps what `random` and `clocks` answer, as two notes), `notes` (every
 //!   note, in order), `hoard N` (keeps N MiB more), `close-me CODE` (the consumer closes
 //!   this connection), `departed`
 //!   (`id:code` of every connection gone, as `on-disconnect` reported them), `spin`
@@ -150,6 +151,13 @@ impl Consumer for Probe {
             other if other.starts_with("log ") => {
                 log(LogLevel::Warn, &other["log ".len()..]);
                 "logged".to_owned()
+            }
+            "note-observed" => {
+                // What the call saw of time and randomness, kept like a note: a document
+                // rebuilt from its journal must hold the same.
+                self.notes.push(random());
+                self.notes.push(clocks());
+                return;
             }
             other if other.starts_with("note ") => {
                 self.notes.push(other["note ".len()..].to_owned());

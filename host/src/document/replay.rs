@@ -1,0 +1,249 @@
+//! Rebuilding a document from its journal (journal mode; see ARCHITECTURE.md, "the input
+//! journal"): after its snapshot is restored, every journaled input since is made again,
+//! in order, from the clock and random stream it had. Nothing leaves: no connection is
+//! attached yet, so what the guest sends goes nowhere, and nothing is journaled again.
+//!
+//! Replay must reach exactly the state the clients saw. A gap in the sequence, an input
+//! that traps now, or a connection decided otherwise than when it was made means it
+//! cannot: the document refuses to open ([`DocumentError::Unreplayable`]) rather than
+//! serve a state nobody saw.
+//!
+//! The connections open when the journal ends were cut by the crash or the restart: the
+//! consumer hears of each (`on-disconnect` with 1006), as journaled inputs of its own.
+
+use std::time::Instant;
+
+use wasmroom_wire::journal::{Entry, Record};
+
+use crate::document::error::DocumentError;
+use crate::document::live::Document;
+use crate::guest::{ConnectInfo, Decision, HttpRequest, Message};
+
+/// What a connection cut without a close frame is reported with (RFC 6455's "abnormal
+/// closure").
+const CUT: u16 = 1006;
+
+impl Document {
+    /// Replays the journal entries after the document's last input (its snapshot's, or
+    /// its journaled `open`), then tells the consumer that the connections still open in
+    /// them are gone. Returns how many inputs were replayed.
+    pub fn replay(&mut self) -> Result<usize, DocumentError> {
+        let Some(tail) = self.tail.clone() else {
+            return Ok(0);
+        };
+        let entries: Vec<Entry> = tail
+            .borrow()
+            .entries()
+            .filter(|e| e.seq > self.lineage.inputs())
+            .cloned()
+            .collect();
+        self.replaying = true;
+        let replayed = entries.iter().try_for_each(|entry| self.replay_one(entry));
+        self.replaying = false;
+        replayed?;
+        self.cut_connections();
+        Ok(entries.len())
+    }
+
+    fn replay_one(&mut self, entry: &Entry) -> Result<(), DocumentError> {
+        tracing::debug!(doc = %self.id, seq = entry.seq, "replaying {:?}", entry.record);
+        let expected = self.lineage.inputs() + 1;
+        if entry.seq != expected {
+            return Err(DocumentError::Unreplayable(format!(
+                "input {expected} is missing from its journal (the next is {})",
+                entry.seq
+            )));
+        }
+        let start = self.lineage.replayed(entry.seq, entry.clock_ms);
+        let no_record = None::<fn(&()) -> Record>;
+        let diverged = |e: DocumentError| {
+            DocumentError::Unreplayable(format!("input {} failed again: {e}", entry.seq))
+        };
+        match &entry.record {
+            Record::Open { .. } => {
+                return Err(DocumentError::Unreplayable(format!(
+                    "input {} opens the document again",
+                    entry.seq
+                )));
+            }
+            Record::Connect {
+                id,
+                path,
+                query,
+                headers,
+                subprotocols,
+                remote_address,
+                claims,
+                accepted,
+            } => {
+                self.lineage.connection_seen(*id);
+                if let Some(instance) = self.instance.as_mut() {
+                    let state = instance.store.data_mut();
+                    state.connections.insert(*id);
+                    if let Some(claims) = claims {
+                        state.claims.insert(*id, claims.as_str().into());
+                    }
+                }
+                let info = ConnectInfo {
+                    id: *id,
+                    path: path.clone(),
+                    query: query.clone(),
+                    headers: headers.clone(),
+                    subprotocols: subprotocols.clone(),
+                    remote_address: remote_address.clone(),
+                };
+                let decision = self
+                    .run(
+                        "on-connect",
+                        Instant::now(),
+                        start,
+                        None::<fn(&Decision) -> Record>,
+                        |room, store| {
+                            room.wasmroom_consumer_consumer()
+                                .call_on_connect(store, &info)
+                        },
+                    )
+                    .map_err(diverged)?;
+                let now_accepted = matches!(decision, Decision::Accept(_));
+                if now_accepted != *accepted {
+                    return Err(DocumentError::Unreplayable(format!(
+                        "connection {id} was {} when it joined, and is {} now",
+                        decided(*accepted),
+                        decided(now_accepted)
+                    )));
+                }
+                if !now_accepted {
+                    self.forget_connection(*id);
+                }
+            }
+            Record::Message {
+                connection,
+                text,
+                data,
+            } => {
+                let msg = if *text {
+                    Message::Text(String::from_utf8(data.clone()).map_err(|_| {
+                        DocumentError::Unreplayable(format!(
+                            "input {} is a text message that is not UTF-8",
+                            entry.seq
+                        ))
+                    })?)
+                } else {
+                    Message::Binary(data.clone())
+                };
+                self.messages += 1;
+                self.run(
+                    "on-message",
+                    Instant::now(),
+                    start,
+                    no_record,
+                    |room, store| {
+                        room.wasmroom_consumer_consumer()
+                            .call_on_message(store, *connection, &msg)
+                    },
+                )
+                .map_err(diverged)?;
+            }
+            Record::Disconnect { connection, code } => {
+                self.forget_connection(*connection);
+                self.run(
+                    "on-disconnect",
+                    Instant::now(),
+                    start,
+                    no_record,
+                    |room, store| {
+                        room.wasmroom_consumer_consumer().call_on_disconnect(
+                            store,
+                            *connection,
+                            *code,
+                        )
+                    },
+                )
+                .map_err(diverged)?;
+            }
+            Record::Timer { id } => {
+                if let Some(instance) = self.instance.as_mut() {
+                    instance.store.data_mut().timers.cancel(*id);
+                }
+                self.run(
+                    "on-timer",
+                    Instant::now(),
+                    start,
+                    no_record,
+                    |room, store| room.wasmroom_consumer_consumer().call_on_timer(store, *id),
+                )
+                .map_err(diverged)?;
+            }
+            Record::Request {
+                method,
+                path,
+                query,
+                headers,
+                body,
+                claims: _,
+            } => {
+                let req = HttpRequest {
+                    method: method.clone(),
+                    path: path.clone(),
+                    query: query.clone(),
+                    headers: headers.clone(),
+                    body: body.clone(),
+                };
+                self.run(
+                    "on-request",
+                    Instant::now(),
+                    start,
+                    None::<fn(&crate::guest::HttpResponse) -> Record>,
+                    |room, store| {
+                        room.wasmroom_consumer_consumer()
+                            .call_on_request(store, &req)
+                    },
+                )
+                .map_err(diverged)?;
+            }
+            other => {
+                return Err(DocumentError::Unreplayable(format!(
+                    "input {} is a record this version cannot replay: {other:?}",
+                    entry.seq
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a replayed connection from what the guest sees (it has no socket here).
+    fn forget_connection(&mut self, id: u64) {
+        if let Some(instance) = self.instance.as_mut() {
+            let state = instance.store.data_mut();
+            state.connections.remove(&id);
+            state.closing.remove(&id);
+            state.claims.remove(&id);
+        }
+    }
+
+    /// The connections the journal leaves open were cut: each leaves with 1006, an input
+    /// journaled like any departure.
+    fn cut_connections(&mut self) {
+        let open: Vec<u64> = self
+            .instance
+            .as_ref()
+            .map(|i| i.store.data().connections.iter().copied().collect())
+            .unwrap_or_default();
+        tracing::debug!(doc = %self.id, "cut by the crash: {open:?}");
+        for id in open {
+            self.forget_connection(id);
+            let record = |_: &()| Record::Disconnect {
+                connection: id,
+                code: CUT,
+            };
+            let _ = self.call("on-disconnect", record, |room, store| {
+                room.wasmroom_consumer_consumer()
+                    .call_on_disconnect(store, id, CUT)
+            });
+        }
+    }
+}
+
+fn decided(accepted: bool) -> &'static str {
+    if accepted { "accepted" } else { "refused" }
+}
