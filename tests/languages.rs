@@ -661,6 +661,7 @@ async fn kit_defaults(p: &str) -> anyhow::Result<()> {
             timers: Vec::new(),
             state: state.to_vec(),
             continuity: None,
+            connections: Vec::new(),
         };
         std::fs::write(
             dir.join(format!("{document}.snap")),
