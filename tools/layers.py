@@ -28,7 +28,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "host" / "src"
 LAYERS = [
     ["main", "lib"],
     ["server", "cluster"],
-    ["ops", "reload"],
+    ["ops", "reload", "scaffold"],
     ["lane"],
     ["document"],
     ["guest", "store"],

@@ -13,6 +13,7 @@
 //!   admin API, the epoch ticker; stops them ([`Server`]).
 //! - [`ops`] (admin API, `wasmroom top`, nginx config) and [`reload`] (watcher and
 //!   SIGHUP): outside the lanes; they reach a lane only through its command channel.
+//!   [`scaffold`] (`wasmroom new`, `wasmroom wit`): consumer projects, outside any lane.
 //! - [`lane`]: one port's thread: accept loop, connections, WebSocket connections,
 //!   the document table, housekeeping (timers, checkpoints, idle documents), the
 //!   crash-loop guard, hand-over between lanes, shutdown.
@@ -40,6 +41,7 @@ pub mod net;
 pub mod ops;
 pub mod reload;
 pub mod routing;
+pub mod scaffold;
 pub mod server;
 pub mod store;
 

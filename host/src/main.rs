@@ -64,6 +64,25 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
     },
+    /// Start a consumer project in DIR [default: ./NAME]: its build file, a README, the
+    /// WIT and an example client. It builds with one command (printed, and in its
+    /// README) into a component that `wasmroom check` accepts.
+    New {
+        /// The consumer's language.
+        #[arg(long, value_enum)]
+        lang: wasmroom::scaffold::Lang,
+        /// The plugin's name: its file NAME.wasm and its routes /ws/NAME/..., /docs/NAME/...
+        name: String,
+        /// A new or empty directory [default: ./NAME].
+        dir: Option<PathBuf>,
+    },
+    /// Write the WIT contract this wasmroom speaks as DIR/consumer.wit [default: ./wit],
+    /// for a bindings generator in any language.
+    Wit {
+        /// The folder to write it into.
+        #[arg(default_value = "wit")]
+        dir: PathBuf,
+    },
     /// Check a plugin and deploy it to every host of a shared store: each hot-reloads it,
     /// and hosts started later load it.
     Deploy {
@@ -378,6 +397,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Deploy { file, store } => deploy(&file, &store),
+        Command::New { lang, name, dir } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let files = wasmroom::scaffold::create(lang, &name, &dir)?;
+            print!(
+                "{}",
+                wasmroom::scaffold::next_steps(lang, &name, &dir, &files)
+            );
+            Ok(())
+        }
+        Command::Wit { dir } => {
+            let path = wasmroom::scaffold::write_wit(&dir)?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
         Command::Store { command } => store_command(command),
         Command::Check { file, config, data } => match check(&file, config.as_deref(), data)? {
             Ok((plugin, notes)) => {

@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 mod fuzz;
 mod languages;
 mod prepare;
+mod scaffold_tools;
 
 const TARGET: &str = "wasm32-wasip2";
 /// The example plugins copied into `plugins/` for `wasmroom serve`.
@@ -77,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         Some("test") => {
             build_plugins(&root, true)?;
             prepare::for_tests(&root)?;
+            scaffold_tools::install(&root)?;
             let mut cmd = cargo();
             cmd.args(["test", "--workspace"]);
             cmd.args(&args[1..]);
@@ -91,7 +93,7 @@ fn main() -> anyhow::Result<()> {
                  dev build, which the tests reuse; optimised: `cargo run --release -p wasmroom\n                 \
                  -- serve`)\n  \
                  test [ARGS]    build the plugins, install what the end-to-end tests drive (npm\n                 \
-                 clients, nginx, Chromium), then run every test (`cargo test --workspace ARGS`)\n  \
+                 clients, nginx, Chromium, the C tools of `wasmroom new`), then run every test (`cargo test --workspace ARGS`)\n  \
                  soak [--minutes N]  normal and hostile clients for N minutes (30); fails if\n                 memory, open files or disk use grow past the limits\n  \
                  fuzz [--seconds N] [TARGET...]  run the fuzz targets of fuzz/ for N seconds\n                 \
                  each (60); fails on a crash\n  \
