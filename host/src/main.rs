@@ -7,7 +7,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use wasmroom::config::{Config, parse_ports};
-use wasmroom::guest::plugin::{Plugin, PluginError};
+use wasmroom::guest::check::CheckError;
+use wasmroom::guest::plugin::Plugin;
 use wasmroom::ops::nginx_config::{self as nginx, NginxOptions, Routing, Upstream};
 use wasmroom::routing::Misrouted;
 
@@ -439,11 +440,11 @@ fn check(
     file: &Path,
     config_file: Option<&Path>,
     data: Option<PathBuf>,
-) -> anyhow::Result<Result<(Plugin, Vec<String>), PluginError>> {
+) -> anyhow::Result<Result<(Plugin, Vec<String>), CheckError>> {
     let config = base_config(config_file, None)?;
     let data = data.or_else(|| config_file.map(|_| config.data.clone()));
     let cache = data.map(|d| d.join(".compiled"));
-    Ok(wasmroom::guest::plugin::check(
+    Ok(wasmroom::guest::check::check(
         file,
         &config,
         cache.as_deref(),
@@ -453,7 +454,7 @@ fn check(
 /// `wasmroom deploy FILE`: checked as `wasmroom check` does, then stored and announced.
 fn deploy(file: &Path, store: &StoreArg) -> anyhow::Result<()> {
     let target = store.target()?;
-    let plugin = match wasmroom::guest::plugin::check(file, &Config::default(), None) {
+    let plugin = match wasmroom::guest::check::check(file, &Config::default(), None) {
         Ok((plugin, _notes)) => plugin,
         Err(e) => {
             eprintln!("{e}");

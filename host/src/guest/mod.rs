@@ -12,6 +12,7 @@
 //! `Send`, as wasmtime requires, while the lane's own state stays `!Send`.
 
 pub mod bindings;
+pub mod check;
 pub mod clock;
 pub mod context;
 pub mod engine;

@@ -16,9 +16,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
-use crate::guest::engine::{Engines, EpochTicker};
+use crate::guest::engine::Engines;
 use crate::guest::initial_memory::MemorySetup;
-use crate::guest::trial::{TrialFailure, TrialNotes};
 use crate::guest::{GuestState, Room, RoomPre};
 use crate::net::route::valid_plugin_name;
 
@@ -54,16 +53,6 @@ pub enum PluginError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
-    },
-    /// A component whose exports type-check but whose trial run failed
-    /// ([`crate::guest::trial`]): an export traps, or `restore` refuses the consumer's own
-    /// snapshot. Only `wasmroom check` runs the trial.
-    #[error("{path} fails its trial run: {failure}")]
-    Trial {
-        /// The file.
-        path: PathBuf,
-        /// The hook, and what happened.
-        failure: TrialFailure,
     },
 }
 
@@ -189,12 +178,12 @@ pub fn load_if_changed(
 /// new version need not wait for the disk), or before the load returns (`wasmroom check`,
 /// which exits right after).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CacheWrite {
+pub(crate) enum CacheWrite {
     Aside,
     Before,
 }
 
-fn load_with(
+pub(crate) fn load_with(
     runtimes: &Runtimes,
     path: &Path,
     cache: Option<&Path>,
@@ -339,43 +328,6 @@ fn write_cache(component: &Component, dir: &Path, file: &Path) -> wasmtime::Resu
     tmp.as_file().sync_all()?;
     tmp.persist(file).map_err(|e| e.error)?;
     Ok(())
-}
-
-/// Loads `path` with a minimal engine, for `wasmroom check`: the same validation as
-/// serving it under `config`, without a server, then the trial run
-/// ([`crate::guest::trial`]). With `cache` (`{data}/.compiled`, what `serve --data` uses)
-/// the compiled artifact is read from there or written there, so the first `serve` with
-/// the same engine settings (`[limits]`) does not compile again.
-pub fn check(
-    path: &Path,
-    config: &crate::config::Config,
-    cache: Option<&Path>,
-) -> Result<(Plugin, TrialNotes), PluginError> {
-    // The engines of `config` (an artifact is cached for the engine settings that made
-    // it), with a pool of one document.
-    let mut config = config.clone();
-    config.limits.max_documents = 1;
-    let engines = Engines::new(&config).map_err(|e| PluginError::Invalid {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
-    let runtimes = Runtimes::new(engines.clone()).map_err(|e| PluginError::Contract {
-        path: path.to_owned(),
-        reason: format!("{e:#}"),
-    })?;
-    let plugin = load_with(&runtimes, path, cache, None, CacheWrite::Before)?
-        .expect("no current version to compare with");
-    // The deadline of each trial call needs the epoch to move.
-    let _ticker = EpochTicker::start(engines).map_err(|e| PluginError::Invalid {
-        path: path.to_owned(),
-        reason: format!("cannot start the epoch ticker: {e}"),
-    })?;
-    let notes =
-        crate::guest::trial::trial(&plugin, &config).map_err(|failure| PluginError::Trial {
-            path: path.to_owned(),
-            failure,
-        })?;
-    Ok((plugin, notes))
 }
 
 /// `relay` for `.../relay.wasm`; `None` for other files or invalid names.
