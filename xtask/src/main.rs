@@ -114,8 +114,27 @@ fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
+/// A cargo command without what `cargo run` set for xtask itself: build scripts read
+/// some of it (`ring`'s reruns when `CARGO_MANIFEST_DIR` changes), so a build from here
+/// would not be the build a plain `cargo build` or `cargo test` reuses.
 fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_")
+            || matches!(
+                &*key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            cmd.env_remove(&*key);
+        }
+    }
+    cmd
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
