@@ -35,6 +35,7 @@ pub mod recovery;
 pub mod requests;
 pub mod run;
 pub mod services;
+pub mod sessions;
 pub mod shutdown;
 pub mod socket;
 pub mod state;
