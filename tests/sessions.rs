@@ -203,3 +203,82 @@ async fn a_session_frame_out_of_sequence_closes_with_1002() -> anyhow::Result<()
     assert_eq!(ask(&server, "gap", "echo plain").await?, "plain");
     Ok(())
 }
+
+/// Messages each Node client sends the other.
+const EXCHANGED: usize = 100;
+/// How many times the proxy cuts every connection while they do.
+const CUTS: usize = 20;
+
+#[tokio::test]
+async fn two_js_clients_lose_and_repeat_nothing_across_twenty_cuts() -> anyhow::Result<()> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let server = Server::start(&["probe"], 1, &[])?;
+    let proxy = support::fault_proxy::FaultProxy::start(server.addr(0))?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    anyhow::ensure!(
+        root.join("clients/js/dist/index.js").exists()
+            && root.join("tests/sessions/node_modules/ws").exists(),
+        "clients/js is not built or tests/sessions not installed: run `cargo xtask test`"
+    );
+    let url = format!("ws://{}/ws/probe/exchange", proxy.addr());
+    let mut node = Command::new("node")
+        .arg(root.join("tests/sessions/exchange.mjs"))
+        .args([&url, &EXCHANGED.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot run `node` (Node.js 20 or later must be on PATH)")?;
+    let stdout = node.stdout.take().context("no stdout")?;
+    // The cuts follow the clients' progress: one every `step` messages received.
+    let step = 2 * EXCHANGED / (CUTS + 1);
+    let reader = std::thread::spawn(move || -> anyhow::Result<String> {
+        let mut cuts = 0;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line?;
+            if let Some(n) = line.strip_prefix("progress ") {
+                let n: usize = n.parse()?;
+                if cuts < CUTS && n >= (cuts + 1) * step {
+                    proxy.cut();
+                    cuts += 1;
+                }
+            } else if let Some(result) = line.strip_prefix("result ") {
+                anyhow::ensure!(cuts == CUTS, "only {cuts} cuts");
+                anyhow::ensure!(
+                    proxy.counters().cut >= CUTS as u64,
+                    "the proxy cut {} connections",
+                    proxy.counters().cut
+                );
+                return Ok(result.to_owned());
+            }
+        }
+        bail!("the scenario ended without a result")
+    });
+    let deadline = std::time::Instant::now() + PATIENCE * 3;
+    while !reader.is_finished() {
+        if std::time::Instant::now() > deadline {
+            let _ = node.kill();
+            bail!("the exchange did not finish in time");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let result = reader.join().expect("the reader does not panic")?;
+    let _ = node.wait();
+    let result: serde_json::Value = serde_json::from_str(&result)?;
+    // Every message was acknowledged, and each arrived exactly once, in order.
+    assert_eq!(result["acked"], serde_json::json!([EXCHANGED, EXCHANGED]));
+    for (room, from) in [(0, "b"), (1, "a")] {
+        let expected: Vec<String> = (1..=EXCHANGED).map(|k| format!("{from}:{k}")).collect();
+        assert_eq!(
+            result["received"][room],
+            serde_json::json!(expected),
+            "what room {room} received"
+        );
+    }
+    assert_eq!(result["resets"], 0, "no session was lost");
+    // The consumer saw one connection per client (and this question's), not one per
+    // socket.
+    assert_eq!(ask(&server, "exchange", "connects").await?, "3");
+    Ok(())
+}
