@@ -9,13 +9,12 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use crate::document::outbox::{Ending, Outbox};
 use crate::document::{DocumentCell, DocumentKey};
-use crate::lane::Lane;
 
 /// One session of this lane.
 #[derive(Debug)]
@@ -100,16 +99,6 @@ impl Sessions {
     pub fn remove(&self, id: &str) {
         self.table.borrow_mut().remove(id);
     }
-
-    /// How many sessions the lane holds.
-    pub fn len(&self) -> usize {
-        self.table.borrow().len()
-    }
-
-    /// Whether the lane holds no session.
-    pub fn is_empty(&self) -> bool {
-        self.table.borrow().is_empty()
-    }
 }
 
 impl Session {
@@ -166,15 +155,21 @@ impl Session {
 }
 
 /// The socket of `session` broke without a close: the consumer sees nothing while the
-/// session waits up to `session_grace_ms` for a resume. `slots` (the connection's places
+/// session waits up to `grace` (`session_grace_ms`) for a resume. `slots` (the connection's places
 /// in the lane's and its address's counts) are held meanwhile. Without a resume the
 /// session ends: `end` runs with the code to report (1006, or the host's close code when
 /// the connection was closed meanwhile: the consumer's close, a crash, the document
 /// leaving, the queue overflowing).
-pub async fn park<T>(lane: &Lane, session: Rc<Session>, slots: T, end: impl FnOnce(u16)) {
+pub async fn park<T>(
+    sessions: &Sessions,
+    grace: Duration,
+    session: Rc<Session>,
+    slots: T,
+    end: impl FnOnce(u16),
+) {
     session.served.set(false);
     session.changed.notify_waiters();
-    let deadline = Instant::now() + lane.services.config.session_grace();
+    let deadline = Instant::now() + grace;
     let outbox = session.outbox.clone();
     let sleep = tokio::time::sleep_until(deadline.into());
     tokio::pin!(sleep);
@@ -196,7 +191,7 @@ pub async fn park<T>(lane: &Lane, session: Rc<Session>, slots: T, end: impl FnOn
             _ = changed => {}
         }
     }
-    lane.sessions.remove(&session.id);
+    sessions.remove(&session.id);
     let code = match outbox.ending() {
         Ending::Close(code, _) => code,
         _ => 1006,

@@ -70,18 +70,30 @@ struct Connection<'a> {
     ack_due: bool,
 }
 
+/// An upgraded socket, about to be served.
+#[derive(Debug)]
+pub struct Socket {
+    pub stream: TcpStream,
+    /// Bytes the client sent after its request head: the start of its frames.
+    pub already: Vec<u8>,
+    pub peer: SocketAddr,
+}
+
 /// Serves the connection until it ends; returns its close code (the server's when the
 /// server started the close, else the client's; 1006 without a close frame).
 pub async fn serve(
     lane: &Lane,
     doc: &DocumentCell,
     id: u64,
-    stream: TcpStream,
-    already: Vec<u8>,
+    socket: Socket,
     outbox: &Outbox,
-    peer: SocketAddr,
     session: Option<&Session>,
 ) -> u16 {
+    let Socket {
+        stream,
+        already,
+        peer,
+    } = socket;
     let limits = &lane.services.config.limits;
     let (ping_interval, ping_timeout) = (limits.ping_interval(), limits.ping_timeout());
     let message_timeout = limits.message_timeout();

@@ -18,6 +18,7 @@ use crate::lane::address_limit::AddressSlot;
 use crate::lane::admission::{admit_address, origin_allowed, token_checked};
 use crate::lane::lookup::{answer_document_error, find_plugin, refuse_document, rejection};
 use crate::lane::sessions::{self, Session};
+use crate::lane::socket::Socket;
 use crate::lane::{ConnectionGuard, Lane};
 use crate::metrics::Rejection;
 use crate::net::access_token::{Admitted, TOKEN_SUBPROTOCOL};
@@ -70,22 +71,19 @@ async fn live(lane: Rc<Lane>, upgraded: Upgraded, peer: SocketAddr, guard: Conne
         address,
         session,
     } = upgraded;
-    let code = crate::lane::socket::serve(
-        &lane,
-        &doc,
-        id,
+    let socket = Socket {
         stream,
-        rest,
-        &outbox,
+        already: rest,
         peer,
-        session.as_deref(),
-    )
-    .await;
+    };
+    let code =
+        crate::lane::socket::serve(&lane, &doc, id, socket, &outbox, session.as_deref()).await;
     match session {
         // No close frame either way, and the host did not close it: the client vanished.
         Some(session) if code == 1006 && outbox.is_open() => {
             let end = |code| ended(&lane, &doc, id, &outbox, code);
-            sessions::park(&lane, session, (address, guard), end).await;
+            let grace = lane.services.config.session_grace();
+            sessions::park(&lane.sessions, grace, session, (address, guard), end).await;
         }
         Some(session) => {
             session.ended(&lane.sessions);
