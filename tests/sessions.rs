@@ -282,3 +282,51 @@ async fn two_js_clients_lose_and_repeat_nothing_across_twenty_cuts() -> anyhow::
     assert_eq!(ask(&server, "exchange", "connects").await?, "3");
     Ok(())
 }
+
+/// A session on a journaled probe, with the tests' memory journal.
+fn journaled(journal: &str) -> anyhow::Result<Server> {
+    let file = tempfile::Builder::new().suffix(".toml").tempfile()?;
+    std::fs::write(file.path(), "[plugin.probe]\ndurability = \"journal\"\n")?;
+    let (_, path) = file.keep()?;
+    Server::start_with_env(
+        &["probe"],
+        1,
+        &["--config", path.to_str().expect("temp paths are UTF-8")],
+        &[("WASMROOM_TEST_JOURNAL", journal)],
+    )
+}
+
+#[tokio::test]
+async fn in_journal_mode_an_ack_leaves_once_the_message_is_durable() -> anyhow::Result<()> {
+    const COMMIT: Duration = Duration::from_millis(300);
+    let server = journaled(&format!("memory:{}", COMMIT.as_millis()))?;
+    let mut ws = session_socket(&server, "/ws/probe/durable").await?;
+    hello(&mut ws).await?;
+    let sent = std::time::Instant::now();
+    send_data(&mut ws, 1, "note kept").await?;
+    assert_eq!(next(&mut ws).await?, FromHost::Ack(1));
+    // A lower bound only: a slow machine makes it longer, never shorter.
+    assert!(
+        sent.elapsed() >= COMMIT,
+        "acknowledged after {:?}, before its commit",
+        sent.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_message_whose_record_fails_is_never_acknowledged() -> anyhow::Result<()> {
+    // Commit 1 (the connect) succeeds, commit 2 (the message) fails.
+    let server = journaled("memory:0:2")?;
+    let mut ws = session_socket(&server, "/ws/probe/failing").await?;
+    hello(&mut ws).await?;
+    send_data(&mut ws, 1, "note lost").await?;
+    // The next thing the client hears is the close, not an acknowledgement.
+    match recv(&mut ws).await? {
+        tokio_tungstenite::tungstenite::Message::Close(Some(close)) => {
+            assert_eq!(u16::from(close.code), 1012)
+        }
+        other => bail!("expected the close, got {other:?}"),
+    }
+    Ok(())
+}
