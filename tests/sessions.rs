@@ -133,10 +133,13 @@ async fn a_cut_session_resumes_with_what_it_missed_and_nothing_twice() -> anyhow
     let data = until_ack(&mut ws, 6).await?;
     // Resent messages were applied once; the connection is the same one.
     assert_eq!(data, [(4, "once".to_owned()), (5, connection.to_string())]);
-    // The consumer saw no disconnect and one connection.
-    assert_eq!(ask(&server, "resume", "departed").await?, "");
+    // Counted as one socket, not one per resume.
+    let sockets = metric(server.addr(0), "wasmroom_websockets", &[]).await?;
+    assert_eq!(sockets, 1.0);
+    // The consumer saw one connection and no disconnect.
     send_data(&mut ws, 7, "count").await?;
     assert_eq!(until_ack(&mut ws, 7).await?, [(6, "1".to_owned())]);
+    assert_eq!(ask(&server, "resume", "departed").await?, "");
 
     // Resuming from before what the client acknowledged cannot be served: a new session.
     send_text(&mut ws, "!ack 6").await?;

@@ -43,14 +43,17 @@ pub async fn serve(
     let Some(upgraded) = upgraded else {
         return;
     };
-    lane.metrics.websockets.inc();
-    lane.webhook(
-        plugin,
-        WebhookEvent::Connected,
-        document,
-        Some(upgraded.id),
-        None,
-    );
+    // A resumed session is the connection it was: counted and announced once.
+    if !upgraded.resumed {
+        lane.metrics.websockets.inc();
+        lane.webhook(
+            plugin,
+            WebhookEvent::Connected,
+            document,
+            Some(upgraded.id),
+            None,
+        );
+    }
     // A live socket gets a task of its own: an idle connection then holds only what
     // serving it needs, not the futures of the accept, the request and the upgrade
     // around it (together they were as large again).
@@ -70,6 +73,7 @@ async fn live(lane: Rc<Lane>, upgraded: Upgraded, peer: SocketAddr, guard: Conne
         outbox,
         address,
         session,
+        resumed: _,
     } = upgraded;
     let socket = Socket {
         stream,
@@ -130,6 +134,8 @@ struct Upgraded {
     address: AddressSlot,
     /// Its session, if the client asked for one.
     session: Option<Rc<Session>>,
+    /// The session was resumed: the consumer knows this connection already.
+    resumed: bool,
 }
 
 /// Everything before the upgrade: checks, plugin, document, the consumer's decision, the
@@ -197,6 +203,7 @@ async fn upgrade(
             outbox,
             address,
             session: Some(session),
+            resumed: true,
         });
     }
     if doc.borrow().connection_count() >= limits.max_connections_per_document {
@@ -260,6 +267,7 @@ async fn upgrade(
         outbox,
         address,
         session,
+        resumed: false,
     })
 }
 
