@@ -32,7 +32,8 @@ export interface Ending {
   code?: number;
   reason?: string;
   status?: number;
-  /** `Retry-After` of a refused handshake, in seconds, when known. */
+  /** `Retry-After` of a refused handshake, in seconds, when the WebSocket implementation
+   * reports it (browsers and the `ws` package do not: backoff applies then). */
   retryAfter?: number;
 }
 

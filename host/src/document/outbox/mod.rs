@@ -80,8 +80,9 @@ pub struct Outbox {
     writer: flush::Writer,
     /// This outbox, for the lane's list of queues to flush.
     me: Weak<Outbox>,
-    /// The connection's session, if its client asked for one.
-    session: RefCell<Option<session::Session>>,
+    /// The connection's session, if its client asked for one (boxed: a plain connection
+    /// pays one pointer for it).
+    session: RefCell<Option<Box<session::Session>>>,
 }
 
 /// How long a closing connection may take to flush, send its close frame and hear the

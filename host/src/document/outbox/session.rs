@@ -69,14 +69,14 @@ impl Outbox {
     /// Makes this connection a session's: its messages are numbered and kept until the
     /// client acknowledges them, at most `keep` each.
     pub fn start_session(&self, keep: Duration) {
-        *self.session.borrow_mut() = Some(Session {
+        *self.session.borrow_mut() = Some(Box::new(Session {
             sent: 0,
             replay: VecDeque::new(),
             replay_bytes: 0,
             floor: 0,
             applied: 0,
             keep,
-        });
+        }));
     }
 
     /// Whether this connection is a session's.
