@@ -127,3 +127,31 @@ test("a refusal stops the room; 1012 reconnects at once", async () => {
   await new Promise((r) => setTimeout(r, 20));
   assert.equal(sockets.length, 2, "no reconnect after 1008");
 });
+
+test("the host's messages are acknowledged after ackEvery, or ackDelayMs after the first", async () => {
+  const { FakeSocket, sockets } = fakeSockets();
+  const room = connect("ws://h/ws/p/d", { WebSocket: FakeSocket, ackEvery: 3, ackDelayMs: 5 });
+  await until(() => sockets.length === 1);
+  sockets[0].hello(ID);
+  for (const k of [1, 2, 3]) sockets[0].text(`${k}:m${k}`);
+  assert.deepEqual(sockets[0].sent, ["!ack 3"], "at once after three");
+  sockets[0].text("4:m4");
+  assert.deepEqual(sockets[0].sent, ["!ack 3"]);
+  await until(() => sockets[0].sent.length === 2);
+  assert.deepEqual(sockets[0].sent, ["!ack 3", "!ack 4"], "after the delay");
+  room.close();
+});
+
+test("binary messages carry an 8-byte big-endian number both ways", async () => {
+  const { FakeSocket, sockets } = fakeSockets();
+  const room = connect("ws://h/ws/p/d", { WebSocket: FakeSocket });
+  const got = [];
+  room.on("message", (m) => got.push(m));
+  await until(() => sockets.length === 1);
+  sockets[0].hello(ID);
+  room.send(new Uint8Array([7, 8])).catch(() => {}); // rejected by the close below
+  assert.deepEqual([...sockets[0].sent[0]], [0, 0, 0, 0, 0, 0, 0, 1, 7, 8]);
+  sockets[0].onmessage({ data: new Uint8Array([0, 0, 0, 0, 0, 0, 0, 1, 9]).buffer });
+  assert.deepEqual([...got[0]], [9]);
+  room.close();
+});
