@@ -243,6 +243,9 @@ async fn two_js_clients_lose_and_repeat_nothing_across_twenty_cuts() -> anyhow::
             if let Some(n) = line.strip_prefix("progress ") {
                 let n: usize = n.parse()?;
                 if cuts < CUTS && n >= (cuts + 1) * step {
+                    // Mid-stream: a socket that carried messages is open (a line read
+                    // late may come after the last cut, while the clients reconnect).
+                    proxy.wait_for(|c| c.open && c.downstream_bytes > 0, PATIENCE)?;
                     proxy.cut();
                     cuts += 1;
                 }
