@@ -15,7 +15,12 @@ const SUBPROTOCOL: &str = "wasmroom.session.v1";
 
 /// Opens a session socket at `path` (with a resume's query, if any).
 async fn session_socket(server: &Server, path: &str) -> anyhow::Result<Ws> {
-    let mut request = server.url(0, path).into_client_request()?;
+    session_socket_at(&server.url(0, path)).await
+}
+
+/// Opens a session socket at `url`.
+async fn session_socket_at(url: &str) -> anyhow::Result<Ws> {
+    let mut request = url.into_client_request()?;
     request
         .headers_mut()
         .insert("sec-websocket-protocol", SUBPROTOCOL.parse()?);
@@ -160,6 +165,28 @@ async fn a_cut_session_resumes_with_what_it_missed_and_nothing_twice() -> anyhow
         [(1, connection.to_string())],
         "a new session is a new connection"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_resume_takes_over_from_a_socket_the_host_still_serves() -> anyhow::Result<()> {
+    let server = Server::start(&["probe"], 1, &[])?;
+    let proxy = support::fault_proxy::FaultProxy::start(server.addr(0))?;
+    let url = format!("ws://{}/ws/probe/takeover", proxy.addr());
+    let mut old = session_socket_at(&url).await?;
+    let (id, _) = hello(&mut old).await?;
+    send_data(&mut old, 1, "id").await?;
+    let connection = until_ack(&mut old, 1).await?[0].1.clone();
+    // The link goes dead without a word: the host still serves the old socket.
+    proxy.stall(support::fault_proxy::Direction::Both);
+    let mut ws =
+        session_socket(&server, &format!("/ws/probe/takeover?session={id}&last=1")).await?;
+    assert_eq!(hello(&mut ws).await?, (id, true));
+    send_data(&mut ws, 2, "id").await?;
+    assert_eq!(until_ack(&mut ws, 2).await?, [(2, connection)]);
+    send_data(&mut ws, 3, "count").await?;
+    assert_eq!(until_ack(&mut ws, 3).await?, [(3, "1".to_owned())]);
+    drop(old);
     Ok(())
 }
 
