@@ -187,14 +187,19 @@ async fn upgrade(
             return None;
         }
     };
-    if let Some(resume) = resume
-        && let Some(upgraded) = resumed(lane, &mut stream, &accept_key, &doc, &resume).await
+    let resuming = match resume {
+        Some(resume) => resumed(lane, &mut stream, &accept_key, &doc, &resume).await,
+        None => Resuming::Cannot,
+    };
+    if let Resuming::Broken = resuming {
+        return None;
+    }
+    if let Resuming::Resumed(Resumed {
+        id,
+        outbox,
+        session,
+    }) = resuming
     {
-        let Resumed {
-            id,
-            outbox,
-            session,
-        } = upgraded;
         return Some(Upgraded {
             stream,
             rest: head.rest,
@@ -271,6 +276,17 @@ async fn upgrade(
     })
 }
 
+/// What came of a resume.
+enum Resuming {
+    Resumed(Resumed),
+    /// The session cannot be resumed: the client gets a new one (the explicit "cannot
+    /// resume").
+    Cannot,
+    /// The socket broke before its `101` was out: nothing to answer; the session stays
+    /// parked for another try.
+    Broken,
+}
+
 /// A session taken over by a new socket.
 struct Resumed {
     id: u64,
@@ -278,37 +294,36 @@ struct Resumed {
     session: Rc<Session>,
 }
 
-/// Resumes the session the client asks for, its `101` written and what it missed
-/// queued; `None` when it cannot be resumed (the client then gets a new session: that is
-/// the explicit "cannot resume"), or the socket broke (the session stays parked).
+/// Resumes the session the client asks for: its `101` written and what it missed queued.
 async fn resumed(
     lane: &Lane,
     stream: &mut TcpStream,
     accept_key: &str,
     doc: &DocumentCell,
     resume: &Resume,
-) -> Option<Resumed> {
+) -> Resuming {
     let key = {
         let d = doc.borrow();
         (d.plugin().name.clone(), d.id().to_owned())
     };
-    let session = lane.sessions.claim(&resume.session, &key, resume.last)?;
+    let Some(session) = lane.sessions.claim(&resume.session, &key, resume.last) else {
+        return Resuming::Cannot;
+    };
     // Its old socket, if the host has not noticed the cut, stops and parks it first.
     session.released().await;
     if !session.is_open() || !Rc::ptr_eq(doc, &session.doc) {
         session.unclaim();
-        return None;
+        return Resuming::Cannot;
     }
     if http::write_switching_protocols(stream, accept_key, Some(SUBPROTOCOL))
         .await
         .is_err()
     {
-        // The client is gone again; it may still resume.
         session.unclaim();
-        return None;
+        return Resuming::Broken;
     }
     session.resume(resume.last, &session_frames::hello(&session.id, true));
-    Some(Resumed {
+    Resuming::Resumed(Resumed {
         id: session.connection,
         outbox: session.outbox.clone(),
         session,
