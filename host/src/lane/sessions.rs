@@ -1,6 +1,7 @@
 //! The lane's sessions (docs/sessions.md): which connection each session id names,
 //! parking a session whose socket broke, handing it to the socket that resumes it, and
-//! ending it when its grace runs out.
+//! ending it when its grace runs out; and reading a session client's frames
+//! ([`unframe`]).
 //!
 //! A session is lane-local: every socket of a document is served by its owner lane, so a
 //! resume arrives where the session lives. The connection's own state (numbers, replay
@@ -13,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::document::outbox::{Ending, Outbox};
+use crate::document::outbox::{Ending, Incoming, Outbox};
 use crate::document::{DocumentCell, DocumentKey};
+use crate::guest::Message;
+use wasmroom_wire::session::{self as session_frames, ClientText};
 
 /// One session of this lane.
 #[derive(Debug)]
@@ -198,4 +201,47 @@ pub async fn park<T>(
     };
     end(code);
     drop(slots);
+}
+
+/// A session client's message, its framing read.
+#[derive(Debug)]
+pub enum Unframed {
+    /// Apply this message, the client's number `seq`.
+    Apply(Message, u64),
+    /// A control frame (an `!ack`), handled.
+    Control,
+    /// A resend of a message applied already: drop it, acknowledge again.
+    Duplicate,
+    /// A protocol error: close with 1002 and this reason.
+    Refused(&'static str),
+}
+
+/// Strips a session client's framing from `message` and checks its number against
+/// what `outbox`'s session applied; an `!ack` is handled here.
+pub fn unframe(outbox: &Outbox, message: Message) -> Unframed {
+    let (message, seq) = match message {
+        Message::Text(mut text) => match session_frames::client_text(&text) {
+            Ok(ClientText::Ack(n)) => {
+                outbox.session_acked(n);
+                return Unframed::Control;
+            }
+            Ok(ClientText::Data { seq, start }) => {
+                text.replace_range(..start, "");
+                (Message::Text(text), seq)
+            }
+            Err(_) => return Unframed::Refused("malformed session frame"),
+        },
+        Message::Binary(mut bytes) => match session_frames::client_binary(&bytes) {
+            Ok(seq) => {
+                bytes.drain(..session_frames::BINARY_PREFIX);
+                (Message::Binary(bytes), seq)
+            }
+            Err(_) => return Unframed::Refused("malformed session frame"),
+        },
+    };
+    match outbox.incoming(seq) {
+        Incoming::Apply => Unframed::Apply(message, seq),
+        Incoming::Duplicate => Unframed::Duplicate,
+        Incoming::Gap => Unframed::Refused("session message out of sequence"),
+    }
 }

@@ -24,17 +24,17 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 use crate::document::DocumentCell;
-use crate::document::outbox::{Ending, Incoming, Outbox};
+use crate::document::outbox::{Ending, Outbox};
 use crate::guest::Message;
 use crate::lane::Lane;
-use crate::lane::sessions::Session;
+use crate::lane::sessions::{Session, Unframed, unframe};
 use crate::metrics::{RateLimit, Unapplied};
 use crate::net::budget::Charge;
 use crate::net::token_bucket::TokenBucket;
 use crate::net::websocket::frame::close_payload;
 use crate::net::websocket::{Decoder, Event};
 use crate::store::{Lease, LeaseClock};
-use wasmroom_wire::session::{self as session_frames, ClientText};
+use wasmroom_wire::session as session_frames;
 
 /// One connection's state, beside the decoder.
 struct Connection<'a> {
@@ -337,9 +337,18 @@ impl Connection<'_> {
         };
         let (message, seq) = match self.session {
             None => (message, None),
-            Some(_) => match self.unframe(message) {
-                Some((message, seq)) => (message, Some(seq)),
-                None => return now,
+            Some(_) => match unframe(self.outbox, message) {
+                Unframed::Apply(message, seq) => (message, Some(seq)),
+                Unframed::Control => return now,
+                Unframed::Duplicate => {
+                    // Applied before the client's last socket broke: acknowledged again.
+                    self.ack_due = true;
+                    return now;
+                }
+                Unframed::Refused(reason) => {
+                    self.fail_with(1002, reason);
+                    return now;
+                }
             },
         };
         if let Some(why) = self.unapplied() {
@@ -364,49 +373,6 @@ impl Connection<'_> {
             self.ack_due = true;
         }
         doc.last_activity().max(now)
-    }
-
-    /// A session client's message without its framing, with its number; `None` when it
-    /// was a control frame, a resend, or broke the protocol (then the connection closes).
-    fn unframe(&mut self, message: Message) -> Option<(Message, u64)> {
-        let (message, seq) = match message {
-            Message::Text(mut text) => match session_frames::client_text(&text) {
-                Ok(ClientText::Ack(n)) => {
-                    self.outbox.session_acked(n);
-                    return None;
-                }
-                Ok(ClientText::Data { seq, start }) => {
-                    text.replace_range(..start, "");
-                    (Message::Text(text), seq)
-                }
-                Err(_) => {
-                    self.fail_with(1002, "malformed session frame");
-                    return None;
-                }
-            },
-            Message::Binary(mut bytes) => match session_frames::client_binary(&bytes) {
-                Ok(seq) => {
-                    bytes.drain(..session_frames::BINARY_PREFIX);
-                    (Message::Binary(bytes), seq)
-                }
-                Err(_) => {
-                    self.fail_with(1002, "malformed session frame");
-                    return None;
-                }
-            },
-        };
-        match self.outbox.incoming(seq) {
-            Incoming::Apply => Some((message, seq)),
-            Incoming::Duplicate => {
-                // Applied before the client's last socket broke: acknowledged again.
-                self.ack_due = true;
-                None
-            }
-            Incoming::Gap => {
-                self.fail_with(1002, "session message out of sequence");
-                None
-            }
-        }
     }
 
     /// Why a message that arrives now cannot change the document, if it cannot.
