@@ -91,7 +91,7 @@ fn main() -> anyhow::Result<()> {
                  dev build, which the tests reuse; optimised: `cargo run --release -p wasmroom\n                 \
                  -- serve`)\n  \
                  test [ARGS]    build the plugins, install what the end-to-end tests drive (npm\n                 \
-                 clients, nginx, Chromium; build clients/js and run its unit tests), then run every test (`cargo test --workspace ARGS`)\n  \
+                 clients, nginx, Chromium), then run every test (`cargo test --workspace ARGS`)\n  \
                  soak [--minutes N]  normal and hostile clients for N minutes (30); fails if\n                 memory, open files or disk use grow past the limits\n  \
                  fuzz [--seconds N] [TARGET...]  run the fuzz targets of fuzz/ for N seconds\n                 \
                  each (60); fails on a crash\n  \
