@@ -8,6 +8,7 @@
 //! - [`websocket`]: client frames in, server frames out (RFC 6455, server side).
 //! - [`snapshot`]: the snapshot format every store writes, with its checksum.
 //! - [`journal`]: the input journal's entries and their framing in segment files.
+//! - [`session`]: the session subprotocol's frame prefixes, control frames and resume query.
 //! - [`ring`]: nginx's consistent-hash ring, so that the host agrees with nginx about
 //!   which lane owns a document.
 
@@ -16,5 +17,6 @@ pub mod journal;
 pub mod origin;
 pub mod ring;
 pub mod route;
+pub mod session;
 pub mod snapshot;
 pub mod websocket;

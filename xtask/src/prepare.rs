@@ -1,5 +1,6 @@
 //! What the tests drive besides the plugins, made ready before `cargo test`: the npm
-//! clients (pinned by their lockfiles), the browser demo's bundle, and Debian's nginx,
+//! clients (pinned by their lockfiles), the browser demo's bundle, the JavaScript client
+//! (`clients/js`: built, and its unit tests run), and Debian's nginx,
 //! Chromium and PostgreSQL (installed with apt-get when missing and this runs as root or
 //! with sudo). And the browser demo for `cargo xtask serve`.
 
@@ -67,7 +68,7 @@ fn postgres_installed() -> bool {
 }
 
 /// Node projects the tests run, relative to the workspace root.
-const NPM_PROJECTS: &[&str] = &["tests/yjs", "demo"];
+const NPM_PROJECTS: &[&str] = &["tests/yjs", "tests/sessions", "demo", "clients/js"];
 
 /// Installs what is missing and builds the demo.
 pub(crate) fn for_tests(root: &Path) -> anyhow::Result<()> {
@@ -83,7 +84,18 @@ pub(crate) fn for_tests(root: &Path) -> anyhow::Result<()> {
     for project in NPM_PROJECTS {
         npm_ci(root, project)?;
     }
-    build_demo(root)
+    build_demo(root)?;
+    js_client(root)
+}
+
+/// Builds the JavaScript client (`clients/js/dist`, which `tests/sessions.rs` drives) and
+/// runs its unit tests (`node --test`).
+fn js_client(root: &Path) -> anyhow::Result<()> {
+    let dir = root.join("clients/js");
+    eprintln!("xtask: building clients/js");
+    run(npm()?.args(["run", "build"]).current_dir(&dir))?;
+    eprintln!("xtask: clients/js unit tests");
+    run(npm()?.args(["test"]).current_dir(&dir)).context("the unit tests of clients/js")
 }
 
 /// `npm ci` in `project` when its lockfile changed since the last install.

@@ -135,6 +135,9 @@ pub struct Config {
     /// How long a document that only HTTP requests opened (no WebSocket ever joined it)
     /// stays in memory after its last request.
     pub http_idle_grace_ms: u64,
+    /// How long a session whose socket broke waits for its client to resume it
+    /// (docs/sessions.md); 0: it ends at once.
+    pub session_grace_ms: u64,
     /// How long shutdown may take: saving every live document, then waiting for clients
     /// to acknowledge their close frames.
     pub shutdown_timeout_secs: u64,
@@ -186,6 +189,7 @@ impl Default for Config {
             plugins: PathBuf::from("plugins"),
             idle_grace_secs: 30,
             http_idle_grace_ms: 2_000,
+            session_grace_ms: 30_000,
             shutdown_timeout_secs: 10,
             data: PathBuf::from("data"),
             checkpoint_secs: 5,
@@ -360,7 +364,7 @@ impl Config {
                 "must be at most a year (31536000 s)",
             ),
         ];
-        let millis: [(&'static str, u64, u64, u64, &'static str); 8] = [
+        let millis: [(&'static str, u64, u64, u64, &'static str); 9] = [
             (
                 "store.lease_ttl_ms",
                 self.store.lease_ttl_ms,
@@ -374,6 +378,13 @@ impl Config {
                 0,
                 60_000,
                 "must be at most a minute (60000 ms)",
+            ),
+            (
+                "session_grace_ms",
+                self.session_grace_ms,
+                0,
+                DAY * 1000,
+                "must be at most a day (86400000 ms)",
             ),
             (
                 "http_idle_grace_ms",
@@ -434,6 +445,11 @@ impl Config {
     /// How long a document only HTTP requests opened stays in memory.
     pub fn http_idle_grace(&self) -> Duration {
         Duration::from_millis(self.http_idle_grace_ms)
+    }
+
+    /// How long a parked session waits for its client.
+    pub fn session_grace(&self) -> Duration {
+        Duration::from_millis(self.session_grace_ms)
     }
 
     /// How long shutdown may take.

@@ -12,7 +12,8 @@
 //! The files, in the order a connection meets them: [`run`] (accept loop, commands),
 //! [`connection`] (request head, routing, hand-over, plain HTTP answers), [`requests`]
 //! (`/docs/...` to a document), [`lookup`] (plugin and document for a request), [`upgrade`] (the WebSocket handshake and the consumer's
-//! decision), [`socket`] (a WebSocket after the upgrade); [`open`] (the document
+//! decision), [`socket`] (a WebSocket after the upgrade), [`sessions`] (sessions that
+//! outlive a socket); [`open`] (the document
 //! table), [`housekeeping`] (timers, checkpoints, idle documents), [`crash_loop`],
 //! [`migrate`] (hot reload), [`admin`] (the admin API's requests), [`shutdown`].
 
@@ -35,6 +36,7 @@ pub mod recovery;
 pub mod requests;
 pub mod run;
 pub mod services;
+pub mod sessions;
 pub mod shutdown;
 pub mod socket;
 pub mod state;

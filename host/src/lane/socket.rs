@@ -27,12 +27,14 @@ use crate::document::DocumentCell;
 use crate::document::outbox::{Ending, Outbox};
 use crate::guest::Message;
 use crate::lane::Lane;
+use crate::lane::sessions::{Session, Unframed, unframe};
 use crate::metrics::{RateLimit, Unapplied};
 use crate::net::budget::Charge;
 use crate::net::token_bucket::TokenBucket;
 use crate::net::websocket::frame::close_payload;
 use crate::net::websocket::{Decoder, Event};
 use crate::store::{Lease, LeaseClock};
+use wasmroom_wire::session as session_frames;
 
 /// One connection's state, beside the decoder.
 struct Connection<'a> {
@@ -62,6 +64,19 @@ struct Connection<'a> {
     messages: TokenBucket,
     /// Message bytes the client may still send now.
     bytes: TokenBucket,
+    /// The connection's session, if its client asked for one (docs/sessions.md).
+    session: Option<&'a Session>,
+    /// A client data message was applied (or resent) in this read: acknowledge it.
+    ack_due: bool,
+}
+
+/// An upgraded socket, about to be served.
+#[derive(Debug)]
+pub struct Socket {
+    pub stream: TcpStream,
+    /// Bytes the client sent after its request head: the start of its frames.
+    pub already: Vec<u8>,
+    pub peer: SocketAddr,
 }
 
 /// Serves the connection until it ends; returns its close code (the server's when the
@@ -70,11 +85,15 @@ pub async fn serve(
     lane: &Lane,
     doc: &DocumentCell,
     id: u64,
-    stream: TcpStream,
-    already: Vec<u8>,
+    socket: Socket,
     outbox: &Outbox,
-    peer: SocketAddr,
+    session: Option<&Session>,
 ) -> u16 {
+    let Socket {
+        stream,
+        already,
+        peer,
+    } = socket;
     let limits = &lane.services.config.limits;
     let (ping_interval, ping_timeout) = (limits.ping_interval(), limits.ping_timeout());
     let message_timeout = limits.message_timeout();
@@ -106,6 +125,8 @@ pub async fn serve(
         ping_at: now + ping_interval,
         messages: TokenBucket::full(rate.messages.0, rate.messages.1, now),
         bytes: TokenBucket::full(rate.bytes.0, rate.bytes.1, now),
+        session,
+        ack_due: false,
     };
     if !already.is_empty() {
         let mut already = already;
@@ -115,6 +136,10 @@ pub async fn serve(
     let timer = tokio::time::sleep_until(timer_at.into());
     tokio::pin!(timer);
     loop {
+        if session.is_some_and(|s| s.is_superseded()) {
+            // Another socket resumes the session: this one is let go without a word.
+            break;
+        }
         if conn.flush().is_err() {
             break;
         }
@@ -150,6 +175,7 @@ pub async fn serve(
                 tokio::task::consume_budget().await;
             }
             _ = outbox.wake.notified() => {}
+            _ = superseded(session) => {}
             writable = conn.stream.writable(), if writing => {
                 if writable.is_err() {
                     break;
@@ -164,7 +190,12 @@ pub async fn serve(
                     tracing::debug!(lane = lane.index, peer = %conn.peer, "message not complete within {message_timeout:?}: closing");
                     conn.fail_with(1008, "message not completed in time");
                 } else if now >= conn.ping_at {
-                    if conn.awaiting_pong {
+                    if conn.awaiting_pong && session.is_some() {
+                        // A silent socket of a session is a broken one: the session waits
+                        // for its client to resume it.
+                        tracing::debug!(lane = lane.index, peer = %conn.peer, "no answer to a ping within {ping_timeout:?}: parking the session");
+                        break;
+                    } else if conn.awaiting_pong {
                         tracing::debug!(lane = lane.index, peer = %conn.peer, "no answer to a ping within {ping_timeout:?}: closing");
                         conn.fail_with(1001, "ping timeout");
                     } else {
@@ -183,6 +214,14 @@ pub async fn serve(
         code = server_code;
     }
     code
+}
+
+/// Completes when the socket of `session` must stop; never for a plain connection.
+async fn superseded(session: Option<&Session>) {
+    match session {
+        Some(s) => s.stopped().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Takes the socket back from the lane's flusher however [`serve`] ends, its future
@@ -239,6 +278,13 @@ impl Connection<'_> {
             self.fail_with(code, reason);
             return;
         }
+        if std::mem::take(&mut self.ack_due) {
+            // One acknowledgement per read, an output of the document's last input: in
+            // journal mode it leaves once that input is durable.
+            let batch = self.doc.borrow().last_batch();
+            let ack = session_frames::ack(self.outbox.last_applied());
+            self.outbox.push_control(&ack, batch);
+        }
         if !self.charge.resize(decoder.held_bytes()) {
             tracing::debug!(lane = self.lane.index, peer = %self.peer, "partial message over the lane's byte budget: closing");
             self.fail_with(1013, "server busy: too many bytes in flight");
@@ -289,6 +335,22 @@ impl Connection<'_> {
                 return now;
             }
         };
+        let (message, seq) = match self.session {
+            None => (message, None),
+            Some(_) => match unframe(self.outbox, message) {
+                Unframed::Apply(message, seq) => (message, Some(seq)),
+                Unframed::Control => return now,
+                Unframed::Duplicate => {
+                    // Applied before the client's last socket broke: acknowledged again.
+                    self.ack_due = true;
+                    return now;
+                }
+                Unframed::Refused(reason) => {
+                    self.fail_with(1002, reason);
+                    return now;
+                }
+            },
+        };
         if let Some(why) = self.unapplied() {
             // Read, not applied: counted apart, never as received.
             self.lane.metrics.unapplied(why);
@@ -306,6 +368,10 @@ impl Connection<'_> {
             log.applied(self.lease, &doc.plugin().name, doc.id());
         }
         let _ = doc.message(self.id, &message, now);
+        if let Some(seq) = seq {
+            self.outbox.applied(seq);
+            self.ack_due = true;
+        }
         doc.last_activity().max(now)
     }
 

@@ -17,6 +17,7 @@ use crate::lane::crash_loop::CrashLoopGuard;
 use crate::lane::delivery_log::DeliveryLog;
 use crate::lane::open_limit::OpenLimiter;
 use crate::lane::services::Services;
+use crate::lane::sessions::Sessions;
 use crate::lane::table::LaneAddress;
 use crate::metrics::LaneMetrics;
 use crate::net::budget::{ByteBudget, Charge};
@@ -57,6 +58,8 @@ pub struct Lane {
     pub metrics: LaneMetrics,
     /// Every applied message, for the fault-injection tests (see [`DeliveryLog`]).
     pub deliveries: Option<DeliveryLog>,
+    /// The sessions of this lane's connections (docs/sessions.md).
+    pub sessions: Sessions,
 }
 
 impl Lane {
@@ -77,6 +80,7 @@ impl Lane {
             failed_migrations: Cell::new(0),
             metrics: services.metrics.lane(index),
             deliveries: DeliveryLog::from_env(&services.config.upstream_host()),
+            sessions: Sessions::default(),
             services,
         }
     }

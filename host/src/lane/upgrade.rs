@@ -17,11 +17,14 @@ use crate::guest::{ConnectInfo, Decision};
 use crate::lane::address_limit::AddressSlot;
 use crate::lane::admission::{admit_address, origin_allowed, token_checked};
 use crate::lane::lookup::{answer_document_error, find_plugin, refuse_document, rejection};
+use crate::lane::sessions::{self, Session};
+use crate::lane::socket::Socket;
 use crate::lane::{ConnectionGuard, Lane};
 use crate::metrics::Rejection;
 use crate::net::access_token::{Admitted, TOKEN_SUBPROTOCOL};
 use crate::net::http::{self, RequestHead};
 use crate::net::websocket::frame::{close_payload, encode, opcode};
+use wasmroom_wire::session::{self as session_frames, Resume, SUBPROTOCOL, take_resume};
 
 /// Upgrades a `/ws/{plugin}/{document}` request on the document's owner lane, then
 /// serves the socket in a task of its own until either side closes it.
@@ -40,14 +43,17 @@ pub async fn serve(
     let Some(upgraded) = upgraded else {
         return;
     };
-    lane.metrics.websockets.inc();
-    lane.webhook(
-        plugin,
-        WebhookEvent::Connected,
-        document,
-        Some(upgraded.id),
-        None,
-    );
+    // A resumed session is the connection it was: counted and announced once.
+    if !upgraded.resumed {
+        lane.metrics.websockets.inc();
+        lane.webhook(
+            plugin,
+            WebhookEvent::Connected,
+            document,
+            Some(upgraded.id),
+            None,
+        );
+    }
     // A live socket gets a task of its own: an idle connection then holds only what
     // serving it needs, not the futures of the accept, the request and the upgrade
     // around it (together they were as large again).
@@ -56,7 +62,8 @@ pub async fn serve(
     crate::lane::task::spawn(&health, "socket", live);
 }
 
-/// Serves an upgraded socket to its end.
+/// Serves an upgraded socket to its end; a session's socket that broke parks the
+/// session instead (the connection ends only if no resume comes).
 async fn live(lane: Rc<Lane>, upgraded: Upgraded, peer: SocketAddr, guard: ConnectionGuard) {
     let Upgraded {
         stream,
@@ -65,8 +72,37 @@ async fn live(lane: Rc<Lane>, upgraded: Upgraded, peer: SocketAddr, guard: Conne
         id,
         outbox,
         address,
+        session,
+        resumed: _,
     } = upgraded;
-    let code = crate::lane::socket::serve(&lane, &doc, id, stream, rest, &outbox, peer).await;
+    let socket = Socket {
+        stream,
+        already: rest,
+        peer,
+    };
+    let code =
+        crate::lane::socket::serve(&lane, &doc, id, socket, &outbox, session.as_deref()).await;
+    match session {
+        // No close frame either way, and the host did not close it: the client vanished.
+        Some(session) if code == 1006 && outbox.is_open() => {
+            let end = |code| ended(&lane, &doc, id, &outbox, code);
+            let grace = lane.services.config.session_grace();
+            sessions::park(&lane.sessions, grace, session, (address, guard), end).await;
+        }
+        Some(session) => {
+            session.ended(&lane.sessions);
+            ended(&lane, &doc, id, &outbox, code);
+            drop((address, guard));
+        }
+        None => {
+            ended(&lane, &doc, id, &outbox, code);
+            drop((address, guard));
+        }
+    }
+}
+
+/// Connection `id` is over (its socket gone, and its session's grace if it had one).
+fn ended(lane: &Lane, doc: &DocumentCell, id: u64, outbox: &Outbox, code: u16) {
     outbox.finish();
     lane.metrics.websockets.dec();
     lane.metrics.closed(code);
@@ -84,8 +120,6 @@ async fn live(lane: Rc<Lane>, upgraded: Upgraded, peer: SocketAddr, guard: Conne
         Some(id),
         Some(code),
     );
-    drop(address);
-    drop(guard);
 }
 
 /// A connection the consumer accepted, its `101` written.
@@ -98,6 +132,10 @@ struct Upgraded {
     outbox: Rc<Outbox>,
     /// Counts the socket toward its address's `max_connections_per_address`.
     address: AddressSlot,
+    /// Its session, if the client asked for one.
+    session: Option<Rc<Session>>,
+    /// The session was resumed: the consumer knows this connection already.
+    resumed: bool,
 }
 
 /// Everything before the upgrade: checks, plugin, document, the consumer's decision, the
@@ -128,6 +166,15 @@ async fn upgrade(
     }
     // From here on `head` carries no token: what `on-connect` sees comes from it.
     let admitted = token_checked(lane, &mut stream, plugin, document, &mut head).await?;
+    // A session's parameters are the host's: the consumer sees the query without them.
+    let wants_session = head.subprotocols().iter().any(|p| p == SUBPROTOCOL);
+    let resume = if wants_session {
+        let (resume, query) = take_resume(&head.query);
+        head.query = query;
+        resume
+    } else {
+        None
+    };
     let client = http::client_address(&head, peer, lane.services.config.proxy_headers);
     let address = admit_address(lane, &mut stream, client.ip()).await?;
     let plugin = find_plugin(lane, &mut stream, plugin).await?;
@@ -140,6 +187,30 @@ async fn upgrade(
             return None;
         }
     };
+    let resuming = match resume {
+        Some(resume) => resumed(lane, &mut stream, &accept_key, &doc, &resume).await,
+        None => Resuming::Cannot,
+    };
+    if let Resuming::Broken = resuming {
+        return None;
+    }
+    if let Resuming::Resumed(Resumed {
+        id,
+        outbox,
+        session,
+    }) = resuming
+    {
+        return Some(Upgraded {
+            stream,
+            rest: head.rest,
+            doc,
+            id,
+            outbox,
+            address,
+            session: Some(session),
+            resumed: true,
+        });
+    }
     if doc.borrow().connection_count() >= limits.max_connections_per_document {
         lane.metrics.rejected(Rejection::Capacity);
         let _ = http::write_text(
@@ -153,6 +224,14 @@ async fn upgrade(
     // The document numbers its own connections (its counter is in its snapshot).
     let id = doc.borrow_mut().next_connection_id();
     let outbox = Outbox::new(limits.max_queued_bytes, limits.max_queued_frames);
+    let session_id = wants_session.then(|| {
+        // Numbered from the consumer's first message (`on-connect` may send some), after
+        // the hello, which is always the first frame.
+        let id = sessions::new_id();
+        outbox.start_session(lane.services.config.session_grace());
+        outbox.push_control(&session_frames::hello(&id, false), 0);
+        id
+    });
     let subprotocol = join(
         lane,
         &mut stream,
@@ -167,6 +246,11 @@ async fn upgrade(
         &outbox,
     )
     .await?;
+    // A session's answer names its subprotocol, whatever the consumer chose.
+    let subprotocol = match session_id {
+        Some(_) => Some(SUBPROTOCOL.to_owned()),
+        None => subprotocol,
+    };
     if http::write_switching_protocols(&mut stream, &accept_key, subprotocol.as_deref())
         .await
         .is_err()
@@ -175,6 +259,11 @@ async fn upgrade(
         doc.borrow_mut().disconnect(id, 1006);
         return None;
     }
+    let session = session_id.map(|sid| {
+        let key = (plugin.name.clone(), document.to_owned());
+        lane.sessions
+            .start(sid, key, doc.clone(), id, outbox.clone())
+    });
     Some(Upgraded {
         stream,
         rest: head.rest,
@@ -182,6 +271,62 @@ async fn upgrade(
         id,
         outbox,
         address,
+        session,
+        resumed: false,
+    })
+}
+
+/// What came of a resume.
+enum Resuming {
+    Resumed(Resumed),
+    /// The session cannot be resumed: the client gets a new one (the explicit "cannot
+    /// resume").
+    Cannot,
+    /// The socket broke before its `101` was out: nothing to answer; the session stays
+    /// parked for another try.
+    Broken,
+}
+
+/// A session taken over by a new socket.
+struct Resumed {
+    id: u64,
+    outbox: Rc<Outbox>,
+    session: Rc<Session>,
+}
+
+/// Resumes the session the client asks for: its `101` written and what it missed queued.
+async fn resumed(
+    lane: &Lane,
+    stream: &mut TcpStream,
+    accept_key: &str,
+    doc: &DocumentCell,
+    resume: &Resume,
+) -> Resuming {
+    let key = {
+        let d = doc.borrow();
+        (d.plugin().name.clone(), d.id().to_owned())
+    };
+    let Some(session) = lane.sessions.claim(&resume.session, &key, resume.last) else {
+        return Resuming::Cannot;
+    };
+    // Its old socket, if the host has not noticed the cut, stops and parks it first.
+    session.released().await;
+    if !session.is_open() || !Rc::ptr_eq(doc, &session.doc) {
+        session.unclaim();
+        return Resuming::Cannot;
+    }
+    if http::write_switching_protocols(stream, accept_key, Some(SUBPROTOCOL))
+        .await
+        .is_err()
+    {
+        session.unclaim();
+        return Resuming::Broken;
+    }
+    session.resume(resume.last, &session_frames::hello(&session.id, true));
+    Resuming::Resumed(Resumed {
+        id: session.connection,
+        outbox: session.outbox.clone(),
+        session,
     })
 }
 
@@ -257,7 +402,7 @@ async fn join(
     let offered: Vec<String> = head
         .subprotocols()
         .into_iter()
-        .filter(|p| !p.starts_with(TOKEN_SUBPROTOCOL))
+        .filter(|p| !p.starts_with(TOKEN_SUBPROTOCOL) && p != SUBPROTOCOL)
         .collect();
     let (claims, token_protocol) = match admitted {
         Some(a) => (Some(a.claims), a.subprotocol),

@@ -32,10 +32,12 @@ use crate::net::websocket::frame::{opcode, server_frame_end, server_header};
 mod chunks;
 pub mod flush;
 mod gate;
+mod session;
 
 use chunks::{Chunk, INLINE_CHUNK, MAX_SLICES, MIN_CHUNK, Queue};
 pub use chunks::{INLINE_MAX, Written};
 pub use flush::{WriteFn, pending_wake, take_pending};
+pub use session::Incoming;
 
 /// What the connection should do once the queue is empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +80,9 @@ pub struct Outbox {
     writer: flush::Writer,
     /// This outbox, for the lane's list of queues to flush.
     me: Weak<Outbox>,
+    /// The connection's session, if its client asked for one (boxed: a plain connection
+    /// pays one pointer for it).
+    session: RefCell<Option<Box<session::Session>>>,
 }
 
 /// How long a closing connection may take to flush, send its close frame and hear the
@@ -104,6 +109,7 @@ impl Outbox {
             give_up_at: Cell::new(None),
             writer: flush::Writer::default(),
             me: me.clone(),
+            session: RefCell::new(None),
         })
     }
 
@@ -116,7 +122,26 @@ impl Outbox {
 
     /// [`Outbox::push`] for a frame an input of journal batch `batch` caused: it leaves
     /// only once that batch is durable (0: at once).
+    /// On a session's connection a data message is numbered and kept until the client
+    /// acknowledges it.
     pub fn push_in(&self, frame: &Frame, batch: u64) -> bool {
+        if *self.ending.borrow() != Ending::Open {
+            return false;
+        }
+        match self.number(frame, batch) {
+            Some(framed) => self.push_raw(&framed, batch, true),
+            None => self.push_raw(frame, batch, true),
+        }
+    }
+
+    /// Queues a session's control frame (an `!ack`, the hello): not numbered, never
+    /// resent; behind journal batch `batch` like [`Outbox::push_in`].
+    pub fn push_control(&self, text: &str, batch: u64) -> bool {
+        self.push_raw(&Frame::Text(text.into()), batch, true)
+    }
+
+    /// Queues `frame` as it is, checking the bounds if `bounded`.
+    fn push_raw(&self, frame: &Frame, batch: u64, bounded: bool) -> bool {
         if *self.ending.borrow() != Ending::Open {
             return false;
         }
@@ -137,7 +162,10 @@ impl Outbox {
             payload.len() + FRAME_OVERHEAD
         };
         let (bytes, frames) = (self.queued_bytes.get() + cost, self.queued_frames.get() + 1);
-        if bytes > self.max_bytes || frames > self.max_frames {
+        let (replay_bytes, replay_frames) = self.replay_held();
+        if bounded
+            && (bytes + replay_bytes > self.max_bytes || frames + replay_frames > self.max_frames)
+        {
             self.drop_unsent();
             self.close(1008, "client too slow: send queue full");
             return false;

@@ -8,7 +8,8 @@
 //!   `count`, `whoami`, `id` (this connection's id), `note TEXT` (kept), `note-observed`
 //!   (keeps what `random` and `clocks` answer, as two notes), `notes` (every
 //!   note, in order), `hoard N` (keeps N MiB more), `close-me CODE` (the consumer closes
-//!   this connection), `departed`
+//!   this connection), `connects` (how many connections `on-connect` accepted, ever),
+//!   `relay TEXT` (TEXT to every other connection, no answer), `departed`
 //!   (`id:code` of every connection gone, as `on-disconnect` reported them), `spin`
 //!   (never returns), `grow` (allocates without end), `panic`;
 //! - every due timer broadcasts `timer N`; `restore` broadcasts how many connections it sees;
@@ -46,6 +47,8 @@ struct Probe {
     departed: Vec<(ConnectionId, u16)>,
     notes: Vec<String>,
     hoard: Vec<Vec<u8>>,
+    /// Connections accepted, ever.
+    connects: u64,
 }
 
 impl Consumer for Probe {
@@ -61,6 +64,7 @@ impl Consumer for Probe {
             departed: Vec::new(),
             notes: Vec::new(),
             hoard: Vec::new(),
+            connects: 0,
         }
     }
 
@@ -73,6 +77,7 @@ impl Consumer for Probe {
             let reason = conn.query_param("reason").unwrap_or("rejected by probe");
             return Decision::reject(status, reason.replace("%20", " "));
         }
+        self.connects += 1;
         self.remote.push((conn.id, conn.remote_address.clone()));
         self.offered.push((conn.id, conn.subprotocols.clone()));
         let seen = serde_json::json!({
@@ -106,6 +111,11 @@ impl Consumer for Probe {
             }
             "later" => later(1500),
             "count" => connections().len().to_string(),
+            "connects" => self.connects.to_string(),
+            other if other.starts_with("relay ") => {
+                let _ = broadcast(Message::Text(other["relay ".len()..].to_owned()), &[from]);
+                return;
+            }
             "id" => from.to_string(),
             "whoami" => self
                 .remote

@@ -1,0 +1,306 @@
+//! A connection's session (docs/sessions.md), kept in its outbox because the outbox is
+//! what outlives a socket: the numbers of both directions, and the replay buffer of data
+//! messages the client has not acknowledged.
+//!
+//! The consumer's messages are numbered as they are queued ([`Outbox::push_in`]); each is
+//! kept here, framed, with the journal batch it waits for, until the client acknowledges
+//! it, so that a resume can queue it again behind the same gate. What the replay buffer
+//! holds counts against the connection's bounds together with the send queue.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use wasmroom_wire::session;
+
+use crate::config::FRAME_OVERHEAD;
+use crate::document::outbox::{INLINE_MAX, Outbox};
+
+/// One data message sent and not acknowledged.
+#[derive(Debug)]
+struct Sent {
+    seq: u64,
+    /// Framed (with its number).
+    frame: Frame,
+    batch: u64,
+    at: Instant,
+    cost: usize,
+}
+
+/// The session of one connection.
+#[derive(Debug)]
+pub(super) struct Session {
+    /// The last data message numbered for the client.
+    sent: u64,
+    /// Everything after `floor` not acknowledged, oldest first.
+    replay: VecDeque<Sent>,
+    replay_bytes: usize,
+    /// Messages up to here were acknowledged or dropped by age: a resume from before it
+    /// cannot be served.
+    floor: u64,
+    /// The last client data message applied.
+    applied: u64,
+    /// How long an unacknowledged message is kept.
+    keep: Duration,
+}
+
+/// What to do with a client's data message, by its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incoming {
+    /// The next one: apply it.
+    Apply,
+    /// Applied already (a resend after a resume): drop it, acknowledge again.
+    Duplicate,
+    /// Beyond the next one: a protocol error.
+    Gap,
+}
+
+/// What a frame costs against the bounds (as the send queue counts it).
+fn cost(payload: usize) -> usize {
+    if payload <= INLINE_MAX {
+        payload + 10
+    } else {
+        payload + FRAME_OVERHEAD
+    }
+}
+
+impl Outbox {
+    /// Makes this connection a session's: its messages are numbered and kept until the
+    /// client acknowledges them, at most `keep` each.
+    pub fn start_session(&self, keep: Duration) {
+        *self.session.borrow_mut() = Some(Box::new(Session {
+            sent: 0,
+            replay: VecDeque::new(),
+            replay_bytes: 0,
+            floor: 0,
+            applied: 0,
+            keep,
+        }));
+    }
+
+    /// Whether this connection is a session's.
+    pub fn is_session(&self) -> bool {
+        self.session.borrow().is_some()
+    }
+
+    /// Numbers a consumer's data message for a session and keeps it for a resume;
+    /// `None` for a plain connection or a frame that is not data.
+    pub(super) fn number(&self, frame: &Frame, batch: u64) -> Option<Frame> {
+        let mut session = self.session.borrow_mut();
+        let session = session.as_mut()?;
+        let seq = session.sent + 1;
+        let framed = match frame {
+            Frame::Text(text) => Frame::Text(session::text_data(seq, text).into()),
+            Frame::Binary(bytes) => Frame::Binary(Bytes::from(session::binary_data(seq, bytes))),
+            _ => return None,
+        };
+        session.sent = seq;
+        let now = Instant::now();
+        // Kept only so long: a client that does not acknowledge cannot pin memory.
+        while let Some(old) = session.replay.front()
+            && now.duration_since(old.at) > session.keep
+        {
+            session.floor = old.seq;
+            session.replay_bytes -= old.cost;
+            session.replay.pop_front();
+        }
+        let cost = cost(framed.len());
+        session.replay_bytes += cost;
+        session.replay.push_back(Sent {
+            seq,
+            frame: framed.clone(),
+            batch,
+            at: now,
+            cost,
+        });
+        Some(framed)
+    }
+
+    /// Bytes and frames the replay buffer holds (counted with the queue's).
+    pub(super) fn replay_held(&self) -> (usize, usize) {
+        self.session
+            .borrow()
+            .as_ref()
+            .map_or((0, 0), |s| (s.replay_bytes, s.replay.len()))
+    }
+
+    /// The client acknowledged every data message up to `seq`.
+    pub fn session_acked(&self, seq: u64) {
+        let mut session = self.session.borrow_mut();
+        let Some(session) = session.as_mut() else {
+            return;
+        };
+        while let Some(old) = session.replay.front()
+            && old.seq <= seq
+        {
+            session.replay_bytes -= old.cost;
+            session.replay.pop_front();
+        }
+        session.floor = session.floor.max(seq.min(session.sent));
+    }
+
+    /// What to do with the client's data message `seq`.
+    pub fn incoming(&self, seq: u64) -> Incoming {
+        let session = self.session.borrow();
+        let applied = session.as_ref().map_or(0, |s| s.applied);
+        match seq {
+            s if s <= applied => Incoming::Duplicate,
+            s if s == applied + 1 => Incoming::Apply,
+            _ => Incoming::Gap,
+        }
+    }
+
+    /// The client's data message `seq` was applied.
+    pub fn applied(&self, seq: u64) {
+        if let Some(s) = self.session.borrow_mut().as_mut() {
+            s.applied = seq;
+        }
+    }
+
+    /// The last client data message applied (0: none).
+    pub fn last_applied(&self) -> u64 {
+        self.session.borrow().as_ref().map_or(0, |s| s.applied)
+    }
+
+    /// Whether a client that received every message up to `last` can resume: the replay
+    /// buffer holds all after it, and the host sent that many.
+    pub fn can_resume(&self, last: u64) -> bool {
+        self.is_open()
+            && self
+                .session
+                .borrow()
+                .as_ref()
+                .is_some_and(|s| s.floor <= last && last <= s.sent)
+    }
+
+    /// A new socket takes the session over: the old socket's queue is dropped (part of a
+    /// frame included: the new socket starts at a frame boundary), then `hello` and every
+    /// data message after `last` are queued again, each behind its journal batch.
+    pub fn resume(&self, last: u64, hello: &str) {
+        self.session_acked(last);
+        self.drop_queue();
+        self.task_waits.set(false);
+        self.push_control(hello, 0);
+        let again: Vec<(Frame, u64)> = self
+            .session
+            .borrow()
+            .as_ref()
+            .map(|s| {
+                s.replay
+                    .iter()
+                    .map(|m| (m.frame.clone(), m.batch))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (frame, batch) in again {
+            // Counted already: in the replay buffer.
+            self.push_raw(&frame, batch, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::io::IoSlice;
+    use std::rc::Rc;
+
+    fn written(outbox: &Outbox) -> Vec<u8> {
+        let out = RefCell::new(Vec::new());
+        while let Ok(Some(w)) = outbox.write_with(|slices: &[IoSlice<'_>]| {
+            let mut out = out.borrow_mut();
+            let n: usize = slices.iter().map(|s| s.len()).sum();
+            for s in slices {
+                out.extend_from_slice(s);
+            }
+            Ok(n)
+        }) {
+            if w.bytes == 0 {
+                break;
+            }
+        }
+        out.into_inner()
+    }
+
+    /// The payloads of unmasked server frames (all short here).
+    fn payloads(bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let len = (bytes[at + 1] & 0x7f) as usize;
+            out.push(bytes[at + 2..at + 2 + len].to_vec());
+            at += 2 + len;
+        }
+        out
+    }
+
+    fn session_outbox() -> Rc<Outbox> {
+        let outbox = Outbox::new(1 << 20, 1000);
+        outbox.start_session(Duration::from_secs(30));
+        outbox
+    }
+
+    #[test]
+    fn messages_are_numbered_and_resent_after_last() {
+        let outbox = session_outbox();
+        for text in ["a", "b", "c"] {
+            assert!(outbox.push(&Frame::Text(text.into())));
+        }
+        assert!(outbox.push(&Frame::Binary(Bytes::from_static(b"\x01"))));
+        let first = payloads(&written(&outbox));
+        assert_eq!(
+            first[..3],
+            [b"1:a".to_vec(), b"2:b".to_vec(), b"3:c".to_vec()]
+        );
+        assert_eq!(first[3], [0, 0, 0, 0, 0, 0, 0, 4, 1]);
+        assert!(outbox.can_resume(1));
+        outbox.resume(1, "!hello x resumed");
+        let again = payloads(&written(&outbox));
+        assert_eq!(again[0], b"!hello x resumed");
+        assert_eq!(again[1..3], [b"2:b".to_vec(), b"3:c".to_vec()]);
+        assert_eq!(again.len(), 4);
+        // Acknowledged messages are gone: resuming from before them cannot be served.
+        assert!(!outbox.can_resume(0));
+        assert!(!outbox.can_resume(5), "beyond what was sent");
+    }
+
+    #[test]
+    fn acknowledged_messages_leave_the_replay_buffer() {
+        let outbox = session_outbox();
+        for _ in 0..10 {
+            outbox.push(&Frame::Text("x".into()));
+        }
+        written(&outbox);
+        assert_eq!(outbox.replay_held().1, 10);
+        outbox.session_acked(7);
+        assert_eq!(outbox.replay_held().1, 3);
+        outbox.session_acked(10);
+        assert_eq!(outbox.replay_held(), (0, 0));
+    }
+
+    #[test]
+    fn the_replay_buffer_counts_against_the_bounds() {
+        let outbox = Outbox::new(1 << 20, 10);
+        outbox.start_session(Duration::from_secs(30));
+        for _ in 0..9 {
+            assert!(outbox.push(&Frame::Text("x".into())));
+            written(&outbox);
+        }
+        // Written, not acknowledged: nine in the replay buffer, and the tenth counts in
+        // the queue as well.
+        assert!(!outbox.push(&Frame::Text("x".into())));
+        assert!(!outbox.is_open());
+    }
+
+    #[test]
+    fn client_numbers_are_checked() {
+        let outbox = session_outbox();
+        assert_eq!(outbox.incoming(2), Incoming::Gap);
+        assert_eq!(outbox.incoming(1), Incoming::Apply);
+        outbox.applied(1);
+        assert_eq!(outbox.incoming(1), Incoming::Duplicate);
+        assert_eq!(outbox.incoming(2), Incoming::Apply);
+    }
+}

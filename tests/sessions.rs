@@ -1,0 +1,365 @@
+//! Sessions (`wasmroom.session.v1`, docs/sessions.md) against the real binary: the wire
+//! format spoken by a raw client (numbers, acknowledgements, resume with `last=N`, the
+//! grace running out), and the official JavaScript client through a TCP proxy that cuts
+//! its connections.
+
+mod support;
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use support::*;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const SUBPROTOCOL: &str = "wasmroom.session.v1";
+
+/// Opens a session socket at `path` (with a resume's query, if any).
+async fn session_socket(server: &Server, path: &str) -> anyhow::Result<Ws> {
+    session_socket_at(&server.url(0, path)).await
+}
+
+/// Opens a session socket at `url`.
+async fn session_socket_at(url: &str) -> anyhow::Result<Ws> {
+    let mut request = url.into_client_request()?;
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", SUBPROTOCOL.parse()?);
+    let (ws, response) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(request))
+        .await
+        .context("connect timed out")??;
+    let chosen = response.headers().get("sec-websocket-protocol");
+    anyhow::ensure!(
+        chosen.is_some_and(|p| p == SUBPROTOCOL),
+        "the host did not answer with the session subprotocol: {chosen:?}"
+    );
+    Ok(ws)
+}
+
+/// Reads the hello: the session's id and whether it was resumed.
+async fn hello(ws: &mut Ws) -> anyhow::Result<(String, bool)> {
+    let text = recv_text(ws).await?;
+    let parts: Vec<&str> = text.split(' ').collect();
+    match parts[..] {
+        ["!hello", id, "new"] => Ok((id.to_owned(), false)),
+        ["!hello", id, "resumed"] => Ok((id.to_owned(), true)),
+        _ => bail!("expected a hello, got {text:?}"),
+    }
+}
+
+/// A session frame from the host.
+#[derive(Debug, PartialEq)]
+enum FromHost {
+    Data(u64, String),
+    Ack(u64),
+}
+
+async fn next(ws: &mut Ws) -> anyhow::Result<FromHost> {
+    let text = recv_text(ws).await?;
+    if let Some(n) = text.strip_prefix("!ack ") {
+        return Ok(FromHost::Ack(n.parse()?));
+    }
+    let (seq, payload) = text.split_once(':').context("no sequence number")?;
+    Ok(FromHost::Data(seq.parse()?, payload.to_owned()))
+}
+
+/// Reads until the host acknowledged `seq`; returns the data messages read meanwhile.
+async fn until_ack(ws: &mut Ws, seq: u64) -> anyhow::Result<Vec<(u64, String)>> {
+    let mut data = Vec::new();
+    loop {
+        match next(ws).await? {
+            FromHost::Ack(n) if n >= seq => return Ok(data),
+            FromHost::Ack(_) => {}
+            FromHost::Data(n, text) => data.push((n, text)),
+        }
+    }
+}
+
+async fn send_data(ws: &mut Ws, seq: u64, text: &str) -> anyhow::Result<()> {
+    send_text(ws, &format!("{seq}:{text}")).await
+}
+
+/// Drops a socket without a close frame: what a cut looks like to the host.
+fn cut(ws: Ws) {
+    drop(ws);
+}
+
+/// Asks the probe something over a plain socket.
+async fn ask(server: &Server, document: &str, command: &str) -> anyhow::Result<String> {
+    let mut ws = server.connect(0, &format!("/ws/probe/{document}")).await?;
+    send_text(&mut ws, command).await?;
+    let answer = recv_text(&mut ws).await?;
+    ws.close(None).await?;
+    Ok(answer)
+}
+
+#[tokio::test]
+async fn a_cut_session_resumes_with_what_it_missed_and_nothing_twice() -> anyhow::Result<()> {
+    let server = Server::start(&["probe"], 1, &[])?;
+    let mut ws = session_socket(&server, "/ws/probe/resume?x=1").await?;
+    let (id, resumed) = hello(&mut ws).await?;
+    assert!(!resumed);
+    // The consumer sees plain messages, and neither the session's subprotocol nor its
+    // parameters.
+    send_data(&mut ws, 1, "connect-info").await?;
+    let data = until_ack(&mut ws, 1).await?;
+    let info: serde_json::Value = serde_json::from_str(&data[0].1)?;
+    assert_eq!(data[0].0, 1);
+    assert_eq!(info["query"], "x=1");
+    assert_eq!(info["subprotocols"], serde_json::json!([]));
+    send_data(&mut ws, 2, "id").await?;
+    send_data(&mut ws, 3, "note once").await?;
+    send_data(&mut ws, 4, "echo missed").await?;
+    let data = until_ack(&mut ws, 4).await?;
+    let connection: u64 = data[0].1.parse()?;
+    assert_eq!(
+        data,
+        [(2, connection.to_string()), (3, "missed".to_owned())]
+    );
+    cut(ws);
+
+    // The client says it got only message 1 from the host, and resends 2..4 as if their
+    // acknowledgement had been lost.
+    let mut ws = session_socket(
+        &server,
+        &format!("/ws/probe/resume?x=1&session={id}&last=1"),
+    )
+    .await?;
+    assert_eq!(hello(&mut ws).await?, (id.clone(), true));
+    assert_eq!(
+        next(&mut ws).await?,
+        FromHost::Data(2, connection.to_string())
+    );
+    assert_eq!(next(&mut ws).await?, FromHost::Data(3, "missed".to_owned()));
+    send_data(&mut ws, 2, "id").await?;
+    send_data(&mut ws, 3, "note once").await?;
+    send_data(&mut ws, 4, "echo missed").await?;
+    send_data(&mut ws, 5, "notes").await?;
+    send_data(&mut ws, 6, "id").await?;
+    let data = until_ack(&mut ws, 6).await?;
+    // Resent messages were applied once; the connection is the same one.
+    assert_eq!(data, [(4, "once".to_owned()), (5, connection.to_string())]);
+    // Counted as one socket, not one per resume.
+    let sockets = metric(server.addr(0), "wasmroom_websockets", &[]).await?;
+    assert_eq!(sockets, 1.0);
+    // The consumer saw one connection and no disconnect.
+    send_data(&mut ws, 7, "count").await?;
+    assert_eq!(until_ack(&mut ws, 7).await?, [(6, "1".to_owned())]);
+    assert_eq!(ask(&server, "resume", "departed").await?, "");
+
+    // Resuming from before what the client acknowledged cannot be served: a new session.
+    send_text(&mut ws, "!ack 6").await?;
+    send_data(&mut ws, 8, "echo sync").await?;
+    assert_eq!(until_ack(&mut ws, 8).await?, [(7, "sync".to_owned())]);
+    cut(ws);
+    let mut ws = session_socket(&server, &format!("/ws/probe/resume?session={id}&last=2")).await?;
+    let (new_id, resumed) = hello(&mut ws).await?;
+    assert!(
+        !resumed,
+        "a resume from before the acknowledged messages was served"
+    );
+    assert_ne!(new_id, id);
+    send_data(&mut ws, 1, "id").await?;
+    let data = until_ack(&mut ws, 1).await?;
+    assert_ne!(
+        data,
+        [(1, connection.to_string())],
+        "a new session is a new connection"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_resume_takes_over_from_a_socket_the_host_still_serves() -> anyhow::Result<()> {
+    let server = Server::start(&["probe"], 1, &[])?;
+    let proxy = support::fault_proxy::FaultProxy::start(server.addr(0))?;
+    let url = format!("ws://{}/ws/probe/takeover", proxy.addr());
+    let mut old = session_socket_at(&url).await?;
+    let (id, _) = hello(&mut old).await?;
+    send_data(&mut old, 1, "id").await?;
+    let connection = until_ack(&mut old, 1).await?[0].1.clone();
+    // The link goes dead without a word: the host still serves the old socket.
+    proxy.stall(support::fault_proxy::Direction::Both);
+    let mut ws =
+        session_socket(&server, &format!("/ws/probe/takeover?session={id}&last=1")).await?;
+    assert_eq!(hello(&mut ws).await?, (id, true));
+    send_data(&mut ws, 2, "id").await?;
+    assert_eq!(until_ack(&mut ws, 2).await?, [(2, connection)]);
+    send_data(&mut ws, 3, "count").await?;
+    assert_eq!(until_ack(&mut ws, 3).await?, [(3, "1".to_owned())]);
+    drop(old);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_session_not_resumed_within_its_grace_ends() -> anyhow::Result<()> {
+    let server = Server::start_with_config(&["probe"], 1, "session_grace_ms = 300\n")?;
+    let mut ws = session_socket(&server, "/ws/probe/grace").await?;
+    let (id, _) = hello(&mut ws).await?;
+    send_data(&mut ws, 1, "id").await?;
+    let connection = until_ack(&mut ws, 1).await?[0].1.clone();
+    cut(ws);
+    // The consumer hears of it once the grace has run out, with 1006.
+    let departed = format!("{connection}:1006");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    // (Each question is a connection of its own, which departs too: `id:1000`.)
+    while !ask(&server, "grace", "departed")
+        .await?
+        .split(',')
+        .any(|d| d == departed)
+    {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "never departed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And the session is gone: a resume gets a new one.
+    let mut ws = session_socket(&server, &format!("/ws/probe/grace?session={id}&last=1")).await?;
+    let (new_id, resumed) = hello(&mut ws).await?;
+    assert!(!resumed);
+    assert_ne!(new_id, id);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_session_frame_out_of_sequence_closes_with_1002() -> anyhow::Result<()> {
+    let server = Server::start(&["probe"], 1, &[])?;
+    let mut ws = session_socket(&server, "/ws/probe/gap").await?;
+    hello(&mut ws).await?;
+    send_data(&mut ws, 2, "id").await?;
+    assert_eq!(expect_close(&mut ws).await?.0, 1002);
+    let mut ws = session_socket(&server, "/ws/probe/gap").await?;
+    hello(&mut ws).await?;
+    send_text(&mut ws, "no number").await?;
+    assert_eq!(expect_close(&mut ws).await?.0, 1002);
+    // A plain client is untouched.
+    assert_eq!(ask(&server, "gap", "echo plain").await?, "plain");
+    Ok(())
+}
+
+/// Messages each Node client sends the other.
+const EXCHANGED: usize = 100;
+/// How many times the proxy cuts every connection while they do.
+const CUTS: usize = 20;
+
+#[tokio::test]
+async fn two_js_clients_lose_and_repeat_nothing_across_twenty_cuts() -> anyhow::Result<()> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let server = Server::start(&["probe"], 1, &[])?;
+    let proxy = support::fault_proxy::FaultProxy::start(server.addr(0))?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    anyhow::ensure!(
+        root.join("clients/js/dist/index.js").exists()
+            && root.join("tests/sessions/node_modules/ws").exists(),
+        "clients/js is not built or tests/sessions not installed: run `cargo xtask test`"
+    );
+    let url = format!("ws://{}/ws/probe/exchange", proxy.addr());
+    let mut node = Command::new("node")
+        .arg(root.join("tests/sessions/exchange.mjs"))
+        .args([&url, &EXCHANGED.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot run `node` (Node.js 20 or later must be on PATH)")?;
+    let stdout = node.stdout.take().context("no stdout")?;
+    // The cuts follow the clients' progress: one every `step` messages received.
+    let step = 2 * EXCHANGED / (CUTS + 1);
+    let reader = std::thread::spawn(move || -> anyhow::Result<String> {
+        let mut cuts = 0;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line?;
+            if let Some(n) = line.strip_prefix("progress ") {
+                let n: usize = n.parse()?;
+                if cuts < CUTS && n >= (cuts + 1) * step {
+                    // Mid-stream: a socket that carried messages is open (a line read
+                    // late may come after the last cut, while the clients reconnect).
+                    proxy.wait_for(|c| c.open && c.downstream_bytes > 0, PATIENCE)?;
+                    proxy.cut();
+                    cuts += 1;
+                }
+            } else if let Some(result) = line.strip_prefix("result ") {
+                anyhow::ensure!(cuts == CUTS, "only {cuts} cuts");
+                anyhow::ensure!(
+                    proxy.counters().cut >= CUTS as u64,
+                    "the proxy cut {} connections",
+                    proxy.counters().cut
+                );
+                return Ok(result.to_owned());
+            }
+        }
+        bail!("the scenario ended without a result")
+    });
+    let deadline = std::time::Instant::now() + PATIENCE * 3;
+    while !reader.is_finished() {
+        if std::time::Instant::now() > deadline {
+            let _ = node.kill();
+            bail!("the exchange did not finish in time");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let result = reader.join().expect("the reader does not panic")?;
+    let _ = node.wait();
+    let result: serde_json::Value = serde_json::from_str(&result)?;
+    // Every message was acknowledged, and each arrived exactly once, in order.
+    assert_eq!(result["acked"], serde_json::json!([EXCHANGED, EXCHANGED]));
+    for (room, from) in [(0, "b"), (1, "a")] {
+        let expected: Vec<String> = (1..=EXCHANGED).map(|k| format!("{from}:{k}")).collect();
+        assert_eq!(
+            result["received"][room],
+            serde_json::json!(expected),
+            "what room {room} received"
+        );
+    }
+    assert_eq!(result["resets"], 0, "no session was lost");
+    // The consumer saw one connection per client (and this question's), not one per
+    // socket.
+    assert_eq!(ask(&server, "exchange", "connects").await?, "3");
+    Ok(())
+}
+
+/// A session on a journaled probe, with the tests' memory journal.
+fn journaled(journal: &str) -> anyhow::Result<Server> {
+    let file = tempfile::Builder::new().suffix(".toml").tempfile()?;
+    std::fs::write(file.path(), "[plugin.probe]\ndurability = \"journal\"\n")?;
+    let (_, path) = file.keep()?;
+    Server::start_with_env(
+        &["probe"],
+        1,
+        &["--config", path.to_str().expect("temp paths are UTF-8")],
+        &[("WASMROOM_TEST_JOURNAL", journal)],
+    )
+}
+
+#[tokio::test]
+async fn in_journal_mode_an_ack_leaves_once_the_message_is_durable() -> anyhow::Result<()> {
+    const COMMIT: Duration = Duration::from_millis(300);
+    let server = journaled(&format!("memory:{}", COMMIT.as_millis()))?;
+    let mut ws = session_socket(&server, "/ws/probe/durable").await?;
+    hello(&mut ws).await?;
+    let sent = std::time::Instant::now();
+    send_data(&mut ws, 1, "note kept").await?;
+    assert_eq!(next(&mut ws).await?, FromHost::Ack(1));
+    // A lower bound only: a slow machine makes it longer, never shorter.
+    assert!(
+        sent.elapsed() >= COMMIT,
+        "acknowledged after {:?}, before its commit",
+        sent.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_message_whose_record_fails_is_never_acknowledged() -> anyhow::Result<()> {
+    // Commit 1 (the connect) succeeds, commit 2 (the message) fails.
+    let server = journaled("memory:0:2")?;
+    let mut ws = session_socket(&server, "/ws/probe/failing").await?;
+    hello(&mut ws).await?;
+    send_data(&mut ws, 1, "note lost").await?;
+    // The next thing the client hears is the close, not an acknowledgement.
+    match recv(&mut ws).await? {
+        tokio_tungstenite::tungstenite::Message::Close(Some(close)) => {
+            assert_eq!(u16::from(close.code), 1012)
+        }
+        other => bail!("expected the close, got {other:?}"),
+    }
+    Ok(())
+}
