@@ -5,6 +5,7 @@
     python3 bench/run.py --quick    # fewer loads, shorter points, smaller memory runs
     python3 bench/run.py --only store   # the PostgreSQL store (store.py), results/store.md
     python3 bench/run.py --only reload  # one section (lanes, reload, handover, tokens) again
+    python3 bench/run.py --only journal # the relay in checkpoint and journal mode, results/journal.md
 
 Peers, each started here and pinned to core 0 (the load generator runs on core 1):
   wasmroom   one lane, the relay plugin
@@ -395,6 +396,57 @@ def ceiling(points):
     return best, True
 
 
+def journal_cost(plugins_dir, quick):
+    """The relay on one lane with `durability = "checkpoint"` and `"journal"` (the file
+    journal: every batch written and fdatasynced before its output leaves), one after the
+    other in the same run on the same sweep: the ceiling of each, and p50/p99, the
+    server's CPU share and deliveries per server CPU-second at each load both carried."""
+    import tempfile
+    base = (BENCH / "wasmroom.toml").read_text()
+    loads = QUICK_OFFERED if quick else OFFERED
+    seconds = 2 if quick else 4
+    out = {}
+    for mode in ("checkpoint", "journal"):
+        print(f"== wasmroom, durability = {mode}", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = Path(tmp) / "wasmroom.toml"
+            cfg.write_text(base + f'\n[plugin.relay]\ndurability = "{mode}"\n')
+            peer = Peer("wasmroom", plugins_dir, config=cfg, extra=["--data", Path(tmp) / "data"])
+            try:
+                points = sweep(peer, loads, seconds)
+                refine(peer, points, seconds)
+            finally:
+                peer.stop()
+        best, lower_bound = ceiling(points)
+        out[mode] = {"ceiling": best, "ceiling_is_lower_bound": lower_bound, "sweep": points}
+    return out
+
+
+def journal_table(r, machine_info):
+    """results/journal.md: the two modes side by side."""
+    lines = [f"Relay, one lane, durability checkpoint vs journal ({machine_info['cpu']}, "
+             f"{time.strftime('%Y-%m-%d')}); 100 documents x 10 clients, 100-byte messages.", "",
+             "| mode | ceiling (deliveries/s) |", "| --- | --- |"]
+    for mode, m in r.items():
+        bound = " (lower bound)" if m["ceiling_is_lower_bound"] else ""
+        lines.append(f"| {mode} | {m['ceiling']:,.0f}{bound} |")
+    lines += ["", "| offered/s | checkpoint p50 / p99 ms | journal p50 / p99 ms | checkpoint / journal server CPU "
+              "| checkpoint / journal deliveries per server CPU-s | generator CPU (journal) |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    # The offered rates of two runs differ in the last digits: matched to the nearest 1%.
+    def key(p):
+        x = offered(p)
+        return round(x, -max(0, len(str(round(x))) - 2))
+    by = {mode: {key(p): p for p in m["sweep"] if p["ok"]} for mode, m in r.items()}
+    for load in sorted(set(by["checkpoint"]) & set(by["journal"])):
+        c, j = by["checkpoint"][load], by["journal"][load]
+        lines.append(f"| {int(load):,} | {c['p50_ms']:.2f} / {c['p99_ms']:.2f} | {j['p50_ms']:.2f} / {j['p99_ms']:.2f} "
+                     f"| {c.get('server_cpu_share') or 0:.0%} / {j.get('server_cpu_share') or 0:.0%} "
+                     f"| {c['deliveries_per_server_cpu_sec']:,.0f} / {j['deliveries_per_server_cpu_sec']:,.0f} "
+                     f"| {j['generator_cpu_share']:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
 def lanes_scaling(plugins_dir, seconds):
     """The same total load (100 documents x 4 clients at 40 messages/s) on 1 lane and on
     2 lanes (documents split between the ports). With 2 cores, the second lane shares a
@@ -723,7 +775,7 @@ def main():
     parser.add_argument("--peers", default="wasmroom,native,node-ws,daphne")
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="redo the table and plot from results.json")
-    parser.add_argument("--only", choices=["lanes", "reload", "handover", "tokens", "store"],
+    parser.add_argument("--only", choices=["lanes", "reload", "handover", "tokens", "store", "journal"],
                         help="run one wasmroom section and update results/ (store: the PostgreSQL store, "
                              "results/store.md)")
     args = parser.parse_args()
@@ -733,6 +785,15 @@ def main():
             build()
         import store
         store.main(quick=args.quick)
+        return
+    if args.only == "journal":
+        if not args.no_build:
+            build()
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        r = journal_cost(plugins_dir_default(), args.quick)
+        (RESULTS / "journal.json").write_text(json.dumps(r, indent=2))
+        (RESULTS / "journal.md").write_text(journal_table(r, machine()))
+        print((RESULTS / "journal.md").read_text())
         return
     if args.only:
         if not args.no_build:

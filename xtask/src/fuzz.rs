@@ -30,6 +30,7 @@ const TARGETS: &[&str] = &[
     "websocket",
     "ring",
     "journal",
+    "session",
 ];
 /// What cargo-fuzz 0.13.2 passes to rustc for `cargo fuzz build --sanitizer none`, in its
 /// order (its `project.rs`; the same flags, so each reuses the other's build):
