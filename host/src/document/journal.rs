@@ -63,6 +63,14 @@ impl Tail {
         self.entries.push_back((batch, entry));
     }
 
+    /// Entries read back from the durable journal at startup: before any made since,
+    /// which keep their batches.
+    pub fn put_first(&mut self, entries: Vec<Entry>) {
+        for entry in entries.into_iter().rev() {
+            self.entries.push_front((0, entry));
+        }
+    }
+
     /// A snapshot holding every input up to `seq` is durable: those entries are needed
     /// no more.
     pub fn checkpointed(&mut self, seq: u64) {

@@ -281,12 +281,7 @@ impl Lane {
         let tail = crate::document::journal::tail(key);
         if let Some(recovered) = self.services.recovered_entries(key) {
             let recovered = recovered.map_err(DocumentError::Unreplayable)?;
-            let mut t = tail.borrow_mut();
-            let mine: Vec<_> = t.entries().cloned().collect();
-            *t = Default::default();
-            for entry in recovered.into_iter().chain(mine) {
-                t.push(0, entry);
-            }
+            tail.borrow_mut().put_first(recovered);
         }
         Ok(tail)
     }
