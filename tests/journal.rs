@@ -196,34 +196,113 @@ async fn every_line_another_client_saw_survives_kill_9() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A consumer that traps loses nothing of its document: the input that trapped is
-/// never journaled, so the document reopens as its journal left it, and the
-/// connections the crash cut are reported gone (1006).
+/// A consumer that traps on a message, a connection or a request keeps its document and
+/// every other socket: the document is rebuilt in place from its checkpoint and journal
+/// without the input that trapped (never journaled), only that input's sender is refused,
+/// and what comes next applies, also after a `kill -9` (the journal has no gap where the
+/// refused input was).
 #[tokio::test]
-async fn a_consumer_that_traps_keeps_every_input_before_the_trap() -> anyhow::Result<()> {
+async fn a_consumer_that_traps_keeps_its_document_and_its_other_sockets() -> anyhow::Result<()> {
     // The probe keeps its notes in memory only (its snapshot is empty): only a replay of
     // its inputs brings them back.
-    let server = file_journaled(&["probe"], "probe", "")?;
+    let mut server = file_journaled(&["probe"], "probe", "")?;
     let mut a = server.connect(0, "/ws/probe/trap").await?;
     let mut b = server.connect(0, "/ws/probe/trap").await?;
     send_text(&mut a, "note one").await?;
     send_text(&mut b, "note two").await?;
     send_text(&mut a, "notes").await?;
     assert_eq!(recv_text(&mut a).await?, "one,two");
+
     send_text(&mut b, "panic").await?;
-    assert_eq!(expect_close(&mut a).await?.0, 1011);
-    assert_eq!(expect_close(&mut b).await?.0, 1011);
+    let (code, reason) = expect_close(&mut b).await?;
+    assert_eq!(
+        (code, reason.as_str()),
+        (
+            1011,
+            "the consumer failed on this input; it was not applied"
+        )
+    );
+    drop(b);
+    send_text(&mut a, "notes").await?;
+    assert_eq!(
+        recv_text(&mut a).await?,
+        "one,two",
+        "a kept its socket and the document its state"
+    );
+    send_text(&mut a, "note three").await?;
+
+    // A connection and a request that trap are refused; the document goes on.
+    let refused = server.connect(0, "/ws/probe/trap?panic=no").await;
+    assert!(
+        refused.is_err(),
+        "a connection whose on-connect trapped is refused"
+    );
+    let (status, body) = http(server.addr(0), "GET", "/docs/probe/trap?panic=no", b"").await?;
+    assert_eq!(status, 500);
+    assert_eq!(
+        body,
+        "the consumer failed on this input; it was not applied\n"
+    );
+    send_text(&mut a, "notes").await?;
+    assert_eq!(recv_text(&mut a).await?, "one,two,three");
+    // b's socket ends once its close handshake is done.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        send_text(&mut a, "departed").await?;
+        let departed = recv_text(&mut a).await?;
+        if !departed.is_empty() {
+            assert_eq!(departed, "2:1011", "only b left");
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "b never left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The journal goes on from the rebuilt document without a gap.
+    server.kill9()?;
+    let server = server.restart()?;
     let mut c = server.connect(0, "/ws/probe/trap").await?;
     send_text(&mut c, "notes").await?;
-    assert_eq!(recv_text(&mut c).await?, "one,two", "the notes came back");
-    send_text(&mut c, "departed").await?;
-    assert_eq!(recv_text(&mut c).await?, "1:1006,2:1006");
-    send_text(&mut c, "id").await?;
     assert_eq!(
         recv_text(&mut c).await?,
-        "3",
-        "ids go on after the replayed ones"
+        "one,two,three",
+        "the notes came back"
     );
+    send_text(&mut c, "departed").await?;
+    assert_eq!(recv_text(&mut c).await?, "2:1011,1:1006");
+    send_text(&mut c, "id").await?;
+    // Ids go on after every one the consumer saw (3, refused when its `on-connect`
+    // trapped, never reached the journal).
+    assert_eq!(recv_text(&mut c).await?, "3");
+    Ok(())
+}
+
+/// A rebuild is bounded: a document that keeps trapping is rebuilt a few times a minute,
+/// then crashes as in checkpoint mode (every socket closed with 1011), and reopens from
+/// its journal.
+#[tokio::test]
+async fn a_document_that_keeps_trapping_crashes_after_a_few_rebuilds() -> anyhow::Result<()> {
+    let server = file_journaled(&["probe"], "probe", "")?;
+    let mut a = server.connect(0, "/ws/probe/loop").await?;
+    send_text(&mut a, "note kept").await?;
+    for _ in 0..3 {
+        let mut b = server.connect(0, "/ws/probe/loop").await?;
+        send_text(&mut b, "panic").await?;
+        assert_eq!(expect_close(&mut b).await?.0, 1011);
+    }
+    send_text(&mut a, "notes").await?;
+    assert_eq!(recv_text(&mut a).await?, "kept");
+    send_text(&mut a, "panic").await?;
+    assert_eq!(
+        expect_close(&mut a).await?,
+        (1011, "consumer crashed".to_owned())
+    );
+    let mut c = server.connect(0, "/ws/probe/loop").await?;
+    send_text(&mut c, "notes").await?;
+    assert_eq!(recv_text(&mut c).await?, "kept");
+    let kept = ["plugin=\"probe\"", "outcome=\"kept\""];
+    let rebuilds = metric(server.addr(0), "wasmroom_journal_rebuilds_total", &kept).await?;
+    assert_eq!(rebuilds, 3.0);
     Ok(())
 }
 

@@ -90,7 +90,7 @@ impl Document {
         self.idle_since = None;
     }
 
-    fn detach(&mut self, id: u64) -> bool {
+    pub(super) fn detach(&mut self, id: u64) -> bool {
         if let Some(instance) = self.instance.as_mut() {
             let state = instance.store.data_mut();
             state.connections.remove(&id);

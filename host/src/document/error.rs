@@ -12,6 +12,10 @@ use std::time::Duration;
 /// body of a 500).
 pub const CRASHED: &str = "consumer crashed";
 
+/// The reason a client gets when the consumer trapped on its input in journal mode: the
+/// document was rebuilt without it and goes on (close 1011, or the body of a 500).
+pub const NOT_APPLIED: &str = "the consumer failed on this input; it was not applied";
+
 /// Why a document could not be opened or served.
 #[derive(Debug, thiserror::Error)]
 pub enum DocumentError {
@@ -32,6 +36,13 @@ pub enum DocumentError {
     /// was logged where it trapped). Clients get 500 (HTTP) or 1011, "consumer crashed".
     #[error("the consumer crashed: {0}")]
     Crashed(String),
+    /// Journal mode: the consumer trapped on this input (a message, a connection, a
+    /// request), and the document was rebuilt from its journal without it: the document
+    /// and its other clients go on. The input is refused: a message's sender is closed
+    /// with 1011, a connection or a request gets 500, each with [`NOT_APPLIED`]. The
+    /// text is the trap's short summary, for the log.
+    #[error("the consumer failed on this input, which was not applied: {0}")]
+    InputRefused(String),
     /// The document's saved state cannot be read (corrupt file, incompatible format, I/O
     /// error). It refuses to open rather than start empty over the old data; the message
     /// names the file (in the log only). WebSocket clients get close 1011, HTTP clients
@@ -101,6 +112,7 @@ impl DocumentError {
                 "the consumer refused to open the document".into(),
             ),
             DocumentError::Crashed(_) => (500, None, CRASHED.into()),
+            DocumentError::InputRefused(_) => (500, None, NOT_APPLIED.into()),
             DocumentError::Storage(_) => (
                 500,
                 Some(1011),
@@ -177,6 +189,7 @@ mod tests {
             DocumentError::Instantiate(secret()),
             DocumentError::Refused(secret()),
             DocumentError::Crashed(secret()),
+            DocumentError::InputRefused(secret()),
             DocumentError::Storage(secret()),
             DocumentError::CrashLoop(Duration::from_secs(30)),
             DocumentError::OpenRateLimited(Duration::from_millis(10)),

@@ -125,6 +125,14 @@ impl Instance {
         Ok(instance)
     }
 
+    /// Drops the instance and keeps its place in the pool, for the instance that
+    /// replaces it.
+    pub fn into_slot(self) -> Slot {
+        let Instance { store, room, _slot } = self;
+        drop((room, store));
+        _slot
+    }
+
     /// Runs one guest call from `start` with the deadline armed. A panic in a host
     /// function (a wasmroom bug) must not take the lane down with it: wasmtime resumes it
     /// here, and it comes back as an error like a trap.

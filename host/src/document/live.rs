@@ -23,8 +23,8 @@ use wasmroom_wire::journal::Record;
 use wasmtime::Store;
 
 use crate::document::effects::apply;
-use crate::document::error::{CRASHED, DocumentError};
-use crate::document::instance::Instance;
+use crate::document::error::{CRASHED, DocumentError, NOT_APPLIED};
+use crate::document::instance::{DocumentConfig, Instance};
 use crate::document::journal::Tail;
 use crate::document::lineage::Lineage;
 use crate::document::outbox::Outbox;
@@ -35,7 +35,7 @@ use crate::guest::plugin::Plugin;
 use crate::guest::random::Purpose;
 use crate::guest::{CallStart, GuestState, HttpRequest, HttpResponse, Message, Room};
 use crate::metrics::PluginMetrics;
-use crate::store::Lease;
+use crate::store::{Lease, Snapshot};
 
 /// A document's key: (plugin, document id).
 pub type DocumentKey = (String, String);
@@ -91,6 +91,13 @@ pub struct Document {
     pub(super) incarnation: u64,
     /// Its inputs are being replayed from the journal: nothing is journaled again.
     pub(super) replaying: bool,
+    /// What the config gives it (a rebuild creates its instance from these).
+    pub(super) limits: DocumentConfig,
+    /// Journal mode: its last checkpoint (the snapshot it opened from or last wrote),
+    /// which its tail goes on from: a trap rebuilds it from these two.
+    pub(super) base: Option<Arc<Snapshot>>,
+    /// When it was rebuilt after a trap lately (bounded: see `document::rebuild`).
+    pub(super) rebuilds: Vec<Instant>,
 }
 
 /// Where the document stands with saving.
@@ -279,6 +286,9 @@ impl Document {
             Err(e) => {
                 self.metrics.trapped(&e);
                 let trap = Trap::new(what, &e, instance.store.data().stderr_tail());
+                if self.may_rebuild(what) {
+                    return Err(self.rebuild(trap));
+                }
                 Err(self.crash(trap))
             }
         }
@@ -292,6 +302,12 @@ impl Document {
             &self.id,
             format_args!("closing its {connections} connection(s)"),
         );
+        self.crashed();
+        error
+    }
+
+    /// Drops the instance and closes every connection with 1011.
+    pub(super) fn crashed(&mut self) {
         if self.instance.take().is_some() {
             self.plugin.live.fetch_sub(1, Ordering::Relaxed);
         }
@@ -300,7 +316,6 @@ impl Document {
             outbox.close(1011, CRASHED);
         }
         self.wake.notify_one();
-        error
     }
 
     /// A message from connection `id`, handed over at `now` (a recent reading of the
@@ -319,10 +334,17 @@ impl Document {
                 data: data.clone(),
             },
         };
-        self.call_since("on-message", now, record, |room, store| {
+        let applied = self.call_since("on-message", now, record, |room, store| {
             room.wasmroom_consumer_consumer()
                 .call_on_message(store, id, msg)
-        })
+        });
+        if let Err(DocumentError::InputRefused(_)) = &applied
+            && let Some(sender) = self.outboxes.get(&id)
+        {
+            // Only the sender hears of it: the document went on without its message.
+            sender.close(1011, NOT_APPLIED);
+        }
+        applied
     }
 
     /// An HTTP request to the document.

@@ -67,6 +67,8 @@ impl Document {
             lineage,
             outboxes: HashMap::new(),
             deadline_ticks: limits.deadline_ticks,
+            base: None,
+            rebuilds: Vec::new(),
             idle_since: Some(Instant::now()),
             had_sockets: false,
             output_corrected: false,
@@ -93,6 +95,7 @@ impl Document {
             memory_bytes,
             messages: 0,
             last_activity: Instant::now(),
+            limits,
         };
         if saved.is_none() && recorded_open.is_none() {
             let continuity = Continuity {

@@ -28,6 +28,17 @@ impl Document {
     /// its journaled `open`), then tells the consumer that the connections still open in
     /// them are gone. Returns how many inputs were replayed.
     pub fn replay(&mut self) -> Result<usize, DocumentError> {
+        let replayed = self.replay_tail()?;
+        if self.tail.is_some() {
+            let open = self.guest_connections();
+            self.cut_connections(open);
+        }
+        Ok(replayed)
+    }
+
+    /// Replays the journal entries after the document's last input; the connections
+    /// they leave open stay open.
+    pub(super) fn replay_tail(&mut self) -> Result<usize, DocumentError> {
         let Some(tail) = self.tail.clone() else {
             return Ok(0);
         };
@@ -41,7 +52,6 @@ impl Document {
         let replayed = entries.iter().try_for_each(|entry| self.replay_one(entry));
         self.replaying = false;
         replayed?;
-        self.cut_connections();
         Ok(entries.len())
     }
 
@@ -221,14 +231,18 @@ impl Document {
         }
     }
 
-    /// The connections the journal leaves open were cut: each leaves with 1006, an input
-    /// journaled like any departure.
-    fn cut_connections(&mut self) {
-        let open: Vec<u64> = self
-            .instance
+    /// The connections the consumer knows of.
+    pub(super) fn guest_connections(&self) -> Vec<u64> {
+        self.instance
             .as_ref()
             .map(|i| i.store.data().connections.iter().copied().collect())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// Connections the consumer knows of but that have no socket any more (the journal
+    /// left them open, and the crash cut them): each leaves with 1006, an input journaled
+    /// like any departure.
+    pub(super) fn cut_connections(&mut self, open: Vec<u64>) {
         tracing::debug!(doc = %self.id, "cut by the crash: {open:?}");
         for id in open {
             self.forget_connection(id);

@@ -191,6 +191,15 @@ impl Document {
         self.plugin.live.fetch_sub(1, Ordering::Relaxed);
         self.plugin = plugin;
         self.deadline_ticks = limits.deadline_ticks;
+        self.limits = limits.clone();
+        if self.tail.is_some() {
+            // Journal mode: the old version's entries are not replayed by the new one.
+            // A rebuild starts from the state the new version restored, and the next
+            // checkpoint, due now, lets them go on disk too.
+            self.base = Some(Arc::new(snapshot));
+            self.persistence.next_save = now;
+            self.changes += 1;
+        }
         self.sync_memory();
         self.wake.notify_one();
         Ok(())

@@ -73,6 +73,12 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
     let ids = snapshot.continuity.map(|c| c.next_connection_id);
     let covered = snapshot.continuity.map_or(0, |c| c.inputs);
     let lease = cell.borrow().persistence.lease;
+    // Journal mode: once written, it is what a trap rebuilds the document from.
+    let base = cell
+        .borrow()
+        .tail()
+        .is_some()
+        .then(|| std::sync::Arc::new(snapshot.clone()));
     // Journal mode: the snapshot holds inputs whose output waits for their records; it
     // is written only once they are durable, so no state outlives a journal write that
     // failed (the document is then dropped and reopens from what is durable).
@@ -98,6 +104,9 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
     match written {
         Ok(()) => {
             doc.mark_saved(generation);
+            if doc.tail().is_some() {
+                doc.set_base(base);
+            }
             if let Some(tail) = doc.tail() {
                 tail.borrow_mut().checkpointed(covered);
                 if let Some(journal) = &lane.services.journal {

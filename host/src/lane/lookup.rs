@@ -68,7 +68,12 @@ pub async fn refuse_document(
 ) {
     lane.metrics.rejected(rejection(&e));
     // A trap was logged, backtrace and all, where it happened.
-    if e.client_answer().status == 500 && !matches!(e, DocumentError::Crashed(_)) {
+    if e.client_answer().status == 500
+        && !matches!(
+            e,
+            DocumentError::Crashed(_) | DocumentError::InputRefused(_)
+        )
+    {
         tracing::error!(lane = lane.index, plugin = %plugin.name, doc = %document, "{e}");
     }
     answer_document_error(stream, &e).await;
@@ -98,8 +103,9 @@ pub fn rejection(e: &DocumentError) -> Rejection {
         DocumentError::CrashLoop(_) | DocumentError::Settling => Rejection::CrashLoop,
         DocumentError::Storage(_) | DocumentError::Unreplayable(_) => Rejection::Storage,
         DocumentError::OpenRateLimited(_) => Rejection::OpenRate,
-        DocumentError::Instantiate(_) | DocumentError::Refused(_) | DocumentError::Crashed(_) => {
-            Rejection::Error
-        }
+        DocumentError::Instantiate(_)
+        | DocumentError::Refused(_)
+        | DocumentError::Crashed(_)
+        | DocumentError::InputRefused(_) => Rejection::Error,
     }
 }

@@ -181,8 +181,11 @@ impl Lane {
                 )
             })
             .and_then(|mut doc| {
-                if let Some(snapshot) = &snapshot {
-                    doc.restore(snapshot)?;
+                if let Some(snapshot) = snapshot {
+                    doc.restore(&snapshot)?;
+                    if doc.tail().is_some() {
+                        doc.set_base(Some(Arc::new(snapshot)));
+                    }
                 }
                 doc.mark_opened()?;
                 // After `mark_opened`: what the replay changes is saved at the next

@@ -362,13 +362,14 @@ impl Connection<'_> {
             Message::Text(t) => t.len(),
             Message::Binary(b) => b.len(),
         } as u64);
-        // On an error the document crashed and the outbox is closing with 1011.
+        // On an error the outbox is closing with 1011: the document crashed, or (journal
+        // mode) it went on without this message, which is then never acknowledged.
         let mut doc = self.doc.borrow_mut();
         if let Some(log) = &self.lane.deliveries {
             log.applied(self.lease, &doc.plugin().name, doc.id());
         }
-        let _ = doc.message(self.id, &message, now);
-        if let Some(seq) = seq {
+        let applied = doc.message(self.id, &message, now).is_ok();
+        if applied && let Some(seq) = seq {
             self.outbox.applied(seq);
             self.ack_due = true;
         }

@@ -16,6 +16,12 @@ pub(super) struct OutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct PluginOutcomeLabels {
+    plugin: String,
+    outcome: &'static str,
+}
+
 fn commit_histogram() -> Histogram {
     // 50 µs .. 1 s: a memory sink answers at once, a disk's fsync takes 0.1-10 ms.
     Histogram::new([
@@ -32,6 +38,7 @@ pub(super) struct JournalFamilies {
     seconds: HistogramFamily<LaneLabels>,
     replayed: Family<LaneLabels, Counter>,
     unreplayable: Family<LaneLabels, Counter>,
+    rebuilds: Family<PluginOutcomeLabels, Counter>,
 }
 
 impl Default for JournalFamilies {
@@ -42,6 +49,7 @@ impl Default for JournalFamilies {
             seconds: Family::new_with_constructor(commit_histogram),
             replayed: Family::default(),
             unreplayable: Family::default(),
+            rebuilds: Family::default(),
         }
     }
 }
@@ -73,6 +81,21 @@ impl JournalFamilies {
             "Documents that refused to open because their journal could not be replayed",
             self.unreplayable.clone(),
         );
+        r.register(
+            "journal_rebuilds",
+            "Documents rebuilt in place from their journal after a trap refused one input, per plugin and outcome (kept: the document and its other sockets went on; failed: it crashed after all)",
+            self.rebuilds.clone(),
+        );
+    }
+
+    /// A plugin's rebuild counters: (kept, failed).
+    pub(super) fn rebuilds(&self, plugin: &str) -> [Counter; 2] {
+        ["kept", "failed"].map(|outcome| {
+            self.rebuilds.get_or_create_owned(&PluginOutcomeLabels {
+                plugin: plugin.to_owned(),
+                outcome,
+            })
+        })
     }
 
     pub(super) fn handles(&self, lane: &str) -> JournalMetrics {

@@ -9,15 +9,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 
 mod journal;
 mod labels;
+mod plugin;
 mod store;
 mod webhook;
 
@@ -27,6 +26,7 @@ use labels::{
     VersionLabels, call_histogram, code_label, save_histogram,
 };
 pub use labels::{RateLimit, Rejection, Unapplied, trap_kind};
+pub use plugin::PluginMetrics;
 pub use store::StoreMetrics;
 pub use webhook::WebhookMetrics;
 
@@ -197,7 +197,7 @@ impl Metrics {
         );
         r.register(
             "traps",
-            "Documents ended by a trap, per plugin and kind",
+            "Guest calls that trapped, per plugin and kind: each ended its document, or refused its input (journal mode)",
             m.traps.clone(),
         );
         r.register(
@@ -293,6 +293,7 @@ impl Metrics {
                 })
             }),
             traps: self.traps.clone(),
+            rebuilds: self.journal.rebuilds(plugin),
             memory: self.memory.get_or_create_owned(&label),
             memory_largest: self.memory_largest.get_or_create_owned(&label),
             sizes,
@@ -402,71 +403,6 @@ impl LaneMetrics {
                 code: code_label(code),
             })
             .inc();
-    }
-}
-
-/// The metric handles of one plugin's documents (cloned when a document opens).
-#[derive(Debug, Clone)]
-pub struct PluginMetrics {
-    plugin: String,
-    calls: [Histogram; 8],
-    traps: Family<TrapLabels, Counter>,
-    memory: Gauge,
-    memory_largest: Gauge,
-    sizes: Sizes,
-    saves: Counter,
-    save_failures: Counter,
-    save_seconds: Histogram,
-}
-
-impl PluginMetrics {
-    /// Records a guest call of `export` that took `took`.
-    pub fn call(&self, export: &str, took: Duration) {
-        if let Some(i) = EXPORTS.iter().position(|e| *e == export) {
-            self.calls[i].observe(took.as_secs_f64());
-        }
-    }
-
-    /// Counts a trap.
-    pub fn trapped(&self, error: &wasmtime::Error) {
-        self.traps
-            .get_or_create(&TrapLabels {
-                plugin: self.plugin.clone(),
-                kind: trap_kind(error),
-            })
-            .inc();
-    }
-
-    /// A document's linear memory went from `old` to `new` bytes (0 = no document).
-    pub fn memory_changed(&self, old: u64, new: u64) {
-        if old == new {
-            return;
-        }
-        self.memory.inc_by(new as i64 - old as i64);
-        let mut sizes = self.sizes.lock().unwrap_or_else(|e| e.into_inner());
-        if old > 0
-            && let Some(n) = sizes.get_mut(&old)
-        {
-            *n -= 1;
-            if *n == 0 {
-                sizes.remove(&old);
-            }
-        }
-        if new > 0 {
-            *sizes.entry(new).or_default() += 1;
-        }
-        let largest = sizes.last_key_value().map_or(0, |(&bytes, _)| bytes);
-        self.memory_largest.set(largest as i64);
-    }
-
-    /// Records a snapshot write.
-    pub fn saved(&self, ok: bool, took: Duration) {
-        if ok {
-            self.saves.inc();
-            self.save_seconds.observe(took.as_secs_f64());
-        } else {
-            self.save_failures.inc();
-        }
     }
 }
 

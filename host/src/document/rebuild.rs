@@ -1,0 +1,156 @@
+//! Journal mode: a consumer that traps on a message, a connection or a request keeps its
+//! document and every other socket (ARCHITECTURE.md, "Recovery, reopening, traps").
+//!
+//! A record is journaled only after its call returned, so the document's last checkpoint
+//! (`base`, kept since it was written) plus its tail is its state just before the input
+//! that trapped. The rebuild makes a fresh instance from those two, in place: the
+//! outboxes (the sockets) stay with the document, and what the trapping call had asked
+//! the host to send was still among its effects and goes with the old instance (earlier
+//! inputs' output, already queued, stays behind the output gate as before). The input
+//! is refused: its caller answers it ([`DocumentError::InputRefused`]: the sender closed
+//! with 1011, a connection or a request refused with 500).
+//!
+//! It runs on the lane like an open (instantiate, restore, replay: at most a checkpoint
+//! interval of inputs, each under the guest deadline). It is not tried, and the document
+//! crashes as in checkpoint mode, for a trap in a timer or a departure (the journal has
+//! no way to refuse those yet: the timer would fire again, the departed connection
+//! would stay), during a replay, or beyond [`MAX_REBUILDS`] in [`REBUILD_WINDOW`] (one
+//! client repeating a poison message costs a replay each time); nor does it survive a
+//! rebuild that traps or diverges: that is a crash too, and the reopen refuses what
+//! cannot be replayed.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::document::error::{DocumentError, NOT_APPLIED};
+use crate::document::live::Document;
+use crate::document::trap::Trap;
+use crate::guest::engine::Slot;
+use crate::store::Snapshot;
+
+/// Rebuilds a document gets within [`REBUILD_WINDOW`] before a trap crashes it.
+pub const MAX_REBUILDS: usize = 3;
+
+/// See [`MAX_REBUILDS`].
+pub const REBUILD_WINDOW: Duration = Duration::from_secs(60);
+
+impl Document {
+    /// Records `base` as the checkpoint the document's journal tail goes on from.
+    pub fn set_base(&mut self, base: Option<Arc<Snapshot>>) {
+        self.base = base;
+    }
+
+    /// Whether a trap in `what` rebuilds the document rather than crashing it.
+    pub(super) fn may_rebuild(&mut self, what: &str) -> bool {
+        let now = Instant::now();
+        self.rebuilds
+            .retain(|at| now.saturating_duration_since(*at) < REBUILD_WINDOW);
+        self.journaled
+            && self.tail.is_some()
+            && !self.replaying
+            && !self.retired
+            && matches!(what, "on-message" | "on-connect" | "on-request")
+            && self.rebuilds.len() < MAX_REBUILDS
+    }
+
+    /// Rebuilds the document without the input whose call trapped (`trap`); if that
+    /// fails, it crashes. Returns the error the input's caller answers with.
+    pub(super) fn rebuild(&mut self, trap: Trap) -> DocumentError {
+        let summary = match trap.report(
+            &self.plugin,
+            &self.id,
+            "rebuilding the document from its journal without that input",
+        ) {
+            DocumentError::Crashed(summary) => summary,
+            other => other.to_string(),
+        };
+        self.rebuilds.push(Instant::now());
+        let old = self.instance.take().expect("a call just trapped in it");
+        self.plugin.live.fetch_sub(1, Ordering::Relaxed);
+        let slot = old.into_slot();
+        self.sync_memory();
+        let started = Instant::now();
+        match self.rebuilt(slot) {
+            Ok(replayed) => {
+                self.metrics.rebuilt(true);
+                tracing::info!(
+                    plugin = %self.plugin.name,
+                    doc = %self.id,
+                    "rebuilt from its journal ({replayed} input(s) replayed) in {:?}; its {} connection(s) stay",
+                    started.elapsed(),
+                    self.outboxes.len()
+                );
+                DocumentError::InputRefused(summary)
+            }
+            Err(e) => {
+                self.metrics.rebuilt(false);
+                tracing::error!(
+                    plugin = %self.plugin.name,
+                    doc = %self.id,
+                    "the rebuild failed ({e}); closing its {} connection(s)",
+                    self.outboxes.len()
+                );
+                self.crashed();
+                DocumentError::Crashed(summary)
+            }
+        }
+    }
+
+    /// A fresh instance in `slot` from the base and the tail, put in place of the one
+    /// that trapped; returns how many inputs were replayed.
+    fn rebuilt(&mut self, slot: Slot) -> Result<usize, DocumentError> {
+        let base = self.base.clone();
+        let mut fresh = Document::open(
+            self.plugin.clone(),
+            &self.id,
+            self.limits.clone(),
+            self.metrics.clone(),
+            slot,
+            base.as_deref(),
+            self.tail.clone(),
+        )?;
+        if let Some(base) = &base {
+            fresh.restore(base)?;
+        }
+        let replayed = fresh.replay_tail()?;
+        let next_id = self.lineage.continuity().next_connection_id;
+        self.instance = fresh.instance.take();
+        std::mem::swap(&mut self.lineage, &mut fresh.lineage);
+        // Ids given to connections whose joining was never journaled (the one that
+        // trapped) are not given again: their sockets may still be closing.
+        self.lineage.connection_seen(next_id.saturating_sub(1));
+        self.sync_memory();
+        self.reconcile_connections();
+        // Its timers are the rebuilt instance's now.
+        self.wake.notify_one();
+        Ok(replayed)
+    }
+
+    /// Makes the consumer's connections and the document's sockets the same again: a
+    /// socket the rebuilt consumer never accepted (its joining trapped) is refused, and
+    /// a connection it knows of without a socket has gone (1006, journaled).
+    fn reconcile_connections(&mut self) {
+        let known: HashSet<u64> = self.guest_connections().into_iter().collect();
+        let unknown: Vec<u64> = self
+            .outboxes
+            .keys()
+            .filter(|id| !known.contains(id))
+            .copied()
+            .collect();
+        for id in unknown {
+            if let Some(outbox) = self.outboxes.get(&id) {
+                outbox.close(1011, NOT_APPLIED);
+            }
+            self.detach(id);
+        }
+        let gone: Vec<u64> = known
+            .into_iter()
+            .filter(|id| !self.outboxes.contains_key(id))
+            .collect();
+        if !gone.is_empty() {
+            self.cut_connections(gone);
+        }
+    }
+}
