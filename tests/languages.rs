@@ -51,12 +51,17 @@ async fn start(plugins: &[&str]) -> anyhow::Result<Server> {
 
 /// Like [`start`], with `extra` appended to the config.
 async fn start_with(plugins: &[&str], extra: &str) -> anyhow::Result<Server> {
+    start_configured(plugins, &format!("{CONFIG}{extra}")).await
+}
+
+/// Like [`start`], with `config` as the whole config.
+async fn start_configured(plugins: &[&str], config: &str) -> anyhow::Result<Server> {
     for p in plugins {
         require(p)?;
     }
-    let config = tempfile::Builder::new().suffix(".toml").tempfile()?;
-    std::fs::write(config.path(), format!("{CONFIG}{extra}"))?;
-    let (_, config) = config.keep()?;
+    let file = tempfile::Builder::new().suffix(".toml").tempfile()?;
+    std::fs::write(file.path(), config)?;
+    let (_, config) = file.keep()?;
     let config = config.to_str().expect("temp paths are UTF-8").to_owned();
     let server = Server::start_in(tempfile::tempdir()?, 1, &["--config", &config])?;
     for p in plugins {
@@ -494,12 +499,62 @@ async fn behaves_like_the_rust_chat(p: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Journal mode in each language: after `kill -9`, the document rebuilt from its journal
+/// is the one that died. Its export (`GET /docs/...`: every line with the time the
+/// consumer gave it) is the live one's byte for byte, so the replay made every input
+/// again from the clock it had, and the consumer's own code decided the same.
+async fn replays_to_the_document_that_died(p: &str) -> anyhow::Result<()> {
+    // No checkpoint before the kill: everything comes back from the journal.
+    let config = format!(
+        "checkpoint_secs = 3600\n[limits]\nping_interval_ms = 600000\nping_timeout_ms = 600000\n\
+         [plugin.{p}]\ndurability = \"journal\"\n"
+    );
+    let mut server = start_configured(&[p], &config).await?;
+    let room = format!("/ws/{p}/replayed");
+    let mut ann = server.connect(0, &format!("{room}?name=ann")).await?;
+    let mut bob = server.connect(0, &format!("{room}?name=bob")).await?;
+    for i in 0..5 {
+        send_text(&mut ann, &format!("line {i}")).await?;
+        tokio::time::sleep(Duration::from_millis(3)).await; // distinct times
+    }
+    let mut seen = 0;
+    while seen < 5 {
+        if recv_json(&mut bob).await?["type"] == "message" {
+            seen += 1;
+        }
+    }
+    let path = format!("/docs/{p}/replayed");
+    let (_, before) = http(server.addr(0), "GET", &path, b"").await?;
+    assert_eq!(history_texts(&serde_json::from_str(&before)?).len(), 5);
+    server.kill9()?;
+    let server = server.restart()?;
+    wait_for_reload(&server, p, &serde_json::Value::Null).await?;
+    let (_, after) = http(server.addr(0), "GET", &path, b"").await?;
+    assert_eq!(
+        after, before,
+        "{p}: the replayed document differs from the live one"
+    );
+    let replayed = metric(
+        server.addr(0),
+        "wasmroom_journal_replayed_inputs_total",
+        &[],
+    )
+    .await?;
+    assert!(replayed >= 7.0, "{p}: {replayed} inputs replayed");
+    Ok(())
+}
+
 macro_rules! for_each_language {
     ($($module:ident => $plugin:literal),* $(,)?) => {$(
         mod $module {
             #[tokio::test]
             async fn behaves_like_the_rust_chat() -> anyhow::Result<()> {
                 super::behaves_like_the_rust_chat($plugin).await
+            }
+
+            #[tokio::test]
+            async fn replays_to_the_document_that_died() -> anyhow::Result<()> {
+                super::replays_to_the_document_that_died($plugin).await
             }
         }
     )*};
