@@ -210,6 +210,8 @@ async fn a_consumer_that_traps_keeps_its_document_and_its_other_sockets() -> any
     let mut b = server.connect(0, "/ws/probe/trap").await?;
     send_text(&mut a, "note one").await?;
     send_text(&mut b, "note two").await?;
+    send_text(&mut a, "log logged-once").await?;
+    assert_eq!(recv_text(&mut a).await?, "logged");
     send_text(&mut a, "notes").await?;
     assert_eq!(recv_text(&mut a).await?, "one,two");
 
@@ -258,6 +260,16 @@ async fn a_consumer_that_traps_keeps_its_document_and_its_other_sockets() -> any
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // A replay does not log again what the consumer logged.
+    let logged = |server: &Server| {
+        server
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("logged-once"))
+            .count()
+    };
+    assert_eq!(logged(&server), 1, "three rebuilds replayed the log input");
+
     // The journal goes on from the rebuilt document without a gap.
     server.kill9()?;
     let server = server.restart()?;
@@ -270,6 +282,7 @@ async fn a_consumer_that_traps_keeps_its_document_and_its_other_sockets() -> any
     );
     send_text(&mut c, "departed").await?;
     assert_eq!(recv_text(&mut c).await?, "2:1011,1:1006");
+    assert_eq!(logged(&server), 0, "the reopening replayed the log input");
     send_text(&mut c, "id").await?;
     // Ids go on after every one the consumer saw (3, refused when its `on-connect`
     // trapped, never reached the journal).

@@ -49,7 +49,9 @@ impl Document {
             .cloned()
             .collect();
         self.replaying = true;
+        self.mute(true);
         let replayed = entries.iter().try_for_each(|entry| self.replay_one(entry));
+        self.mute(false);
         self.replaying = false;
         replayed?;
         Ok(entries.len())
@@ -228,6 +230,13 @@ impl Document {
             state.connections.remove(&id);
             state.closing.remove(&id);
             state.claims.remove(&id);
+        }
+    }
+
+    /// Mutes what the guest logs (a replayed input was logged when it was new).
+    fn mute(&mut self, muted: bool) {
+        if let Some(instance) = self.instance.as_mut() {
+            instance.store.data_mut().mute(muted);
         }
     }
 

@@ -85,6 +85,9 @@ impl host::Host for GuestState {
     }
 
     fn log(&mut self, level: LogLevel, text: String) {
+        if self.muted {
+            return;
+        }
         let tag = &*self.tag;
         match level {
             LogLevel::Trace => tracing::trace!(target: "guest", doc = tag, "{text}"),

@@ -41,6 +41,8 @@ pub struct GuestOutput {
     /// Something arrived since the last [`GuestOutput::begin_call`]: a relaxed load is
     /// all a call costs when the guest writes nothing.
     written: AtomicBool,
+    /// A replay is running: lines are kept for a trap's report, but not logged again.
+    muted: AtomicBool,
     lines: Mutex<Lines>,
 }
 
@@ -70,6 +72,7 @@ impl GuestOutput {
             tag,
             stream,
             written: AtomicBool::new(false),
+            muted: AtomicBool::new(false),
             lines: Mutex::new(Lines::default()),
         })
     }
@@ -77,6 +80,11 @@ impl GuestOutput {
     /// What WASI hands the guest for this stream.
     pub fn wasi_stream(self: &Arc<Self>) -> impl StdoutStream + 'static {
         Shared(self.clone())
+    }
+
+    /// Whether lines are logged (not while inputs that were logged once are replayed).
+    pub fn mute(&self, muted: bool) {
+        self.muted.store(muted, Ordering::Relaxed);
     }
 
     /// A guest call begins: forget the lines of the calls before. A line still being
@@ -130,10 +138,14 @@ impl GuestOutput {
         let Some(text) = text_of(&partial) else {
             return;
         };
+        let muted = self.muted.load(Ordering::Relaxed);
         match self.stream {
+            Stream::Stdout if muted => {}
             Stream::Stdout => tracing::info!(target: "guest", doc = &*self.tag, "stdout: {text}"),
             Stream::Stderr => {
-                tracing::warn!(target: "guest", doc = &*self.tag, "stderr: {text}");
+                if !muted {
+                    tracing::warn!(target: "guest", doc = &*self.tag, "stderr: {text}");
+                }
                 let line = bounded(text);
                 lines.tail_bytes += line.len();
                 lines.tail.push_back(line);

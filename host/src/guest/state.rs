@@ -67,8 +67,12 @@ pub struct GuestState {
     pub(crate) max_timers: u32,
     /// `plugin/document`, for log lines.
     pub(crate) tag: Arc<str>,
-    /// The guest's stderr: logged, and the current call's last lines kept.
+    /// The guest's stdout and stderr: logged, and the current call's last stderr lines
+    /// kept.
+    stdout: Arc<GuestOutput>,
     stderr: Arc<GuestOutput>,
+    /// A replay is running: what the guest logs was logged when the inputs were new.
+    pub(crate) muted: bool,
 }
 
 /// The store's limits, also counting the linear memory the instance holds (for the
@@ -178,8 +182,18 @@ impl GuestState {
             max_message_bytes,
             max_timers,
             tag,
+            stdout,
             stderr,
+            muted: false,
         }
+    }
+
+    /// Mutes (or unmutes) what the guest logs and writes: a replay makes calls that
+    /// were logged once already.
+    pub fn mute(&mut self, muted: bool) {
+        self.muted = muted;
+        self.stdout.mute(muted);
+        self.stderr.mute(muted);
     }
 
     /// A guest call begins from `start`: its clock and random stream are set, the
