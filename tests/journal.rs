@@ -106,30 +106,6 @@ async fn a_batch_that_cannot_be_made_durable_takes_its_document_and_output_along
     Ok(())
 }
 
-#[test]
-fn journal_mode_on_the_shared_store_refuses_to_start() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("wasmroom.toml");
-    std::fs::write(
-        &config,
-        "[plugin.chat]\ndurability = \"journal\"\n[store]\nurl = \"postgres://nobody@127.0.0.1:1/none\"\n",
-    )?;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmroom"))
-        .args(["serve", "--port", "0", "--plugins"])
-        .arg(dir.path())
-        .arg("--config")
-        .arg(&config)
-        .env_remove("WASMROOM_TEST_JOURNAL")
-        .output()?;
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("plugin 'chat' asks for durability = \"journal\""),
-        "{stderr}"
-    );
-    Ok(())
-}
-
 /// A server whose `plugin` journals on the file journal, with `more` config; no
 /// checkpoint for an hour, so only the journal can keep what happens.
 fn file_journaled(plugins: &[&str], journaled: &str, more: &str) -> anyhow::Result<Server> {

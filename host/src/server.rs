@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
 
-use crate::config::{Config, ConfigError, Durability};
+use crate::config::{Config, ConfigError};
 use crate::guest::engine::{self, EngineError, EpochTicker};
 use crate::guest::plugin;
 use crate::guest::registry::Registry;
@@ -33,12 +33,6 @@ pub enum StartError {
     /// address space; lower `limits.max_documents` or `limits.max_memory_bytes`).
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// A plugin asks for `durability = "journal"` on the shared (PostgreSQL) store, which
-    /// does not journal yet: set it back to `"checkpoint"`, or use the file store.
-    #[error(
-        "plugin '{0}' asks for durability = \"journal\", which the PostgreSQL store does not offer yet (only the file store journals); use \"checkpoint\""
-    )]
-    NoJournal(String),
     /// The journal's directory cannot be used (another wasmroom uses it, or it cannot be
     /// read or written): see the message.
     #[error("cannot use the journal: {0}")]
@@ -152,9 +146,6 @@ impl Server {
             .map(|l| l.local_addr().expect("a bound socket has an address"))
             .collect();
 
-        if config.any_journal() && config.store.url.is_some() {
-            return Err(StartError::NoJournal(first_journaled(&config)));
-        }
         let metrics = Arc::new(Metrics::new());
         // The shared store first: it may bring newer plugin versions for the registry.
         let shared = crate::cluster::start(&config, &metrics)?;
@@ -177,7 +168,7 @@ impl Server {
                 .collect(),
         ));
         let health = Arc::new(Health::new(storage.leases().cloned()));
-        let (journal, recovered) = journal_sink(&config)?;
+        let (journal, recovered) = journal_sink(&config, storage.as_ref())?;
         let config = Arc::new(config);
         let services = Arc::new(
             Services::new(
@@ -432,16 +423,22 @@ impl Drop for LaneWatch {
 }
 
 /// Where journal-mode documents make their records durable, and what the journal holds
-/// of each document from before this start: the file journal under `{data}/journal/`,
-/// or the tests' memory journal (`WASMROOM_TEST_JOURNAL`, debug builds).
+/// of each document from before this start: the tests' memory journal
+/// (`WASMROOM_TEST_JOURNAL`, debug builds), the shared store's (PostgreSQL: nothing to
+/// recover at startup, any host replays a document's rows when it opens it), or the
+/// file journal under `{data}/journal/`.
 fn journal_sink(
     config: &Config,
+    storage: &dyn Storage,
 ) -> Result<(Option<Arc<dyn JournalSink>>, RecoveredEntries), StartError> {
     if !config.any_journal() {
         return Ok((None, RecoveredEntries::new()));
     }
     if let Some(sink) = MemoryJournal::from_env() {
         return Ok((Some(Arc::new(sink)), RecoveredEntries::new()));
+    }
+    if let Some(sink) = storage.journal() {
+        return Ok((Some(sink), RecoveredEntries::new()));
     }
     let (journal, recovered) =
         FileJournal::open(&config.data.join("journal")).map_err(StartError::Journal)?;
@@ -481,16 +478,6 @@ fn recovered_entries(recovered: Recovered) -> RecoveredEntries {
             (key, entries)
         })
         .collect()
-}
-
-/// The name of a plugin in journal mode.
-fn first_journaled(config: &Config) -> String {
-    config
-        .plugin
-        .iter()
-        .find(|(_, p)| p.durability == Durability::Journal)
-        .map(|(name, _)| name.clone())
-        .unwrap_or_default()
 }
 
 /// A listening socket with `SO_REUSEADDR` (restarts do not wait for TIME_WAIT) and a

@@ -71,6 +71,13 @@ impl Tail {
         }
     }
 
+    /// The entries a shared store holds (whichever host wrote them), in place of any
+    /// this lane kept: they are what is durable.
+    pub fn replace(&mut self, entries: Vec<Entry>) {
+        self.entries.clear();
+        self.put_first(entries);
+    }
+
     /// A snapshot holding every input up to `seq` is durable: those entries are needed
     /// no more.
     pub fn checkpointed(&mut self, seq: u64) {

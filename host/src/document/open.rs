@@ -29,6 +29,9 @@ impl Document {
     /// connection ids, inputs and clock. In journal mode, `tail` holds its entries since
     /// that snapshot: a document without one whose journal starts with its `open`
     /// replays that `open` (the same seed and clock), and a new one journals its `open`.
+    /// `incarnation` tells this opening's entries from an earlier one's: the lease's
+    /// epoch with a shared store, any number that grows (the time) with files.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         plugin: Arc<Plugin>,
         id: &str,
@@ -37,6 +40,7 @@ impl Document {
         slot: Slot,
         saved: Option<&Snapshot>,
         tail: Option<Rc<RefCell<Tail>>>,
+        incarnation: u64,
     ) -> Result<Document, DocumentError> {
         let recorded_open = match (saved, &tail) {
             (None, Some(tail)) => recorded_open(&tail.borrow())?,
@@ -75,7 +79,7 @@ impl Document {
             journaled: limits.journaled,
             last_batch: 0,
             tail,
-            incarnation: crate::guest::clock::unix_ms(),
+            incarnation,
             replaying: false,
             retired: false,
             leaving: false,

@@ -110,6 +110,7 @@ impl Document {
             slot,
             base.as_deref(),
             self.tail.clone(),
+            self.incarnation,
         )?;
         if let Some(base) = &base {
             fresh.restore(base)?;

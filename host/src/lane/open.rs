@@ -141,12 +141,12 @@ impl Lane {
         key: &DocumentKey,
     ) -> Result<DocumentCell, DocumentError> {
         let document = key.1.as_str();
-        let Opened { lease, snapshot } = self.take(plugin, document).await?;
         let limits = self.limits_for(&plugin.name);
-        // Journal mode: what the document did since that snapshot, made durable first
-        // (a crash with records still in flight must not fork the journal). A plugin
-        // back in checkpoint mode still replays what its journal held at startup.
-        let tail = if limits.journaled || self.services.has_recovered(key) {
+        // Journal mode: what the document did on this lane, made durable first (a crash
+        // with records still in flight must not fork the journal, and a shared store's
+        // takeover would fence them). A plugin back in checkpoint mode still replays
+        // what its journal held at startup.
+        let local = if limits.journaled || self.services.has_recovered(key) {
             let tail = self.journal_tail(key).inspect_err(|e| {
                 self.metrics.journal.unreplayable();
                 tracing::error!(lane = self.index, plugin = %plugin.name, doc = %document, "refusing to open: {e}");
@@ -156,6 +156,24 @@ impl Lane {
             Some(tail)
         } else {
             None
+        };
+        let Opened {
+            lease,
+            snapshot,
+            journal,
+        } = self.take(plugin, document).await?;
+        // A shared store's journal is what is durable, whichever host wrote it.
+        let tail = match (local, journal) {
+            (local, Some(entries)) if local.is_some() || !entries.is_empty() => {
+                let tail = local.unwrap_or_else(|| crate::document::journal::tail(key));
+                tail.borrow_mut().replace(entries);
+                Some(tail)
+            }
+            (local, _) => local,
+        };
+        let incarnation = match self.services.storage.leases() {
+            Some(_) => lease.epoch,
+            None => crate::guest::clock::unix_ms(),
         };
         let started = Instant::now();
         let metrics = self.services.metrics.plugin(&plugin.name, self.index);
@@ -178,6 +196,7 @@ impl Lane {
                     slot,
                     snapshot.as_ref(),
                     tail,
+                    incarnation,
                 )
             })
             .and_then(|mut doc| {

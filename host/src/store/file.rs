@@ -60,6 +60,7 @@ impl Storage for FileStorage {
         Ok(Opened {
             lease: Lease::default(),
             snapshot: self.load(plugin, document)?,
+            journal: None,
         })
     }
 

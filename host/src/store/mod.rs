@@ -42,6 +42,10 @@ pub struct Opened {
     pub lease: Lease,
     /// Its last snapshot, if it was ever saved.
     pub snapshot: Option<Snapshot>,
+    /// A store that keeps the journal itself (PostgreSQL): the document's journal
+    /// entries, read after its lease was taken (so nothing a former holder made durable
+    /// is missed). `None`: the store keeps no journal (the file store's is the lanes').
+    pub journal: Option<Vec<wasmroom_wire::journal::Entry>>,
 }
 
 /// What a shared store tells the rest of the process.
@@ -175,6 +179,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// This host's lease clock, for a store with leases.
     fn leases(&self) -> Option<&Arc<LeaseClock>> {
+        None
+    }
+
+    /// Where journal-mode documents make their records durable, if the store keeps
+    /// the journal itself (PostgreSQL).
+    fn journal(&self) -> Option<Arc<dyn journal::JournalSink>> {
         None
     }
 }

@@ -38,6 +38,18 @@ const STEPS: &[&str] = &[
         deployed_at timestamptz NOT NULL DEFAULT now()
     );
     CREATE INDEX plugins_by_name ON wasmroom.plugins (name, seq DESC);",
+    // 2: the input journal (journal mode): one row per document and lane batch, its
+    // records as they are framed in journal files. The key makes a document's history
+    // linear: two hosts can never both make an input number durable.
+    "CREATE TABLE wasmroom.journal (
+        plugin text NOT NULL,
+        doc text NOT NULL,
+        first_seq bigint NOT NULL,
+        last_seq bigint NOT NULL,
+        epoch bigint NOT NULL,
+        records bytea NOT NULL,
+        PRIMARY KEY (plugin, doc, first_seq)
+    );",
 ];
 
 /// The schema version this build creates and understands.

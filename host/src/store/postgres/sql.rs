@@ -199,8 +199,20 @@ impl Inner {
                 }),
             (None, None) => Ok(None),
         };
-        match snapshot {
-            Ok(snapshot) => Ok(Opened { lease, snapshot }),
+        // Read after the lease was taken: every row a former holder made durable is there.
+        let opened = match snapshot {
+            Ok(snapshot) => match self.journal_of(&client, plugin, document).await {
+                Ok(journal) => Ok(Opened {
+                    lease,
+                    snapshot,
+                    journal: Some(journal),
+                }),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok(opened) => Ok(opened),
             Err(e) => {
                 // Not opened here: let another host (or a later version) have it.
                 let _ = self.release(plugin, document, lease).await;
