@@ -28,20 +28,32 @@ impl Document {
     /// its journaled `open`), then tells the consumer that the connections still open in
     /// them are gone. Returns how many inputs were replayed.
     pub fn replay(&mut self) -> Result<usize, DocumentError> {
+        if self.tail.is_none() {
+            return Ok(0);
+        }
+        let replayed = self.replay_until(None)?;
+        self.cut_connections();
+        Ok(replayed)
+    }
+
+    /// Replays the journal entries after the document's last input up to input `until`
+    /// (inclusive; `None`: all), and nothing more: the connections open there stay open
+    /// as far as the consumer knows (`wasmroom replay` looks at the document at that
+    /// point). Returns how many inputs were replayed.
+    pub fn replay_until(&mut self, until: Option<u64>) -> Result<usize, DocumentError> {
         let Some(tail) = self.tail.clone() else {
             return Ok(0);
         };
         let entries: Vec<Entry> = tail
             .borrow()
             .entries()
-            .filter(|e| e.seq > self.lineage.inputs())
+            .filter(|e| e.seq > self.lineage.inputs() && until.is_none_or(|u| e.seq <= u))
             .cloned()
             .collect();
         self.replaying = true;
         let replayed = entries.iter().try_for_each(|entry| self.replay_one(entry));
         self.replaying = false;
         replayed?;
-        self.cut_connections();
         Ok(entries.len())
     }
 
