@@ -11,8 +11,9 @@
 //!
 //! - [`server`]: wires everything: binds the ports, starts the lanes, the watcher, the
 //!   admin API, the epoch ticker; stops them ([`Server`]).
-//! - [`ops`] (admin API, `wasmroom top`, nginx config) and [`reload`] (watcher and
-//!   SIGHUP): outside the lanes; they reach a lane only through its command channel.
+//! - [`ops`] (admin API, `wasmroom top`, nginx config, `wasmroom replay`) and [`reload`]
+//!   (watcher and SIGHUP): outside the lanes; they reach a lane only through its command
+//!   channel (`wasmroom replay` reaches none: it reads the data directory).
 //!   [`scaffold`] (`wasmroom new`, `wasmroom wit`): consumer projects, outside any lane.
 //! - [`lane`]: one port's thread: accept loop, connections, WebSocket connections,
 //!   the document table, housekeeping (timers, checkpoints, idle documents), the

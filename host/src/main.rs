@@ -92,6 +92,9 @@ enum Command {
         #[command(flatten)]
         store: StoreArg,
     },
+    /// Print a journaled document's export (its `GET /docs/...` answer) as it was after
+    /// input SEQ, from the data directory, read only (also beside a running server).
+    Replay(wasmroom::ops::replay::ReplayArgs),
     /// The shared store: create or upgrade its schema, list its documents.
     Store {
         #[command(subcommand)]
@@ -413,6 +416,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Store { command } => store_command(command),
+        Command::Replay(args) => Ok(wasmroom::ops::replay::run(&args)?),
         Command::Check { file, config, data } => match check(&file, config.as_deref(), data)? {
             Ok((plugin, notes)) => {
                 for note in notes {

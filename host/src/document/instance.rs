@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use wasmtime::Store;
 
+use crate::config::{Config, Durability};
 use crate::document::error::DocumentError;
 use crate::document::trap::Trap;
 use crate::guest::context::PluginSettings;
-use crate::guest::engine::Slot;
+use crate::guest::engine::{Slot, deadline_ticks};
 use crate::guest::plugin::Plugin;
 use crate::guest::random::Seed;
 use crate::guest::{CallStart, GuestState, Room};
@@ -33,6 +34,20 @@ pub struct DocumentConfig {
     pub settings: Arc<PluginSettings>,
     /// Journal mode (`durability = "journal"`): inputs are journaled, outputs gated.
     pub journaled: bool,
+}
+
+impl DocumentConfig {
+    /// What `config` gives the documents of `plugin`, with its `settings`.
+    pub fn of(config: &Config, plugin: &str, settings: Arc<PluginSettings>) -> DocumentConfig {
+        DocumentConfig {
+            max_memory_bytes: config.max_memory_for(plugin),
+            max_message_bytes: config.limits.max_message_bytes,
+            max_timers: config.limits.max_timers,
+            deadline_ticks: deadline_ticks(config.guest_deadline_for(plugin)),
+            settings,
+            journaled: config.durability_for(plugin) == Durability::Journal,
+        }
+    }
 }
 
 /// Why an instance is created, and what its first call (`open`) starts from.

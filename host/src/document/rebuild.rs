@@ -115,7 +115,7 @@ impl Document {
         if let Some(base) = &base {
             fresh.restore(base)?;
         }
-        let replayed = fresh.replay_tail()?;
+        let replayed = fresh.replay_until(None)?;
         let next_id = self.lineage.continuity().next_connection_id;
         self.instance = fresh.instance.take();
         std::mem::swap(&mut self.lineage, &mut fresh.lineage);

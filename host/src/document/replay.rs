@@ -28,7 +28,7 @@ impl Document {
     /// its journaled `open`), then tells the consumer that the connections still open in
     /// them are gone. Returns how many inputs were replayed.
     pub fn replay(&mut self) -> Result<usize, DocumentError> {
-        let replayed = self.replay_tail()?;
+        let replayed = self.replay_until(None)?;
         if self.tail.is_some() {
             let open = self.guest_connections();
             self.cut_connections(open);
@@ -36,16 +36,19 @@ impl Document {
         Ok(replayed)
     }
 
-    /// Replays the journal entries after the document's last input; the connections
-    /// they leave open stay open.
-    pub(super) fn replay_tail(&mut self) -> Result<usize, DocumentError> {
+    /// Replays the journal entries after the document's last input up to input `until`
+    /// (inclusive; `None`: all), and nothing more: the connections open there stay open
+    /// as far as the consumer knows (a rebuild after a trap keeps their sockets;
+    /// `wasmroom replay` looks at the document at that point). Returns how many inputs
+    /// were replayed.
+    pub fn replay_until(&mut self, until: Option<u64>) -> Result<usize, DocumentError> {
         let Some(tail) = self.tail.clone() else {
             return Ok(0);
         };
         let entries: Vec<Entry> = tail
             .borrow()
             .entries()
-            .filter(|e| e.seq > self.lineage.inputs())
+            .filter(|e| e.seq > self.lineage.inputs() && until.is_none_or(|u| e.seq <= u))
             .cloned()
             .collect();
         self.replaying = true;

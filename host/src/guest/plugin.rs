@@ -175,12 +175,14 @@ pub fn load_if_changed(
 }
 
 /// How a fresh compilation reaches the cache: aside (a server: documents waiting for the
-/// new version need not wait for the disk), or before the load returns (`wasmroom check`,
-/// which exits right after).
+/// new version need not wait for the disk), before the load returns (`wasmroom check`,
+/// which exits right after), or not at all (`wasmroom replay`, which only reads the data
+/// directory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CacheWrite {
     Aside,
     Before,
+    Never,
 }
 
 pub(crate) fn load_with(
@@ -281,6 +283,9 @@ fn compile_cached(
     }
     compiling(name, bytes);
     let component = Component::new(engine, bytes)?;
+    if write == CacheWrite::Never {
+        return Ok(component);
+    }
     if write == CacheWrite::Before {
         if let Err(e) = write_cache(&component, dir, &file) {
             tracing::warn!("cannot cache the compiled plugin in {}: {e}", dir.display());

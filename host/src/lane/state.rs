@@ -9,9 +9,8 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, mpsc};
 
-use crate::config::{Durability, WebhookEvent};
+use crate::config::WebhookEvent;
 use crate::document::{DocumentCell, DocumentConfig, DocumentKey};
-use crate::guest::engine::deadline_ticks;
 use crate::lane::commands::{Handover, LaneCommand};
 use crate::lane::crash_loop::CrashLoopGuard;
 use crate::lane::delivery_log::DeliveryLog;
@@ -150,15 +149,11 @@ impl Lane {
 
     /// The limits and settings for the documents of `plugin`.
     pub fn limits_for(&self, plugin: &str) -> DocumentConfig {
-        let config = &self.services.config;
-        DocumentConfig {
-            max_memory_bytes: config.max_memory_for(plugin),
-            max_message_bytes: config.limits.max_message_bytes,
-            max_timers: config.limits.max_timers,
-            deadline_ticks: deadline_ticks(config.guest_deadline_for(plugin)),
-            settings: self.services.settings.for_plugin(plugin),
-            journaled: config.durability_for(plugin) == Durability::Journal,
-        }
+        DocumentConfig::of(
+            &self.services.config,
+            plugin,
+            self.services.settings.for_plugin(plugin),
+        )
     }
 
     /// The number of connection tasks (WebSocket or HTTP) of this lane.

@@ -18,6 +18,8 @@
 //!   so those seen there are refused, and one that continues in a later segment shows a
 //!   gap. (A document whose only entries lay past the damage is not visible; footers
 //!   naming a segment's documents would close that.)
+//! - **Reading only** ([`FileJournal::read_only`], for `wasmroom replay`): the same scan
+//!   without the lock and without changing a file, also while a server appends.
 //! - **Trimming** ([`trim`]): a sealed segment (by rotation, after a failure, or any found
 //!   at startup) is deleted once every document in it is checkpointed at or past its
 //!   highest seq there, or forgotten.
@@ -48,7 +50,7 @@ mod faults;
 mod tests;
 
 pub use recovered::{DamagedSegment, DocumentKey, Recovered, RecoveredDocument};
-use scan::LaneTail;
+use scan::{Access, LaneTail};
 use shared::{Shared, io};
 use trim::{TrimMessage, Trimmer};
 use writer::{Job, LaneWriter};
@@ -110,7 +112,7 @@ impl FileJournal {
             }
             Err(TryLockError::Error(source)) => return Err(io(&lock_path)(source)),
         }
-        let scan = scan::scan(dir)?;
+        let scan = scan::scan(dir, Access::Recover)?;
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             rotate_at: segment_bytes,
@@ -135,6 +137,17 @@ impl FileJournal {
             _lock: lock,
         };
         Ok((journal, scan.recovered))
+    }
+
+    /// What the journal folder `dir` holds, read without changing anything: no lock, no
+    /// fsync, no torn tail cut, nothing trimmed, so it may run beside a server appending
+    /// to it. A torn tail is where a lane's journal ends for now (`torn_bytes` counts
+    /// it); a folder that does not exist holds nothing. Blocking: it reads every segment.
+    pub fn read_only(dir: &Path) -> Result<Recovered, StorageError> {
+        if !dir.try_exists().map_err(io(dir))? {
+            return Ok(Recovered::default());
+        }
+        Ok(scan::scan(dir, Access::ReadOnly)?.recovered)
     }
 
     /// The document's state up to `seq` is in a durable snapshot: segments holding nothing

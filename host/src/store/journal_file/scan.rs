@@ -1,6 +1,8 @@
 //! The startup scan: every segment of every lane, fsynced before it is trusted, read up to
 //! its valid length; torn tails cut; the entries grouped per document with the
-//! incarnation rule applied.
+//! incarnation rule applied. The same reading without changing anything
+//! ([`Access::ReadOnly`]) serves `wasmroom replay`, also beside a server that appends to
+//! the segments.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -44,13 +46,28 @@ pub(super) struct Scan {
 /// An entry and where it was read, for ordering.
 type Placed = ((u64, usize, u64, u64), Entry);
 
+/// What a scan may do to the files it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    /// At startup, under the lock: every segment fsynced before it is trusted, torn tails
+    /// and abandoned writes cut, a last segment whose header never became durable removed.
+    Recover,
+    /// Reading only (no lock, no fsync, nothing cut or removed), possibly while a server
+    /// appends: a torn tail is where a lane's journal ends for now, and a segment trimmed
+    /// between the listing and its reading is skipped (a snapshot written before its
+    /// deletion covers it).
+    ReadOnly,
+}
+
 /// Scans the journal folder `dir`.
-pub(super) fn scan(dir: &Path) -> Result<Scan, StorageError> {
+pub(super) fn scan(dir: &Path, access: Access) -> Result<Scan, StorageError> {
     let mut scan = Scan::default();
     let mut placed: Vec<Placed> = Vec::new();
     for (lane, numbers) in lanes(dir)? {
         let lane_path = lane_dir(dir, lane);
-        sync_dir(&lane_path).map_err(io(&lane_path))?;
+        if access == Access::Recover {
+            sync_dir(&lane_path).map_err(io(&lane_path))?;
+        }
         let mut tail = LaneTail::default();
         for (i, &number) in numbers.iter().enumerate() {
             let path = segment_path(dir, lane, number);
@@ -63,7 +80,7 @@ pub(super) fn scan(dir: &Path) -> Result<Scan, StorageError> {
                     .map(|h| h.previous_len),
                 _ => None,
             };
-            let found = read_segment(&path, lane, number, next.is_none(), sealed_len)?;
+            let found = read_segment(&path, (lane, number), next.is_none(), sealed_len, access)?;
             scan.recovered.torn_bytes += found.ignored;
             tail = LaneTail {
                 number,
@@ -154,6 +171,7 @@ fn read_header(path: &Path) -> std::io::Result<SegmentHeader> {
 }
 
 /// What one segment holds.
+#[derive(Default)]
 struct Found {
     /// Its entries with their offsets.
     entries: Vec<(u64, Entry)>,
@@ -171,37 +189,42 @@ struct Found {
 
 fn read_segment(
     path: &Path,
-    lane: usize,
-    number: u64,
+    (lane, number): (usize, u64),
     last: bool,
     sealed_len: Option<u64>,
+    access: Access,
 ) -> Result<Found, StorageError> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io(path))?;
-    // `kill -9` keeps written pages a later power cut could still drop: make them durable
-    // before anything is read as durable from them.
-    file.sync_all().map_err(io(path))?;
+    let writing = access == Access::Recover;
+    let opened = OpenOptions::new().read(true).write(writing).open(path);
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(e) if !writing && e.kind() == std::io::ErrorKind::NotFound => {
+            // Trimmed since the listing.
+            return Ok(Found {
+                removed: true,
+                ..Found::default()
+            });
+        }
+        Err(e) => return Err(io(path)(e)),
+    };
+    if writing {
+        // `kill -9` keeps written pages a later power cut could still drop: make them
+        // durable before anything is read as durable from them.
+        file.sync_all().map_err(io(path))?;
+    }
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(io(path))?;
     let file_len = bytes.len() as u64;
-    let mut found = Found {
-        entries: Vec::new(),
-        documents: HashMap::new(),
-        ignored: 0,
-        valid_len: 0,
-        damage: None,
-        damaged_sealed: false,
-        removed: false,
-    };
+    let mut found = Found::default();
     let header = SegmentHeader::decode(&bytes).ok();
     let header_ok = header.is_some_and(|h| h.lane as usize == lane && h.number == number);
     if !header_ok {
         if last {
-            // Created but its header never became durable: it never held an entry.
-            std::fs::remove_file(path).map_err(io(path))?;
+            // Created but its header never became durable (or, beside a running server,
+            // is not written yet): it never held an entry.
+            if writing {
+                std::fs::remove_file(path).map_err(io(path))?;
+            }
             found.ignored = file_len;
             found.removed = true;
         } else {
@@ -226,10 +249,13 @@ fn read_segment(
     let stop = frames.stop().cloned();
     if last {
         if found.valid_len < file_len {
-            // A torn tail: a write that never completed, so never acknowledged.
+            // A torn tail: a write that never completed, so never acknowledged (or,
+            // beside a running server, one still being written).
             found.ignored = file_len - found.valid_len;
-            file.set_len(found.valid_len).map_err(io(path))?;
-            file.sync_all().map_err(io(path))?;
+            if writing {
+                file.set_len(found.valid_len).map_err(io(path))?;
+                file.sync_all().map_err(io(path))?;
+            }
         }
         return Ok(found);
     }
@@ -247,8 +273,10 @@ fn read_segment(
     } else if file_len > found.valid_len {
         // Written after a failed sync and abandoned: the batch went to the next segment.
         found.ignored = file_len - found.valid_len;
-        file.set_len(found.valid_len).map_err(io(path))?;
-        file.sync_all().map_err(io(path))?;
+        if writing {
+            file.set_len(found.valid_len).map_err(io(path))?;
+            file.sync_all().map_err(io(path))?;
+        }
     }
     Ok(found)
 }

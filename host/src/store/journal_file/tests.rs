@@ -354,3 +354,34 @@ async fn damage_in_a_sealed_segment_marks_the_documents_seen_in_it() {
     assert!(!files[1].exists());
     assert_eq!(std::fs::read(&files[0]).unwrap(), bytes);
 }
+
+#[tokio::test]
+async fn reading_only_changes_nothing_and_needs_no_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let a: Vec<Entry> = (1..=3).map(|s| entry("a", 1, s)).collect();
+    let (journal, _) = open(dir.path(), DEFAULT_SEGMENT_BYTES);
+    journal.commit(batch(0, &a)).await.unwrap();
+    // The writer is in the middle of its next write: half a frame is in the file.
+    let active = segment_files(dir.path()).pop().unwrap();
+    let torn = frame(&entry("a", 1, 4));
+    let mut bytes = std::fs::read(&active).unwrap();
+    bytes.extend_from_slice(&torn[..torn.len() / 2]);
+    std::fs::write(&active, &bytes).unwrap();
+    // Another lane's segment was just created, its header not written yet.
+    let fresh = dir.path().join("lane-1").join("000000000001.wal");
+    std::fs::create_dir_all(fresh.parent().unwrap()).unwrap();
+    std::fs::write(&fresh, b"").unwrap();
+
+    // `journal` holds the lock meanwhile.
+    let read = FileJournal::read_only(dir.path()).unwrap();
+    assert_eq!(
+        entries_of(&read, "a"),
+        a,
+        "the journal ends at the torn tail"
+    );
+    assert_eq!(read.torn_bytes, (torn.len() / 2) as u64);
+    assert_eq!(std::fs::read(&active).unwrap(), bytes, "nothing is cut");
+    assert!(fresh.exists(), "nothing is removed");
+    let missing = FileJournal::read_only(&dir.path().join("none")).unwrap();
+    assert!(missing.documents.is_empty());
+}

@@ -20,9 +20,9 @@ use std::sync::Arc;
 
 use wasmroom_wire::journal::{Entry, Frames, Stop, frame};
 
-use crate::store::StorageError;
 use crate::store::journal::{Batch, JournalSink};
-use crate::store::postgres::Inner;
+use crate::store::postgres::{Inner, StoreError, Target, schema};
+use crate::store::{Snapshot, StorageError, decode};
 
 /// Inserts a batch's rows if every document's row is still this host's under the
 /// epoch the records carry; returns the rows inserted (none unless all are).
@@ -209,4 +209,45 @@ impl Inner {
         .await?;
         Ok(())
     }
+}
+
+/// A document's snapshot and journal entries as they are now, read without taking its
+/// lease (`wasmroom replay`): one snapshot of the database, so the two agree (a checkpoint
+/// that trimmed rows wrote the snapshot that covers them first).
+pub async fn read_document(
+    target: &Target,
+    plugin: &str,
+    document: &str,
+) -> Result<(Option<Snapshot>, Vec<Entry>), StoreError> {
+    let mut client = target.connect().await?;
+    schema::migrate(&mut client).await?;
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(StoreError::query)?;
+    let rows = tx
+        .query(READ, &[&plugin, &document])
+        .await
+        .map_err(StoreError::query)?;
+    let saved = tx
+        .query_opt(
+            "SELECT snapshot FROM wasmroom.documents WHERE plugin = $1 AND doc = $2",
+            &[&plugin, &document],
+        )
+        .await
+        .map_err(StoreError::query)?;
+    let rows: Vec<Vec<u8>> = rows.iter().map(|r| r.get(0)).collect();
+    let entries = entries(plugin, document, &rows).map_err(|e| StoreError::Query(e.to_string()))?;
+    let snapshot = match saved.and_then(|r| r.get::<_, Option<Vec<u8>>>(0)) {
+        Some(bytes) => Some(decode(&bytes, plugin, document).map_err(|reason| {
+            StoreError::Query(format!(
+                "the snapshot of {plugin}/{document} does not decode: {reason}"
+            ))
+        })?),
+        None => None,
+    };
+    Ok((snapshot, entries))
 }

@@ -37,6 +37,7 @@ pub mod schema;
 mod sql;
 mod storage;
 
+pub use journal::read_document;
 pub use sql::{DeployedPlugin, ListedDocument};
 
 /// How long one statement may take before the store counts as unreachable for it.
