@@ -468,12 +468,15 @@ fn recovered_entries(recovered: Recovered) -> RecoveredEntries {
         .map(|(key, doc)| {
             let entries = if doc.damaged {
                 Err("its journal has a damaged segment".to_owned())
-            } else if let Some((before, after)) = doc.gaps.first() {
-                Err(format!(
-                    "its journal lacks the inputs between {before} and {after}"
-                ))
             } else {
-                Ok(doc.entries)
+                // A gap is harmless if the snapshot covers it (a segment in the middle was
+                // trimmed while an older one stays for another document): only the
+                // entries after the last gap can follow a snapshot, and the replay
+                // refuses them if the snapshot does not reach the gap.
+                let after = doc.gaps.last().map_or(0, |(_, after)| *after);
+                let mut entries = doc.entries;
+                entries.retain(|e| e.seq >= after);
+                Ok(entries)
             };
             (key, entries)
         })
