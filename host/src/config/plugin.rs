@@ -47,8 +47,8 @@ pub enum Durability {
     #[default]
     Checkpoint,
     /// Every input is journaled, and what it causes leaves the host only once its
-    /// record is durable (see ARCHITECTURE.md, "the input journal"). Not available yet:
-    /// only the output gate exists, for the tests (`WASMROOM_TEST_JOURNAL`).
+    /// record is durable (`fdatasync`ed in `{data}/journal/`, or committed to the shared
+    /// store's `wasmroom.journal`): see ARCHITECTURE.md, "the input journal".
     Journal,
 }
 
