@@ -36,6 +36,9 @@ crash_loop_traps = 3
 crash_loop_window_secs = 10
 crash_backoff_secs = 2
 max_memory_bytes = 16777216
+# The normal clients' chat journals every input: checkpoints must keep the journal small.
+[plugin.chat]
+durability = \"journal\"
 ";
 
 /// How much the server may grow after the warm-up: the per-lane budgets and queues
@@ -46,6 +49,12 @@ const GROWTH_AFTER_WARMUP: u64 = 64 << 20;
 const FD_SLACK: usize = 256;
 /// The soak's documents that change hold a few KiB each on disk.
 const MAX_DISK: u64 = 16 << 20;
+/// Journal segments are sealed at this size in the soak (64 MiB in production).
+const SEGMENT_BYTES: u64 = 1 << 20;
+/// The journal per lane: its active segment, and the sealed ones whose entries wait for
+/// their documents' next checkpoint (every second here) before they are trimmed. It
+/// grows past this only if checkpoints stop letting the journal go.
+const MAX_JOURNAL_PER_LANE: u64 = 4 * SEGMENT_BYTES;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "runs for minutes: cargo xtask soak --minutes N"]
@@ -56,10 +65,15 @@ async fn soak() -> anyhow::Result<()> {
         .unwrap_or(1.0);
     let run_for = Duration::from_secs_f64(minutes * 60.0);
     let warmup = (run_for / 5).min(Duration::from_secs(120));
-    let server = Arc::new(Server::start_with_config(
+    let config = tempfile::Builder::new().suffix(".toml").tempfile()?;
+    std::fs::write(config.path(), CONFIG)?;
+    let config_arg = config.path().to_str().expect("temp paths are UTF-8");
+    let segment_bytes = SEGMENT_BYTES.to_string();
+    let server = Arc::new(Server::start_with_env(
         &["relay", "chat", "probe"],
         2,
-        CONFIG,
+        &["--config", config_arg],
+        &[("WASMROOM_TEST_JOURNAL_SEGMENT_BYTES", &segment_bytes)],
     )?);
     let stop = Arc::new(AtomicBool::new(false));
     let delivered = Arc::new(AtomicU64::new(0));
@@ -91,18 +105,22 @@ async fn soak() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut warm_rss = None;
     let mut worst = 0u64;
+    let mut worst_journal = 0u64;
     let mut failure = None;
     while started.elapsed() < run_for {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let rss = server.rss_bytes()?;
         let fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))?.count();
-        let disk = disk_use(server.data.path());
+        let journal = disk_use(&server.data.path().join("journal"));
+        let disk = disk_use(server.data.path()) - journal;
+        worst_journal = worst_journal.max(journal);
         eprintln!(
-            "soak {:>5.0}s  rss {:>6} KiB  open files {:>5}  disk {:>6} KiB  delivered {}",
+            "soak {:>5.0}s  rss {:>6} KiB  open files {:>5}  disk {:>6} KiB  journal {:>6} KiB  delivered {}",
             started.elapsed().as_secs_f64(),
             rss >> 10,
             fds,
             disk >> 10,
+            journal >> 10,
             delivered.load(Ordering::Relaxed)
         );
         if started.elapsed() >= warmup {
@@ -121,6 +139,9 @@ async fn soak() -> anyhow::Result<()> {
         if disk > MAX_DISK {
             failure = Some(format!("{disk} bytes on disk"));
         }
+        if journal > 2 * MAX_JOURNAL_PER_LANE {
+            failure = Some(format!("{journal} bytes of journal"));
+        }
         if failure.is_some() {
             break;
         }
@@ -137,8 +158,9 @@ async fn soak() -> anyhow::Result<()> {
         "normal clients got nothing through"
     );
     eprintln!(
-        "soak passed: {minutes} min, resident memory at most {} KiB after the warm-up",
-        worst >> 10
+        "soak passed: {minutes} min, resident memory at most {} KiB after the warm-up, journal at most {} KiB",
+        worst >> 10,
+        worst_journal >> 10
     );
     Ok(())
 }

@@ -80,9 +80,15 @@ pub struct FileJournal {
 
 impl FileJournal {
     /// Opens the journal folder `dir` (created if missing) with segments rotated at
-    /// [`DEFAULT_SEGMENT_BYTES`]; returns it and what it holds.
+    /// [`DEFAULT_SEGMENT_BYTES`] (debug builds: `WASMROOM_TEST_JOURNAL_SEGMENT_BYTES`, so
+    /// that the soak rotates and trims within minutes); returns it and what it holds.
     pub fn open(dir: &Path) -> Result<(FileJournal, Recovered), StorageError> {
-        FileJournal::open_with(dir, DEFAULT_SEGMENT_BYTES)
+        let segment_bytes = cfg!(debug_assertions)
+            .then(|| std::env::var("WASMROOM_TEST_JOURNAL_SEGMENT_BYTES").ok())
+            .flatten()
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(DEFAULT_SEGMENT_BYTES);
+        FileJournal::open_with(dir, segment_bytes)
     }
 
     /// Opens the journal folder `dir`, sealing a segment once a batch would take it past
