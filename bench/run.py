@@ -6,6 +6,7 @@
     python3 bench/run.py --only store   # the PostgreSQL store (store.py), results/store.md
     python3 bench/run.py --only reload  # one section (lanes, reload, handover, tokens) again
     python3 bench/run.py --only journal # the relay in checkpoint and journal mode, results/journal.md
+    python3 bench/run.py --only pgjournal # chat in journal mode on PostgreSQL, results/pg-journal.md
 
 Peers, each started here and pinned to core 0 (the load generator runs on core 1):
   wasmroom   one lane, the relay plugin
@@ -775,7 +776,7 @@ def main():
     parser.add_argument("--peers", default="wasmroom,native,node-ws,daphne")
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="redo the table and plot from results.json")
-    parser.add_argument("--only", choices=["lanes", "reload", "handover", "tokens", "store", "journal"],
+    parser.add_argument("--only", choices=["lanes", "reload", "handover", "tokens", "store", "journal", "pgjournal"],
                         help="run one wasmroom section and update results/ (store: the PostgreSQL store, "
                              "results/store.md)")
     args = parser.parse_args()
@@ -785,6 +786,12 @@ def main():
             build()
         import store
         store.main(quick=args.quick)
+        return
+    if args.only == "pgjournal":
+        if not args.no_build:
+            build()
+        import pg_journal
+        pg_journal.main(quick=args.quick)
         return
     if args.only == "journal":
         if not args.no_build:

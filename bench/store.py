@@ -146,21 +146,22 @@ def children(pid):
     return found
 
 
-def host_config(ttl_ms=10_000):
-    """The bench's wasmroom.toml with the store's lease TTL."""
+def host_config(ttl_ms=10_000, journal=False):
+    """The bench's wasmroom.toml with the store's lease TTL (and chat in journal mode)."""
     fd, name = tempfile.mkstemp(prefix="wasmroom-store-", suffix=".toml")
     os.close(fd)
     path = Path(name)
-    path.write_text((BENCH / "wasmroom.toml").read_text() + f"\n[store]\nlease_ttl_ms = {ttl_ms}\n")
+    chat = '\n[plugin.chat]\ndurability = "journal"\n' if journal else ""
+    path.write_text((BENCH / "wasmroom.toml").read_text() + f"\n[store]\nlease_ttl_ms = {ttl_ms}\n{chat}")
     return path
 
 
 class Host(Peer):
     """A wasmroom host with the file store (its own data directory) or the PostgreSQL store."""
 
-    def __init__(self, pg=None, plugin="relay", bind="127.0.0.1", ttl_ms=10_000):
+    def __init__(self, pg=None, plugin="relay", bind="127.0.0.1", ttl_ms=10_000, journal=False):
         self.data = tempfile.mkdtemp(prefix="wasmroom-bench-data-")
-        self.config = host_config(ttl_ms)
+        self.config = host_config(ttl_ms, journal)
         extra = ["--data", self.data, "--checkpoint", str(CHECKPOINT_SECS)]
         if pg:
             extra += ["--store", pg.url]
