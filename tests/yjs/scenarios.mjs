@@ -1,7 +1,11 @@
-// Scenario driver for tests/yjs.rs: unmodified yjs + y-websocket clients against a running
-// wasmroom serving the yjs plugin.
+// Scenario driver for tests/yjs.rs and tests/journal_consumers.rs (run by
+// tests/support/yjs.rs): unmodified yjs + y-websocket clients against a running wasmroom
+// serving the yjs plugin.
 //
-//   node tests/yjs/scenarios.mjs ws://127.0.0.1:PORT/ws/yjs SCENARIO DOCUMENT
+//   node tests/yjs/scenarios.mjs ws://127.0.0.1:PORT/ws/yjs SCENARIO DOCUMENT [PARAMS]
+//
+// PARAMS (JSON): `tokens` (access tokens by role, for servers that want them) and what a
+// scenario reads (`killAfter`).
 //
 // Prints `ok SCENARIO: ...` and exits 0, or prints `FAIL SCENARIO: reason` and exits 1.
 // Every wait is on an event or a condition, bounded by TIMEOUT_MS; nothing sleeps.
@@ -15,11 +19,12 @@ import WebSocket from 'ws'
 
 const TIMEOUT_MS = 15000
 
-const [serverUrl, scenario, docName, tokensJson] = process.argv.slice(2)
+const [serverUrl, scenario, docName, paramsJson] = process.argv.slice(2)
+const params = JSON.parse(paramsJson ?? '{}')
 /** Access tokens by role (`{"editor": "...", "viewer": "..."}`), for servers that want them. */
-const tokens = JSON.parse(tokensJson ?? '{}')
+const tokens = params.tokens ?? {}
 if (!serverUrl || !scenario || !docName) {
-  console.error('usage: node scenarios.mjs ws://HOST:PORT/ws/yjs SCENARIO DOCUMENT')
+  console.error('usage: node scenarios.mjs ws://HOST:PORT/ws/yjs SCENARIO DOCUMENT [PARAMS]')
   process.exit(2)
 }
 
@@ -47,8 +52,8 @@ const until = (what, check, subscribe) => new Promise((resolve, reject) => {
 let driverLines = null
 
 /**
- * Asks the test driver (tests/yjs.rs) to act on the server: prints `pause: WHY` and waits
- * for it to answer `go` on stdin once it is done.
+ * Asks the test driver (tests/support/yjs.rs) to act on the server: prints `pause: WHY` and
+ * waits for it to answer `go` on stdin once it is done.
  */
 const pause = async (why) => {
   driverLines ??= createInterface({ input: process.stdin })[Symbol.asyncIterator]()
