@@ -328,6 +328,48 @@ const scenarios = {
     }
     d.destroy()
     return 'both phases survived'
+  },
+
+  // kill -9, phase 1 (journal mode): a writer pushes numbered items, one update each,
+  // every 2 ms; once the reader has seen `params.killAfter` of them, the driver kills the
+  // server. Prints the items the reader held when its socket ended (JSON). Neither client
+  // reconnects: it would bring its items back to the restarted server and hide a loss.
+  async 'kill-stream' () {
+    const writer = await new Client('writer').connect()
+    const reader = await new Client('reader').connect()
+    let readerGone = false
+    for (const c of [writer, reader]) {
+      c.provider.on('connection-close', () => {
+        c.provider.shouldConnect = false
+        if (c === reader) readerGone = true
+      })
+    }
+    const items = writer.doc.getArray('items')
+    let n = 0
+    const writing = setInterval(() => {
+      if (writer.provider.wsconnected) items.push([`item ${n++}`])
+    }, 2)
+    await reader.docUntil(`${params.killAfter} items`, () => reader.items.length >= params.killAfter)
+    await pause('kill the server')
+    await until("the reader's socket to end", () => readerGone,
+      (f) => { reader.provider.on('connection-close', f); return () => reader.provider.off('connection-close', f) })
+    clearInterval(writing)
+    const seen = reader.items
+    writer.destroy(); reader.destroy()
+    return JSON.stringify(seen)
+  },
+
+  // kill -9, phase 2 (after the restart): a fresh client's items (JSON), which HTTP GET
+  // agrees with.
+  async 'kill-check' () {
+    const c = await new Client('c').connect()
+    const served = await fetchDoc()
+    const items = JSON.stringify(c.items)
+    if (JSON.stringify(served.getArray('items').toArray()) !== items) {
+      fail(`HTTP GET has ${JSON.stringify(served.getArray('items').toArray())}, the client ${items}`)
+    }
+    c.destroy()
+    return items
   }
 }
 
