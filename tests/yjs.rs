@@ -1,24 +1,12 @@
 //! The yjs plugin against unmodified npm clients (`yjs` + `y-websocket`, pinned in
 //! tests/yjs/package-lock.json): the scenarios live in tests/yjs/scenarios.mjs, run by
-//! Node against the real binary. Needs `npm ci --prefix tests/yjs` once.
+//! Node against the real binary (`support::yjs`). Needs `npm ci --prefix tests/yjs` once.
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
-use anyhow::{Context, bail};
+use anyhow::bail;
+use support::yjs::run;
 use support::*;
-
-/// Bounds one Node run; the script bounds each of its waits far below this.
-const NODE_PATIENCE: Duration = Duration::from_secs(120);
-
-fn node_project() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/yjs")
-}
 
 /// Runs `scenario` on `document` with the Node driver; fails with its output unless it
 /// reports success.
@@ -36,95 +24,7 @@ fn scenario_with_pauses(
     document: &str,
     act: impl FnMut(&str) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    scenario_with_tokens(server, scenario, document, "{}", act)
-}
-
-/// Like [`scenario_with_pauses`], with access tokens by role (JSON) for the script.
-fn scenario_with_tokens(
-    server: &Server,
-    scenario: &str,
-    document: &str,
-    tokens: &str,
-    mut act: impl FnMut(&str) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let project = node_project();
-    if !project.join("node_modules/y-websocket").is_dir() {
-        bail!(
-            "{} is missing: run `npm ci --prefix tests/yjs` (from the repository root) first",
-            project.join("node_modules").display()
-        );
-    }
-    let mut child = Command::new("node")
-        .arg(project.join("scenarios.mjs"))
-        .arg(server.url(0, "/ws/yjs"))
-        .arg(scenario)
-        .arg(document)
-        .arg(tokens)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot run `node` (Node.js 20 or later must be on PATH)")?;
-    // Read both pipes on threads so that a chatty child never blocks on a full pipe; the
-    // pauses come through a channel.
-    let mut stdin = child.stdin.take().expect("piped");
-    let out = child.stdout.take().expect("piped");
-    let mut err = child.stderr.take().expect("piped");
-    let (pauses, paused) = mpsc::channel();
-    let stdout = std::thread::spawn(move || {
-        // Byte lines, so that nothing the script prints can stop the reading.
-        let mut s = String::new();
-        for line in BufReader::new(out).split(b'\n').map_while(Result::ok) {
-            let line = String::from_utf8_lossy(&line);
-            if let Some(why) = line.strip_prefix("pause: ") {
-                let _ = pauses.send(why.to_owned());
-            }
-            s.push_str(&line);
-            s.push('\n');
-        }
-        s
-    });
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + NODE_PATIENCE;
-    let outcome = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(status),
-            Ok(None) => {}
-            Err(e) => break Err(anyhow::Error::from(e)),
-        }
-        if Instant::now() > deadline {
-            break Err(anyhow::anyhow!("did not finish within {NODE_PATIENCE:?}"));
-        }
-        match paused.recv_timeout(Duration::from_millis(20)) {
-            Ok(why) => {
-                let acted = act(&why).and_then(|()| Ok(stdin.write_all(b"go\n")?));
-                if let Err(e) = acted {
-                    break Err(e.context(format!("at the pause {why:?}")));
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            // Its stdout is closed: the script is ending; wait for it without spinning.
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    };
-    if outcome.is_err() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    eprint!("[node {scenario}] {stdout}{stderr}");
-    match outcome {
-        Err(e) => bail!("scenario {scenario}: {e:#}\n{stdout}{stderr}"),
-        Ok(s) if s.success() && stdout.contains(&format!("ok {scenario}:")) => Ok(()),
-        Ok(s) => bail!("scenario {scenario} failed ({s}):\n{stdout}{stderr}"),
-    }
+    run(server, scenario, document, &serde_json::json!({}), act).map(drop)
 }
 
 #[test]
@@ -145,11 +45,15 @@ fn a_viewer_follows_the_document_but_its_edits_are_refused() -> anyhow::Result<(
         )
         .unwrap()
     };
-    let tokens =
-        serde_json::json!({"editor": token("editor"), "viewer": token("viewer")}).to_string();
-    scenario_with_tokens(&server, "viewer", "shared", &tokens, |why| {
-        bail!("the viewer scenario paused ({why})")
-    })
+    let tokens = serde_json::json!({"editor": token("editor"), "viewer": token("viewer")});
+    run(
+        &server,
+        "viewer",
+        "shared",
+        &serde_json::json!({ "tokens": tokens }),
+        |why| bail!("the viewer scenario paused ({why})"),
+    )
+    .map(drop)
 }
 
 #[test]

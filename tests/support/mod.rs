@@ -9,6 +9,7 @@ pub mod postgres;
 pub mod receiver;
 pub mod streaming;
 pub mod tokens;
+pub mod yjs;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -1,6 +1,7 @@
-//! A client that streams numbered chat lines until the server closes its socket, and
-//! says which lines it sent before it saw the close: those are the lines a drain must
-//! keep (the server applies what a client sends until that client's own close frame).
+//! A client that streams numbered chat lines (or any numbered text messages) until the
+//! server closes its socket, and says which lines it sent before it saw the close: those
+//! are the lines a drain must keep (the server applies what a client sends until that
+//! client's own close frame).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -41,11 +42,23 @@ impl Stream {
 
     /// Like [`Stream::start`], numbering from `first`.
     pub fn start_at(ws: Ws, prefix: &str, first: usize, every: Duration) -> Stream {
+        let prefix = prefix.to_owned();
+        Self::start_with(ws, first, every, move |n| format!("{prefix}{n}"))
+    }
+
+    /// Like [`Stream::start_at`], sending `message(n)` as message `n` (called once for
+    /// each n, in order).
+    pub fn start_with(
+        ws: Ws,
+        first: usize,
+        every: Duration,
+        message: impl FnMut(usize) -> String + Send + 'static,
+    ) -> Stream {
         let sent = Arc::new(AtomicUsize::new(first));
         let stop = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(stream(
             ws,
-            prefix.to_owned(),
+            Box::new(message),
             every,
             sent.clone(),
             stop.clone(),
@@ -91,9 +104,12 @@ impl Stream {
     }
 }
 
+/// Makes message `n` of a stream.
+type MakeMessage = Box<dyn FnMut(usize) -> String + Send>;
+
 async fn stream(
     ws: Ws,
-    prefix: String,
+    mut message: MakeMessage,
     every: Duration,
     sent: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -130,11 +146,7 @@ async fn stream(
             by_client = sink.send(Message::Close(None)).await.is_ok();
             break;
         }
-        if sink
-            .send(Message::text(format!("{prefix}{n}")))
-            .await
-            .is_err()
-        {
+        if sink.send(Message::text(message(n))).await.is_err() {
             break;
         }
         n += 1;

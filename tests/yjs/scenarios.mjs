@@ -1,7 +1,11 @@
-// Scenario driver for tests/yjs.rs: unmodified yjs + y-websocket clients against a running
-// wasmroom serving the yjs plugin.
+// Scenario driver for tests/yjs.rs and tests/journal_consumers.rs (run by
+// tests/support/yjs.rs): unmodified yjs + y-websocket clients against a running wasmroom
+// serving the yjs plugin.
 //
-//   node tests/yjs/scenarios.mjs ws://127.0.0.1:PORT/ws/yjs SCENARIO DOCUMENT
+//   node tests/yjs/scenarios.mjs ws://127.0.0.1:PORT/ws/yjs SCENARIO DOCUMENT [PARAMS]
+//
+// PARAMS (JSON): `tokens` (access tokens by role, for servers that want them) and what a
+// scenario reads (`killAfter`).
 //
 // Prints `ok SCENARIO: ...` and exits 0, or prints `FAIL SCENARIO: reason` and exits 1.
 // Every wait is on an event or a condition, bounded by TIMEOUT_MS; nothing sleeps.
@@ -15,11 +19,12 @@ import WebSocket from 'ws'
 
 const TIMEOUT_MS = 15000
 
-const [serverUrl, scenario, docName, tokensJson] = process.argv.slice(2)
+const [serverUrl, scenario, docName, paramsJson] = process.argv.slice(2)
+const params = JSON.parse(paramsJson ?? '{}')
 /** Access tokens by role (`{"editor": "...", "viewer": "..."}`), for servers that want them. */
-const tokens = JSON.parse(tokensJson ?? '{}')
+const tokens = params.tokens ?? {}
 if (!serverUrl || !scenario || !docName) {
-  console.error('usage: node scenarios.mjs ws://HOST:PORT/ws/yjs SCENARIO DOCUMENT')
+  console.error('usage: node scenarios.mjs ws://HOST:PORT/ws/yjs SCENARIO DOCUMENT [PARAMS]')
   process.exit(2)
 }
 
@@ -47,8 +52,8 @@ const until = (what, check, subscribe) => new Promise((resolve, reject) => {
 let driverLines = null
 
 /**
- * Asks the test driver (tests/yjs.rs) to act on the server: prints `pause: WHY` and waits
- * for it to answer `go` on stdin once it is done.
+ * Asks the test driver (tests/support/yjs.rs) to act on the server: prints `pause: WHY` and
+ * waits for it to answer `go` on stdin once it is done.
  */
 const pause = async (why) => {
   driverLines ??= createInterface({ input: process.stdin })[Symbol.asyncIterator]()
@@ -323,6 +328,48 @@ const scenarios = {
     }
     d.destroy()
     return 'both phases survived'
+  },
+
+  // kill -9, phase 1 (journal mode): a writer pushes numbered items, one update each,
+  // every 2 ms; once the reader has seen `params.killAfter` of them, the driver kills the
+  // server. Prints the items the reader held when its socket ended (JSON). Neither client
+  // reconnects: it would bring its items back to the restarted server and hide a loss.
+  async 'kill-stream' () {
+    const writer = await new Client('writer').connect()
+    const reader = await new Client('reader').connect()
+    let readerGone = false
+    for (const c of [writer, reader]) {
+      c.provider.on('connection-close', () => {
+        c.provider.shouldConnect = false
+        if (c === reader) readerGone = true
+      })
+    }
+    const items = writer.doc.getArray('items')
+    let n = 0
+    const writing = setInterval(() => {
+      if (writer.provider.wsconnected) items.push([`item ${n++}`])
+    }, 2)
+    await reader.docUntil(`${params.killAfter} items`, () => reader.items.length >= params.killAfter)
+    await pause('kill the server')
+    await until("the reader's socket to end", () => readerGone,
+      (f) => { reader.provider.on('connection-close', f); return () => reader.provider.off('connection-close', f) })
+    clearInterval(writing)
+    const seen = reader.items
+    writer.destroy(); reader.destroy()
+    return JSON.stringify(seen)
+  },
+
+  // kill -9, phase 2 (after the restart): a fresh client's items (JSON), which HTTP GET
+  // agrees with.
+  async 'kill-check' () {
+    const c = await new Client('c').connect()
+    const served = await fetchDoc()
+    const items = JSON.stringify(c.items)
+    if (JSON.stringify(served.getArray('items').toArray()) !== items) {
+      fail(`HTTP GET has ${JSON.stringify(served.getArray('items').toArray())}, the client ${items}`)
+    }
+    c.destroy()
+    return items
   }
 }
 
