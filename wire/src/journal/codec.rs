@@ -183,7 +183,9 @@ pub fn decode(body: &[u8]) -> Result<Entry, FrameError> {
         _ => return Err(FrameError::Invalid("unknown record kind")),
     };
     if version != record.version() {
-        return Err(FrameError::Invalid("a record in another version than its kind's"));
+        return Err(FrameError::Invalid(
+            "a record in another version than its kind's",
+        ));
     }
     if !r.0.is_empty() {
         return Err(FrameError::Invalid("trailing bytes"));

@@ -158,7 +158,10 @@ fn bodies_are_canonical_and_versioned() {
     let body = encode(e);
     let mut future = body.clone();
     future[0] = RECORD_VERSION + 1;
-    assert_eq!(decode(&future), Err(FrameError::Version(RECORD_VERSION + 1)));
+    assert_eq!(
+        decode(&future),
+        Err(FrameError::Version(RECORD_VERSION + 1))
+    );
     // A message in the body version of batches: not the one encoding of this entry.
     let mut newer = body.clone();
     newer[0] = RECORD_VERSION;
