@@ -266,3 +266,48 @@ async fn a_document_rebuilt_after_kill_9_is_the_one_that_died() -> anyhow::Resul
     assert_eq!(chat_after, chat_before);
     Ok(())
 }
+
+/// The messages of one read are one input: one record, journaled once the call returns,
+/// that a restart after `kill -9` replays as the same call, from the same clock and
+/// random stream (the probe keeps what it observed in memory only).
+#[tokio::test]
+async fn a_batch_of_messages_is_one_record_and_replays_as_one_call() -> anyhow::Result<()> {
+    use futures_util::SinkExt;
+    let mut server = file_journaled(&["probe"], "probe", "")?;
+    let addr = server.addr(0);
+    let mut ws = server.connect(0, "/ws/probe/batched").await?;
+    // An output leaves only once its record is durable: counted by then.
+    send_text(&mut ws, "id").await?;
+    recv_text(&mut ws).await?;
+    let records = metric(addr, "wasmroom_journal_records_total", &[]).await?;
+    for text in ["note one", "note-observed", "note two", "batch"] {
+        ws.feed(Message::text(text)).await?;
+    }
+    ws.flush().await?;
+    assert_eq!(recv_text(&mut ws).await?, "batch 4");
+    let after = metric(addr, "wasmroom_journal_records_total", &[]).await?;
+    assert_eq!(after - records, 1.0, "four messages, one record");
+    send_text(&mut ws, "notes").await?;
+    let before = recv_text(&mut ws).await?;
+    assert!(
+        before.starts_with("one,") && before.ends_with(",two"),
+        "{before}"
+    );
+    server.kill9()?;
+    let server = server.restart()?;
+    let mut ws = server.connect(0, "/ws/probe/batched").await?;
+    send_text(&mut ws, "notes").await?;
+    assert_eq!(
+        recv_text(&mut ws).await?,
+        before,
+        "the same notes, the same draws"
+    );
+    let replayed = metric(
+        server.addr(0),
+        "wasmroom_guest_call_seconds_count",
+        &["export=\"on-messages\""],
+    )
+    .await?;
+    assert_eq!(replayed, 1.0, "replayed as one call");
+    Ok(())
+}
