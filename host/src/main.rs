@@ -418,16 +418,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 for note in notes {
                     println!("{}: note: {note}", file.display());
                 }
-                let batched = if plugin.takes_batches() {
-                    "batched-"
-                } else {
-                    ""
-                };
                 println!(
-                    "{}: ok: plugin '{}', version {}, implements wasmroom:consumer/{batched}room and passed its trial run",
+                    "{}: ok: plugin '{}', version {}, implements wasmroom:consumer/{} and passed its trial run",
                     file.display(),
                     plugin.name,
-                    plugin.version
+                    plugin.version,
+                    plugin.world()
                 );
                 Ok(())
             }

@@ -129,6 +129,15 @@ impl Plugin {
     pub fn takes_batches(&self) -> bool {
         self.batch.is_some()
     }
+
+    /// The WIT world it implements: `batched-room` with `on-messages`, else `room`.
+    pub fn world(&self) -> &'static str {
+        if self.takes_batches() {
+            "batched-room"
+        } else {
+            "room"
+        }
+    }
 }
 
 /// The optional `batch` export's name, as `bindgen!` looks it up (any 0.1.x with it is
