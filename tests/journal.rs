@@ -266,6 +266,39 @@ async fn a_consumer_that_traps_keeps_its_document_and_its_other_sockets() -> any
     Ok(())
 }
 
+/// A batch (a read's messages in one `on-messages` call, Rust SDK) that traps is one
+/// input: it is refused whole, only its sender hears of it, and the document goes on.
+#[tokio::test]
+async fn a_batch_that_traps_is_refused_whole_and_the_document_goes_on() -> anyhow::Result<()> {
+    use futures_util::SinkExt;
+    let server = file_journaled(&["probe"], "probe", "")?;
+    let mut a = server.connect(0, "/ws/probe/batch-trap").await?;
+    let mut b = server.connect(0, "/ws/probe/batch-trap").await?;
+    send_text(&mut a, "note one").await?;
+    for text in ["note two", "panic", "note three"] {
+        b.feed(Message::text(text)).await?;
+    }
+    b.flush().await?;
+    let (code, reason) = expect_close(&mut b).await?;
+    assert_eq!(
+        (code, reason.as_str()),
+        (
+            1011,
+            "the consumer failed on this input; it was not applied"
+        )
+    );
+    send_text(&mut a, "notes").await?;
+    assert_eq!(
+        recv_text(&mut a).await?,
+        "one",
+        "the batch was refused whole"
+    );
+    let kept = ["plugin=\"probe\"", "outcome=\"kept\""];
+    let rebuilds = metric(server.addr(0), "wasmroom_journal_rebuilds_total", &kept).await?;
+    assert_eq!(rebuilds, 1.0);
+    Ok(())
+}
+
 /// A rebuild is bounded: a document that keeps trapping is rebuilt a few times a minute,
 /// then crashes as in checkpoint mode (every socket closed with 1011), and reopens from
 /// its journal.
@@ -332,5 +365,50 @@ async fn a_document_rebuilt_after_kill_9_is_the_one_that_died() -> anyhow::Resul
     assert_eq!(recv_text(&mut probe).await?, before);
     let (_, chat_after) = http(server.addr(0), "GET", "/docs/chat/same", b"").await?;
     assert_eq!(chat_after, chat_before);
+    Ok(())
+}
+
+/// The messages of one read are one input: one record, journaled once the call returns,
+/// that a restart after `kill -9` replays as the same call, from the same clock and
+/// random stream (the probe keeps what it observed in memory only).
+#[tokio::test]
+async fn a_batch_of_messages_is_one_record_and_replays_as_one_call() -> anyhow::Result<()> {
+    use futures_util::SinkExt;
+    let mut server = file_journaled(&["probe"], "probe", "")?;
+    let addr = server.addr(0);
+    let mut ws = server.connect(0, "/ws/probe/batched").await?;
+    // An output leaves only once its record is durable: counted by then.
+    send_text(&mut ws, "id").await?;
+    recv_text(&mut ws).await?;
+    let records = metric(addr, "wasmroom_journal_records_total", &[]).await?;
+    for text in ["note one", "note-observed", "note two", "batch"] {
+        ws.feed(Message::text(text)).await?;
+    }
+    ws.flush().await?;
+    assert_eq!(recv_text(&mut ws).await?, "batch 4");
+    let after = metric(addr, "wasmroom_journal_records_total", &[]).await?;
+    assert_eq!(after - records, 1.0, "four messages, one record");
+    send_text(&mut ws, "notes").await?;
+    let before = recv_text(&mut ws).await?;
+    assert!(
+        before.starts_with("one,") && before.ends_with(",two"),
+        "{before}"
+    );
+    server.kill9()?;
+    let server = server.restart()?;
+    let mut ws = server.connect(0, "/ws/probe/batched").await?;
+    send_text(&mut ws, "notes").await?;
+    assert_eq!(
+        recv_text(&mut ws).await?,
+        before,
+        "the same notes, the same draws"
+    );
+    let replayed = metric(
+        server.addr(0),
+        "wasmroom_guest_call_seconds_count",
+        &["export=\"on-messages\""],
+    )
+    .await?;
+    assert_eq!(replayed, 1.0, "replayed as one call");
     Ok(())
 }

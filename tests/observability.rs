@@ -153,10 +153,11 @@ async fn metrics_count_known_traffic_exactly() -> anyhow::Result<()> {
             &[("plugin", "relay"), ("export", export)],
         )
     };
-    assert_eq!(
-        (calls("open"), calls("on-connect"), calls("on-message")),
-        (1.0, 2.0, 4.0)
-    );
+    assert_eq!((calls("open"), calls("on-connect")), (1.0, 2.0));
+    // Four messages, one call each, unless the host read some of them together: then
+    // those are one `on-messages` call (the relay is built with the Rust SDK).
+    let message_calls = calls("on-message") + calls("on-messages");
+    assert!((1.0..=4.0).contains(&message_calls), "{message_calls}");
     assert_eq!(m.sum("wasmroom_reloads_total", &[("plugin", "relay")]), 1.0);
     let moved = m.sum("wasmroom_handed_over_total", &[]);
     assert_eq!(moved, m.sum("wasmroom_adopted_total", &[]));

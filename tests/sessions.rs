@@ -363,3 +363,36 @@ async fn a_message_whose_record_fails_is_never_acknowledged() -> anyhow::Result<
     }
     Ok(())
 }
+
+/// Numbered messages of one read reach the consumer in one call (the probe says how
+/// many its call held), each once: a resend of one waiting in the batch is dropped, and
+/// the read is acknowledged once, up to its last message.
+#[tokio::test]
+async fn numbered_messages_of_one_read_are_one_call_and_one_acknowledgement() -> anyhow::Result<()>
+{
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = Server::start(&["probe"], 1, &[])?;
+    let mut ws = session_socket(&server, "/ws/probe/batched").await?;
+    hello(&mut ws).await?;
+    for frame in ["1:note a", "2:note b", "2:note b", "3:batch", "4:notes"] {
+        ws.feed(Message::text(frame)).await?;
+    }
+    ws.flush().await?;
+    let mut heard = Vec::new();
+    loop {
+        match next(&mut ws).await? {
+            FromHost::Ack(n) => {
+                assert_eq!(n, 4, "one acknowledgement, of the last, after {heard:?}");
+                break;
+            }
+            FromHost::Data(n, text) => heard.push((n, text)),
+        }
+    }
+    assert_eq!(
+        heard,
+        [(1, "batch 4".to_owned()), (2, "a,b".to_owned())],
+        "one call of four messages, the resend dropped"
+    );
+    Ok(())
+}

@@ -11,7 +11,8 @@
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use wasmroom_wire::journal::{
-    Entry, FRAME_HEADER_LEN, Frames, Record, SEGMENT_HEADER_LEN, SegmentHeader, Stop, frame,
+    Entry, FRAME_HEADER_LEN, Frames, Payload, Record, SEGMENT_HEADER_LEN, SegmentHeader, Stop,
+    frame,
 };
 
 fn check_frames(bytes: &[u8]) {
@@ -37,8 +38,19 @@ fn check_header(bytes: &[u8]) {
     }
 }
 
+/// A message's payload: a text one is UTF-8, its data comes from a string.
+fn payload(u: &mut Unstructured<'_>) -> arbitrary::Result<Payload> {
+    let text: bool = u.arbitrary()?;
+    let data = if text {
+        String::arbitrary(u)?.into_bytes()
+    } else {
+        u.arbitrary()?
+    };
+    Ok(Payload { text, data })
+}
+
 fn record(u: &mut Unstructured<'_>) -> arbitrary::Result<Record> {
-    Ok(match u.int_in_range(0..=7u8)? {
+    Ok(match u.int_in_range(0..=8u8)? {
         0 => Record::Open {
             seed: u.arbitrary()?,
             next_connection_id: u.arbitrary()?,
@@ -58,17 +70,22 @@ fn record(u: &mut Unstructured<'_>) -> arbitrary::Result<Record> {
             accepted: u.arbitrary()?,
         },
         3 => {
-            // A text message is UTF-8: its data comes from a string.
-            let text: bool = u.arbitrary()?;
-            let data = if text {
-                String::arbitrary(u)?.into_bytes()
-            } else {
-                u.arbitrary()?
-            };
+            let Payload { text, data } = payload(u)?;
             Record::Message {
                 connection: u.arbitrary()?,
                 text,
                 data,
+            }
+        }
+        7 => {
+            // A batch is never empty.
+            let mut messages = vec![payload(u)?];
+            while u.arbitrary()? {
+                messages.push(payload(u)?);
+            }
+            Record::Messages {
+                connection: u.arbitrary()?,
+                messages,
             }
         }
         4 => Record::Disconnect {

@@ -423,10 +423,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{}: note: {note}", file.display());
                 }
                 println!(
-                    "{}: ok: plugin '{}', version {}, implements wasmroom:consumer/room and passed its trial run",
+                    "{}: ok: plugin '{}', version {}, implements wasmroom:consumer/{} and passed its trial run",
                     file.display(),
                     plugin.name,
-                    plugin.version
+                    plugin.version,
+                    plugin.world()
                 );
                 Ok(())
             }

@@ -22,8 +22,8 @@
 //
 // Build with componentize-qjs 0.4.5 (package.json here pins it) and `--sync`; see README.md.
 
-import host from "wasmroom:consumer/host@0.1.1";
-import context from "wasmroom:consumer/context@0.1.1";
+import host from "wasmroom:consumer/host@0.1.2";
+import context from "wasmroom:consumer/context@0.1.2";
 
 /** Why the host refused a request: `kind` is "unknown-connection", "closing",
  * "too-large", "too-many-timers" or "invalid-close-code"; `limit` the limit broken (bytes

@@ -23,7 +23,10 @@
 //!   u32            body length
 //!   u32            CRC-32 (crc32fast, IEEE) of the body
 //!   body:
-//!     u8           record format version (1)
+//!     u8           record format version: 2 for a `Messages` entry, 1 for the others
+//!                  (a body of another version, or a kind in the other version, is refused:
+//!                  one encoding per entry, and a build that reads only version 1 reads
+//!                  every journal without batches)
 //!     str          plugin            (str: u32 length + UTF-8)
 //!     str          document
 //!     u64          incarnation
@@ -31,11 +34,17 @@
 //!     u64          clock_ms
 //!     u8           record kind, then its fields in declaration order
 //!                  (bytes: u32 length + bytes; list: u32 count + items; bool: u8 0|1;
-//!                   option: u8 0|1 + value; seed and hash: 32 bytes)
+//!                   option: u8 0|1 + value; seed and hash: 32 bytes): 1 Open,
+//!                  2 Settings, 3 Connect, 4 Message, 5 Disconnect, 6 Timer, 7 Request,
+//!                  8 Checkpoint, 9 Messages (a list of at least one payload: bool text,
+//!                  bytes data)
 //! ```
 
-/// The version of a frame body this build writes and reads.
-pub const RECORD_VERSION: u8 = 1;
+/// The newest version of a frame body this build writes and reads: version 2 added
+/// [`Record::Messages`], the only kind written as version 2 (see [`Record::version`]).
+pub const RECORD_VERSION: u8 = 2;
+/// The version of every other record's body.
+pub const RECORD_VERSION_1: u8 = 1;
 /// The version of a segment header this build writes and reads.
 pub const SEGMENT_VERSION: u8 = 1;
 /// A segment file's first bytes.
@@ -114,6 +123,15 @@ pub enum Record {
         /// The payload.
         data: Vec<u8>,
     },
+    /// `on-messages(connection, messages)` (WIT 0.1.2): the messages of one read of a
+    /// connection in one call, all that the call was given (the consumer may have stopped
+    /// early; a replay gives it the same list and it stops there again). Never empty.
+    Messages {
+        /// The connection.
+        connection: u64,
+        /// The messages, in order.
+        messages: Vec<Payload>,
+    },
     /// `on-disconnect(connection, code)`.
     Disconnect {
         /// The connection.
@@ -150,6 +168,26 @@ pub enum Record {
     },
 }
 
+/// One message of a [`Record::Messages`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    /// Whether it is `text` (then `data` is UTF-8) or `binary`.
+    pub text: bool,
+    /// The payload.
+    pub data: Vec<u8>,
+}
+
+impl Record {
+    /// The body version this record is written in: the oldest that holds its kind, so
+    /// that journals without batches stay readable by builds that predate them.
+    pub fn version(&self) -> u8 {
+        match self {
+            Record::Messages { .. } => RECORD_VERSION,
+            _ => RECORD_VERSION_1,
+        }
+    }
+}
+
 /// Why bytes are not a frame or an entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -160,7 +198,7 @@ pub enum FrameError {
     #[error("checksum mismatch")]
     Checksum,
     /// A body or header of a version this build does not read.
-    #[error("format version {0}; this build reads version 1")]
+    #[error("format version {0}; this build reads versions 1 and 2")]
     Version(u8),
     /// The body passed its CRC but is not an entry.
     #[error("invalid entry: {0}")]

@@ -15,7 +15,7 @@ use crate::guest::context::PluginSettings;
 use crate::guest::engine::{Slot, deadline_ticks};
 use crate::guest::plugin::Plugin;
 use crate::guest::random::Seed;
-use crate::guest::{CallStart, GuestState, Room};
+use crate::guest::{Batch, CallStart, GuestState, Room};
 use crate::metrics::PluginMetrics;
 
 /// What the config gives each document of a plugin: the limits it applies to its
@@ -68,6 +68,8 @@ pub struct Instance {
     /// The store: the guest's state and the host's per-document state.
     pub store: Store<GuestState>,
     room: Room,
+    /// Its `on-messages`, if the consumer exports it (WIT 0.1.2).
+    batch: Option<Batch>,
     /// Its place in the instance pool, given back with it.
     _slot: Slot,
 }
@@ -106,7 +108,7 @@ impl Instance {
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(limits.deadline_ticks);
-        let room = plugin.pre.instantiate(&mut store).map_err(|e| {
+        let (room, batch) = plugin.instantiate(&mut store).map_err(|e| {
             if e.chain()
                 .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
             {
@@ -118,6 +120,7 @@ impl Instance {
         let mut instance = Instance {
             store,
             room,
+            batch,
             _slot: slot,
         };
         let started = Instant::now();
@@ -143,9 +146,17 @@ impl Instance {
     /// Drops the instance and keeps its place in the pool, for the instance that
     /// replaces it.
     pub fn into_slot(self) -> Slot {
-        let Instance { store, room, _slot } = self;
+        let Instance {
+            store, room, _slot, ..
+        } = self;
         drop((room, store));
         _slot
+    }
+
+    /// The consumer's `on-messages`, if it exports it: a handle to pass into a call's
+    /// closure, which sees only the `room` world's exports.
+    pub fn batch(&self) -> Option<Batch> {
+        self.batch.clone()
     }
 
     /// Runs one guest call from `start` with the deadline armed. A panic in a host

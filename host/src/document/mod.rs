@@ -1,5 +1,6 @@
 //! One live document, knowing nothing of lanes or sockets: [`live`] (the document, its
-//! guest calls and their effects, traps), [`open`] (its instance created and opened), [`connections`] (the ids it gives, joining and
+//! guest calls and their effects, traps), [`batch`] (a connection's messages of one read in
+//! one call), [`open`] (its instance created and opened), [`connections`] (the ids it gives, joining and
 //! leaving), [`lineage`] (its clock, random seed and connection-id counter: what each
 //! call starts from), [`instance`] (its consumer instance and the deadline), [`outbox`]
 //! (a connection's bounded queue of frames), [`state`] (snapshot, restore, migration to
@@ -8,6 +9,7 @@
 //! and [`error`] (why a document cannot open or serve, and the one answer a client gets
 //! for it).
 
+pub mod batch;
 pub mod connections;
 pub mod effects;
 pub mod error;

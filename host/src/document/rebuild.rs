@@ -51,7 +51,10 @@ impl Document {
             && self.tail.is_some()
             && !self.replaying
             && !self.retired
-            && matches!(what, "on-message" | "on-connect" | "on-request")
+            && matches!(
+                what,
+                "on-message" | "on-messages" | "on-connect" | "on-request"
+            )
             && self.rebuilds.len() < MAX_REBUILDS
     }
 

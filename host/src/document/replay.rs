@@ -159,6 +159,12 @@ impl Document {
                 )
                 .map_err(diverged)?;
             }
+            Record::Messages {
+                connection,
+                messages,
+            } => self
+                .replay_messages(start, *connection, messages)
+                .map_err(diverged)?,
             Record::Disconnect { connection, code } => {
                 self.forget_connection(*connection);
                 self.run(

@@ -28,8 +28,8 @@ pub mod trial;
 pub mod wasi;
 
 pub use bindings::{
-    ConnectInfo, Decision, HostError, HttpRequest, HttpResponse, LogLevel, Message, Rejection,
-    Room, RoomPre,
+    Batch, ConnectInfo, Decision, HostError, HttpRequest, HttpResponse, LogLevel, Message,
+    Rejection, Room, RoomPre,
 };
 pub use host::{frame, truncate_reason, valid_close_code};
 pub use state::{CallStart, Effect, GuestState, MeteredLimits};

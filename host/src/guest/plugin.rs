@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
-use wasmtime::Engine;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
+use wasmtime::{Engine, Store};
 
+use crate::guest::bindings::{Batch, BatchIndices, RoomIndices};
 use crate::guest::engine::Engines;
 use crate::guest::initial_memory::MemorySetup;
 use crate::guest::{GuestState, Room, RoomPre};
@@ -66,6 +67,11 @@ pub struct Plugin {
     pub loaded_at: SystemTime,
     /// Ready-to-instantiate, type-checked component.
     pub pre: RoomPre<GuestState>,
+    /// Where the `room` world's exports are (what `pre` instantiates with).
+    pub(crate) indices: RoomIndices,
+    /// Where its `on-messages` is, if it exports the optional `batch` interface (WIT
+    /// 0.1.2): then the messages of one read of a connection reach it in one call.
+    pub(crate) batch: Option<BatchIndices>,
     /// Live documents on this version, across all lanes.
     pub live: AtomicUsize,
     /// How its instances get their initial memory (which engine compiled it).
@@ -100,6 +106,58 @@ impl LastError {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<str>>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Plugin {
+    /// Instantiates the component in `store`: the `room` world's exports, and the
+    /// `batch` export if it has one (its types are checked here, like the others').
+    pub fn instantiate(
+        &self,
+        store: &mut Store<GuestState>,
+    ) -> wasmtime::Result<(Room, Option<Batch>)> {
+        let instance = self.pre.instance_pre().instantiate(&mut *store)?;
+        let room = self.indices.load(&mut *store, &instance)?;
+        let batch = match &self.batch {
+            Some(batch) => Some(batch.load(&mut *store, &instance)?),
+            None => None,
+        };
+        Ok((room, batch))
+    }
+
+    /// Whether the consumer takes a connection's messages in batches (`on-messages`).
+    pub fn takes_batches(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    /// The WIT world it implements: `batched-room` with `on-messages`, else `room`.
+    pub fn world(&self) -> &'static str {
+        if self.takes_batches() {
+            "batched-room"
+        } else {
+            "room"
+        }
+    }
+}
+
+/// The optional `batch` export's name, as `bindgen!` looks it up (any 0.1.x with it is
+/// found by semver).
+const BATCH_EXPORT: &str = "wasmroom:consumer/batch@0.1.2";
+
+/// Where `pre`'s `batch` export is: `None` if it has none (consumers built against 0.1.0,
+/// 0.1.1, or the `room` world), an error if it has one without `on-messages`.
+fn batch_export(pre: &InstancePre<GuestState>) -> wasmtime::Result<Option<BatchIndices>> {
+    match BatchIndices::new(pre) {
+        Ok(indices) => Ok(Some(indices)),
+        Err(_)
+            if pre
+                .component()
+                .get_export_index(None, BATCH_EXPORT)
+                .is_none() =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -230,12 +288,16 @@ pub(crate) fn load_with(
         reason: format!("{e:#}"),
     };
     let pre = linker.instantiate_pre(&component).map_err(contract)?;
+    let indices = RoomIndices::new(&pre).map_err(contract)?;
+    let batch = batch_export(&pre).map_err(contract)?;
     let pre = RoomPre::new(pre).map_err(contract)?;
     Ok(Some(Plugin {
         name,
         version,
         loaded_at: SystemTime::now(),
         pre,
+        indices,
+        batch,
         live: AtomicUsize::new(0),
         memory: setup,
         last_error: Arc::default(),

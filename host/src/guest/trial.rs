@@ -10,7 +10,8 @@
 //! `on_request` (and does not subclass the generated protocol) into one that raises
 //! `AttributeError`. Only a call shows it. The trial calls, in the order a document sees
 //! them: `open`, `on-connect` (connection 1, as a client with no query, headers or token),
-//! `on-message` (an empty text message), `on-timer` (a timer never set), `on-request`
+//! `on-message` (an empty text message), `on-messages` if it has it (an empty text and an
+//! empty binary message), `on-timer` (a timer never set), `on-request`
 //! (`GET`), `snapshot`, `on-disconnect` (1000); then, as a restart does, `open` and
 //! `restore` of that snapshot in a fresh instance. A trap in any of them fails the check,
 //! as does a `restore` that refuses the
@@ -24,7 +25,9 @@ use crate::config::Config;
 use crate::guest::context::SettingsTable;
 use crate::guest::engine::deadline_ticks;
 use crate::guest::plugin::Plugin;
-use crate::guest::{CallStart, ConnectInfo, Decision, GuestState, HttpRequest, Message, Room};
+use crate::guest::{
+    Batch, CallStart, ConnectInfo, Decision, GuestState, HttpRequest, Message, Room,
+};
 
 /// The trial document's id.
 pub const DOCUMENT: &str = "wasmroom-check";
@@ -74,6 +77,7 @@ pub fn trial(plugin: &Plugin, config: &Config) -> Result<TrialNotes, TrialFailur
 /// One trial instance.
 struct Trial {
     room: Room,
+    batch: Option<Batch>,
     store: Store<GuestState>,
     deadline: u64,
     deadline_ms: u128,
@@ -104,15 +108,13 @@ impl Trial {
         let deadline_ms = config.guest_deadline_for(&plugin.name).as_millis();
         let deadline = deadline_ticks(config.guest_deadline_for(&plugin.name));
         store.set_epoch_deadline(deadline);
-        let room = plugin
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| TrialFailure {
-                hook: "instantiate",
-                reason: format!("{e:#}"),
-            })?;
+        let (room, batch) = plugin.instantiate(&mut store).map_err(|e| TrialFailure {
+            hook: "instantiate",
+            reason: format!("{e:#}"),
+        })?;
         Ok(Trial {
             room,
+            batch,
             store,
             deadline,
             deadline_ms,
@@ -146,6 +148,10 @@ impl Trial {
         if accepted {
             let empty = Message::Text(String::new());
             self.call("on-message", |r, s| r.call_on_message(s, ID, &empty))?;
+            if let Some(batch) = self.batch.clone() {
+                let two = [empty, Message::Binary(Vec::new())];
+                self.call("on-messages", |_, s| batch.call_on_messages(s, ID, &two))?;
+            }
         }
         self.call("on-timer", |r, s| r.call_on_timer(s, u64::MAX >> 11))?;
         let request = HttpRequest {

@@ -12,7 +12,8 @@
 //! The files, in the order a connection meets them: [`run`] (accept loop, commands),
 //! [`connection`] (request head, routing, hand-over, plain HTTP answers), [`requests`]
 //! (`/docs/...` to a document), [`lookup`] (plugin and document for a request), [`upgrade`] (the WebSocket handshake and the consumer's
-//! decision), [`socket`] (a WebSocket after the upgrade), [`sessions`] (sessions that
+//! decision), [`socket`] (a WebSocket after the upgrade), [`batch`] (its messages of one
+//! read grouped into guest calls), [`sessions`] (sessions that
 //! outlive a socket); [`open`] (the document
 //! table), [`housekeeping`] (timers, checkpoints, idle documents), [`crash_loop`],
 //! [`migrate`] (hot reload), [`admin`] (the admin API's requests), [`shutdown`].
@@ -20,6 +21,7 @@
 pub mod address_limit;
 pub mod admin;
 pub mod admission;
+pub mod batch;
 pub mod commands;
 pub mod connection;
 pub mod crash_loop;

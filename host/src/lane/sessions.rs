@@ -217,8 +217,9 @@ pub enum Unframed {
 }
 
 /// Strips a session client's framing from `message` and checks its number against
-/// what `outbox`'s session applied; an `!ack` is handled here.
-pub fn unframe(outbox: &Outbox, message: Message) -> Unframed {
+/// what `outbox`'s session applied and the `waiting` messages after it that wait in a
+/// batch; an `!ack` is handled here.
+pub fn unframe(outbox: &Outbox, message: Message, waiting: u64) -> Unframed {
     let (message, seq) = match message {
         Message::Text(mut text) => match session_frames::client_text(&text) {
             Ok(ClientText::Ack(n)) => {
@@ -239,7 +240,7 @@ pub fn unframe(outbox: &Outbox, message: Message) -> Unframed {
             Err(_) => return Unframed::Refused("malformed session frame"),
         },
     };
-    match outbox.incoming(seq) {
+    match outbox.incoming(seq, waiting) {
         Incoming::Apply => Unframed::Apply(message, seq),
         Incoming::Duplicate => Unframed::Duplicate,
         Incoming::Gap => Unframed::Refused("session message out of sequence"),

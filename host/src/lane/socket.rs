@@ -1,6 +1,8 @@
 //! A WebSocket connection on its lane, after the upgrade: one task per connection that
-//! reads the client's frames and hands each message to the document (one synchronous
-//! guest call), and writes what the connection's outbox holds.
+//! reads the client's frames and hands its messages to the document (synchronous guest
+//! calls: one per message, or one per batch of a read for a consumer that takes batches;
+//! see [`incoming`] and [`crate::lane::batch`]), and writes what the connection's outbox
+//! holds.
 //!
 //! A connection keeps no buffer of its own while it is idle. A read lands in the lane's
 //! read buffer and whole frames are handled where they lie ([`Decoder`] keeps only the
@@ -25,16 +27,17 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 
 use crate::document::DocumentCell;
 use crate::document::outbox::{Ending, Outbox};
-use crate::guest::Message;
 use crate::lane::Lane;
-use crate::lane::sessions::{Session, Unframed, unframe};
-use crate::metrics::{RateLimit, Unapplied};
+use crate::lane::batch::{Bound, Pending};
+use crate::lane::sessions::Session;
 use crate::net::budget::Charge;
 use crate::net::token_bucket::TokenBucket;
+use crate::net::websocket::Decoder;
 use crate::net::websocket::frame::close_payload;
-use crate::net::websocket::{Decoder, Event};
 use crate::store::{Lease, LeaseClock};
 use wasmroom_wire::session as session_frames;
+
+mod incoming;
 
 /// One connection's state, beside the decoder.
 struct Connection<'a> {
@@ -68,6 +71,8 @@ struct Connection<'a> {
     session: Option<&'a Session>,
     /// A client data message was applied (or resent) in this read: acknowledge it.
     ack_due: bool,
+    /// How many messages of a read may go to the consumer in one call.
+    bound: Bound,
 }
 
 /// An upgraded socket, about to be served.
@@ -99,10 +104,14 @@ pub async fn serve(
     let message_timeout = limits.message_timeout();
     let mut decoder = Decoder::new(limits.max_message_bytes);
     let now = Instant::now();
-    let rate = lane
-        .services
-        .config
-        .send_rate_for(&doc.borrow().plugin().name);
+    let (rate, bound) = {
+        let doc = doc.borrow();
+        let config = &lane.services.config;
+        let plugin = &doc.plugin().name;
+        let deadline = config.guest_deadline_for(plugin);
+        let bound = Bound::new(doc.takes_batches(), deadline);
+        (config.send_rate_for(plugin), bound)
+    };
     let stream = Rc::new(stream);
     let writer = stream.clone();
     outbox.attach(Rc::new(move |slices| writer.try_write_vectored(slices)));
@@ -127,6 +136,7 @@ pub async fn serve(
         bytes: TokenBucket::full(rate.bytes.0, rate.bytes.1, now),
         session,
         ack_due: false,
+        bound,
     };
     if !already.is_empty() {
         let mut already = already;
@@ -269,10 +279,24 @@ impl Connection<'_> {
             self.awaiting_pong = false;
             self.ping_at = now + self.lane.services.config.limits.ping_interval();
         }
-        // The clock is read once per read and once after each guest call: a message
-        // is handled at the time the one before it finished.
+        // The clock is read once per read and once after each guest call: a batch of
+        // messages is handled at the time the call before it finished.
         let mut clock = now;
-        let decoded = decoder.feed(bytes, now, |event| clock = self.event(event, clock));
+        let lane = self.lane;
+        let mut buffer = lane.batch_buffer();
+        // A hot reload between two reads may have changed whether the consumer takes
+        // batches (none happens within a read: it runs on this thread, between events).
+        self.bound.consumer(self.doc.borrow().takes_batches());
+        let mut pending = Pending::new(&mut buffer, self.bound);
+        let decoded = decoder.feed(bytes, now, |event| {
+            clock = self.event(event, clock, &mut pending)
+        });
+        // The messages before the end of the read, or before a frame that broke the
+        // protocol, apply.
+        self.hand_over(&mut pending, clock);
+        self.bound = pending.bound;
+        drop(pending);
+        drop(buffer);
         if let Err(e) = decoded {
             let (code, reason) = e.close();
             self.fail_with(code, reason);
@@ -289,125 +313,6 @@ impl Connection<'_> {
             tracing::debug!(lane = self.lane.index, peer = %self.peer, "partial message over the lane's byte budget: closing");
             self.fail_with(1013, "server busy: too many bytes in flight");
         }
-    }
-
-    /// Handles one event from the client that arrived by `now`; returns the clock's
-    /// reading after it (later than `now` if the guest was called).
-    fn event(&mut self, event: Event, now: Instant) -> Instant {
-        if self.fail {
-            // Closing for a broken limit: the rest of this read is not applied.
-            return now;
-        }
-        let size = match &event {
-            Event::Text(text) => text.len(),
-            Event::Binary(bytes) => bytes.len(),
-            Event::Ping(payload) => payload.len(),
-            Event::Pong | Event::Close(_) => 0,
-        };
-        if matches!(event, Event::Ping(_) | Event::Text(_) | Event::Binary(_)) {
-            let broken = if self.messages.take(1.0, now).is_err() {
-                Some(RateLimit::Messages)
-            } else if self.bytes.take(size as f64, now).is_err() {
-                Some(RateLimit::Bytes)
-            } else {
-                None
-            };
-            if let Some(limit) = broken {
-                tracing::debug!(lane = self.lane.index, peer = %self.peer, ?limit, "client sends too fast: closing");
-                self.lane.metrics.rate_limited(limit);
-                self.fail_with(1008, "rate limit exceeded");
-                return now;
-            }
-        }
-        let message = match event {
-            Event::Text(text) => Message::Text(text),
-            Event::Binary(bytes) => Message::Binary(bytes),
-            Event::Ping(payload) => {
-                self.outbox.push(&Frame::Pong(payload.into()));
-                return now;
-            }
-            Event::Pong => return now,
-            Event::Close(close) => {
-                self.client_closed = Some(close.map_or(1005, |(code, _)| code));
-                // The client is leaving: what is still queued for it is dropped, and the
-                // answer to its close is the last frame.
-                self.outbox.finish();
-                return now;
-            }
-        };
-        let (message, seq) = match self.session {
-            None => (message, None),
-            Some(_) => match unframe(self.outbox, message) {
-                Unframed::Apply(message, seq) => (message, Some(seq)),
-                Unframed::Control => return now,
-                Unframed::Duplicate => {
-                    // Applied before the client's last socket broke: acknowledged again.
-                    self.ack_due = true;
-                    return now;
-                }
-                Unframed::Refused(reason) => {
-                    self.fail_with(1002, reason);
-                    return now;
-                }
-            },
-        };
-        if let Some(why) = self.unapplied() {
-            // Read, not applied: counted apart, never as received.
-            self.lane.metrics.unapplied(why);
-            return now;
-        }
-        let metrics = &self.lane.metrics;
-        metrics.messages_in.inc();
-        metrics.bytes_in.inc_by(match &message {
-            Message::Text(t) => t.len(),
-            Message::Binary(b) => b.len(),
-        } as u64);
-        // On an error the outbox is closing with 1011: the document crashed, or (journal
-        // mode) it went on without this message, which is then never acknowledged.
-        let mut doc = self.doc.borrow_mut();
-        if let Some(log) = &self.lane.deliveries {
-            log.applied(self.lease, &doc.plugin().name, doc.id());
-        }
-        let applied = doc.message(self.id, &message, now).is_ok();
-        if applied && let Some(seq) = seq {
-            self.outbox.applied(seq);
-            self.ack_due = true;
-        }
-        doc.last_activity().max(now)
-    }
-
-    /// Why a message that arrives now cannot change the document, if it cannot.
-    fn unapplied(&self) -> Option<Unapplied> {
-        if self.client_closed.is_some() || !self.outbox.takes_input() {
-            // The consumer (or a broken limit) closed the connection: a kicked client
-            // changes nothing more. A connection that closes because its document leaves
-            // still applies what its client sent before its close frame.
-            return Some(Unapplied::Closing);
-        }
-        if self.lane.is_frozen() {
-            // The document's last state is being saved for the shutdown: the client got
-            // 1012 and may send this again after it reconnects.
-            return Some(Unapplied::Shutdown);
-        }
-        {
-            let doc = self.doc.borrow();
-            if doc.is_retired() || doc.is_crashed() {
-                return Some(Unapplied::Moved);
-            }
-        }
-        if let Some(clock) = &self.clock
-            && !clock.holds(self.lease)
-        {
-            // This host may not serve the document any more (its lease lapsed, or it
-            // registered anew): nothing more is applied; the client gets 1012.
-            let key = {
-                let d = self.doc.borrow();
-                (d.plugin().name.clone(), d.id().to_owned())
-            };
-            self.lane.retire(&key, self.doc, "lapsed");
-            return Some(Unapplied::Moved);
-        }
-        None
     }
 
     /// Starts closing with `code` and ends once the close frame is out, without waiting

@@ -11,6 +11,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::config::WebhookEvent;
 use crate::document::{DocumentCell, DocumentConfig, DocumentKey};
+use crate::guest::Message;
 use crate::lane::commands::{Handover, LaneCommand};
 use crate::lane::crash_loop::CrashLoopGuard;
 use crate::lane::delivery_log::DeliveryLog;
@@ -51,6 +52,9 @@ pub struct Lane {
     /// Where every socket of the lane reads into: a connection keeps only the tail of a
     /// frame that has not arrived whole.
     read_buffer: RefCell<Box<[u8]>>,
+    /// Where a read's messages wait for their guest call (`lane::batch`): one for the
+    /// lane, so that no connection keeps one.
+    batch_buffer: RefCell<Vec<Message>>,
     failed_saves: Cell<u64>,
     failed_migrations: Cell<u64>,
     /// This lane's metric handles.
@@ -75,6 +79,7 @@ impl Lane {
             opens: OpenLimiter::new(&services.config.limits),
             incoming: ByteBudget::new(services.config.limits.max_incoming_bytes_per_lane),
             read_buffer: RefCell::new(vec![0; LANE_BUFFER].into_boxed_slice()),
+            batch_buffer: RefCell::new(Vec::new()),
             failed_saves: Cell::new(0),
             failed_migrations: Cell::new(0),
             metrics: services.metrics.lane(index),
@@ -125,6 +130,11 @@ impl Lane {
     /// The lane's read buffer (one task uses it at a time: never held across an await).
     pub fn read_buffer(&self) -> std::cell::RefMut<'_, Box<[u8]>> {
         self.read_buffer.borrow_mut()
+    }
+
+    /// The lane's batch buffer (one task uses it at a time: never held across an await).
+    pub fn batch_buffer(&self) -> std::cell::RefMut<'_, Vec<Message>> {
+        self.batch_buffer.borrow_mut()
     }
 
     /// A charge against this lane's budget for bytes still arriving.

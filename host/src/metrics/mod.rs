@@ -34,10 +34,11 @@ pub use webhook::WebhookMetrics;
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Guest exports, in the order of [`PluginMetrics`]' histograms.
-const EXPORTS: [&str; 8] = [
+const EXPORTS: [&str; 9] = [
     "open",
     "on-connect",
     "on-message",
+    "on-messages",
     "on-disconnect",
     "on-timer",
     "on-request",

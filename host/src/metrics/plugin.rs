@@ -15,7 +15,7 @@ use super::{EXPORTS, Sizes, trap_kind};
 #[derive(Debug, Clone)]
 pub struct PluginMetrics {
     pub(super) plugin: String,
-    pub(super) calls: [Histogram; 8],
+    pub(super) calls: [Histogram; 9],
     pub(super) traps: Family<TrapLabels, Counter>,
     pub(super) memory: Gauge,
     pub(super) memory_largest: Gauge,

@@ -33,6 +33,15 @@ const SDK_CARGO_TOML: &str = include_str!("templates/rust/sdk-Cargo.toml");
 
 /// The SDK's source and manifest, as this wasmroom was built with them.
 const SDK_LIB_RS: &str = include_str!("../../../guest-sdk/src/lib.rs");
+/// Its other source files, by their path in `src/`.
+const SDK_MODULES: [(&str, &str); 3] = [
+    (
+        "export.rs",
+        include_str!("../../../guest-sdk/src/export.rs"),
+    ),
+    ("host.rs", include_str!("../../../guest-sdk/src/host.rs")),
+    ("types.rs", include_str!("../../../guest-sdk/src/types.rs")),
+];
 const SDK_MANIFEST: &str = include_str!("../../../guest-sdk/Cargo.toml");
 
 /// Names cargo refuses for a package, beyond those that are no identifiers.
@@ -113,7 +122,7 @@ pub(super) fn files(name: &str) -> Result<Vec<File>, NewError> {
     let sdk_manifest = SDK_CARGO_TOML
         .replace("{{version}}", env!("CARGO_PKG_VERSION"))
         .replace("{{wit_bindgen}}", wit_bindgen_requirement());
-    Ok(vec![
+    let mut files = vec![
         File::text("Cargo.toml", fill(CARGO_TOML, name)),
         File::text(
             "Cargo.lock",
@@ -126,7 +135,12 @@ pub(super) fn files(name: &str) -> Result<Vec<File>, NewError> {
         File::text("wasmroom-sdk/src/lib.rs", SDK_LIB_RS.to_owned()),
         // The SDK's bindings read `../wit` from its own folder.
         File::text(format!("wit/{WIT_FILE}"), WIT.to_owned()),
-    ])
+    ];
+    files.extend(
+        SDK_MODULES
+            .map(|(path, text)| File::text(format!("wasmroom-sdk/src/{path}"), text.to_owned())),
+    );
+    Ok(files)
 }
 
 /// The SDK's `wit-bindgen = ...` line, so the copy builds with the version it was written
@@ -148,6 +162,7 @@ mod tests {
         let path = |p: &str| files.iter().any(|f| f.path == std::path::Path::new(p));
         assert!(SDK_LIB_RS.contains("path: \"../wit\""));
         assert!(path("wasmroom-sdk/src/lib.rs") && path("wit/consumer.wit"));
+        assert!(path("wasmroom-sdk/src/export.rs") && path("wasmroom-sdk/src/types.rs"));
         let sdk = &files
             .iter()
             .find(|f| f.path.ends_with("wasmroom-sdk/Cargo.toml"))

@@ -1,7 +1,7 @@
 //! The bytes of an entry's body: little-endian, every field in declaration order (the
 //! layout is in the parent module's documentation).
 
-use super::{Entry, FrameError, RECORD_VERSION, Record};
+use super::{Entry, FrameError, Payload, RECORD_VERSION, RECORD_VERSION_1, Record};
 
 const OPEN: u8 = 1;
 const SETTINGS: u8 = 2;
@@ -11,11 +11,12 @@ const DISCONNECT: u8 = 5;
 const TIMER: u8 = 6;
 const REQUEST: u8 = 7;
 const CHECKPOINT: u8 = 8;
+const MESSAGES: u8 = 9;
 
 /// Encodes an entry's body (without the frame's length and CRC).
 pub fn encode(entry: &Entry) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(64 + entry.document.len()));
-    w.u8(RECORD_VERSION);
+    w.u8(entry.record.version());
     w.str(&entry.plugin);
     w.str(&entry.document);
     w.u64(entry.incarnation);
@@ -69,6 +70,18 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
             w.u8(u8::from(*text));
             w.bytes(data);
         }
+        Record::Messages {
+            connection,
+            messages,
+        } => {
+            w.u8(MESSAGES);
+            w.u64(*connection);
+            w.u32(messages.len());
+            for m in messages {
+                w.u8(u8::from(m.text));
+                w.bytes(&m.data);
+            }
+        }
         Record::Disconnect { connection, code } => {
             w.u8(DISCONNECT);
             w.u64(*connection);
@@ -106,7 +119,7 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
 pub fn decode(body: &[u8]) -> Result<Entry, FrameError> {
     let mut r = Reader(body);
     let version = r.u8()?;
-    if version != RECORD_VERSION {
+    if !(RECORD_VERSION_1..=RECORD_VERSION).contains(&version) {
         return Err(FrameError::Version(version));
     }
     let plugin = r.str()?;
@@ -135,15 +148,22 @@ pub fn decode(body: &[u8]) -> Result<Entry, FrameError> {
         },
         MESSAGE => {
             let connection = r.u64()?;
-            let text = r.bool()?;
-            let data = r.bytes()?.to_vec();
-            if text && std::str::from_utf8(&data).is_err() {
-                return Err(FrameError::Invalid("a text message is not UTF-8"));
-            }
+            let Payload { text, data } = r.payload()?;
             Record::Message {
                 connection,
                 text,
                 data,
+            }
+        }
+        MESSAGES => {
+            let connection = r.u64()?;
+            let messages = r.list(|r| r.payload())?;
+            if messages.is_empty() {
+                return Err(FrameError::Invalid("a batch of no messages"));
+            }
+            Record::Messages {
+                connection,
+                messages,
             }
         }
         DISCONNECT => Record::Disconnect {
@@ -162,6 +182,11 @@ pub fn decode(body: &[u8]) -> Result<Entry, FrameError> {
         CHECKPOINT => Record::Checkpoint { hash: r.array()? },
         _ => return Err(FrameError::Invalid("unknown record kind")),
     };
+    if version != record.version() {
+        return Err(FrameError::Invalid(
+            "a record in another version than its kind's",
+        ));
+    }
     if !r.0.is_empty() {
         return Err(FrameError::Invalid("trailing bytes"));
     }
@@ -264,6 +289,14 @@ impl<'a> Reader<'a> {
             out.push(item(self)?);
         }
         Ok(out)
+    }
+    fn payload(&mut self) -> Result<Payload, FrameError> {
+        let text = self.bool()?;
+        let data = self.bytes()?.to_vec();
+        if text && std::str::from_utf8(&data).is_err() {
+            return Err(FrameError::Invalid("a text message is not UTF-8"));
+        }
+        Ok(Payload { text, data })
     }
     fn pairs(&mut self) -> Result<Vec<(String, String)>, FrameError> {
         self.list(|r| Ok((r.str()?, r.str()?)))

@@ -61,6 +61,19 @@ fn every_kind() -> Vec<Entry> {
             code: 1006,
         },
         Record::Timer { id: u64::MAX },
+        Record::Messages {
+            connection: 7,
+            messages: vec![
+                Payload {
+                    text: true,
+                    data: "a ✓".as_bytes().to_vec(),
+                },
+                Payload {
+                    text: false,
+                    data: Vec::new(),
+                },
+            ],
+        },
         Record::Request {
             method: "POST".into(),
             path: "/docs/chat/room/x".into(),
@@ -83,7 +96,7 @@ fn every_kind_round_trips_through_frames() {
     let mut bytes = Vec::new();
     for e in &entries {
         let framed = frame(e);
-        assert_eq!(framed[FRAME_HEADER_LEN], RECORD_VERSION);
+        assert_eq!(framed[FRAME_HEADER_LEN], e.record.version());
         assert_eq!(decode(&framed[FRAME_HEADER_LEN..]).as_ref(), Ok(e));
         assert_eq!(encode(e), framed[FRAME_HEADER_LEN..]);
         bytes.extend_from_slice(&framed);
@@ -144,8 +157,15 @@ fn bodies_are_canonical_and_versioned() {
     let e = &every_kind()[4];
     let body = encode(e);
     let mut future = body.clone();
-    future[0] = 2;
-    assert_eq!(decode(&future), Err(FrameError::Version(2)));
+    future[0] = RECORD_VERSION + 1;
+    assert_eq!(
+        decode(&future),
+        Err(FrameError::Version(RECORD_VERSION + 1))
+    );
+    // A message in the body version of batches: not the one encoding of this entry.
+    let mut newer = body.clone();
+    newer[0] = RECORD_VERSION;
+    assert!(matches!(decode(&newer), Err(FrameError::Invalid(_))));
     let mut trailing = body.clone();
     trailing.push(0);
     assert!(matches!(decode(&trailing), Err(FrameError::Invalid(_))));
@@ -223,4 +243,80 @@ fn the_documented_layout_reads_as_written_by_another_encoder() {
     );
     let frames: Vec<Entry> = Frames::new(&segment[SEGMENT_HEADER_LEN..]).collect();
     assert_eq!(frames, read[..1]);
+}
+
+#[test]
+fn a_batch_of_messages_is_version_2_and_never_empty() {
+    let batch = every_kind()
+        .into_iter()
+        .find(|e| matches!(e.record, Record::Messages { .. }))
+        .expect("every kind has a batch");
+    let body = encode(&batch);
+    assert_eq!(body[0], 2);
+    assert_eq!(decode(&body), Ok(batch.clone()));
+    // The same bytes as version 1: a build without batches would refuse it as such.
+    let mut old = body.clone();
+    old[0] = RECORD_VERSION_1;
+    assert!(matches!(decode(&old), Err(FrameError::Invalid(_))));
+    // Every other kind stays version 1.
+    assert!(
+        every_kind()
+            .iter()
+            .filter(|e| !matches!(e.record, Record::Messages { .. }))
+            .all(|e| encode(e)[0] == 1)
+    );
+    let empty = Entry {
+        record: Record::Messages {
+            connection: 7,
+            messages: Vec::new(),
+        },
+        ..batch.clone()
+    };
+    assert!(matches!(
+        decode(&encode(&empty)),
+        Err(FrameError::Invalid(_))
+    ));
+    let not_utf8 = Entry {
+        record: Record::Messages {
+            connection: 7,
+            messages: vec![Payload {
+                text: true,
+                data: vec![0xc3],
+            }],
+        },
+        ..batch
+    };
+    assert!(matches!(
+        decode(&encode(&not_utf8)),
+        Err(FrameError::Invalid(_))
+    ));
+}
+
+#[test]
+fn a_batch_written_from_the_documented_layout_reads() {
+    // Written by a Python script from the module's documentation, like `every_kind`.
+    let bytes = include_bytes!("../../../fuzz/corpus/journal/messages");
+    let read: Vec<Entry> = Frames::new(bytes).collect();
+    let payload = |text, data: &[u8]| Payload {
+        text,
+        data: data.to_vec(),
+    };
+    assert_eq!(
+        read,
+        [Entry {
+            plugin: "chat".into(),
+            document: "room".into(),
+            incarnation: 1,
+            seq: 5,
+            clock_ms: 1_700_000_000_005,
+            record: Record::Messages {
+                connection: 1,
+                messages: vec![
+                    payload(true, b"one"),
+                    payload(false, &[0, 0xff]),
+                    payload(true, "três".as_bytes()),
+                ],
+            },
+        }]
+    );
 }

@@ -140,10 +140,11 @@ impl Outbox {
         session.floor = session.floor.max(seq.min(session.sent));
     }
 
-    /// What to do with the client's data message `seq`.
-    pub fn incoming(&self, seq: u64) -> Incoming {
+    /// What to do with the client's data message `seq`, when the `waiting` messages after
+    /// the last applied one are read and wait in a batch for their guest call.
+    pub fn incoming(&self, seq: u64, waiting: u64) -> Incoming {
         let session = self.session.borrow();
-        let applied = session.as_ref().map_or(0, |s| s.applied);
+        let applied = session.as_ref().map_or(0, |s| s.applied) + waiting;
         match seq {
             s if s <= applied => Incoming::Duplicate,
             s if s == applied + 1 => Incoming::Apply,
@@ -297,10 +298,14 @@ mod tests {
     #[test]
     fn client_numbers_are_checked() {
         let outbox = session_outbox();
-        assert_eq!(outbox.incoming(2), Incoming::Gap);
-        assert_eq!(outbox.incoming(1), Incoming::Apply);
+        assert_eq!(outbox.incoming(2, 0), Incoming::Gap);
+        assert_eq!(outbox.incoming(1, 0), Incoming::Apply);
         outbox.applied(1);
-        assert_eq!(outbox.incoming(1), Incoming::Duplicate);
-        assert_eq!(outbox.incoming(2), Incoming::Apply);
+        assert_eq!(outbox.incoming(1, 0), Incoming::Duplicate);
+        assert_eq!(outbox.incoming(2, 0), Incoming::Apply);
+        // 2 and 3 read, waiting for their call: the next is 4, 3 is a resend.
+        assert_eq!(outbox.incoming(4, 2), Incoming::Apply);
+        assert_eq!(outbox.incoming(3, 2), Incoming::Duplicate);
+        assert_eq!(outbox.incoming(5, 2), Incoming::Gap);
     }
 }

@@ -12,6 +12,10 @@
 //!   `relay TEXT` (TEXT to every other connection, no answer), `departed`
 //!   (`id:code` of every connection gone, as `on-disconnect` reported them), `spin`
 //!   (never returns), `grow` (allocates without end), `panic`;
+//! - messages that arrive together come in one `on-messages` call (WIT 0.1.2): `batch`
+//!   answers how many its call held (1 through `on-message`); a batch holding
+//!   `drop-rest` is handled up to it and said to be, without closing the connection (a
+//!   consumer bug, which the host answers with 1011); others as the SDK's default does;
 //! - every due timer broadcasts `timer N`; `restore` broadcasts how many connections it sees;
 //! - `log TEXT` logs TEXT as a warning, as it is (control characters included);
 //! - `claims` answers this connection's token claims (`none` without), `setting NAME`
@@ -35,7 +39,7 @@ use wasip2::clocks::{monotonic_clock, wall_clock};
 
 use wasmroom_sdk::{
     Connect, ConnectionId, Consumer, Decision, LogLevel, Message, Request, Response, broadcast,
-    cancel_timer, claims, close, connections, log, send, set_timer, setting,
+    cancel_timer, claims, close, connections, each_message, log, send, set_timer, setting,
 };
 
 struct Probe {
@@ -49,6 +53,8 @@ struct Probe {
     hoard: Vec<Vec<u8>>,
     /// Connections accepted, ever.
     connects: u64,
+    /// How many messages the current call holds.
+    batch: usize,
 }
 
 impl Consumer for Probe {
@@ -65,6 +71,7 @@ impl Consumer for Probe {
             notes: Vec::new(),
             hoard: Vec::new(),
             connects: 0,
+            batch: 1,
         }
     }
 
@@ -112,6 +119,7 @@ impl Consumer for Probe {
             "later" => later(1500),
             "count" => connections().len().to_string(),
             "connects" => self.connects.to_string(),
+            "batch" => format!("batch {}", self.batch),
             other if other.starts_with("relay ") => {
                 let _ = broadcast(Message::Text(other["relay ".len()..].to_owned()), &[from]);
                 return;
@@ -201,6 +209,24 @@ impl Consumer for Probe {
             },
         };
         let _ = send(from, reply);
+    }
+
+    fn on_messages(&mut self, from: ConnectionId, messages: Vec<Message>) -> usize {
+        let dropping = messages
+            .iter()
+            .position(|m| matches!(m, Message::Text(t) if t == "drop-rest"));
+        self.batch = messages.len();
+        let handled = match dropping {
+            Some(at) => {
+                for msg in messages.into_iter().take(at + 1) {
+                    self.on_message(from, msg);
+                }
+                at + 1
+            }
+            None => each_message(self, from, messages),
+        };
+        self.batch = 1;
+        handled
     }
 
     fn on_disconnect(&mut self, conn: ConnectionId, code: u16) {
