@@ -9,12 +9,19 @@
 //     page origin; this script starts demo/backend.mjs, which serves the page and the
 //     tokens: an editor and a viewer open one document, and nothing the viewer does
 //     changes it, in the editor's page or on the server.
+//   node demo/e2e.mjs --cuts N http://PROXY:PORT   (tests/browser.rs drives it)
+//     as the first, the pages through a TCP proxy the caller controls: N times the script
+//     prints `proxy cut K` and waits for `done cut K` on stdin (both pages' sockets cut,
+//     new connections refused), types in both editors, then `proxy heal K`. Both editors
+//     end with every keystroke, y-websocket never saw its socket close (the session
+//     resumed underneath), and the server holds the same text.
 //
 // Prints `ok: ...` and exits 0, or prints `FAIL: reason` and exits 1. Every wait is on a
 // condition (bounded by TIMEOUT_MS); nothing sleeps.
 
 import { existsSync, mkdirSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
+import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { chromium } from 'playwright-core'
 import * as Y from 'yjs'
@@ -26,9 +33,11 @@ const here = dirname(fileURLToPath(import.meta.url))
 
 const args = process.argv.slice(2)
 const viewerMode = args[0] === '--viewer'
-const [base, shotArg] = viewerMode ? args.slice(1) : args
+const cutsMode = args[0] === '--cuts'
+const cuts = cutsMode ? Number(args[1]) : 0
+const [base, shotArg] = viewerMode ? args.slice(1) : cutsMode ? args.slice(2) : args
 if (!base) {
-  console.error('usage: node demo/e2e.mjs http://HOST:PORT [SCREENSHOT.png]\n       node demo/e2e.mjs --viewer http://HOST:PORT')
+  console.error('usage: node demo/e2e.mjs http://HOST:PORT [SCREENSHOT.png]\n       node demo/e2e.mjs --viewer http://HOST:PORT\n       node demo/e2e.mjs --cuts N http://PROXY:PORT')
   process.exit(2)
 }
 const screenshot = resolve(shotArg ?? `${here}/../target/e2e/demo.png`)
@@ -192,6 +201,67 @@ async function editorAndViewer (browser) {
   }
 }
 
+/** Asks the caller to do `what` to the proxy (`cut K`, `heal K`); waits until done. */
+let control
+async function proxy (what) {
+  control ??= createInterface({ input: process.stdin })[Symbol.asyncIterator]()
+  console.log(`proxy ${what}`)
+  const { value, done } = await control.next()
+  if (done || value !== `done ${what}`) throw new Error(`the proxy did not ${what}: ${done ? 'stdin closed' : value}`)
+}
+
+/** How many times `page`'s y-websocket saw its socket close, and its sessions resumed. */
+const counts = (page) => page.evaluate(() => ({ closes: window.closes, resumes: window.demo.resumes.count }))
+
+/** Two editors keep typing while their sockets are cut: nothing is lost or doubled, and
+ * y-websocket never notices. */
+async function throughCuts (browser) {
+  const ann = await open(browser, `${base}/#${doc}`, 'Ann')
+  const bob = await open(browser, `${base}/#${doc}`, 'Bob')
+  for (const page of [ann, bob]) {
+    await page.evaluate(() => {
+      window.closes = 0
+      window.demo.provider.on('connection-close', () => window.closes++)
+    })
+  }
+  // Ann writes the first line, Bob a second one: each keeps its caret in its own line.
+  await ann.locator('#editor .ProseMirror').click()
+  await ann.keyboard.type('Ann:')
+  await shows(bob, 'Bob', 'Ann:')
+  await bob.locator('#editor p').click()
+  await bob.keyboard.press('End')
+  await bob.keyboard.press('Enter')
+  await bob.keyboard.type('Bob:')
+  await shows(ann, 'Ann', 'Ann:\nBob:')
+  let a = 'Ann:'
+  let b = 'Bob:'
+  for (let k = 1; k <= cuts; k++) {
+    await proxy(`cut ${k}`)
+    // Typed while the sockets are down: kept by the session until it resumes.
+    await ann.keyboard.type(` a${k}`)
+    await bob.keyboard.type(` b${k}`)
+    a += ` a${k}`
+    b += ` b${k}`
+    await proxy(`heal ${k}`)
+    for (const [page, name] of [[ann, 'Ann'], [bob, 'Bob']]) {
+      await page.waitForFunction((n) => window.demo.resumes.count >= n, k).catch(async (e) => {
+        throw new Error(`${name}'s session did not resume after cut ${k}: ${JSON.stringify(await counts(page))} (${e.message.split('\n')[0]})`)
+      })
+    }
+    await Promise.all([shows(ann, 'Ann', `${a}\n${b}`), shows(bob, 'Bob', `${a}\n${b}`)])
+  }
+  const expected = `${a}\n${b}`
+  for (const [page, name] of [[ann, 'Ann'], [bob, 'Bob']]) {
+    const { closes, resumes } = await counts(page)
+    if (closes !== 0) throw new Error(`${name}'s y-websocket saw its socket close ${closes} time(s)`)
+    if (resumes < cuts) throw new Error(`${name}'s session resumed ${resumes} time(s), not ${cuts}`)
+    await page.locator('#status[data-status="synced"]').waitFor()
+  }
+  const held = await serverText()
+  if (held !== expected) throw new Error(`the server holds ${JSON.stringify(held)}`)
+  console.log(`ok: through ${cuts} cuts both editors and the server show ${JSON.stringify(expected)}; y-websocket saw no close`)
+}
+
 const browser = await chromium.launch({
   executablePath: CHROMIUM,
   headless: true,
@@ -201,10 +271,11 @@ const browser = await chromium.launch({
     '--disable-background-networking', '--disable-component-update', '--disable-sync']
 })
 try {
-  await (viewerMode ? editorAndViewer(browser) : twoEditors(browser))
+  await (viewerMode ? editorAndViewer(browser) : cutsMode ? throughCuts(browser) : twoEditors(browser))
 } catch (e) {
   console.log(`FAIL: ${e.message}`)
   process.exitCode = 1
 } finally {
   await browser.close()
+  process.stdin.destroy()
 }

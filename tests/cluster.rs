@@ -724,7 +724,9 @@ history = \"100000\"
         let ports = [a_lanes[0].port(), a_lanes[1].port()];
         cluster.hosts[0] = Some(cluster.launch(&["chat"], &ip, &ports)?);
     }
+    // Each document's two joins and its lines at least (a read's lines are one input for a
+    // consumer that takes batches).
     let replayed = metric(b, "wasmroom_journal_replayed_inputs_total", &[]).await?;
-    assert!(replayed >= 20.0 * 20.0, "B replayed {replayed} inputs");
+    assert!(replayed >= 20.0 * 3.0, "B replayed {replayed} inputs");
     Ok(())
 }

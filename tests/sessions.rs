@@ -3,11 +3,15 @@
 //! grace running out), and the official JavaScript client through a TCP proxy that cuts
 //! its connections.
 
+#[path = "sessions/exchange.rs"]
+mod exchange;
 mod support;
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use exchange::{Exchange, Seen};
+use support::fault_proxy::FaultProxy;
 use support::*;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -171,7 +175,7 @@ async fn a_cut_session_resumes_with_what_it_missed_and_nothing_twice() -> anyhow
 #[tokio::test]
 async fn a_resume_takes_over_from_a_socket_the_host_still_serves() -> anyhow::Result<()> {
     let server = Server::start(&["probe"], 1, &[])?;
-    let proxy = support::fault_proxy::FaultProxy::start(server.addr(0))?;
+    let proxy = FaultProxy::start(server.addr(0))?;
     let url = format!("ws://{}/ws/probe/takeover", proxy.addr());
     let mut old = session_socket_at(&url).await?;
     let (id, _) = hello(&mut old).await?;
@@ -241,78 +245,88 @@ const CUTS: usize = 20;
 
 #[tokio::test]
 async fn two_js_clients_lose_and_repeat_nothing_across_twenty_cuts() -> anyhow::Result<()> {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
-
     let server = Server::start(&["probe"], 1, &[])?;
-    let proxy = support::fault_proxy::FaultProxy::start(server.addr(0))?;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    anyhow::ensure!(
-        root.join("clients/js/dist/index.js").exists()
-            && root.join("tests/sessions/node_modules/ws").exists(),
-        "clients/js is not built or tests/sessions not installed: run `cargo xtask test`"
-    );
+    let proxy = FaultProxy::start(server.addr(0))?;
     let url = format!("ws://{}/ws/probe/exchange", proxy.addr());
-    let mut node = Command::new("node")
-        .arg(root.join("tests/sessions/exchange.mjs"))
-        .args([&url, &EXCHANGED.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot run `node` (Node.js 20 or later must be on PATH)")?;
-    let stdout = node.stdout.take().context("no stdout")?;
+    let mut exchange = Exchange::start(&url, EXCHANGED, 0)?;
     // The cuts follow the clients' progress: one every `step` messages received.
     let step = 2 * EXCHANGED / (CUTS + 1);
-    let reader = std::thread::spawn(move || -> anyhow::Result<String> {
-        let mut cuts = 0;
-        for line in std::io::BufReader::new(stdout).lines() {
-            let line = line?;
-            if let Some(n) = line.strip_prefix("progress ") {
-                let n: usize = n.parse()?;
-                if cuts < CUTS && n >= (cuts + 1) * step {
-                    // Mid-stream: a socket that carried messages is open (a line read
-                    // late may come after the last cut, while the clients reconnect).
-                    proxy.wait_for(|c| c.open && c.downstream_bytes > 0, PATIENCE)?;
-                    proxy.cut();
-                    cuts += 1;
-                }
-            } else if let Some(result) = line.strip_prefix("result ") {
-                anyhow::ensure!(cuts == CUTS, "only {cuts} cuts");
-                anyhow::ensure!(
-                    proxy.counters().cut >= CUTS as u64,
-                    "the proxy cut {} connections",
-                    proxy.counters().cut
-                );
-                return Ok(result.to_owned());
-            }
-        }
-        bail!("the scenario ended without a result")
-    });
-    let deadline = std::time::Instant::now() + PATIENCE * 3;
-    while !reader.is_finished() {
-        if std::time::Instant::now() > deadline {
-            let _ = node.kill();
-            bail!("the exchange did not finish in time");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    for cut in 1..=CUTS {
+        exchange
+            .until("the next cut", |s| s.progress >= cut * step)
+            .await?;
+        cut_mid_stream(&proxy)?;
     }
-    let result = reader.join().expect("the reader does not panic")?;
-    let _ = node.wait();
-    let result: serde_json::Value = serde_json::from_str(&result)?;
-    // Every message was acknowledged, and each arrived exactly once, in order.
-    assert_eq!(result["acked"], serde_json::json!([EXCHANGED, EXCHANGED]));
-    for (room, from) in [(0, "b"), (1, "a")] {
-        let expected: Vec<String> = (1..=EXCHANGED).map(|k| format!("{from}:{k}")).collect();
-        assert_eq!(
-            result["received"][room],
-            serde_json::json!(expected),
-            "what room {room} received"
-        );
-    }
-    assert_eq!(result["resets"], 0, "no session was lost");
+    exchange.finish(EXCHANGED).await?;
+    assert!(
+        proxy.counters().cut >= CUTS as u64,
+        "the proxy cut {} connections",
+        proxy.counters().cut
+    );
     // The consumer saw one connection per client (and this question's), not one per
     // socket.
     assert_eq!(ask(&server, "exchange", "connects").await?, "3");
+    Ok(())
+}
+
+/// Cuts every connection once a socket that carried messages is open (mid-stream: a
+/// line read late may come while the clients reconnect).
+fn cut_mid_stream(proxy: &FaultProxy) -> anyhow::Result<()> {
+    proxy.wait_for(|c| c.open && c.downstream_bytes > 0, PATIENCE)?;
+    proxy.cut();
+    Ok(())
+}
+
+/// What the probe's `restore` tells every connection after a hot reload.
+const RESTORED: &str = "restored with 2 connection(s)";
+
+#[tokio::test]
+async fn sessions_survive_hot_reloads_and_cuts_around_them() -> anyhow::Result<()> {
+    let server = Server::start(&["probe"], 1, &[])?;
+    let proxy = FaultProxy::start(server.addr(0))?;
+    let url = format!("ws://{}/ws/probe/reloaded", proxy.addr());
+    let probe = built_plugins_dir().join("probe.wasm");
+    // Each new version says `restored` once to each room.
+    let mut exchange = Exchange::start(&url, EXCHANGED, 2)?;
+    let restored = |n: usize| move |s: &Seen| s.others.iter().all(|o| o.len() >= n);
+
+    exchange.until("some traffic", |s| s.progress >= 20).await?;
+    cut_mid_stream(&proxy)?;
+    // A reload while the messages flow, and a cut right after the new file lands.
+    exchange.until("more traffic", |s| s.progress >= 40).await?;
+    let v1 = plugin_entry(&server, "probe").await?["current"]["version"].clone();
+    deploy(&server, "probe", &rebuilt_as(&probe, "v2")?)?;
+    cut_mid_stream(&proxy)?;
+    let v2 = wait_for_new_version(&server, "probe", &v1, 1).await?["current"]["version"].clone();
+    exchange.until("the first restore", restored(1)).await?;
+    cut_mid_stream(&proxy)?;
+
+    // A reload while both sessions are parked: both cut, and no way back until it is done.
+    exchange
+        .until("traffic on v2", |s| s.progress >= 120)
+        .await?;
+    let first = proxy.wait_for(|c| c.open && c.downstream_bytes > 0, PATIENCE)?;
+    proxy.wait_for(
+        |c| c.open && c.downstream_bytes > 0 && c.id != first.id,
+        PATIENCE,
+    )?;
+    proxy.refuse(true);
+    proxy.cut();
+    deploy(&server, "probe", &rebuilt_as(&probe, "v3")?)?;
+    wait_for_new_version(&server, "probe", &v2, 1).await?;
+    proxy.refuse(false);
+    exchange.until("the second restore", restored(2)).await?;
+    cut_mid_stream(&proxy)?;
+
+    let result = exchange.finish(EXCHANGED).await?;
+    // Each new version saw both sessions' connections, and each room heard so once.
+    assert_eq!(
+        result["others"],
+        serde_json::json!([[RESTORED, RESTORED], [RESTORED, RESTORED]])
+    );
+    // No `on-connect` since the last reload but this question's: every cut after it was
+    // resumed (a session lost would have been a new connection, and a `reset`).
+    assert_eq!(ask(&server, "reloaded", "connects").await?, "1");
     Ok(())
 }
 

@@ -1,11 +1,13 @@
 // The demo page: a collaborative rich-text editor (ProseMirror + y-prosemirror) on the
-// wasmroom `yjs` plugin, through an unmodified y-websocket provider. The document is the
-// address's hash (`/#notes`); see access.js for tokens and roles.
+// wasmroom `yjs` plugin, through an unmodified y-websocket provider whose socket is a
+// wasmroom session (clients/js). The document is the address's hash (`/#notes`); see
+// access.js for tokens and roles.
 
 import 'prosemirror-view/style/prosemirror.css'
 import * as Y from 'yjs'
 import { readAuthMessage } from 'y-protocols/auth'
 import { WebsocketProvider, messageAuth } from 'y-websocket'
+import { SessionWebSocket } from 'wasmroom-client'
 import { mountEditor } from './editor.js'
 import { loadUser, bindUser, showPeers } from './identity.js'
 import { documentName, remember, showDocuments } from './documents.js'
@@ -33,8 +35,32 @@ roleSwitch.addEventListener('change', () => switchRole(roleSwitch.value))
 const ydoc = new Y.Doc()
 const fragment = ydoc.getXmlFragment('prosemirror')
 const user = loadUser()
+
+// ---- the socket: a wasmroom session under y-websocket. A network blip is resumed
+// underneath (y-websocket sees no disconnect; nothing is lost or sent twice); a session the
+// server could not keep surfaces as a close, and y-websocket resyncs as after any drop.
+// With tokens, a fresh one before every connect and resume (sent as a subprotocol), so a
+// reconnect after the token's expiry works.
+
+async function token () {
+  try {
+    return await fetchToken(config.tokens, docName, role, user.name)
+  } catch (e) {
+    $('notice').textContent = e.message
+    $('notice').hidden = false
+    throw e
+  }
+}
+const resumes = { count: 0 }
+class DemoSocket extends SessionWebSocket.with({ getToken: config.tokens ? token : undefined }) {
+  constructor (url, protocols) {
+    super(url, protocols)
+    this.room.on('status', () => showStatus())
+    this.room.on('open', ({ resumed }) => { if (resumed) resumes.count++ })
+  }
+}
 // The provider connects to `${server}/${room}`, i.e. /ws/yjs/{document}.
-const provider = new WebsocketProvider(config.server, encodeURIComponent(docName), ydoc, { connect: false })
+const provider = new WebsocketProvider(config.server, encodeURIComponent(docName), ydoc, { connect: false, WebSocketPolyfill: DemoSocket })
 
 // The server answers a viewer's change with y-protocols' "permission denied" and why:
 // say so on the page (y-websocket itself only logs it).
@@ -50,8 +76,10 @@ provider.messageHandlers[messageAuth] = (_encoder, decoder) => {
 // ---- connection status
 
 const status = $('status')
-const showStatus = () => {
-  const state = provider.wsconnected ? (provider.synced ? 'synced' : 'connected') : (provider.wsconnecting ? 'connecting' : 'disconnected')
+function showStatus () {
+  // While the session reconnects underneath, y-websocket still counts itself connected.
+  const reconnecting = provider?.ws?.room?.status === 'reconnecting'
+  const state = reconnecting ? 'reconnecting' : provider.wsconnected ? (provider.synced ? 'synced' : 'connected') : (provider.wsconnecting ? 'connecting' : 'disconnected')
   status.dataset.status = state
   status.textContent = state
 }
@@ -59,21 +87,6 @@ provider.on('status', showStatus)
 provider.on('sync', showStatus)
 showStatus()
 
-// ---- tokens: a fresh one before each connection, so that a reconnect after the token's
-// expiry works (y-websocket reads `params` whenever it connects).
-
-async function renewToken () {
-  provider.params = { token: await fetchToken(config.tokens, docName, role, user.name) }
-}
-if (config.tokens) {
-  provider.on('connection-close', () => { renewToken().catch((e) => console.warn(e.message)) })
-  try {
-    await renewToken()
-  } catch (e) {
-    $('notice').textContent = e.message
-    $('notice').hidden = false
-  }
-}
 provider.connect()
 
 // ---- who is here, and the editor
@@ -99,4 +112,5 @@ if (readOnly) {
 
 // For the end-to-end test (demo/e2e.mjs): the document and the view, so that it can also
 // change the document as a modified client would, behind the page's back.
-window.demo = { ydoc, fragment, view, provider, Y }
+// `resumes` counts the sessions resumed after a cut.
+window.demo = { ydoc, fragment, view, provider, Y, resumes }

@@ -23,6 +23,9 @@ export interface ConnectOptions {
   getToken?: () => string | undefined | null | Promise<string | undefined | null>;
   /** The WebSocket constructor; default: the global `WebSocket` (browsers, Node 22+). */
   WebSocket?: SocketConstructor;
+  /** Further subprotocols to offer, after the session's and the token's (the consumer
+   * sees them in `on-connect`). */
+  protocols?: string[];
   backoff?: Backoff;
   /** Retry after 1000, 1008, 4000-4999 and HTTP 4xx (401/403...) too. Default false. */
   retryRefusals?: boolean;
@@ -116,6 +119,11 @@ export class Room {
     }
   }
 
+  /** Bytes of the messages not yet acknowledged (sent or waiting to be). */
+  get bufferedBytes(): number {
+    return this.pendingBytes;
+  }
+
   /** Sends `data`; resolves once the host acknowledged it (applied it; in journal mode,
    * made it durable). Rejects when the buffer is full, the session was reset before the
    * acknowledgement, or the room closed. */
@@ -185,6 +193,7 @@ export class Room {
     if (!Ctor) throw new Error("no WebSocket: pass one in the options (Node 20: the `ws` package)");
     const protocols = [SUBPROTOCOL];
     if (token) protocols.push(`wasmroom.token.${token}`);
+    protocols.push(...(this.options.protocols ?? []));
     const url = this.session ? resumeUrl(this.url, this.session, this.received) : this.url;
     this.helloSeen = false;
     let status: number | undefined;

@@ -1,48 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect, SendError } from "../dist/index.js";
-
-/** A scripted WebSocket: the test plays the host. */
-function fakeSockets() {
-  const sockets = [];
-  class FakeSocket {
-    constructor(url, protocols) {
-      this.url = url;
-      this.protocols = protocols;
-      this.sent = [];
-      this.readyState = 0;
-      this.binaryType = "blob";
-      this.onopen = this.onmessage = this.onclose = this.onerror = null;
-      sockets.push(this);
-    }
-    send(data) {
-      this.sent.push(data);
-    }
-    close(code = 1000, reason = "") {
-      this.closed = { code, reason };
-    }
-    // The host's side.
-    hello(id, resumed = false) {
-      this.onmessage({ data: `!hello ${id} ${resumed ? "resumed" : "new"}` });
-    }
-    text(t) {
-      this.onmessage({ data: t });
-    }
-    drop(code = 1006, reason = "") {
-      this.onclose({ code, reason });
-    }
-  }
-  return { FakeSocket, sockets };
-}
-
-const ID = "0123456789abcdef0123456789abcdef";
-const NEW_ID = "fedcba9876543210fedcba9876543210";
-
-/** Waits until `cond()` holds (the client's reconnect timers and token promises). */
-async function until(cond) {
-  for (let i = 0; i < 1000 && !cond(); i++) await new Promise((r) => setTimeout(r, 1));
-  assert.ok(cond(), "condition never held");
-}
+import { fakeSockets, until, ID, NEW_ID } from "./fake-socket.mjs";
 
 const fast = { backoff: { initialMs: 1, maxMs: 2 } };
 

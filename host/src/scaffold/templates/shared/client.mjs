@@ -1,7 +1,9 @@
 // An example client for this consumer: `node client.mjs ws://127.0.0.1:8000/ws/{{name}}/doc1`
 // (Node.js 22 or later: WebSocket is built in; on Node 20, `node --experimental-websocket`).
 // It prints what the server sends, sends one message ("+1"), and leaves once it has seen
-// the count go up.
+// the count go up. A plain WebSocket, to show the protocol; from a page or an app that
+// must ride out reconnects, use wasmroom's official client (clients/js in the wasmroom
+// repository: `connect(url)`, sessions that resume after a network blip).
 if (typeof WebSocket === "undefined") {
   console.error("no WebSocket in this Node.js: use Node 22+, or node --experimental-websocket");
   process.exit(2);
