@@ -540,7 +540,9 @@ async fn replays_to_the_document_that_died(p: &str) -> anyhow::Result<()> {
         &[],
     )
     .await?;
-    assert!(replayed >= 7.0, "{p}: {replayed} inputs replayed");
+    // The two joins and the lines: five inputs, or fewer where lines read together reach
+    // the consumer as one batch (the Rust SDK takes batches).
+    assert!(replayed >= 3.0, "{p}: {replayed} inputs replayed");
     Ok(())
 }
 

@@ -67,17 +67,13 @@ async fn join(server: &Server, plugin: &str, doc: &str, name: &str) -> anyhow::R
     Ok(ws)
 }
 
-/// Sends `lines` from `from`; returns once `to` has seen them (in journal mode: once
-/// they are durable).
+/// Sends `lines` from `from`, each once `to` has seen the one before (in journal mode:
+/// once it is durable), so that each line is an input of its own (lines read together
+/// reach a Rust consumer as one batch, one input).
 async fn say(from: &mut Ws, to: &mut Ws, lines: &[String]) -> anyhow::Result<()> {
     for line in lines {
         send_text(from, line).await?;
-    }
-    let mut seen = 0;
-    while seen < lines.len() {
-        if recv_json(to).await?["type"] == "message" {
-            seen += 1;
-        }
+        while recv_json(to).await?["type"] != "message" {}
     }
     Ok(())
 }
