@@ -7,6 +7,7 @@
     python3 bench/run.py --only reload  # one section (lanes, reload, handover, tokens) again
     python3 bench/run.py --only journal # the relay in checkpoint and journal mode, results/journal.md
     python3 bench/run.py --only pgjournal # chat in journal mode on PostgreSQL, results/pg-journal.md
+    python3 bench/run.py --only relay   # the native floor and wasmroom's relay sweep only, results/relay.md
 
 Peers, each started here and pinned to core 0 (the load generator runs on core 1):
   wasmroom   one lane, the relay plugin
@@ -770,13 +771,51 @@ def plugins_dir_default():
     return ROOT / "plugins"
 
 
+def measure_peers(names, plugins_dir, loads, seconds, results, quick, memory_of=None):
+    """The relay sweep of each peer (the native floor first), its points at fractions of
+    the floor's ceiling, cold opens and, with `memory_of` (documents, connections), memory."""
+    for name in names:
+        print(f"== {name}", flush=True)
+        peer = Peer(name, plugins_dir)
+        try:
+            r = {"sweep": sweep(peer, loads, seconds)}
+            refine(peer, r["sweep"], seconds)
+            r["ceiling"], r["ceiling_is_lower_bound"] = ceiling(r["sweep"])
+            print(f"  ceiling {r['ceiling']:,.0f} deliveries/s"
+                  f"{' (a lower bound: nothing above it failed)' if r['ceiling_is_lower_bound'] else ''}", flush=True)
+            if name == "native":
+                results["native_fractions"] = {str(f): f * r["ceiling"] for f in FRACTIONS}
+            r["at_native_fraction"] = {
+                f: relay_point(peer, x, seconds) for f, x in results.get("native_fractions", {}).items() if x > 0
+            }
+            r["cold"] = loadgen(peer.url, "cold", "--count", "200" if quick else "1000")
+            print(f"  cold open p50 {r['cold']['p50_ms']:.3f} ms p99 {r['cold']['p99_ms']:.3f} ms", flush=True)
+        finally:
+            peer.stop()
+        if memory_of:
+            r["memory"] = memory(name, plugins_dir, *memory_of)
+            print(f"  memory {r['memory']}", flush=True)
+        results["peers"][name] = r
+
+
+def relay_only(quick):
+    """`--only relay`: the native floor and wasmroom's relay sweep in one run, nothing else
+    (results/relay.md): what one guest call per read buys, without the full run's hour."""
+    results = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "peers": {},
+               "memory_setup": "not measured in this run (`--only relay`)"}
+    measure_peers(["native", "wasmroom"], plugins_dir_default(), QUICK_OFFERED if quick else OFFERED,
+                  2 if quick else 4, results, quick=quick)
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer loads, shorter points, smaller memory runs")
     parser.add_argument("--peers", default="wasmroom,native,node-ws,daphne")
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="redo the table and plot from results.json")
-    parser.add_argument("--only", choices=["lanes", "reload", "handover", "tokens", "store", "journal", "pgjournal"],
+    parser.add_argument("--only", choices=["lanes", "reload", "handover", "tokens", "store", "journal", "pgjournal",
+                                           "relay"],
                         help="run one wasmroom section and update results/ (store: the PostgreSQL store, "
                              "results/store.md)")
     args = parser.parse_args()
@@ -786,6 +825,15 @@ def main():
             build()
         import store
         store.main(quick=args.quick)
+        return
+    if args.only == "relay":
+        if not args.no_build:
+            build()
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        r = relay_only(args.quick)
+        (RESULTS / "relay.md").write_text(table(r))
+        (RESULTS / "relay.json").write_text(json.dumps(r, indent=2))
+        print((RESULTS / "relay.md").read_text())
         return
     if args.only == "pgjournal":
         if not args.no_build:
@@ -855,27 +903,7 @@ def main():
         old = json.loads((RESULTS / "results.json").read_text()).get("native_fractions")
         if old:
             results["native_fractions"] = old
-    for name in names:
-        print(f"== {name}", flush=True)
-        peer = Peer(name, plugins_dir)
-        try:
-            r = {"sweep": sweep(peer, loads, seconds)}
-            refine(peer, r["sweep"], seconds)
-            r["ceiling"], r["ceiling_is_lower_bound"] = ceiling(r["sweep"])
-            print(f"  ceiling {r['ceiling']:,.0f} deliveries/s"
-                  f"{' (a lower bound: nothing above it failed)' if r['ceiling_is_lower_bound'] else ''}", flush=True)
-            if name == "native":
-                results["native_fractions"] = {str(f): f * r["ceiling"] for f in FRACTIONS}
-            r["at_native_fraction"] = {
-                f: relay_point(peer, x, seconds) for f, x in results.get("native_fractions", {}).items() if x > 0
-            }
-            r["cold"] = loadgen(peer.url, "cold", "--count", "200" if args.quick else "1000")
-            print(f"  cold open p50 {r['cold']['p50_ms']:.3f} ms p99 {r['cold']['p99_ms']:.3f} ms", flush=True)
-        finally:
-            peer.stop()
-        r["memory"] = memory(name, plugins_dir, docs, conns)
-        print(f"  memory {r['memory']}", flush=True)
-        results["peers"][name] = r
+    measure_peers(names, plugins_dir, loads, seconds, results, quick=args.quick, memory_of=(docs, conns))
     if "wasmroom" in results["peers"]:
         print("== wasmroom, 1 vs 2 lanes", flush=True)
         results["lanes"] = lanes_scaling(plugins_dir, seconds)
