@@ -701,15 +701,7 @@ history = \"100000\"
                     }
                 }
             };
-            let history: serde_json::Value = serde_json::from_str(&body)?;
-            let kept: Vec<String> = history["messages"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
+            let kept = support::streaming::chat_texts(&body)?;
             let expected: Vec<String> = (0..kept.len()).map(|n| format!("line {n}")).collect();
             assert_eq!(kept, expected, "{doc}: lines kept in order, once each");
             assert!(

@@ -150,15 +150,7 @@ async fn every_line_another_client_saw_survives_kill_9() -> anyhow::Result<()> {
         let server = server.restart()?;
         let (status, body) = http(server.addr(0), "GET", "/docs/chat/kill", b"").await?;
         anyhow::ensure!(status == 200, "run {run}: GET: {status} {body}");
-        let doc: serde_json::Value = serde_json::from_str(&body)?;
-        let kept: Vec<String> = doc["messages"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let kept = support::streaming::chat_texts(&body)?;
         let expected: Vec<String> = (0..kept.len()).map(|i| format!("line {i}")).collect();
         assert_eq!(kept, expected, "run {run}: lines kept in order, once each");
         assert!(
@@ -347,16 +339,7 @@ async fn a_document_rebuilt_after_kill_9_is_the_one_that_died() -> anyhow::Resul
     let before = recv_text(&mut probe).await?;
     let mut ann = server.connect(0, "/ws/chat/same?name=ann").await?;
     let mut bob = server.connect(0, "/ws/chat/same?name=bob").await?;
-    for i in 0..5 {
-        send_text(&mut ann, &format!("line {i}")).await?;
-        tokio::time::sleep(Duration::from_millis(3)).await; // distinct times
-    }
-    let mut seen = 0;
-    while seen < 5 {
-        if recv_json(&mut bob).await?["type"] == "message" {
-            seen += 1;
-        }
-    }
+    support::streaming::say_lines(&mut ann, &mut bob, 5).await?;
     let (_, chat_before) = http(server.addr(0), "GET", "/docs/chat/same", b"").await?;
     server.kill9()?;
     let server = server.restart()?;

@@ -513,16 +513,7 @@ async fn replays_to_the_document_that_died(p: &str) -> anyhow::Result<()> {
     let room = format!("/ws/{p}/replayed");
     let mut ann = server.connect(0, &format!("{room}?name=ann")).await?;
     let mut bob = server.connect(0, &format!("{room}?name=bob")).await?;
-    for i in 0..5 {
-        send_text(&mut ann, &format!("line {i}")).await?;
-        tokio::time::sleep(Duration::from_millis(3)).await; // distinct times
-    }
-    let mut seen = 0;
-    while seen < 5 {
-        if recv_json(&mut bob).await?["type"] == "message" {
-            seen += 1;
-        }
-    }
+    support::streaming::say_lines(&mut ann, &mut bob, 5).await?;
     let path = format!("/docs/{p}/replayed");
     let (_, before) = http(server.addr(0), "GET", &path, b"").await?;
     assert_eq!(history_texts(&serde_json::from_str(&before)?).len(), 5);

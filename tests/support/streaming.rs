@@ -184,3 +184,32 @@ pub fn all_kept(texts: &[String], prefix: &str, sent: usize) -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// The texts of a chat document's lines, from its `GET /docs/chat/{doc}` answer.
+pub fn chat_texts(body: &str) -> anyhow::Result<Vec<String>> {
+    let doc: serde_json::Value = serde_json::from_str(body)?;
+    Ok(doc["messages"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Sends chat lines `line 0` .. `line {count - 1}` from `from`, a few milliseconds apart
+/// (so that each gets a time of its own), and returns once `to` has seen them all.
+pub async fn say_lines(from: &mut Ws, to: &mut Ws, count: usize) -> anyhow::Result<()> {
+    for i in 0..count {
+        crate::support::send_text(from, &format!("line {i}")).await?;
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let mut seen = 0;
+    while seen < count {
+        if crate::support::recv_json(to).await?["type"] == "message" {
+            seen += 1;
+        }
+    }
+    Ok(())
+}
