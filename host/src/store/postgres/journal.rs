@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use wasmroom_wire::journal::{Entry, Frames, Stop, frame};
+use wasmroom_wire::journal::{Entry, Frames, Stop};
 
 use crate::store::journal::{Batch, JournalSink};
 use crate::store::postgres::{Inner, StoreError, Target, schema};
@@ -89,7 +89,11 @@ fn rows(batch: &Batch) -> Result<Vec<Row>, StorageError> {
     let mut rows: Vec<Row> = Vec::new();
     let mut index: HashMap<(String, String), usize> = HashMap::new();
     let mut frames = Frames::new(&batch.records);
-    for entry in frames.by_ref() {
+    let mut start = 0;
+    while let Some(entry) = frames.next() {
+        // The record as it was framed: the row holds those bytes, not an encoding again.
+        let framed = &batch.records[start..frames.valid_len()];
+        start = frames.valid_len();
         let key = (entry.plugin.clone(), entry.document.clone());
         let at = *index.entry(key).or_insert_with(|| {
             rows.push(Row {
@@ -104,7 +108,7 @@ fn rows(batch: &Batch) -> Result<Vec<Row>, StorageError> {
         });
         let row = &mut rows[at];
         row.last_seq = entry.seq;
-        row.records.extend_from_slice(&frame(&entry));
+        row.records.extend_from_slice(framed);
     }
     match frames.stop() {
         Some(Stop::End) | None => Ok(rows),
