@@ -182,6 +182,7 @@ async fn connection_ids_are_the_documents_own_and_never_given_twice() -> anyhow:
         state: Vec::new(),
         continuity: None,
         connections: Vec::new(),
+        sessions: Vec::new(),
     };
     std::fs::write(
         snapshot_file(server.data.path(), "old"),

@@ -192,6 +192,7 @@ async fn restores_what_serde_reads(server: &Server, p: &str) -> anyhow::Result<(
             state: state.as_bytes().to_vec(),
             continuity: None,
             connections: Vec::new(),
+            sessions: Vec::new(),
         };
         std::fs::write(
             dir.join(format!("{document}.snap")),
@@ -710,6 +711,7 @@ async fn kit_defaults(p: &str) -> anyhow::Result<()> {
             state: state.to_vec(),
             continuity: None,
             connections: Vec::new(),
+            sessions: Vec::new(),
         };
         std::fs::write(
             dir.join(format!("{document}.snap")),

@@ -34,6 +34,7 @@ fn snapshot(text: &str) -> Snapshot {
             inputs: 0,
         }),
         connections: Vec::new(),
+        sessions: Vec::new(),
     }
 }
 

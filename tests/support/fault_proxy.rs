@@ -113,12 +113,13 @@ struct Conn {
     policy: watch::Sender<Policy>,
 }
 
-#[derive(Default)]
 struct State {
     /// What connections accepted from now on start with; every all-connection command
     /// (not `cut`) changes it too.
     policy: Policy,
     refuse: bool,
+    /// Where connections accepted from now on are relayed.
+    upstream: SocketAddr,
     conns: Vec<Conn>,
     counters: Counters,
     events: VecDeque<String>,
@@ -159,7 +160,6 @@ impl Shared {
 /// A running proxy; stops when dropped (listener closed, every connection closed).
 pub struct FaultProxy {
     addr: SocketAddr,
-    upstream: SocketAddr,
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -186,7 +186,14 @@ impl FaultProxy {
             TcpListener::from_std(listener)?
         };
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                policy: Policy::default(),
+                refuse: false,
+                upstream,
+                conns: Vec::new(),
+                counters: Counters::default(),
+                events: VecDeque::new(),
+            }),
             changed: Condvar::new(),
             started: std::time::Instant::now(),
         });
@@ -198,7 +205,7 @@ impl FaultProxy {
                 runtime.block_on(async {
                     tokio::select! {
                         _ = stopped => {}
-                        () = relay::accept_loop(listener, upstream, relaying) => {}
+                        () = relay::accept_loop(listener, relaying) => {}
                     }
                 });
                 // Dropping the runtime drops every relay task, which closes their sockets.
@@ -206,7 +213,6 @@ impl FaultProxy {
             })?;
         Ok(FaultProxy {
             addr,
-            upstream,
             shared,
             stop: Some(stop),
             thread: Some(thread),
@@ -243,6 +249,14 @@ impl FaultProxy {
             conn.policy.send_modify(|p| p.cut = true);
         }
         self.shared.log(&mut state, "cut (all)".into());
+    }
+
+    /// Relays connections accepted from now on to `upstream` (a server restarted on a
+    /// new port); current connections are left alone.
+    pub fn retarget(&self, upstream: SocketAddr) {
+        let mut state = self.shared.lock();
+        state.upstream = upstream;
+        self.shared.log(&mut state, format!("upstream {upstream}"));
     }
 
     /// While on, new connections are accepted and reset at once (a dead route); current
@@ -325,7 +339,7 @@ impl FaultProxy {
     fn report_of(&self, state: &State) -> String {
         let mut out = format!(
             "fault proxy {} -> {}: {:?}; new connections: {:?}, refuse {}\n",
-            self.addr, self.upstream, state.counters, state.policy, state.refuse
+            self.addr, state.upstream, state.counters, state.policy, state.refuse
         );
         for c in Shared::infos(state) {
             let head = &c.upstream_head[..c.upstream_head.len().min(60)];

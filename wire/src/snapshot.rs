@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! b"WRSNAP\r\n"                magic (the \r\n catches text-mode mangling)
-//! u16                          format version (3 or 2; 1 is still read)
+//! u16                          format version (4, 3 or 2; 1 is still read)
 //! u32 + bytes                  document id
 //! u32 + bytes                  plugin name
 //! u32 + bytes                  plugin version (content hash of the .wasm that wrote it)
@@ -12,10 +12,11 @@
 //! u32, then (u64, u64) each    pending timers: id, due time in Unix milliseconds
 //! [u8; 32]                     version 2 and 3: the document's random seed
 //! u64                          version 2 and 3: the next connection id it gives
-//! u64                          version 3 only: the inputs the state holds (journal seq)
+//! u64                          version 3 and 4: the inputs the state holds (journal seq)
 //! u32, then each: u64, u8, (u32 + bytes if the u8 is 1)
-//!                              version 3 only: the connections open when it was taken,
+//!                              version 3 and 4: the connections open when it was taken,
 //!                              with their token's claims if they had one
+//! (see [`sessions`])           version 4 only: the sessions it carries to the next host
 //! u64 + bytes                  the consumer's state (its `snapshot` export)
 //! [u8; 32]                     SHA-256 of everything above
 //! ```
@@ -24,9 +25,13 @@
 //! decode with no [`Continuity`]; a snapshot without one is written as version 1. Version
 //! 2 files (before documents counted their inputs) decode with `inputs: 0`, and a
 //! continuity with no input counted is written as version 2. So a file that decodes is
-//! always exactly the encoding of what it decodes to.
+//! always exactly the encoding of what it decodes to. Version 4 is written only for a
+//! snapshot that carries sessions (a document leaving its host), version 3 otherwise.
 
 use sha2::{Digest, Sha256};
+
+mod sessions;
+pub use sessions::{SavedFrame, SavedSession};
 
 /// What is saved of a document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +50,9 @@ pub struct Snapshot {
     /// only with inputs counted; empty in older files): a document rebuilt from its
     /// journal tells its consumer they are gone.
     pub connections: Vec<(u64, Option<String>)>,
+    /// The sessions a leaving document carries to the next host (version 4; empty
+    /// otherwise).
+    pub sessions: Vec<SavedSession>,
 }
 
 /// What a document carries from one host (or run) to the next beside the consumer's
@@ -75,6 +83,12 @@ impl Snapshot {
             h.update(c.seed);
         }
         h.update(&self.state);
+        if !self.sessions.is_empty() {
+            // A leaving document's sessions must be written even if its state is not new.
+            let mut carried = Vec::new();
+            sessions::put(&mut carried, &self.sessions);
+            h.update(&carried);
+        }
         h.finalize().into()
     }
 
@@ -94,9 +108,11 @@ impl Snapshot {
 pub const FIRST_CONNECTION_ID: u64 = 1;
 
 const MAGIC: &[u8; 8] = b"WRSNAP\r\n";
-/// The snapshot format this build writes (with [`Continuity`] and its input count; it
-/// reads 1, 2 and 3).
-pub const FORMAT_VERSION: u16 = 3;
+/// The snapshot format this build writes for a document that carries sessions (it reads
+/// 1 to 4).
+pub const FORMAT_VERSION: u16 = 4;
+/// The format with [`Continuity`] and its input count, without sessions.
+const VERSION_3: u16 = 3;
 /// The format before documents counted their inputs.
 const VERSION_2: u16 = 2;
 /// The format before [`Continuity`].
@@ -113,8 +129,9 @@ pub fn encode(s: &Snapshot, plugin: &str, document: &str) -> Vec<u8> {
     out.extend_from_slice(MAGIC);
     let version = match s.continuity {
         None => VERSION_1,
+        Some(_) if !s.sessions.is_empty() => FORMAT_VERSION,
         Some(c) if c.inputs == 0 => VERSION_2,
-        Some(_) => FORMAT_VERSION,
+        Some(_) => VERSION_3,
     };
     out.extend_from_slice(&version.to_le_bytes());
     put_bytes(&mut out, document.as_bytes());
@@ -129,7 +146,7 @@ pub fn encode(s: &Snapshot, plugin: &str, document: &str) -> Vec<u8> {
     if let Some(c) = &s.continuity {
         out.extend_from_slice(&c.seed);
         out.extend_from_slice(&c.next_connection_id.to_le_bytes());
-        if c.inputs > 0 {
+        if version >= VERSION_3 {
             out.extend_from_slice(&c.inputs.to_le_bytes());
             out.extend_from_slice(&(s.connections.len() as u32).to_le_bytes());
             for (id, claims) in &s.connections {
@@ -142,6 +159,9 @@ pub fn encode(s: &Snapshot, plugin: &str, document: &str) -> Vec<u8> {
                     None => out.push(0),
                 }
             }
+        }
+        if version == FORMAT_VERSION {
+            sessions::put(&mut out, &s.sessions);
         }
     }
     out.extend_from_slice(&(s.state.len() as u64).to_le_bytes());
@@ -212,14 +232,15 @@ pub fn decode(bytes: &[u8], plugin: &str, document: &str) -> Result<Snapshot, St
         timers.push((r.u64()?, r.u64()?));
     }
     let mut connections = Vec::new();
+    let mut carried = Vec::new();
     let continuity = if version == VERSION_1 {
         None
     } else {
         let seed = r.take(32)?.try_into().expect("32 bytes");
         let next_connection_id = r.u64()?;
         let inputs = if version == VERSION_2 { 0 } else { r.u64()? };
-        if version == FORMAT_VERSION {
-            if inputs == 0 {
+        if version >= VERSION_3 {
+            if version == VERSION_3 && inputs == 0 {
                 // Written as version 2: no writer makes this file.
                 return Err("version 3 with no inputs counted".into());
             }
@@ -232,6 +253,13 @@ pub fn decode(bytes: &[u8], plugin: &str, document: &str) -> Result<Snapshot, St
                     _ => return Err("a connection's claims flag is neither 0 nor 1".into()),
                 };
                 connections.push((id, claims));
+            }
+        }
+        if version == FORMAT_VERSION {
+            carried = sessions::read(&mut r)?;
+            if carried.is_empty() {
+                // Written as version 3 (or 2): no writer makes this file.
+                return Err("version 4 with no sessions".into());
             }
         }
         Some(Continuity {
@@ -252,6 +280,7 @@ pub fn decode(bytes: &[u8], plugin: &str, document: &str) -> Result<Snapshot, St
         state,
         continuity,
         connections,
+        sessions: carried,
     })
 }
 
@@ -271,6 +300,33 @@ mod tests {
                 inputs: 9,
             }),
             connections: vec![(40, None), (41, Some(r#"{"role":"viewer"}"#.into()))],
+            sessions: Vec::new(),
+        }
+    }
+
+    fn carrying() -> Snapshot {
+        Snapshot {
+            sessions: vec![SavedSession {
+                connection: 41,
+                session: "0123456789abcdef0123456789abcdef".into(),
+                sent: 7,
+                applied: 3,
+                floor: 5,
+                parked_at_ms: 1_700_000_000_500,
+                replay: vec![
+                    SavedFrame {
+                        seq: 6,
+                        binary: false,
+                        payload: b"6:hi".to_vec(),
+                    },
+                    SavedFrame {
+                        seq: 7,
+                        binary: true,
+                        payload: vec![0, 0, 0, 0, 0, 0, 0, 7, 1],
+                    },
+                ],
+            }],
+            ..sample()
         }
     }
 
@@ -291,7 +347,7 @@ mod tests {
     #[test]
     fn round_trips_and_rejects_damage() {
         let bytes = encode(&sample(), "chat", "doc");
-        assert_eq!(bytes[8..10], FORMAT_VERSION.to_le_bytes());
+        assert_eq!(bytes[8..10], VERSION_3.to_le_bytes());
         assert_eq!(decode(&bytes, "chat", "doc").unwrap(), sample());
         assert!(
             decode(&bytes, "chat", "other")
@@ -328,6 +384,7 @@ mod tests {
                 state: br#"{"messages":["hi","there"]}"#.to_vec(),
                 continuity: None,
                 connections: Vec::new(),
+                sessions: Vec::new(),
             }
         );
         assert_eq!(encode(&old, "chat", "room"), VERSION_1_FILE);
@@ -357,6 +414,30 @@ mod tests {
         assert!(
             decode(&forged, "chat", "room").is_err(),
             "version 3 needs its count"
+        );
+    }
+
+    #[test]
+    fn sessions_make_a_version_4_file_and_change_the_content() {
+        let bytes = encode(&carrying(), "chat", "doc");
+        assert_eq!(bytes[8..10], FORMAT_VERSION.to_le_bytes());
+        assert_eq!(decode(&bytes, "chat", "doc").unwrap(), carrying());
+        assert_ne!(carrying().content_hash(), sample().content_hash());
+        // Even with no input counted, the count and connections are written.
+        let uncounted = Snapshot {
+            continuity: sample().continuity.map(|c| Continuity { inputs: 0, ..c }),
+            ..carrying()
+        };
+        let bytes = encode(&uncounted, "chat", "doc");
+        assert_eq!(decode(&bytes, "chat", "doc").unwrap(), uncounted);
+        // A frame outside what the session numbered is refused.
+        let mut bad = carrying();
+        bad.sessions[0].replay[0].seq = 5;
+        let bytes = encode(&bad, "chat", "doc");
+        assert!(
+            decode(&bytes, "chat", "doc")
+                .unwrap_err()
+                .contains("outside")
         );
     }
 

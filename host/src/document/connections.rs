@@ -78,7 +78,7 @@ impl Document {
         decision
     }
 
-    fn attach(&mut self, id: u64, outbox: Rc<Outbox>, claims: Option<Arc<str>>) {
+    pub(super) fn attach(&mut self, id: u64, outbox: Rc<Outbox>, claims: Option<Arc<str>>) {
         if let Some(instance) = self.instance.as_mut() {
             let state = instance.store.data_mut();
             state.connections.insert(id);
@@ -98,14 +98,21 @@ impl Document {
             state.claims.remove(&id);
         }
         let known = self.outboxes.remove(&id).is_some();
-        if self.outboxes.is_empty() {
-            self.emptied.notify_waiters();
-        }
+        self.carried.remove(&id);
+        self.notify_if_gone();
         if self.outboxes.is_empty() && self.idle_since.is_none() {
             self.idle_since = Some(Instant::now());
             self.wake.notify_one();
         }
         known
+    }
+
+    /// Wakes whoever waits for the connections to be gone ([`Document::connections_gone`]),
+    /// if they are: none left but carried sessions'.
+    pub(super) fn notify_if_gone(&self) {
+        if self.only_carried_left() {
+            self.emptied.notify_waiters();
+        }
     }
 
     /// Connection `id` left with `code`.

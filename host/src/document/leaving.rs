@@ -45,6 +45,7 @@ impl Document {
     /// The document stays after all (its last state could not be saved): connections
     /// may join again.
     pub fn stay(&mut self) {
+        self.end_carried();
         self.leaving = false;
         self.wake.notify_one();
     }
@@ -54,19 +55,20 @@ impl Document {
         self.leaving
     }
 
-    /// Waits until the document has no connection left; with `deadline`, no longer than
-    /// that. Returns whether none is left.
+    /// Waits until the document has no connection left but the sessions it carries to
+    /// the next host ([`Document::carry`]); with `deadline`, no longer than that. Returns
+    /// whether none is left.
     pub async fn connections_gone(cell: &DocumentCell, deadline: Instant) -> bool {
         loop {
             let emptied = cell.borrow().emptied.clone();
             let notified = emptied.notified();
-            if cell.borrow().outboxes.is_empty() {
+            if cell.borrow().only_carried_left() {
                 return true;
             }
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep_until(deadline.into()) => {
-                    return cell.borrow().outboxes.is_empty();
+                    return cell.borrow().only_carried_left();
                 }
             }
         }

@@ -142,6 +142,7 @@ mod tests {
             state: Vec::new(),
             continuity,
             connections: Vec::new(),
+            sessions: Vec::new(),
         }
     }
 

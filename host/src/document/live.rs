@@ -12,7 +12,7 @@
 //! a fresh instance.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -62,6 +62,9 @@ pub struct Document {
     /// Leaving this host (hand-back, shutdown): its sockets were asked to close, no
     /// connection joins, and what they send until their close frames still applies.
     pub(super) leaving: bool,
+    /// Session connections whose socket ended while the document leaves: they travel
+    /// with it ([`crate::document::carried_sessions`]).
+    pub(super) carried: HashSet<u64>,
     /// Notified when the last connection has gone.
     pub(super) emptied: Rc<Notify>,
     /// Wakes the document's driver task: timers changed, it went idle, or it crashed.
@@ -114,6 +117,8 @@ pub struct Persistence {
     pub saved_hash: Option<[u8; 32]>,
     /// The connection-id counter as of the last write (or the open).
     pub saved_ids: u64,
+    /// The last write carried the leaving document's sessions.
+    pub sessions_written: bool,
     /// The document's lease in the store: every save carries it.
     pub lease: Lease,
 }

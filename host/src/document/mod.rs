@@ -1,7 +1,7 @@
 //! One live document, knowing nothing of lanes or sockets: [`live`] (the document, its
 //! guest calls and their effects, traps), [`batch`] (a connection's messages of one read in
 //! one call), [`open`] (its instance created and opened), [`connections`] (the ids it gives, joining and
-//! leaving), [`lineage`] (its clock, random seed and connection-id counter: what each
+//! leaving), [`carried_sessions`] (sessions that travel with a document to its next host), [`lineage`] (its clock, random seed and connection-id counter: what each
 //! call starts from), [`instance`] (its consumer instance and the deadline), [`outbox`]
 //! (a connection's bounded queue of frames), [`state`] (snapshot, restore, migration to
 //! a new plugin version), [`recording`] and [`replay`] (writing its journal, rebuilding it from there), [`rebuild`] (a trap in journal mode: the document rebuilt in place without the input), [`leaving`] (draining its sockets before it leaves this host,
@@ -10,6 +10,7 @@
 //! for it).
 
 pub mod batch;
+pub mod carried_sessions;
 pub mod connections;
 pub mod effects;
 pub mod error;

@@ -3,7 +3,7 @@
 //! without a snapshot whose journal begins with its `open`, from what that entry recorded.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -83,6 +83,7 @@ impl Document {
             replaying: false,
             retired: false,
             leaving: false,
+            carried: HashSet::new(),
             emptied: Rc::new(Notify::new()),
             wake: Rc::new(Notify::new()),
             changes: 0,
@@ -93,6 +94,7 @@ impl Document {
                 next_save: Instant::now(),
                 saved_hash: None,
                 saved_ids,
+                sessions_written: false,
                 lease: Lease::default(),
             },
             metrics,

@@ -30,7 +30,9 @@ impl Document {
     pub fn replay(&mut self) -> Result<usize, DocumentError> {
         let replayed = self.replay_until(None)?;
         if self.tail.is_some() {
-            let open = self.guest_connections();
+            // Sessions carried here from the document's last host stay: they resume.
+            let mut open = self.guest_connections();
+            open.retain(|id| !self.outboxes.contains_key(id));
             self.cut_connections(open);
         }
         Ok(replayed)

@@ -81,7 +81,8 @@ impl Document {
     /// document must not leave memory before its connection-id counter is written
     /// ([`Document::ids_unsaved`]).
     pub fn is_dirty(&self) -> bool {
-        (self.changes != self.saved || self.ids_unsaved()) && self.instance.is_some()
+        (self.changes != self.saved || self.ids_unsaved() || self.sessions_unsaved())
+            && self.instance.is_some()
     }
 
     /// Takes a snapshot: the guest's state, the pending timers, the document's seed and
@@ -117,6 +118,7 @@ impl Document {
                 state,
                 continuity: Some(self.lineage.continuity()),
                 connections: self.open_connections(),
+                sessions: self.sessions_to_carry(),
             },
             generation,
         ))

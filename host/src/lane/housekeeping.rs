@@ -72,6 +72,7 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
     let timers = snapshot.timers.len();
     let ids = snapshot.continuity.map(|c| c.next_connection_id);
     let covered = snapshot.continuity.map_or(0, |c| c.inputs);
+    let carries_sessions = !snapshot.sessions.is_empty();
     let lease = cell.borrow().persistence.lease;
     // Journal mode: once written, it is what a trap rebuilds the document from.
     let base = cell
@@ -114,6 +115,7 @@ pub async fn save(lane: &Lane, key: &DocumentKey, cell: &DocumentCell) -> Saved 
                 }
             }
             doc.persistence.saved_hash = Some(hash);
+            doc.persistence.sessions_written = carries_sessions;
             if let Some(ids) = ids {
                 doc.persistence.saved_ids = ids;
             }

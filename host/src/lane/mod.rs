@@ -26,6 +26,7 @@ pub mod commands;
 pub mod connection;
 pub mod crash_loop;
 pub mod delivery_log;
+pub mod departure;
 pub mod flusher;
 pub mod handback;
 pub mod housekeeping;

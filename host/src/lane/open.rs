@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::config::WebhookEvent;
+use crate::document::outbox::Outbox;
 use crate::document::{Document, DocumentCell, DocumentError, DocumentKey};
 use crate::guest::plugin::Plugin;
 use crate::lane::Lane;
@@ -200,8 +201,15 @@ impl Lane {
                 )
             })
             .and_then(|mut doc| {
+                let mut carried = Vec::new();
                 if let Some(snapshot) = snapshot {
                     doc.restore(&snapshot)?;
+                    // Before the replay: it reports gone the connections it leaves open,
+                    // but for these.
+                    let limits = &self.services.config.limits;
+                    let outbox = || Outbox::new(limits.max_queued_bytes, limits.max_queued_frames);
+                    let grace = self.services.config.session_grace();
+                    carried = doc.restore_sessions(&snapshot, outbox, grace);
                     if doc.tail().is_some() {
                         doc.set_base(Some(Arc::new(snapshot)));
                     }
@@ -218,10 +226,10 @@ impl Lane {
                     tracing::info!(lane = self.index, plugin = %plugin.name, doc = %document, "replayed {replayed} input(s) from the journal");
                 }
                 doc.persistence.lease = lease;
-                Ok(doc)
+                Ok((doc, carried))
             });
-        let doc = match opened {
-            Ok(doc) => doc,
+        let (doc, carried) = match opened {
+            Ok(opened) => opened,
             Err(e) => {
                 if matches!(e, DocumentError::PoolExhausted(_)) {
                     tracing::warn!(
@@ -244,6 +252,7 @@ impl Lane {
             .insert(key.clone(), cell.clone());
         self.metrics.documents.set(self.document_count() as i64);
         self.webhook(&plugin.name, WebhookEvent::Opened, document, None, None);
+        crate::lane::departure::park_carried(self, key, &cell, carried);
         crate::lane::task::spawn(
             &self.services.health,
             "housekeeping",

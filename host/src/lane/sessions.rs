@@ -80,6 +80,21 @@ impl Sessions {
         session
     }
 
+    /// Registers session `id` of connection `connection`, carried from the document's
+    /// last host: parked, no socket serves it yet.
+    pub fn start_parked(
+        &self,
+        id: String,
+        key: DocumentKey,
+        doc: DocumentCell,
+        connection: u64,
+        outbox: Rc<Outbox>,
+    ) -> Rc<Session> {
+        let session = self.start(id, key, doc, connection, outbox);
+        session.served.set(false);
+        session
+    }
+
     /// Session `id` of document `key`, claimed for a client that received every message
     /// up to `last`, if it can resume: it exists, no other socket is taking it over, its
     /// connection is open and its replay buffer holds everything after `last`. A socket
@@ -172,6 +187,18 @@ pub async fn park<T>(
 ) {
     session.served.set(false);
     session.changed.notify_waiters();
+    wait_parked(sessions, grace, session, slots, end).await
+}
+
+/// [`park`] for a session parked already ([`Sessions::start_parked`]): a resume may
+/// have taken it over before this task first ran.
+pub async fn wait_parked<T>(
+    sessions: &Sessions,
+    grace: Duration,
+    session: Rc<Session>,
+    slots: T,
+    end: impl FnOnce(u16),
+) {
     let deadline = Instant::now() + grace;
     let outbox = session.outbox.clone();
     let sleep = tokio::time::sleep_until(deadline.into());

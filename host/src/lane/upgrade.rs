@@ -16,6 +16,7 @@ use crate::guest::plugin::Plugin;
 use crate::guest::{ConnectInfo, Decision};
 use crate::lane::address_limit::AddressSlot;
 use crate::lane::admission::{admit_address, origin_allowed, token_checked};
+use crate::lane::departure::over;
 use crate::lane::lookup::{answer_document_error, find_plugin, refuse_document, rejection};
 use crate::lane::sessions::{self, Session};
 use crate::lane::socket::Socket;
@@ -85,41 +86,20 @@ async fn live(lane: Rc<Lane>, upgraded: Upgraded, peer: SocketAddr, guard: Conne
     match session {
         // No close frame either way, and the host did not close it: the client vanished.
         Some(session) if code == 1006 && outbox.is_open() => {
-            let end = |code| ended(&lane, &doc, id, &outbox, code);
+            let end = |code| over(&lane, &doc, id, &outbox, code);
             let grace = lane.services.config.session_grace();
             sessions::park(&lane.sessions, grace, session, (address, guard), end).await;
         }
         Some(session) => {
             session.ended(&lane.sessions);
-            ended(&lane, &doc, id, &outbox, code);
+            over(&lane, &doc, id, &outbox, code);
             drop((address, guard));
         }
         None => {
-            ended(&lane, &doc, id, &outbox, code);
+            over(&lane, &doc, id, &outbox, code);
             drop((address, guard));
         }
     }
-}
-
-/// Connection `id` is over (its socket gone, and its session's grace if it had one).
-fn ended(lane: &Lane, doc: &DocumentCell, id: u64, outbox: &Outbox, code: u16) {
-    outbox.finish();
-    lane.metrics.websockets.dec();
-    lane.metrics.closed(code);
-    doc.borrow_mut().disconnect(id, code);
-    let (plugin, document) = {
-        let doc = doc.borrow();
-        (doc.plugin().name.clone(), doc.id().to_owned())
-    };
-    let batch = doc.borrow().last_batch();
-    lane.webhook_after(
-        batch,
-        &plugin,
-        WebhookEvent::Disconnected,
-        &document,
-        Some(id),
-        Some(code),
-    );
 }
 
 /// A connection the consumer accepted, its `101` written.
@@ -228,7 +208,7 @@ async fn upgrade(
         // Numbered from the consumer's first message (`on-connect` may send some), after
         // the hello, which is always the first frame.
         let id = sessions::new_id();
-        outbox.start_session(lane.services.config.session_grace());
+        outbox.start_session(id.clone(), lane.services.config.session_grace());
         outbox.push_control(&session_frames::hello(&id, false), 0);
         id
     });

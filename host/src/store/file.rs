@@ -183,6 +183,7 @@ mod tests {
                 inputs: 0,
             }),
             connections: Vec::new(),
+            sessions: Vec::new(),
         }
     }
 

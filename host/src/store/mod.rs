@@ -22,7 +22,8 @@ pub mod postgres;
 pub use file::FileStorage;
 pub use lease::LeaseClock;
 pub use wasmroom_wire::snapshot::{
-    Continuity, FIRST_CONNECTION_ID, FORMAT_VERSION, Snapshot, decode, encode,
+    Continuity, FIRST_CONNECTION_ID, FORMAT_VERSION, SavedFrame, SavedSession, Snapshot, decode,
+    encode,
 };
 
 /// A document held by this host, as the store knows it.

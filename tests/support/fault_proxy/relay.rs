@@ -21,7 +21,7 @@ const CHUNK: usize = 16 * 1024;
 
 /// Accepts until the runtime is dropped; each connection is registered, in accept order,
 /// with the policy of that moment, then relayed on its own task.
-pub(super) async fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Shared>) {
+pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let Ok((client, peer)) = listener.accept().await else {
             // Transient (out of descriptors, an aborted handshake): try again shortly.
@@ -45,6 +45,7 @@ pub(super) async fn accept_loop(listener: TcpListener, upstream: SocketAddr, sha
             upstream_head: Vec::new(),
             open: true,
         };
+        let upstream = state.upstream;
         state.conns.push(Conn { info, policy });
         state.counters.accepted += 1;
         shared.log(&mut state, format!("#{} accepted from {peer}", id.0));

@@ -72,6 +72,10 @@ pub struct Outbox {
     /// The close is the document's leaving (a hand-back, a shutdown): what the client
     /// sends until its own close frame is still applied.
     leaving: Cell<bool>,
+    /// The close was the document's leaving, whatever happened since (the client's close
+    /// frame ends [`Outbox::takes_input`], not this): a session's connection then travels
+    /// with the document.
+    moving: Cell<bool>,
     /// Wakes the connection's task: the connection is ending, or frames were queued and
     /// the lane's flusher does not write them ([`flush`]).
     pub wake: Notify,
@@ -105,6 +109,7 @@ impl Outbox {
             waits_for: Cell::new(0),
             task_waits: Cell::new(false),
             leaving: Cell::new(false),
+            moving: Cell::new(false),
             wake: Notify::new(),
             give_up_at: Cell::new(None),
             writer: flush::Writer::default(),
@@ -126,7 +131,8 @@ impl Outbox {
     /// acknowledges it.
     pub fn push_in(&self, frame: &Frame, batch: u64) -> bool {
         if *self.ending.borrow() != Ending::Open {
-            return false;
+            // A session's document leaving the host: kept for the next host to resend.
+            return self.moving.get() && self.keep_for_next_host(frame);
         }
         match self.number(frame, batch) {
             Some(framed) => self.push_raw(&framed, batch, true),
@@ -367,7 +373,14 @@ impl Outbox {
         if self.is_open() {
             self.close(code, reason);
             self.leaving.set(true);
+            self.moving.set(true);
         }
+    }
+
+    /// Whether it was closed because its document leaves the host
+    /// ([`Outbox::close_leaving`]).
+    pub fn closed_by_leaving(&self) -> bool {
+        self.moving.get()
     }
 
     /// Whether what the client sends now may still change the document: the connection is

@@ -16,6 +16,7 @@ use wasmroom_wire::session;
 
 use crate::config::FRAME_OVERHEAD;
 use crate::document::outbox::{INLINE_MAX, Outbox};
+use crate::store::{SavedFrame, SavedSession};
 
 /// One data message sent and not acknowledged.
 #[derive(Debug)]
@@ -31,6 +32,8 @@ struct Sent {
 /// The session of one connection.
 #[derive(Debug)]
 pub(super) struct Session {
+    /// The session's id (what a client resumes it by).
+    id: String,
     /// The last data message numbered for the client.
     sent: u64,
     /// Everything after `floor` not acknowledged, oldest first.
@@ -66,10 +69,11 @@ fn cost(payload: usize) -> usize {
 }
 
 impl Outbox {
-    /// Makes this connection a session's: its messages are numbered and kept until the
+    /// Makes this connection session `id`'s: its messages are numbered and kept until the
     /// client acknowledges them, at most `keep` each.
-    pub fn start_session(&self, keep: Duration) {
+    pub fn start_session(&self, id: String, keep: Duration) {
         *self.session.borrow_mut() = Some(Box::new(Session {
+            id,
             sent: 0,
             replay: VecDeque::new(),
             replay_bytes: 0,
@@ -82,6 +86,91 @@ impl Outbox {
     /// Whether this connection is a session's.
     pub fn is_session(&self) -> bool {
         self.session.borrow().is_some()
+    }
+
+    /// What a document leaving its host saves of this connection's session, as
+    /// connection `connection`, carried at `now_ms`; `None` for a plain connection.
+    pub fn saved_session(&self, connection: u64, now_ms: u64) -> Option<SavedSession> {
+        let session = self.session.borrow();
+        let s = session.as_ref()?;
+        let replay = s
+            .replay
+            .iter()
+            .map(|m| SavedFrame {
+                seq: m.seq,
+                binary: matches!(m.frame, Frame::Binary(_)),
+                payload: match &m.frame {
+                    Frame::Binary(b) => b.to_vec(),
+                    other => other.clone().into_data().to_vec(),
+                },
+            })
+            .collect();
+        Some(SavedSession {
+            connection,
+            session: s.id.clone(),
+            sent: s.sent,
+            applied: s.applied,
+            floor: s.floor,
+            parked_at_ms: now_ms,
+            replay,
+        })
+    }
+
+    /// Makes this (new, socketless) connection the session `saved` a document carried
+    /// from its last host, its messages kept at most `keep`. Returns `false`, and starts
+    /// nothing, if a saved text message is not UTF-8 (the file was not written by us).
+    pub fn restore_session(&self, saved: &SavedSession, keep: Duration) -> bool {
+        let now = Instant::now();
+        let mut replay = VecDeque::with_capacity(saved.replay.len());
+        let mut replay_bytes = 0;
+        for m in &saved.replay {
+            let frame = if m.binary {
+                Frame::Binary(Bytes::from(m.payload.clone()))
+            } else {
+                match String::from_utf8(m.payload.clone()) {
+                    Ok(text) => Frame::Text(text.into()),
+                    Err(_) => return false,
+                }
+            };
+            let cost = cost(frame.len());
+            replay_bytes += cost;
+            replay.push_back(Sent {
+                seq: m.seq,
+                frame,
+                batch: 0,
+                at: now,
+                cost,
+            });
+        }
+        *self.session.borrow_mut() = Some(Box::new(Session {
+            id: saved.session.clone(),
+            sent: saved.sent,
+            replay,
+            replay_bytes,
+            floor: saved.floor,
+            applied: saved.applied,
+            keep,
+        }));
+        true
+    }
+
+    /// A data message the consumer sends a session's connection while its document
+    /// leaves the host (its socket is closing or gone): numbered and kept for the next
+    /// host, not sent. Past the connection's bounds the kept messages are dropped, and a
+    /// resume from before them fails as after any loss. Returns whether it was kept.
+    pub(super) fn keep_for_next_host(&self, frame: &Frame) -> bool {
+        if self.number(frame, 0).is_none() {
+            return false;
+        }
+        let (bytes, frames) = self.replay_held();
+        if bytes > self.max_bytes || frames > self.max_frames {
+            let mut session = self.session.borrow_mut();
+            let s = session.as_mut().expect("numbered: a session");
+            s.replay.clear();
+            s.replay_bytes = 0;
+            s.floor = s.sent;
+        }
+        true
     }
 
     /// Numbers a consumer's data message for a session and keeps it for a resume;
@@ -239,7 +328,7 @@ mod tests {
 
     fn session_outbox() -> Rc<Outbox> {
         let outbox = Outbox::new(1 << 20, 1000);
-        outbox.start_session(Duration::from_secs(30));
+        outbox.start_session("s".into(), Duration::from_secs(30));
         outbox
     }
 
@@ -284,7 +373,7 @@ mod tests {
     #[test]
     fn the_replay_buffer_counts_against_the_bounds() {
         let outbox = Outbox::new(1 << 20, 10);
-        outbox.start_session(Duration::from_secs(30));
+        outbox.start_session("s".into(), Duration::from_secs(30));
         for _ in 0..9 {
             assert!(outbox.push(&Frame::Text("x".into())));
             written(&outbox);
@@ -293,6 +382,54 @@ mod tests {
         // the queue as well.
         assert!(!outbox.push(&Frame::Text("x".into())));
         assert!(!outbox.is_open());
+    }
+
+    #[test]
+    fn a_saved_session_resumes_where_it_left_on_another_outbox() {
+        let outbox = session_outbox();
+        for text in ["a", "b"] {
+            outbox.push(&Frame::Text(text.into()));
+        }
+        outbox.push(&Frame::Binary(Bytes::from_static(b"\x01")));
+        written(&outbox);
+        outbox.session_acked(1);
+        outbox.applied(4);
+        // The document leaves: what the consumer sends now is kept, not queued.
+        outbox.close_leaving(1012, "moving");
+        assert!(outbox.push(&Frame::Text("late".into())));
+        assert!(written(&outbox).len() < 10, "only the close frame at most");
+        let saved = outbox.saved_session(9, 123).unwrap();
+        assert_eq!((saved.sent, saved.applied, saved.floor), (4, 4, 1));
+        assert_eq!(saved.replay.len(), 3);
+
+        let next = Outbox::new(1 << 20, 1000);
+        assert!(next.restore_session(&saved, Duration::from_secs(30)));
+        assert!(next.can_resume(2) && !next.can_resume(0));
+        assert_eq!(next.incoming(4, 0), Incoming::Duplicate);
+        assert_eq!(next.incoming(5, 0), Incoming::Apply);
+        next.resume(2, "!hello s resumed");
+        let again = payloads(&written(&next));
+        assert_eq!(again[1], [0, 0, 0, 0, 0, 0, 0, 3, 1]);
+        assert_eq!(again[2], b"4:late");
+        assert_eq!(again.len(), 3);
+        // Numbering goes on after what the last host numbered.
+        next.push(&Frame::Text("new".into()));
+        assert_eq!(payloads(&written(&next)), [b"5:new".to_vec()]);
+    }
+
+    #[test]
+    fn what_a_leaving_session_keeps_is_bounded() {
+        let outbox = Outbox::new(1 << 20, 4);
+        outbox.start_session("s".into(), Duration::from_secs(30));
+        outbox.close_leaving(1012, "moving");
+        for _ in 0..5 {
+            outbox.push(&Frame::Text("x".into()));
+        }
+        // Four fit its bounds; the fifth overflows them, and all are let go: a resume
+        // from before the fifth then fails rather than skip what was dropped.
+        let saved = outbox.saved_session(1, 0).unwrap();
+        assert_eq!((saved.sent, saved.floor), (5, 5));
+        assert!(saved.replay.is_empty());
     }
 
     #[test]

@@ -148,6 +148,7 @@ mod tests {
                 inputs,
             }),
             connections: Vec::new(),
+            sessions: Vec::new(),
         }
     }
 
