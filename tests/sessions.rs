@@ -9,92 +9,10 @@ mod support;
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use exchange::{Exchange, Seen};
 use support::fault_proxy::FaultProxy;
+use support::session_client::*;
 use support::*;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-const SUBPROTOCOL: &str = "wasmroom.session.v1";
-
-/// Opens a session socket at `path` (with a resume's query, if any).
-async fn session_socket(server: &Server, path: &str) -> anyhow::Result<Ws> {
-    session_socket_at(&server.url(0, path)).await
-}
-
-/// Opens a session socket at `url`.
-async fn session_socket_at(url: &str) -> anyhow::Result<Ws> {
-    let mut request = url.into_client_request()?;
-    request
-        .headers_mut()
-        .insert("sec-websocket-protocol", SUBPROTOCOL.parse()?);
-    let (ws, response) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(request))
-        .await
-        .context("connect timed out")??;
-    let chosen = response.headers().get("sec-websocket-protocol");
-    anyhow::ensure!(
-        chosen.is_some_and(|p| p == SUBPROTOCOL),
-        "the host did not answer with the session subprotocol: {chosen:?}"
-    );
-    Ok(ws)
-}
-
-/// Reads the hello: the session's id and whether it was resumed.
-async fn hello(ws: &mut Ws) -> anyhow::Result<(String, bool)> {
-    let text = recv_text(ws).await?;
-    let parts: Vec<&str> = text.split(' ').collect();
-    match parts[..] {
-        ["!hello", id, "new"] => Ok((id.to_owned(), false)),
-        ["!hello", id, "resumed"] => Ok((id.to_owned(), true)),
-        _ => bail!("expected a hello, got {text:?}"),
-    }
-}
-
-/// A session frame from the host.
-#[derive(Debug, PartialEq)]
-enum FromHost {
-    Data(u64, String),
-    Ack(u64),
-}
-
-async fn next(ws: &mut Ws) -> anyhow::Result<FromHost> {
-    let text = recv_text(ws).await?;
-    if let Some(n) = text.strip_prefix("!ack ") {
-        return Ok(FromHost::Ack(n.parse()?));
-    }
-    let (seq, payload) = text.split_once(':').context("no sequence number")?;
-    Ok(FromHost::Data(seq.parse()?, payload.to_owned()))
-}
-
-/// Reads until the host acknowledged `seq`; returns the data messages read meanwhile.
-async fn until_ack(ws: &mut Ws, seq: u64) -> anyhow::Result<Vec<(u64, String)>> {
-    let mut data = Vec::new();
-    loop {
-        match next(ws).await? {
-            FromHost::Ack(n) if n >= seq => return Ok(data),
-            FromHost::Ack(_) => {}
-            FromHost::Data(n, text) => data.push((n, text)),
-        }
-    }
-}
-
-async fn send_data(ws: &mut Ws, seq: u64, text: &str) -> anyhow::Result<()> {
-    send_text(ws, &format!("{seq}:{text}")).await
-}
-
-/// Drops a socket without a close frame: what a cut looks like to the host.
-fn cut(ws: Ws) {
-    drop(ws);
-}
-
-/// Asks the probe something over a plain socket.
-async fn ask(server: &Server, document: &str, command: &str) -> anyhow::Result<String> {
-    let mut ws = server.connect(0, &format!("/ws/probe/{document}")).await?;
-    send_text(&mut ws, command).await?;
-    let answer = recv_text(&mut ws).await?;
-    ws.close(None).await?;
-    Ok(answer)
-}
 
 #[tokio::test]
 async fn a_cut_session_resumes_with_what_it_missed_and_nothing_twice() -> anyhow::Result<()> {
@@ -269,14 +187,6 @@ async fn two_js_clients_lose_and_repeat_nothing_across_twenty_cuts() -> anyhow::
     Ok(())
 }
 
-/// Cuts every connection once a socket that carried messages is open (mid-stream: a
-/// line read late may come while the clients reconnect).
-fn cut_mid_stream(proxy: &FaultProxy) -> anyhow::Result<()> {
-    proxy.wait_for(|c| c.open && c.downstream_bytes > 0, PATIENCE)?;
-    proxy.cut();
-    Ok(())
-}
-
 /// What the probe's `restore` tells every connection after a hot reload.
 const RESTORED: &str = "restored with 2 connection(s)";
 
@@ -330,113 +240,6 @@ async fn sessions_survive_hot_reloads_and_cuts_around_them() -> anyhow::Result<(
     Ok(())
 }
 
-/// SIGTERM while `ws` reads (and answers) its close frame; returns its close code and
-/// the exited server.
-async fn terminated(mut server: Server, mut ws: Ws) -> anyhow::Result<(u16, Server)> {
-    let closing = tokio::spawn(async move { expect_close(&mut ws).await });
-    let server = tokio::task::spawn_blocking(move || server.terminate().map(|_| server)).await??;
-    let (code, _) = closing.await??;
-    Ok((code, server))
-}
-
-#[tokio::test]
-async fn a_session_resumes_on_the_restarted_host_after_a_sigterm() -> anyhow::Result<()> {
-    let server = Server::start(&["probe"], 1, &[])?;
-    let mut ws = session_socket(&server, "/ws/probe/moved").await?;
-    let (id, _) = hello(&mut ws).await?;
-    send_data(&mut ws, 1, "id").await?;
-    let connection = until_ack(&mut ws, 1).await?[0].1.clone();
-    send_data(&mut ws, 2, "echo a").await?;
-    send_data(&mut ws, 3, "echo b").await?;
-    assert_eq!(
-        until_ack(&mut ws, 3).await?,
-        [(2, "a".to_owned()), (3, "b".to_owned())]
-    );
-    let (code, server) = terminated(server, ws).await?;
-    // The socket was closed with 1012 ("reconnect"), and nothing the consumer sent it was
-    // lost: the session travelled with the document's last snapshot.
-    assert_eq!(code, 1012);
-    let server = server.restart()?;
-    let mut ws = session_socket(&server, &format!("/ws/probe/moved?session={id}&last=1")).await?;
-    assert_eq!(hello(&mut ws).await?, (id.clone(), true), "resumed");
-    assert_eq!(next(&mut ws).await?, FromHost::Data(2, "a".to_owned()));
-    assert_eq!(next(&mut ws).await?, FromHost::Data(3, "b".to_owned()));
-    // A resend of what was applied before the move is applied no second time.
-    send_data(&mut ws, 3, "echo b").await?;
-    send_data(&mut ws, 4, "id").await?;
-    assert_eq!(until_ack(&mut ws, 4).await?, [(4, connection.clone())]);
-    // The consumer here saw no new connection: the session is the connection it carried.
-    send_data(&mut ws, 5, "connects").await?;
-    send_data(&mut ws, 6, "count").await?;
-    assert_eq!(
-        until_ack(&mut ws, 6).await?,
-        [(5, "0".to_owned()), (6, "1".to_owned())]
-    );
-
-    // Twice: the host that resumed it carries it on in turn.
-    let (_, server) = terminated(server, ws).await?;
-    let server = server.restart()?;
-    let mut ws = session_socket(&server, &format!("/ws/probe/moved?session={id}&last=6")).await?;
-    assert_eq!(hello(&mut ws).await?, (id, true), "resumed again");
-    send_data(&mut ws, 7, "id").await?;
-    assert_eq!(until_ack(&mut ws, 7).await?, [(7, connection)]);
-    Ok(())
-}
-
-#[tokio::test]
-async fn a_carried_session_not_resumed_ends_and_the_consumer_hears_it() -> anyhow::Result<()> {
-    let mut server = Server::start_with_config(&["probe"], 1, "session_grace_ms = 3000\n")?;
-    let mut ws = session_socket(&server, "/ws/probe/abandoned").await?;
-    hello(&mut ws).await?;
-    send_data(&mut ws, 1, "id").await?;
-    let connection = until_ack(&mut ws, 1).await?[0].1.clone();
-    // Cut first: a parked session travels too.
-    cut(ws);
-    server.terminate()?;
-    let server = server.restart()?;
-    // Opening the document parks the session it carried; no client comes back for it.
-    let mut asker = server.connect(0, "/ws/probe/abandoned").await?;
-    send_text(&mut asker, "count").await?;
-    assert_eq!(
-        recv_text(&mut asker).await?,
-        "2",
-        "the carried connection is there"
-    );
-    // It ends once the grace has run out, and the consumer hears of it with 1006.
-    let departed = format!("{connection}:1006");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        send_text(&mut asker, "departed").await?;
-        if recv_text(&mut asker).await? == departed {
-            break;
-        }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "never departed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
-#[tokio::test]
-async fn two_js_clients_lose_and_repeat_nothing_across_a_restart() -> anyhow::Result<()> {
-    let mut server = Server::start(&["probe"], 1, &[])?;
-    let proxy = FaultProxy::start(server.addr(0))?;
-    let url = format!("ws://{}/ws/probe/restarted", proxy.addr());
-    let mut exchange = Exchange::start(&url, EXCHANGED, 0)?;
-    exchange.until("some traffic", |s| s.progress >= 60).await?;
-    server.terminate()?;
-    let server = server.restart()?;
-    proxy.retarget(server.addr(0));
-    exchange
-        .until("traffic after the restart", |s| s.progress >= 120)
-        .await?;
-    cut_mid_stream(&proxy)?;
-    exchange.finish(EXCHANGED).await?;
-    // The restarted host's consumer saw no connection but this question's: both sessions
-    // came with the document and resumed.
-    assert_eq!(ask(&server, "restarted", "connects").await?, "1");
-    Ok(())
-}
-
 /// A session on a journaled probe, with the tests' memory journal.
 fn journaled(journal: &str) -> anyhow::Result<Server> {
     let file = tempfile::Builder::new().suffix(".toml").tempfile()?;
@@ -480,7 +283,7 @@ async fn a_message_whose_record_fails_is_never_acknowledged() -> anyhow::Result<
         tokio_tungstenite::tungstenite::Message::Close(Some(close)) => {
             assert_eq!(u16::from(close.code), 1012)
         }
-        other => bail!("expected the close, got {other:?}"),
+        other => anyhow::bail!("expected the close, got {other:?}"),
     }
     Ok(())
 }
