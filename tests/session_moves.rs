@@ -1,7 +1,8 @@
-//! Sessions that move with their document (docs/sessions.md, "a graceful move"): a
-//! SIGTERM and a restart, a hand-back between two hosts on one PostgreSQL, and the
-//! official JavaScript client across a restart. The consumer sees one connection
-//! throughout; the client gets what it missed, and nothing twice.
+//! Sessions that outlive their host (docs/sessions.md, "a graceful move" and "a crash"): a
+//! SIGTERM and a restart, a hand-back between two hosts on one PostgreSQL, `kill -9` in
+//! journal mode (and without: a new session), and the official JavaScript client across a
+//! restart and a crash. The consumer sees one connection throughout; the client gets what
+//! it missed, and nothing twice.
 
 #[path = "sessions/exchange.rs"]
 mod exchange;
@@ -174,5 +175,86 @@ async fn a_session_moves_to_the_host_that_asks_for_its_document() -> anyhow::Res
     assert_eq!(recv_text(&mut on_a).await?, "1");
     send_text(&mut on_a, "count").await?;
     assert_eq!(recv_text(&mut on_a).await?, "2");
+    Ok(())
+}
+
+/// The probe in journal mode.
+const JOURNALED: &str = "[plugin.probe]\ndurability = \"journal\"\n";
+
+#[tokio::test]
+async fn a_journaled_session_resumes_after_kill_9() -> anyhow::Result<()> {
+    let config = format!("checkpoint_secs = 1\n{JOURNALED}");
+    let mut server = Server::start_with_config(&["probe"], 1, &config)?;
+    // The document opens, and its first checkpoint is written, before the session joins.
+    let _plain = server.connect(0, "/ws/probe/crashed").await?;
+    server.wait_for_log("saved with")?;
+    let mut ws = session_socket(&server, "/ws/probe/crashed").await?;
+    let (id, _) = hello(&mut ws).await?;
+    send_data(&mut ws, 1, "id").await?;
+    let connection = until_ack(&mut ws, 1).await?[0].1.clone();
+    send_data(&mut ws, 2, "echo a").await?;
+    send_data(&mut ws, 3, "echo b").await?;
+    assert_eq!(
+        until_ack(&mut ws, 3).await?,
+        [(2, "a".to_owned()), (3, "b".to_owned())]
+    );
+    // Killed before a checkpoint: the journal alone says it was a session's.
+    server.kill9()?;
+    let server = server.restart()?;
+    let mut ws = session_socket(&server, &format!("/ws/probe/crashed?session={id}&last=1")).await?;
+    assert_eq!(hello(&mut ws).await?, (id.clone(), true), "resumed");
+    // What it missed, numbered as it was: the replay sent it again.
+    assert_eq!(next(&mut ws).await?, FromHost::Data(2, "a".to_owned()));
+    assert_eq!(next(&mut ws).await?, FromHost::Data(3, "b".to_owned()));
+    send_data(&mut ws, 3, "echo b").await?;
+    send_data(&mut ws, 4, "id").await?;
+    assert_eq!(until_ack(&mut ws, 4).await?, [(4, connection.clone())]);
+    // Once more after a checkpoint: it carries the session, and the journal goes on.
+    let mut server = server;
+    server.wait_for_log("saved with")?;
+    send_data(&mut ws, 5, "echo c").await?;
+    assert_eq!(until_ack(&mut ws, 5).await?, [(5, "c".to_owned())]);
+    server.kill9()?;
+    let server = server.restart()?;
+    let mut ws = session_socket(&server, &format!("/ws/probe/crashed?session={id}&last=4")).await?;
+    assert_eq!(hello(&mut ws).await?, (id, true), "resumed again");
+    assert_eq!(next(&mut ws).await?, FromHost::Data(5, "c".to_owned()));
+    send_data(&mut ws, 6, "id").await?;
+    assert_eq!(until_ack(&mut ws, 6).await?, [(6, connection)]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_a_journal_a_session_cut_by_kill_9_starts_anew() -> anyhow::Result<()> {
+    let mut server = Server::start(&["probe"], 1, &[])?;
+    let mut ws = session_socket(&server, "/ws/probe/lost").await?;
+    let (id, _) = hello(&mut ws).await?;
+    send_data(&mut ws, 1, "id").await?;
+    until_ack(&mut ws, 1).await?;
+    server.kill9()?;
+    let server = server.restart()?;
+    // The explicit "cannot resume": a new session, and the client resyncs.
+    let mut ws = session_socket(&server, &format!("/ws/probe/lost?session={id}&last=1")).await?;
+    let (new_id, resumed) = hello(&mut ws).await?;
+    assert!(!resumed);
+    assert_ne!(new_id, id);
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_js_clients_lose_and_repeat_nothing_across_kill_9_in_journal_mode() -> anyhow::Result<()>
+{
+    let mut server = Server::start_with_config(&["probe"], 1, JOURNALED)?;
+    let proxy = FaultProxy::start(server.addr(0))?;
+    let url = format!("ws://{}/ws/probe/killed", proxy.addr());
+    let mut exchange = Exchange::start(&url, EXCHANGED, 0)?;
+    exchange.until("some traffic", |s| s.progress >= 60).await?;
+    server.kill9()?;
+    let server = server.restart()?;
+    proxy.retarget(server.addr(0));
+    exchange
+        .until("traffic after the crash", |s| s.progress >= 120)
+        .await?;
+    exchange.finish(EXCHANGED).await?;
     Ok(())
 }

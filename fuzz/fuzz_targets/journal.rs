@@ -68,6 +68,7 @@ fn record(u: &mut Unstructured<'_>) -> arbitrary::Result<Record> {
             remote_address: u.arbitrary()?,
             claims: u.arbitrary()?,
             accepted: u.arbitrary()?,
+            session: u.arbitrary()?,
         },
         3 => {
             let Payload { text, data } = payload(u)?;

@@ -23,10 +23,11 @@
 //!   u32            body length
 //!   u32            CRC-32 (crc32fast, IEEE) of the body
 //!   body:
-//!     u8           record format version: 2 for a `Messages` entry, 1 for the others
-//!                  (a body of another version, or a kind in the other version, is refused:
-//!                  one encoding per entry, and a build that reads only version 1 reads
-//!                  every journal without batches)
+//!     u8           record format version: 3 for a `Connect` of a session (its session
+//!                  id follows the other fields), 2 for a `Messages` entry, 1 for the
+//!                  others (a body of another version, or a kind in another version, is
+//!                  refused: one encoding per entry, and a build that reads only version 1
+//!                  reads every journal without batches or sessions)
 //!     str          plugin            (str: u32 length + UTF-8)
 //!     str          document
 //!     u64          incarnation
@@ -40,9 +41,12 @@
 //!                  bytes data)
 //! ```
 
-/// The newest version of a frame body this build writes and reads: version 2 added
-/// [`Record::Messages`], the only kind written as version 2 (see [`Record::version`]).
-pub const RECORD_VERSION: u8 = 2;
+/// The newest version of a frame body this build writes and reads: version 3 added the
+/// session of a [`Record::Connect`], the only records written as version 3 (see
+/// [`Record::version`]).
+pub const RECORD_VERSION: u8 = 3;
+/// The version that added [`Record::Messages`], the only kind written as version 2.
+pub const RECORD_VERSION_2: u8 = 2;
 /// The version of every other record's body.
 pub const RECORD_VERSION_1: u8 = 1;
 /// The version of a segment header this build writes and reads.
@@ -113,6 +117,9 @@ pub enum Record {
         claims: Option<String>,
         /// The consumer's decision (a replay that decides otherwise has diverged).
         accepted: bool,
+        /// The session (`wasmroom.session.v1`) the connection was opened for, if any: a
+        /// replay numbers its messages again, so that its client can resume.
+        session: Option<String>,
     },
     /// `on-message(connection, msg)`.
     Message {
@@ -182,7 +189,10 @@ impl Record {
     /// that journals without batches stay readable by builds that predate them.
     pub fn version(&self) -> u8 {
         match self {
-            Record::Messages { .. } => RECORD_VERSION,
+            Record::Connect {
+                session: Some(_), ..
+            } => RECORD_VERSION,
+            Record::Messages { .. } => RECORD_VERSION_2,
             _ => RECORD_VERSION_1,
         }
     }

@@ -6,15 +6,16 @@
 //! document next attaches the connection again, without a socket, and the client resumes
 //! it there as after a network blip.
 //!
-//! A carried session is trusted only if the snapshot is the document's last state: in
-//! journal mode, inputs journaled after it (the next host took inputs, then crashed) mean
-//! the session's numbers are stale, so its connection is reported gone like any other
-//! the journal leaves open.
+//! In journal mode every checkpoint carries the document's sessions, and the journal
+//! records which connection is a session's: a replay after a crash or a takeover numbers
+//! what the consumer sent each one again, exactly as it was numbered live, and counts
+//! what each client had applied, so their clients resume on the host that reopens the
+//! document. In checkpoint mode only a leaving document's snapshot carries sessions: after
+//! a crash its clients start new sessions.
 
 use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::document::live::Document;
 use crate::document::outbox::Outbox;
@@ -29,8 +30,9 @@ pub struct Carried {
     /// The session's id.
     pub session: String,
     pub outbox: Rc<Outbox>,
-    /// When its last host let it go, Unix milliseconds: its grace runs from there.
-    pub parked_at_ms: u64,
+    /// When its last host let it go (Unix ms): its grace runs from there; `None` for a
+    /// session rebuilt after a crash, whose grace starts at the reopen.
+    pub parked_at_ms: Option<u64>,
 }
 
 impl Document {
@@ -49,13 +51,13 @@ impl Document {
         self.outboxes.len() == self.carried.len()
     }
 
-    /// The sessions a leaving document's snapshot carries: every session connection's,
-    /// whether its socket is gone or still closing. None while the document stays.
+    /// The sessions a snapshot carries: a leaving document's (stamped with the time it
+    /// leaves), and in journal mode every checkpoint's (its replay goes on from them).
     pub(super) fn sessions_to_carry(&self) -> Vec<SavedSession> {
-        if !self.leaving || self.retired {
+        if self.retired || !(self.leaving || self.journaled) {
             return Vec::new();
         }
-        let now_ms = unix_ms();
+        let now_ms = if self.leaving { unix_ms() } else { 0 };
         let mut sessions: Vec<SavedSession> = self
             .outboxes
             .iter()
@@ -86,45 +88,63 @@ impl Document {
         self.persistence.sessions_written = false;
     }
 
-    /// Attaches again the sessions `snapshot` carried from the document's last host, each
-    /// with a fresh outbox from `outbox` that keeps messages at most `keep`; returns
-    /// them for the lane to park. Nothing if inputs were journaled after the snapshot.
-    pub fn restore_sessions(
-        &mut self,
-        snapshot: &Snapshot,
-        outbox: impl Fn() -> Rc<Outbox>,
-        keep: Duration,
-    ) -> Vec<Carried> {
-        if snapshot.sessions.is_empty() {
-            return Vec::new();
-        }
-        let inputs = self.lineage.inputs();
-        if let Some(tail) = &self.tail
-            && tail.borrow().entries().any(|e| e.seq > inputs)
-        {
-            tracing::debug!(doc = %self.id, "{} carried session(s) not resumable: inputs came after them", snapshot.sessions.len());
-            return Vec::new();
-        }
-        let mut restored = Vec::new();
+    /// Attaches again, without sockets, the sessions `snapshot` carried (from the
+    /// document's last host, or from its last checkpoint in journal mode), before a
+    /// replay goes on from them.
+    pub fn restore_sessions(&mut self, snapshot: &Snapshot) {
+        let keep = self.limits.sessions.keep;
         for saved in &snapshot.sessions {
             let claims = snapshot
                 .connections
                 .iter()
                 .find(|(id, _)| *id == saved.connection)
                 .and_then(|(_, claims)| claims.as_deref().map(Arc::<str>::from));
-            let out = outbox();
-            if !out.restore_session(saved, keep) {
-                continue;
+            let outbox = self.session_outbox();
+            if outbox.restore_session(saved, keep) {
+                self.attach(saved.connection, outbox, claims);
+                self.had_sockets = true;
             }
-            self.attach(saved.connection, out.clone(), claims);
-            self.had_sockets = true;
-            restored.push(Carried {
-                connection: saved.connection,
-                session: saved.session.clone(),
-                outbox: out,
-                parked_at_ms: saved.parked_at_ms,
-            });
         }
-        restored
+    }
+
+    /// A replayed `Connect` of session `session`: its connection is attached with an
+    /// outbox that numbers and keeps what the consumer sends it, as live.
+    pub(super) fn replayed_session(&mut self, id: u64, session: &str, claims: Option<&str>) {
+        let outbox = self.session_outbox();
+        outbox.start_socketless_session(session.to_owned(), self.limits.sessions.keep);
+        self.attach(id, outbox, claims.map(Arc::<str>::from));
+        self.had_sockets = true;
+    }
+
+    /// `n` replayed messages of `connection` were applied: its session counts them.
+    pub(super) fn replayed_applied(&mut self, connection: u64, n: u64) {
+        if let Some(outbox) = self.outboxes.get(&connection) {
+            outbox.applied_more(n);
+        }
+    }
+
+    /// The session connections without a socket (all of them, right after an open), for
+    /// the lane to park until their clients resume them.
+    pub fn socketless_sessions(&self) -> Vec<Carried> {
+        let mut sessions: Vec<Carried> = self
+            .outboxes
+            .iter()
+            .filter(|(_, o)| o.is_open())
+            .filter_map(|(id, o)| {
+                Some(Carried {
+                    connection: *id,
+                    session: o.session_id()?,
+                    outbox: o.clone(),
+                    parked_at_ms: o.parked_at_ms(),
+                })
+            })
+            .collect();
+        sessions.sort_by_key(|c| c.connection);
+        sessions
+    }
+
+    fn session_outbox(&self) -> Rc<Outbox> {
+        let bounds = self.limits.sessions;
+        Outbox::new(bounds.max_bytes, bounds.max_frames)
     }
 }

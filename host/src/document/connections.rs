@@ -46,6 +46,7 @@ impl Document {
         claims: Option<Arc<str>>,
     ) -> Result<Decision, DocumentError> {
         let id = info.id;
+        let session = outbox.session_id();
         let record = |decision: &Decision| Record::Connect {
             id,
             path: info.path.clone(),
@@ -55,6 +56,7 @@ impl Document {
             remote_address: info.remote_address.clone(),
             claims: claims.as_deref().map(str::to_owned),
             accepted: matches!(decision, Decision::Accept(_)),
+            session: session.clone(),
         };
         self.attach(id, outbox, claims.clone());
         let mut decision = self.call("on-connect", record, |room, store| {

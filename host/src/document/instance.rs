@@ -34,6 +34,17 @@ pub struct DocumentConfig {
     pub settings: Arc<PluginSettings>,
     /// Journal mode (`durability = "journal"`): inputs are journaled, outputs gated.
     pub journaled: bool,
+    /// What a session's connection restored without a socket may hold.
+    pub sessions: SessionBounds,
+}
+
+/// The bounds of a session's connection (`max_queued_bytes`, `max_queued_frames`) and how
+/// long its unacknowledged messages are kept (`session_grace_ms`).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionBounds {
+    pub max_bytes: usize,
+    pub max_frames: usize,
+    pub keep: std::time::Duration,
 }
 
 impl DocumentConfig {
@@ -46,6 +57,11 @@ impl DocumentConfig {
             deadline_ticks: deadline_ticks(config.guest_deadline_for(plugin)),
             settings,
             journaled: config.durability_for(plugin) == Durability::Journal,
+            sessions: SessionBounds {
+                max_bytes: config.limits.max_queued_bytes,
+                max_frames: config.limits.max_queued_frames,
+                keep: config.session_grace(),
+            },
         }
     }
 }

@@ -9,7 +9,10 @@
 //! serve a state nobody saw.
 //!
 //! The connections open when the journal ends were cut by the crash or the restart: the
-//! consumer hears of each (`on-disconnect` with 1006), as journaled inputs of its own.
+//! consumer hears of each (`on-disconnect` with 1006), as journaled inputs of its own;
+//! but a session's (carried in the snapshot or joined in the journal) stays, its messages
+//! numbered again as they were, for its client to resume
+//! ([`crate::document::carried_sessions`]).
 
 use std::time::Instant;
 
@@ -30,9 +33,10 @@ impl Document {
     pub fn replay(&mut self) -> Result<usize, DocumentError> {
         let replayed = self.replay_until(None)?;
         if self.tail.is_some() {
-            // Sessions carried here from the document's last host stay: they resume.
+            // Sessions (carried here, or joined in the journal) stay open: their clients
+            // resume them.
             let mut open = self.guest_connections();
-            open.retain(|id| !self.outboxes.contains_key(id));
+            open.retain(|id| !self.outboxes.get(id).is_some_and(|o| o.is_open()));
             self.cut_connections(open);
         }
         Ok(replayed)
@@ -92,9 +96,13 @@ impl Document {
                 remote_address,
                 claims,
                 accepted,
+                session,
             } => {
                 self.lineage.connection_seen(*id);
-                if let Some(instance) = self.instance.as_mut() {
+                if let Some(session) = session {
+                    // What the consumer sends it is numbered again, for its client's resume.
+                    self.replayed_session(*id, session, claims.as_deref());
+                } else if let Some(instance) = self.instance.as_mut() {
                     let state = instance.store.data_mut();
                     state.connections.insert(*id);
                     if let Some(claims) = claims {
@@ -160,13 +168,16 @@ impl Document {
                     },
                 )
                 .map_err(diverged)?;
+                self.replayed_applied(*connection, 1);
             }
             Record::Messages {
                 connection,
                 messages,
-            } => self
-                .replay_messages(start, *connection, messages)
-                .map_err(diverged)?,
+            } => {
+                self.replay_messages(start, *connection, messages)
+                    .map_err(diverged)?;
+                self.replayed_applied(*connection, messages.len() as u64);
+            }
             Record::Disconnect { connection, code } => {
                 self.forget_connection(*connection);
                 self.run(
@@ -242,6 +253,9 @@ impl Document {
             state.closing.remove(&id);
             state.claims.remove(&id);
         }
+        // A session's outbox, numbering for a resume that will not come.
+        self.outboxes.remove(&id);
+        self.carried.remove(&id);
     }
 
     /// Mutes what the guest logs (a replayed input was logged when it was new).

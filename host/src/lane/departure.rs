@@ -59,12 +59,13 @@ pub fn park_carried(lane: &Rc<Lane>, key: &DocumentKey, doc: &DocumentCell, carr
     let grace = lane.services.config.session_grace();
     let cap = lane.services.config.limits.max_connections_per_lane;
     for c in carried {
-        let away = Duration::from_millis(unix_ms().saturating_sub(c.parked_at_ms));
-        let left = grace.saturating_sub(away);
+        // A move's grace runs from the move; a crash's from the reopen.
+        let away = c.parked_at_ms.map_or(0, |at| unix_ms().saturating_sub(at));
+        let left = grace.saturating_sub(Duration::from_millis(away));
         tracing::debug!(lane = lane.index, plugin = %key.0, doc = %key.1, connection = c.connection, "session carried from the last host, parked for {left:?}");
         lane.metrics.websockets.inc();
         let session = lane.sessions.start_parked(
-            c.session,
+            c.session.clone(),
             key.clone(),
             doc.clone(),
             c.connection,

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::config::WebhookEvent;
-use crate::document::outbox::Outbox;
 use crate::document::{Document, DocumentCell, DocumentError, DocumentKey};
 use crate::guest::plugin::Plugin;
 use crate::lane::Lane;
@@ -201,15 +200,11 @@ impl Lane {
                 )
             })
             .and_then(|mut doc| {
-                let mut carried = Vec::new();
                 if let Some(snapshot) = snapshot {
                     doc.restore(&snapshot)?;
-                    // Before the replay: it reports gone the connections it leaves open,
-                    // but for these.
-                    let limits = &self.services.config.limits;
-                    let outbox = || Outbox::new(limits.max_queued_bytes, limits.max_queued_frames);
-                    let grace = self.services.config.session_grace();
-                    carried = doc.restore_sessions(&snapshot, outbox, grace);
+                    // Before the replay: it goes on from them, and reports gone the
+                    // connections it leaves open but sessions'.
+                    doc.restore_sessions(&snapshot);
                     if doc.tail().is_some() {
                         doc.set_base(Some(Arc::new(snapshot)));
                     }
@@ -226,6 +221,7 @@ impl Lane {
                     tracing::info!(lane = self.index, plugin = %plugin.name, doc = %document, "replayed {replayed} input(s) from the journal");
                 }
                 doc.persistence.lease = lease;
+                let carried = doc.socketless_sessions();
                 Ok((doc, carried))
             });
         let (doc, carried) = match opened {

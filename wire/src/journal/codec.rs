@@ -46,6 +46,7 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
             remote_address,
             claims,
             accepted,
+            session,
         } => {
             w.u8(CONNECT);
             w.u64(*id);
@@ -59,6 +60,10 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
             w.str(remote_address);
             w.option(claims.as_deref());
             w.u8(u8::from(*accepted));
+            // Version 3 only (one encoding per entry): present, so not an option.
+            if let Some(session) = session {
+                w.str(session);
+            }
         }
         Record::Message {
             connection,
@@ -145,6 +150,11 @@ pub fn decode(body: &[u8]) -> Result<Entry, FrameError> {
             remote_address: r.str()?,
             claims: r.option()?,
             accepted: r.bool()?,
+            session: if version == RECORD_VERSION {
+                Some(r.str()?)
+            } else {
+                None
+            },
         },
         MESSAGE => {
             let connection = r.u64()?;

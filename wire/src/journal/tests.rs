@@ -35,6 +35,7 @@ fn every_kind() -> Vec<Entry> {
             remote_address: "127.0.0.1:5000".into(),
             claims: Some(r#"{"sub":"ann"}"#.into()),
             accepted: true,
+            session: Some("0123456789abcdef0123456789abcdef".into()),
         },
         Record::Connect {
             id: 8,
@@ -45,6 +46,7 @@ fn every_kind() -> Vec<Entry> {
             remote_address: String::new(),
             claims: None,
             accepted: false,
+            session: None,
         },
         Record::Message {
             connection: 7,
@@ -164,7 +166,7 @@ fn bodies_are_canonical_and_versioned() {
     );
     // A message in the body version of batches: not the one encoding of this entry.
     let mut newer = body.clone();
-    newer[0] = RECORD_VERSION;
+    newer[0] = RECORD_VERSION_2;
     assert!(matches!(decode(&newer), Err(FrameError::Invalid(_))));
     let mut trailing = body.clone();
     trailing.push(0);
@@ -258,11 +260,18 @@ fn a_batch_of_messages_is_version_2_and_never_empty() {
     let mut old = body.clone();
     old[0] = RECORD_VERSION_1;
     assert!(matches!(decode(&old), Err(FrameError::Invalid(_))));
-    // Every other kind stays version 1.
+    // Every other kind stays version 1, but a session's connect.
     assert!(
         every_kind()
             .iter()
-            .filter(|e| !matches!(e.record, Record::Messages { .. }))
+            .filter(|e| !matches!(
+                e.record,
+                Record::Messages { .. }
+                    | Record::Connect {
+                        session: Some(_),
+                        ..
+                    }
+            ))
             .all(|e| encode(e)[0] == 1)
     );
     let empty = Entry {
@@ -319,4 +328,25 @@ fn a_batch_written_from_the_documented_layout_reads() {
             },
         }]
     );
+}
+
+#[test]
+fn a_sessions_connect_is_version_3_and_only_it() {
+    let connects: Vec<Entry> = every_kind()
+        .into_iter()
+        .filter(|e| matches!(e.record, Record::Connect { .. }))
+        .collect();
+    let (session, plain) = (&connects[0], &connects[1]);
+    let body = encode(session);
+    assert_eq!(body[0], RECORD_VERSION);
+    assert_eq!(decode(&body).as_ref(), Ok(session));
+    // Read as version 1, the session id is trailing bytes; a plain connect as version 3
+    // lacks it.
+    let mut old = body.clone();
+    old[0] = RECORD_VERSION_1;
+    assert!(matches!(decode(&old), Err(FrameError::Invalid(_))));
+    let mut plain_body = encode(plain);
+    assert_eq!(plain_body[0], RECORD_VERSION_1);
+    plain_body[0] = RECORD_VERSION;
+    assert!(decode(&plain_body).is_err());
 }

@@ -76,6 +76,10 @@ pub struct Outbox {
     /// frame ends [`Outbox::takes_input`], not this): a session's connection then travels
     /// with the document.
     moving: Cell<bool>,
+    /// A session's connection with no socket yet, restored from a snapshot or a journal:
+    /// what the consumer sends it is numbered and kept for its client's resume, not
+    /// queued.
+    socketless: Cell<bool>,
     /// Wakes the connection's task: the connection is ending, or frames were queued and
     /// the lane's flusher does not write them ([`flush`]).
     pub wake: Notify,
@@ -110,6 +114,7 @@ impl Outbox {
             task_waits: Cell::new(false),
             leaving: Cell::new(false),
             moving: Cell::new(false),
+            socketless: Cell::new(false),
             wake: Notify::new(),
             give_up_at: Cell::new(None),
             writer: flush::Writer::default(),
@@ -133,6 +138,9 @@ impl Outbox {
         if *self.ending.borrow() != Ending::Open {
             // A session's document leaving the host: kept for the next host to resend.
             return self.moving.get() && self.keep_for_next_host(frame);
+        }
+        if self.socketless.get() {
+            return self.keep_for_next_host(frame);
         }
         match self.number(frame, batch) {
             Some(framed) => self.push_raw(&framed, batch, true),

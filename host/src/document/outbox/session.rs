@@ -46,6 +46,9 @@ pub(super) struct Session {
     applied: u64,
     /// How long an unacknowledged message is kept.
     keep: Duration,
+    /// Restored from a document that left its last host at this time (Unix ms): its
+    /// grace runs from there.
+    parked_at_ms: Option<u64>,
 }
 
 /// What to do with a client's data message, by its number.
@@ -80,7 +83,33 @@ impl Outbox {
             floor: 0,
             applied: 0,
             keep,
+            parked_at_ms: None,
         }));
+    }
+
+    /// [`Outbox::start_session`] for a connection with no socket (a replay rebuilding it):
+    /// what the consumer sends it is kept for a resume, not queued.
+    pub fn start_socketless_session(&self, id: String, keep: Duration) {
+        self.start_session(id, keep);
+        self.socketless.set(true);
+    }
+
+    /// The session's id, for a session's connection.
+    pub fn session_id(&self) -> Option<String> {
+        self.session.borrow().as_ref().map(|s| s.id.clone())
+    }
+
+    /// When the document that carried this session left its last host (Unix ms), if it
+    /// was restored from such a snapshot.
+    pub fn parked_at_ms(&self) -> Option<u64> {
+        self.session.borrow().as_ref().and_then(|s| s.parked_at_ms)
+    }
+
+    /// Counts `n` more client messages applied (a replay of them).
+    pub fn applied_more(&self, n: u64) {
+        if let Some(s) = self.session.borrow_mut().as_mut() {
+            s.applied += n;
+        }
     }
 
     /// Whether this connection is a session's.
@@ -88,8 +117,9 @@ impl Outbox {
         self.session.borrow().is_some()
     }
 
-    /// What a document leaving its host saves of this connection's session, as
-    /// connection `connection`, carried at `now_ms`; `None` for a plain connection.
+    /// What a snapshot saves of this connection's session, as connection `connection`,
+    /// carried at `now_ms` (0: taken while the document stays, so a replay after a crash
+    /// gives it a fresh grace); `None` for a plain connection.
     pub fn saved_session(&self, connection: u64, now_ms: u64) -> Option<SavedSession> {
         let session = self.session.borrow();
         let s = session.as_ref()?;
@@ -150,7 +180,9 @@ impl Outbox {
             floor: saved.floor,
             applied: saved.applied,
             keep,
+            parked_at_ms: (saved.parked_at_ms > 0).then_some(saved.parked_at_ms),
         }));
+        self.socketless.set(true);
         true
     }
 
@@ -268,6 +300,7 @@ impl Outbox {
     /// frame included: the new socket starts at a frame boundary), then `hello` and every
     /// data message after `last` are queued again, each behind its journal batch.
     pub fn resume(&self, last: u64, hello: &str) {
+        self.socketless.set(false);
         self.session_acked(last);
         self.drop_queue();
         self.task_waits.set(false);
