@@ -10,6 +10,8 @@ mod support;
 
 use std::time::Duration;
 
+use anyhow::Context;
+
 use exchange::Exchange;
 use support::fault_proxy::FaultProxy;
 use support::postgres::Postgres;
@@ -255,6 +257,45 @@ async fn two_js_clients_lose_and_repeat_nothing_across_kill_9_in_journal_mode() 
     exchange
         .until("traffic after the crash", |s| s.progress >= 120)
         .await?;
+    exchange.finish(EXCHANGED).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_sessions_behind_nginx_survive_a_sigterm_and_the_hand_back() -> anyhow::Result<()> {
+    use support::cluster::{Cluster, ONE_AT_A_TIME, connect_retrying};
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start(2, &["probe"])?;
+    let mut exchange = Exchange::start(&cluster.nginx.url("/ws/probe/behind"), EXCHANGED, 0)?;
+    exchange.until("some traffic", |s| s.progress >= 40).await?;
+    // The holder stops (SIGTERM): its sessions go on on the other host, through nginx.
+    let owner = |cluster: &Cluster| -> anyhow::Result<Option<usize>> {
+        let owners = cluster.owners()?;
+        let ip = owners.get("behind").and_then(|(ip, _)| ip.clone());
+        Ok(ip.and_then(|ip| ip.rsplit('.').next()?.parse::<usize>().ok().map(|n| n - 1)))
+    };
+    let h = owner(&cluster)?.context("the document has a holder")?;
+    let host = cluster.hosts[h].take().context("it runs")?;
+    let mut host = tokio::task::spawn_blocking(move || {
+        let mut host = host;
+        host.terminate().map(|_| host)
+    })
+    .await??;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while owner(&cluster)? != Some(1 - h) {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "never taken over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // It comes back; a connection nginx sends it asks for the document back, and the
+    // sessions follow it there.
+    host = host.restart()?;
+    cluster.hosts[h] = Some(host);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while owner(&cluster)? != Some(h) {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "never handed back");
+        let _asking = connect_retrying(&cluster.nginx.url("/ws/probe/behind")).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     exchange.finish(EXCHANGED).await?;
     Ok(())
 }
