@@ -14,7 +14,8 @@
 //! message would cost it most of its core at 400k deliveries (48k messages) per second.
 //!
 //! With `--session` every client opens a session (`session.rs`): its messages are
-//! numbered, the host's numbers checked, and its acknowledgements go out with its writes.
+//! numbered (on the same schedule), the host's numbers checked, and its acknowledgements
+//! go out with its messages or, between them, in a turn of their own every tick.
 
 use std::io;
 use std::net::SocketAddr;
@@ -26,8 +27,9 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::conn::{Conn, Received, read_ready};
-use crate::frame::{MASK, OP_CLOSE, OP_TEXT, apply_mask, encode_masked, write_hex16};
-use crate::session::{NumberedTemplate, Session, Stamps};
+use crate::frame::{MASK, OP_CLOSE, encode_masked};
+use crate::session::Session;
+use crate::template::{Frames, masked_stamps};
 use crate::upgrade::handshake;
 
 /// Above this share of its core the generator's own delays may show in the results: such
@@ -63,64 +65,39 @@ pub(crate) struct Shape {
     pub(crate) session: bool,
 }
 
-/// The message every client sends: `size` bytes, the first 16 the send time in hex.
-fn message(size: usize) -> Vec<u8> {
-    let mut payload = vec![b'x'; size];
-    payload[..16].fill(b'0');
-    payload
+/// The clients' turns to write: client `i` of `total` writes at `(round + i / total) *
+/// tick` seconds into the run, so that the writes are spread evenly over each tick.
+struct Turns {
+    tick: f64,
+    total: usize,
+    /// The next turn: client `cursor` in `round`.
+    cursor: usize,
+    round: u64,
 }
 
-/// How every message is framed, masked once: only the 16 timestamp digits are rewritten
-/// per tick (from `masked_stamps`).
-enum Frames {
-    /// A plain frame, the timestamp at `stamp_at`.
-    Plain { template: Vec<u8>, stamp_at: usize },
-    /// Numbered for a session.
-    Numbered(NumberedTemplate),
-}
-
-impl Frames {
-    fn new(size: usize, session: bool) -> Self {
-        let message = message(size);
-        if session {
-            return Self::Numbered(NumberedTemplate::new(&message));
-        }
-        let mut template = Vec::new();
-        encode_masked(&mut template, OP_TEXT, MASK, &message);
-        let stamp_at = template.len() - size;
-        Self::Plain { template, stamp_at }
-    }
-
-    /// Appends `conn`'s next message, sent at `stamps`; returns the bytes its number took.
-    fn push(&self, conn: &mut Conn, stamps: &Stamps) -> usize {
-        match self {
-            Self::Plain { template, stamp_at } => {
-                conn.out.extend_from_slice(template);
-                let at = conn.out.len() - template.len() + stamp_at;
-                conn.out[at..at + 16].copy_from_slice(&stamps[0]);
-                0
-            }
-            Self::Numbered(template) => {
-                let session = conn
-                    .session
-                    .as_mut()
-                    .expect("numbered frames go to sessions");
-                template.push(&mut conn.out, session.next_seq(), stamps)
-            }
+impl Turns {
+    fn new(tick: f64, total: usize) -> Self {
+        Self {
+            tick,
+            total,
+            cursor: 0,
+            round: 0,
         }
     }
-}
 
-/// A send time as the 16 first bytes of a message, masked for each offset (mod 4) the
-/// message can start at in its payload (0: a plain message).
-fn masked_stamps(ns: u64) -> Stamps {
-    let mut plain = [0u8; 16];
-    write_hex16(ns, &mut plain);
-    std::array::from_fn(|k| {
-        let mut stamp = plain;
-        apply_mask(&mut stamp, MASK, k);
-        stamp
-    })
+    /// The next client whose turn came by `elapsed` seconds, and how late the turn is.
+    fn next(&mut self, elapsed: f64) -> Option<(usize, f64)> {
+        let at = (self.round as f64 + self.cursor as f64 / self.total as f64) * self.tick;
+        if at > elapsed {
+            return None;
+        }
+        let turn = self.cursor;
+        self.cursor += 1;
+        if self.cursor == self.total {
+            (self.cursor, self.round) = (0, self.round + 1);
+        }
+        Some((turn, elapsed - at))
+    }
 }
 
 /// Opens the `docs` x `clients` sockets (blocking; not measured) and registers them.
@@ -267,17 +244,13 @@ pub(crate) fn run(
     let mut writes = 0u64;
     let begin = Instant::now() + Duration::from_millis(200);
     let end = begin + duration;
-    // Client `i` writes at `begin + (round + i / total) * tick`: the next one due is
-    // `cursor` in `round`. A client that sends less than once per tick writes each
-    // message when it is due; a session client keeps its turn every tick all the same,
-    // for the acknowledgements that fall due without a message to send.
-    let tick = if shape.session {
-        shape.tick.as_secs_f64()
-    } else {
-        shape.tick.as_secs_f64().max(1.0 / rate)
-    };
-    let (mut cursor, mut round) = (0usize, 0u64);
-    let write_at = |round: u64, i: usize| (round as f64 + i as f64 / total as f64) * tick;
+    // A client that sends less than once per tick writes each message when it is due.
+    let tick = shape.tick.as_secs_f64().max(1.0 / rate);
+    let mut turns = Turns::new(tick, total);
+    // A session client also has a turn every tick for the acknowledgements that fall due
+    // between its messages (and after the sending window): the messages keep the same
+    // schedule as without sessions.
+    let mut ack_turns = Turns::new(shape.tick.as_secs_f64(), total);
     let mut sending = true;
     let mut cpu_at_begin: Option<(f64, f64)> = None;
     let mut send_wall = duration.as_secs_f64();
@@ -324,46 +297,43 @@ pub(crate) fn run(
                 server_cpu = (theirs - cpu.1) / send_wall;
             }
             quiet_since = now;
-        } else if now >= begin && (sending || shape.session) {
-            // After the sending window session clients keep their turns, for the
-            // acknowledgements of what is still arriving.
-            if sending {
-                cpu_at_begin.get_or_insert_with(|| cpu_pair(server));
-            }
+        } else if sending && now >= begin {
+            cpu_at_begin.get_or_insert_with(|| cpu_pair(server));
             let elapsed = now.duration_since(begin).as_secs_f64();
             // Every message written now carries the same send time, masked once.
             let stamps = masked_stamps(ns(now));
-            while write_at(round, cursor) <= elapsed {
-                if sending {
-                    let behind = elapsed - write_at(round, cursor);
-                    let _ = late.record(((behind * 1e6) as u64).max(1));
-                }
-                let conn = &mut conns[cursor];
+            while let Some((i, behind)) = turns.next(elapsed) {
+                let _ = late.record(((behind * 1e6) as u64).max(1));
+                let conn = &mut conns[i];
                 // Every message that came due since this client's last write: message
                 // `j` is due at `(j + phase) / rate` (the epsilon absorbs rounding when
                 // the write is exactly at a due time).
-                let due = if sending {
-                    (elapsed * rate - conn.phase + 1e-6).floor() as i64 + 1
-                } else {
-                    0
-                };
-                let mut wrote = false;
-                while conn.open && (conn.sent as i64) < due {
-                    received.session.prefix_bytes_sent += frames.push(conn, &stamps) as u64;
-                    conn.sent += 1;
-                    sent += 1;
-                    wrote = true;
-                }
-                if let Some(session) = conn.session.as_mut().filter(|_| conn.open) {
-                    wrote |= session.take_acks(ns(now), &mut conn.out, &mut received.session);
-                }
-                if wrote {
+                let due = (elapsed * rate - conn.phase + 1e-6).floor() as i64 + 1;
+                if conn.open && (conn.sent as i64) < due {
+                    while (conn.sent as i64) < due {
+                        received.session.prefix_bytes_sent += frames.push(conn, &stamps) as u64;
+                        conn.sent += 1;
+                        sent += 1;
+                    }
+                    // The acknowledgements due go with the messages.
+                    if let Some(session) = conn.session.as_mut() {
+                        session.take_acks(ns(now), &mut conn.out, &mut received.session);
+                    }
                     conn.flush();
                     writes += 1;
                 }
-                cursor += 1;
-                if cursor == total {
-                    (cursor, round) = (0, round + 1);
+            }
+        }
+        if shape.session && now >= begin {
+            let elapsed = now.duration_since(begin).as_secs_f64();
+            while let Some((i, _)) = ack_turns.next(elapsed) {
+                let conn = &mut conns[i];
+                let Some(session) = conn.session.as_mut().filter(|_| conn.open) else {
+                    continue;
+                };
+                if session.take_acks(ns(now), &mut conn.out, &mut received.session) {
+                    conn.flush();
+                    writes += 1;
                 }
             }
         }
@@ -463,24 +433,18 @@ pub(crate) fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::read_hex16;
-    use crate::frame::tests::decode_masked;
 
     #[test]
-    fn stamped_templates_are_masked_text_frames_with_the_send_time() {
-        for size in [16, 100, 200] {
-            let Frames::Plain { template, stamp_at } = Frames::new(size, false) else {
-                panic!("plain frames expected");
-            };
-            let mut frame = template.clone();
-            frame[stamp_at..stamp_at + 16].copy_from_slice(&masked_stamps(0x1234_5678_9abc)[0]);
-            // What a server sees: unmask the payload.
-            assert_eq!(frame[0], 0x80 | OP_TEXT);
-            assert_eq!(&frame[stamp_at - 4..stamp_at], &MASK);
-            let (_, payload) = decode_masked(&frame);
-            assert_eq!(payload.len(), size);
-            assert_eq!(read_hex16(&payload), Some(0x1234_5678_9abc));
-            assert!(payload[16..].iter().all(|&b| b == b'x'));
+    fn turns_spread_each_tick_over_the_clients() {
+        let mut turns = Turns::new(0.05, 4);
+        let mut order = Vec::new();
+        while let Some((i, late)) = turns.next(0.1) {
+            order.push(i);
+            assert!((0.0..=0.1).contains(&late));
         }
+        // Turns at 0, 12.5, 25, 37.5 ms, then again from 50 ms; 100 ms is the next one.
+        assert_eq!(order, [0, 1, 2, 3, 0, 1, 2, 3, 0]);
+        assert_eq!(turns.next(0.1124), None);
+        assert_eq!(turns.next(0.1125).map(|t| t.0), Some(1));
     }
 }

@@ -24,6 +24,7 @@ mod conn;
 mod frame;
 mod lean;
 mod session;
+mod template;
 mod upgrade;
 
 use std::net::{IpAddr, SocketAddr};

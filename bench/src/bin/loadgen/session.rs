@@ -7,10 +7,11 @@
 //! What differs from `clients/js`, and why: an acknowledgement is due when it would be
 //! (32 messages after the last one, or 100 ms after the first message not yet
 //! acknowledged; as many `!ack` frames as the client sends), but it goes out with the
-//! client's next write (every tick, 50 ms) instead of in a `write` of its own: a `write`
-//! costs the generator ~10 us on loopback, and one per acknowledgement would take its
-//! core at the loads the ceiling sweep reaches. The host reads the same frames, later
-//! and in fewer TCP segments.
+//! client's next write (its messages', or its turn every tick, 50 ms, between them)
+//! instead of in a `write` of its own at once: a `write` costs the generator ~10 us on
+//! loopback, and one per acknowledgement would take its core at the loads the ceiling
+//! sweep reaches. The host reads the same frames, up to a tick later and in fewer TCP
+//! segments.
 
 use wasmroom_wire::session::{self as frames, ClientText};
 
