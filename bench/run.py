@@ -8,6 +8,7 @@
     python3 bench/run.py --only journal # the relay in checkpoint and journal mode, results/journal.md
     python3 bench/run.py --only pgjournal # chat in journal mode on PostgreSQL, results/pg-journal.md
     python3 bench/run.py --only relay   # the native floor and wasmroom's relay sweep only, results/relay.md
+    python3 bench/run.py --only sessions # the relay with plain and session clients, results/sessions.md
 
 Peers, each started here and pinned to core 0 (the load generator runs on core 1):
   wasmroom   one lane, the relay plugin
@@ -292,17 +293,18 @@ class Steal:
         return (steal_ticks(SERVER_CPU) - self.ticks) / elapsed if elapsed > 0 else 0.0
 
 
-def relay_point(peer, offered, seconds):
+def relay_point(peer, offered, seconds, extra=()):
     """One load point of the ceiling shape at `offered` deliveries/s, measured again while
     the hypervisor stole more than MAX_STEAL of the server's core (at most STEAL_RETRIES
     times). The attempt kept: the one under MAX_STEAL if there is one; else, since steal
     only slows a server, the least stolen that carried its load; else the least stolen. A
     point that failed with that much stolen is marked machine_bound: like a
     generator_saturated one (the generator used more than 70 % of its core), it shows the
-    machine, not the server, and is neither a ceiling nor a failure."""
-    attempts = [measure_point(peer, offered, seconds)]
+    machine, not the server, and is neither a ceiling nor a failure. `extra`: more
+    arguments for `loadgen run` (`--session`)."""
+    attempts = [measure_point(peer, offered, seconds, extra)]
     while attempts[-1]["server_core_steal_share"] > MAX_STEAL and len(attempts) <= STEAL_RETRIES:
-        attempts.append(measure_point(peer, offered, seconds))
+        attempts.append(measure_point(peer, offered, seconds, extra))
     clean = [a for a in attempts if a["server_core_steal_share"] <= MAX_STEAL]
     carried = [a for a in attempts if a["ok"]]
     r = min(clean or carried or attempts, key=lambda a: a["server_core_steal_share"])
@@ -319,7 +321,7 @@ def unusable(point):
     return point["generator_saturated"] or point.get("machine_bound", False)
 
 
-def measure_point(peer, offered, seconds):
+def measure_point(peer, offered, seconds, extra=()):
     """One run of `relay_point`: the generator reports its own and the server's CPU share
     over the sending window, and a point where it used more than 70 % of its core is
     marked generator_saturated."""
@@ -327,29 +329,31 @@ def measure_point(peer, offered, seconds):
     settle_cpu(peer)
     steal = Steal()
     r = loadgen(peer.url, "run", "--docs", DOCS, "--clients", CLIENTS, "--size", SIZE,
-                "--rate", f"{rate:.4f}", "--seconds", seconds, "--server-pid", peer.proc.pid)
+                "--rate", f"{rate:.4f}", "--seconds", seconds, "--server-pid", peer.proc.pid, *extra)
     r["server_core_steal_share"] = steal.share()
     share = r.get("server_cpu_share") or 0
     # Every delivery over the server's CPU time from the first send to the last delivery.
     busy = r.get("server_cpu_seconds") or 0
     r["deliveries_per_server_cpu_sec"] = r["delivered"] / busy if busy > 0 else 0
+    # With sessions, a gap or a duplicate in the host's numbers is a failure too.
     r["ok"] = (r["ratio"] >= MIN_RATIO and r["p99_ms"] < MAX_P99_MS
-               and not r["generator_saturated"])
+               and not r["generator_saturated"] and not r.get("session_errors"))
     flag = " GENERATOR SATURATED" if r["generator_saturated"] else ""
-    print(f"  {peer.name:9} offered {r['offered_deliveries_per_sec']:>10,.0f}/s: "
+    label = f"{peer.name}{' sessions' if r.get('session') else ''}"
+    print(f"  {label:17} offered {r['offered_deliveries_per_sec']:>10,.0f}/s: "
           f"ratio {r['ratio']:.4f} p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms "
           f"server CPU {share:.0%} generator CPU {r['generator_cpu_share']:.0%} "
           f"steal {r['server_core_steal_share']:.0%}{flag}", flush=True)
     return r
 
 
-def sweep(peer, offered_loads, seconds):
+def sweep(peer, offered_loads, seconds, extra=()):
     """Raises the offered load until two points in a row are not carried (or the generator
     saturates: above that it cannot tell)."""
     points = []
     failures = 0
     for offered in offered_loads:
-        r = relay_point(peer, offered, seconds)
+        r = relay_point(peer, offered, seconds, extra)
         points.append(r)
         if unusable(r):
             break
@@ -359,7 +363,7 @@ def sweep(peer, offered_loads, seconds):
     return points
 
 
-def refine(peer, points, seconds):
+def refine(peer, points, seconds, extra=()):
     """Bisects the step between the highest load the sweep carried and the failed one
     above it (from 0 if the first load failed): the sweep's steps are 25-100 % apart, too
     coarse to compare two servers within one step. Each new point counts as any other in
@@ -370,7 +374,7 @@ def refine(peer, points, seconds):
     failed = min(offered(p) for p in points if offered(p) > best)
     lo, hi = best, failed
     for _ in range(REFINE_STEPS):
-        r = relay_point(peer, (lo + hi) / 2, seconds)
+        r = relay_point(peer, (lo + hi) / 2, seconds, extra)
         points.append(r)
         if unusable(r):
             return
@@ -815,7 +819,7 @@ def main():
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="redo the table and plot from results.json")
     parser.add_argument("--only", choices=["lanes", "reload", "handover", "tokens", "store", "journal", "pgjournal",
-                                           "relay"],
+                                           "relay", "sessions"],
                         help="run one wasmroom section and update results/ (store: the PostgreSQL store, "
                              "results/store.md)")
     args = parser.parse_args()
@@ -840,6 +844,15 @@ def main():
             build()
         import pg_journal
         pg_journal.main(quick=args.quick)
+        return
+    if args.only == "sessions":
+        import sessions
+        if args.report_only:
+            sessions.report()
+            return
+        if not args.no_build:
+            build()
+        sessions.main(quick=args.quick)
         return
     if args.only == "journal":
         if not args.no_build:

@@ -8,13 +8,24 @@ pub(crate) const OP_CLOSE: u8 = 0x8;
 pub(crate) const OP_PING: u8 = 0x9;
 pub(crate) const OP_PONG: u8 = 0xa;
 
+/// The generator's masking key: any key does, the server does the same work for every key.
+pub(crate) const MASK: [u8; 4] = [0x5a, 0xc3, 0x96, 0x3c];
+
 /// Frames larger than this are a protocol error here (the relay sends small messages).
 const MAX_PAYLOAD: u64 = 64 << 20;
 
 /// Appends one masked client frame (FIN set) carrying `payload` to `out`.
 pub(crate) fn encode_masked(out: &mut Vec<u8>, opcode: u8, mask: [u8; 4], payload: &[u8]) {
+    push_masked_header(out, opcode, mask, payload.len());
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], mask, 0);
+}
+
+/// Appends the header of a masked client frame (FIN set) whose payload, `len` bytes
+/// masked with `mask`, the caller appends next.
+pub(crate) fn push_masked_header(out: &mut Vec<u8>, opcode: u8, mask: [u8; 4], len: usize) {
     out.push(0x80 | opcode);
-    let len = payload.len();
     if len < 126 {
         out.push(0x80 | len as u8);
     } else if len <= 0xffff {
@@ -25,9 +36,6 @@ pub(crate) fn encode_masked(out: &mut Vec<u8>, opcode: u8, mask: [u8; 4], payloa
         out.extend_from_slice(&(len as u64).to_be_bytes());
     }
     out.extend_from_slice(&mask);
-    let start = out.len();
-    out.extend_from_slice(payload);
-    apply_mask(&mut out[start..], mask, 0);
 }
 
 /// XORs `data` with `mask`, `data[0]` being byte `offset` of the payload.
@@ -115,11 +123,11 @@ pub(crate) fn read_hex16(b: &[u8]) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Unmasks a client frame: (opcode, payload).
-    fn decode_masked(frame: &[u8]) -> (u8, Vec<u8>) {
+    pub(crate) fn decode_masked(frame: &[u8]) -> (u8, Vec<u8>) {
         assert_eq!(frame[1] & 0x80, 0x80, "client frames are masked");
         let mut unmasked = frame.to_vec();
         unmasked[1] &= 0x7f;

@@ -6,15 +6,18 @@
 //! its own place in the tick so that the writes are spread evenly: every message that came
 //! due since its last write is appended to the socket's reusable out buffer as a
 //! ready-masked frame (a template with only the 16-digit timestamp rewritten), and the
-//! buffer goes out in one `write`. Reads go into one shared buffer and are parsed in place;
-//! a socket keeps only the bytes of a frame that has not fully arrived. Nothing is
-//! allocated per message.
+//! buffer goes out in one `write`. Reads go into one shared buffer and are parsed in place
+//! (`conn.rs`). Nothing is allocated per message.
 //!
 //! Why ticks: on loopback the sender of a segment pays for the receiver's TCP processing
 //! too, so a `write` costs the generator about 10 us whatever its size; one write per
 //! message would cost it most of its core at 400k deliveries (48k messages) per second.
+//!
+//! With `--session` every client opens a session (`session.rs`): its messages are
+//! numbered (on the same schedule), the host's numbers checked, and its acknowledgements
+//! go out with its messages or, between them, in a turn of their own every tick.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -23,10 +26,11 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::frame::{
-    OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, ParseError, apply_mask,
-    encode_masked, parse_header, read_hex16, write_hex16,
-};
+use crate::conn::{Conn, Received, read_ready};
+use crate::frame::{MASK, OP_CLOSE, encode_masked};
+use crate::session::Session;
+use crate::template::{Frames, masked_stamps};
+use crate::upgrade::handshake;
 
 /// Above this share of its core the generator's own delays may show in the results: such
 /// a point is marked `generator_saturated` and is not a valid ceiling.
@@ -36,8 +40,10 @@ const SATURATED_SHARE: f64 = 0.70;
 /// what has not arrived by then counts as not delivered).
 const QUIET: Duration = Duration::from_secs(1);
 const DRAIN_MAX: Duration = Duration::from_secs(5);
-/// Any key does; the server does the same work for every key.
-const MASK: [u8; 4] = [0x5a, 0xc3, 0x96, 0x3c];
+/// With sessions, how long the clients wait for the host's answer to their close frames
+/// (after the measurement): a session that ends with a close is over, one whose socket
+/// just went away would stay parked on the host into the next run.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// The load: `docs` x `clients` sockets, each sending `size`-byte text messages at `rate`
 /// per second for `duration`, in one write per `tick` (the clients' writes are spread
@@ -55,142 +61,120 @@ pub(crate) struct Shape {
     pub(crate) poll: Duration,
     /// The first document's number (`bench-{first_doc}`).
     pub(crate) first_doc: usize,
+    /// Every client offers `wasmroom.session.v1` (docs/sessions.md).
+    pub(crate) session: bool,
 }
 
-struct Conn {
-    stream: TcpStream,
-    /// The start of a frame that has not fully arrived.
-    partial: Vec<u8>,
-    /// Frames for the server; `out[written..]` is not written yet.
-    out: Vec<u8>,
-    written: usize,
-    /// Messages sent so far, and where in each tick this client writes (0..1): the
-    /// clients are spread over the tick so that they do not write in lockstep.
-    sent: u64,
-    phase: f64,
-    open: bool,
+/// The clients' turns to write: client `i` of `total` writes at `(round + i / total) *
+/// tick` seconds into the run, so that the writes are spread evenly over each tick.
+struct Turns {
+    tick: f64,
+    total: usize,
+    /// The next turn: client `cursor` in `round`.
+    cursor: usize,
+    round: u64,
 }
 
-impl Conn {
-    /// One `write` of what is pending (the rest waits for the socket to be writable).
-    fn flush(&mut self) {
-        if !self.open || self.written == self.out.len() {
-            return;
+impl Turns {
+    fn new(tick: f64, total: usize) -> Self {
+        Self {
+            tick,
+            total,
+            cursor: 0,
+            round: 0,
         }
-        loop {
-            match self.stream.write(&self.out[self.written..]) {
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => self.open = false,
-            }
-            break;
+    }
+
+    /// The next client whose turn came by `elapsed` seconds, and how late the turn is.
+    fn next(&mut self, elapsed: f64) -> Option<(usize, f64)> {
+        let at = (self.round as f64 + self.cursor as f64 / self.total as f64) * self.tick;
+        if at > elapsed {
+            return None;
         }
-        if self.written == self.out.len() {
-            self.out.clear();
-            self.written = 0;
+        let turn = self.cursor;
+        self.cursor += 1;
+        if self.cursor == self.total {
+            (self.cursor, self.round) = (0, self.round + 1);
         }
+        Some((turn, elapsed - at))
     }
 }
 
-#[derive(Default)]
-struct Received {
-    delivered: u64,
-    /// `read` calls that returned data.
-    reads: u64,
-    /// Connections the server closed or broke.
-    closed: u64,
-    protocol_errors: u64,
-}
-
-/// Handles the complete frames at the start of `buf` (received at `now_ns`); returns how
-/// many bytes they took and whether the server closed the connection. Pings and the
-/// close are answered into `out`.
-fn consume(
-    buf: &[u8],
-    now_ns: u64,
-    out: &mut Vec<u8>,
-    latency: &mut Histogram<u64>,
-    received: &mut Received,
-) -> Result<(usize, bool), ParseError> {
-    let mut at = 0;
-    while let Some(h) = parse_header(&buf[at..])? {
-        let end = at + h.frame_len();
-        if end > buf.len() {
-            break;
-        }
-        let payload = &buf[at + h.payload_at..end];
-        match h.opcode {
-            OP_TEXT | OP_BINARY => {
-                if let Some(sent_ns) = read_hex16(payload) {
-                    let _ = latency.record((now_ns.saturating_sub(sent_ns) / 1000).max(1));
-                }
-                received.delivered += u64::from(h.fin);
-            }
-            OP_CONTINUATION => received.delivered += u64::from(h.fin),
-            OP_PING => encode_masked(out, OP_PONG, MASK, payload),
-            OP_CLOSE => {
-                encode_masked(out, OP_CLOSE, MASK, payload.get(..2).unwrap_or_default());
-                return Ok((end, true));
-            }
-            _ => {}
-        }
-        at = end;
-    }
-    Ok((at, false))
-}
-
-/// The frame every message is, masked once: only the 16 timestamp digits at the returned
-/// offset are rewritten per tick (with `masked_stamp`).
-fn message_template(size: usize) -> (Vec<u8>, usize) {
-    let mut payload = vec![b'x'; size];
-    payload[..16].fill(b'0');
-    let mut template = Vec::new();
-    encode_masked(&mut template, OP_TEXT, MASK, &payload);
-    let stamp_at = template.len() - size;
-    (template, stamp_at)
-}
-
-/// A send time as the template's first 16 payload bytes, masked.
-fn masked_stamp(ns: u64) -> [u8; 16] {
-    let mut stamp = [0u8; 16];
-    write_hex16(ns, &mut stamp);
-    apply_mask(&mut stamp, MASK, 0);
-    stamp
-}
-
-/// Connects and upgrades `path` (blocking; not measured). Returns the stream and any
-/// bytes that came after the response head.
-fn handshake(
+/// Opens the `docs` x `clients` sockets (blocking; not measured) and registers them.
+fn open_all(
     addr: SocketAddr,
     host: &str,
-    path: &str,
-) -> anyhow::Result<(std::net::TcpStream, Vec<u8>)> {
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )?;
-    let mut head = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk)?;
-        ensure!(n > 0, "connection closed during the upgrade of {path}");
-        head.extend_from_slice(&chunk[..n]);
-        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            let status = String::from_utf8_lossy(&head[..head.len().min(64)]);
-            ensure!(
-                head.starts_with(b"HTTP/1.1 101"),
-                "upgrade of {path} refused: {}",
-                status.lines().next().unwrap_or_default()
+    prefix: &str,
+    shape: &Shape,
+    poll: &Poll,
+    connect: &mut Histogram<u64>,
+) -> anyhow::Result<Vec<Conn>> {
+    let total = shape.docs * shape.clients;
+    let mut conns = Vec::with_capacity(total);
+    for d in 0..shape.docs {
+        for _ in 0..shape.clients {
+            let t = Instant::now();
+            let path = format!("{prefix}/bench-{}", shape.first_doc + d);
+            let (stream, early) = handshake(addr, host, &path, shape.session)?;
+            connect.record(t.elapsed().as_micros().max(1) as u64)?;
+            stream.set_nonblocking(true)?;
+            let mut stream = TcpStream::from_std(stream);
+            let token = Token(conns.len());
+            poll.registry().register(
+                &mut stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            let mut conn = Conn::new(
+                stream,
+                early,
+                4 * (shape.size + 32),
+                token.0 as f64 / total as f64,
             );
-            return Ok((stream, head.split_off(end + 4)));
+            conn.session = shape.session.then(Session::default);
+            conns.push(conn);
         }
-        ensure!(head.len() < 16 << 10, "response head of {path} too long");
     }
+    Ok(conns)
+}
+
+/// Sends every open session's close frame and waits (at most `CLOSE_WAIT`) for the
+/// host's: returns how many were answered.
+fn close_sessions(
+    poll: &mut Poll,
+    events: &mut Events,
+    conns: &mut [Conn],
+    scratch: &mut Vec<u8>,
+    start: Instant,
+    received: &mut Received,
+) -> anyhow::Result<u64> {
+    let mut waiting = 0;
+    for conn in conns.iter_mut().filter(|c| c.open) {
+        encode_masked(&mut conn.out, OP_CLOSE, MASK, &1000u16.to_be_bytes());
+        conn.closing = true;
+        conn.flush();
+        waiting += 1;
+    }
+    let deadline = Instant::now() + CLOSE_WAIT;
+    while conns.iter().any(|c| c.open) && Instant::now() < deadline {
+        match poll.poll(events, Some(Duration::from_millis(10))) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => r?,
+        }
+        for event in events.iter() {
+            let conn = &mut conns[event.token().0];
+            if conn.open {
+                read_ready(
+                    conn,
+                    scratch,
+                    || start.elapsed().as_nanos() as u64,
+                    received,
+                );
+                conn.flush();
+            }
+        }
+    }
+    Ok(waiting - conns.iter().filter(|c| c.open).count() as u64)
 }
 
 /// User + system CPU seconds of process `pid` ("self" for this one).
@@ -238,63 +222,35 @@ pub(crate) fn run(
     ensure!(!shape.tick.is_zero(), "--tick-ms must be positive");
     ensure!(!shape.poll.is_zero(), "--poll-us must be positive");
     let size = shape.size.max(16);
+    let shape = Shape { size, ..shape };
     let rest = base.strip_prefix("ws://").context("ws:// URLs only")?;
     let (host, prefix) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let addr: SocketAddr = host.parse().context("the URL's host must be ip:port")?;
 
-    let (template, stamp_at) = message_template(size);
-
+    let frames = Frames::new(size, shape.session);
     let start = Instant::now();
     let ns = |t: Instant| t.duration_since(start).as_nanos() as u64;
     let mut poll = Poll::new()?;
     let mut connect = Histogram::<u64>::new(3)?;
-    let mut conns = Vec::with_capacity(docs * clients);
-    let total = docs * clients;
-    for d in 0..docs {
-        for _ in 0..clients {
-            let t = Instant::now();
-            let (stream, early) = handshake(
-                addr,
-                host,
-                &format!("{prefix}/bench-{}", shape.first_doc + d),
-            )?;
-            connect.record(t.elapsed().as_micros().max(1) as u64)?;
-            stream.set_nonblocking(true)?;
-            let mut stream = TcpStream::from_std(stream);
-            let token = Token(conns.len());
-            poll.registry().register(
-                &mut stream,
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            conns.push(Conn {
-                stream,
-                partial: early,
-                out: Vec::with_capacity(4 * template.len()),
-                written: 0,
-                sent: 0,
-                phase: token.0 as f64 / total as f64,
-                open: true,
-            });
-        }
-    }
+    let mut conns = open_all(addr, host, prefix, &shape, &poll, &mut connect)?;
+    let total = conns.len();
 
     let mut events = Events::with_capacity(total.clamp(256, 8192));
     let mut scratch = vec![0u8; 256 << 10];
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     // How late the generator wrote, against each client's schedule.
     let mut late = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut received = Received::default();
+    let mut received = Received::new()?;
     let mut sent = 0u64;
     let mut writes = 0u64;
     let begin = Instant::now() + Duration::from_millis(200);
     let end = begin + duration;
-    // Client `i` writes at `begin + (round + i / total) * tick`: the next one due is
-    // `cursor` in `round`. A client that sends less than once per tick writes each
-    // message when it is due.
+    // A client that sends less than once per tick writes each message when it is due.
     let tick = shape.tick.as_secs_f64().max(1.0 / rate);
-    let (mut cursor, mut round) = (0usize, 0u64);
-    let write_at = |round: u64, i: usize| (round as f64 + i as f64 / total as f64) * tick;
+    let mut turns = Turns::new(tick, total);
+    // A session client also has a turn every tick for the acknowledgements that fall due
+    // between its messages (and after the sending window): the messages keep the same
+    // schedule as without sessions.
+    let mut ack_turns = Turns::new(shape.tick.as_secs_f64(), total);
     let mut sending = true;
     let mut cpu_at_begin: Option<(f64, f64)> = None;
     let mut send_wall = duration.as_secs_f64();
@@ -324,7 +280,7 @@ pub(crate) fn run(
                 continue;
             }
             if event.is_readable() || event.is_read_closed() || event.is_error() {
-                read_ready(conn, &mut scratch, start, &mut latency, &mut received);
+                read_ready(conn, &mut scratch, || ns(Instant::now()), &mut received);
             }
             if event.is_writable() {
                 conn.flush();
@@ -345,29 +301,39 @@ pub(crate) fn run(
             cpu_at_begin.get_or_insert_with(|| cpu_pair(server));
             let elapsed = now.duration_since(begin).as_secs_f64();
             // Every message written now carries the same send time, masked once.
-            let stamp = masked_stamp(ns(now));
-            while write_at(round, cursor) <= elapsed {
-                let behind = elapsed - write_at(round, cursor);
+            let stamps = masked_stamps(ns(now));
+            while let Some((i, behind)) = turns.next(elapsed) {
                 let _ = late.record(((behind * 1e6) as u64).max(1));
-                let conn = &mut conns[cursor];
+                let conn = &mut conns[i];
                 // Every message that came due since this client's last write: message
                 // `j` is due at `(j + phase) / rate` (the epsilon absorbs rounding when
                 // the write is exactly at a due time).
                 let due = (elapsed * rate - conn.phase + 1e-6).floor() as i64 + 1;
                 if conn.open && (conn.sent as i64) < due {
                     while (conn.sent as i64) < due {
-                        conn.out.extend_from_slice(&template);
-                        let at = conn.out.len() - template.len() + stamp_at;
-                        conn.out[at..at + 16].copy_from_slice(&stamp);
+                        received.session.prefix_bytes_sent += frames.push(conn, &stamps) as u64;
                         conn.sent += 1;
                         sent += 1;
+                    }
+                    // The acknowledgements due go with the messages.
+                    if let Some(session) = conn.session.as_mut() {
+                        session.take_acks(ns(now), &mut conn.out, &mut received.session);
                     }
                     conn.flush();
                     writes += 1;
                 }
-                cursor += 1;
-                if cursor == total {
-                    (cursor, round) = (0, round + 1);
+            }
+        }
+        if shape.session && now >= begin {
+            let elapsed = now.duration_since(begin).as_secs_f64();
+            while let Some((i, _)) = ack_turns.next(elapsed) {
+                let conn = &mut conns[i];
+                let Some(session) = conn.session.as_mut().filter(|_| conn.open) else {
+                    continue;
+                };
+                if session.take_acks(ns(now), &mut conn.out, &mut received.session) {
+                    conn.flush();
+                    writes += 1;
                 }
             }
         }
@@ -390,14 +356,15 @@ pub(crate) fn run(
     // deliveries cost it, also those that came after the sending window.
     let server_cpu_seconds = cpu_pair(server).1 - cpu_at_begin.map_or(f64::NAN, |c| c.1);
     received.closed = conns.iter().filter(|c| !c.open).count() as u64;
-    drop(conns);
 
     let expected = sent * (clients as u64 - 1);
     let delivered = received.delivered;
+    let latency = &received.latency;
     let ms = |us: u64| us as f64 / 1000.0;
-    Ok(serde_json::json!({
+    let mut report = serde_json::json!({
         "docs": docs, "clients": clients, "size": size, "rate": rate,
         "seconds": duration.as_secs_f64(),
+        "session": shape.session,
         "sent": sent,
         "expected": expected,
         "delivered": delivered,
@@ -413,6 +380,10 @@ pub(crate) fn run(
         "drain_cut_short": drain_cut,
         "reads": received.reads,
         "writes": writes,
+        // On the wire, after the upgrade (and after a session's hello) up to the end of
+        // the drain.
+        "bytes_read": received.bytes_read,
+        "bytes_written": conns.iter().map(|c| c.bytes_written).sum::<u64>(),
         "protocol_errors": received.protocol_errors,
         "tick_ms": tick * 1000.0,
         "poll_ms": shape.poll.as_secs_f64() * 1000.0,
@@ -423,72 +394,40 @@ pub(crate) fn run(
         // null without --server-pid
         "server_cpu_share": server_cpu,
         "server_cpu_seconds": server_cpu_seconds,
-    }))
-}
-
-/// Reads what `conn` has into `scratch` (after the partial frame it kept), handles the
-/// complete frames and keeps the incomplete rest.
-fn read_ready(
-    conn: &mut Conn,
-    scratch: &mut Vec<u8>,
-    start: Instant,
-    latency: &mut Histogram<u64>,
-    received: &mut Received,
-) {
-    let mut filled = conn.partial.len();
-    scratch[..filled].copy_from_slice(&conn.partial);
-    conn.partial.clear();
-    let mut closed = false;
-    loop {
-        let space = scratch.len() - filled;
-        let n = match conn.stream.read(&mut scratch[filled..]) {
-            Ok(0) => {
-                closed = true;
-                0
-            }
-            Ok(n) => {
-                received.reads += 1;
-                n
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(_) => {
-                closed = true;
-                0
-            }
-        };
-        filled += n;
-        let now_ns = start.elapsed().as_nanos() as u64;
-        let (used, close) =
-            match consume(&scratch[..filled], now_ns, &mut conn.out, latency, received) {
-                Ok(r) => r,
-                Err(_) => {
-                    received.protocol_errors += 1;
-                    (filled, true)
-                }
-            };
-        scratch.copy_within(used..filled, 0);
-        filled -= used;
-        if close {
-            closed = true;
-        }
-        // A read that did not fill the buffer emptied the socket: with edge-triggered
-        // readiness, later data raises a new event.
-        if closed || n < space {
-            break;
-        }
-        if filled == scratch.len() {
-            // One frame larger than the buffer.
-            scratch.resize(2 * scratch.len(), 0);
+    });
+    if shape.session {
+        let closed = close_sessions(
+            &mut poll,
+            &mut events,
+            &mut conns,
+            &mut scratch,
+            start,
+            &mut received,
+        )?;
+        let s = &received.session;
+        let extra = serde_json::json!({
+            // Gaps and duplicates in the host's numbers, and malformed frames: each an
+            // error (also those read while closing).
+            "session_errors": s.errors(),
+            "session_gaps": s.gaps,
+            "session_duplicates": s.duplicates,
+            "session_malformed": s.malformed,
+            "session_acks_sent": s.acks_sent,
+            "session_acks_received": s.acks_received,
+            "session_ack_bytes_sent": s.ack_bytes_sent,
+            "session_ack_bytes_received": s.ack_bytes_received,
+            "session_prefix_bytes_sent": s.prefix_bytes_sent,
+            "session_prefix_bytes_received": s.prefix_bytes_received,
+            // Messages sent that the host had not acknowledged when the sessions closed.
+            "session_unacked": conns.iter().filter_map(|c| c.session.as_ref()).map(Session::unacked).sum::<u64>(),
+            "sessions_closed_cleanly": closed,
+        });
+        if let (Some(report), serde_json::Value::Object(extra)) = (report.as_object_mut(), extra) {
+            report.extend(extra);
         }
     }
-    if closed {
-        conn.flush();
-        conn.open = false;
-        return;
-    }
-    conn.partial.extend_from_slice(&scratch[..filled]);
-    conn.flush();
+    drop(conns);
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -496,48 +435,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn consume_counts_messages_answers_pings_and_keeps_partial_frames() {
-        let mut buf = Vec::new();
-        buf.extend_from_slice(&[0x81, 20]);
-        buf.extend_from_slice(b"00000000000003e8xxxx"); // sent at 1000 ns
-        buf.extend_from_slice(&[0x89, 2, b'h', b'i']);
-        buf.extend_from_slice(&[0x01, 16]); // a fragment, then its end
-        buf.extend_from_slice(b"00000000000007d0");
-        buf.extend_from_slice(&[0x80, 1, b'z']);
-        buf.extend_from_slice(&[0x81, 126, 0, 200, b'0']); // incomplete
-        let mut out = Vec::new();
-        let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-        let mut received = Received::default();
-        let (used, closed) =
-            consume(&buf, 5_001_000, &mut out, &mut latency, &mut received).unwrap();
-        assert_eq!(used, buf.len() - 5);
-        assert!(!closed);
-        assert_eq!(received.delivered, 2);
-        assert_eq!(latency.len(), 2);
-        assert!(latency.equivalent(latency.max(), 5000));
-        assert_eq!(out[0], 0x80 | OP_PONG);
-        assert_eq!(out.len(), 2 + 4 + 2);
-
-        let mut out = Vec::new();
-        let close = [0x88, 2, 0x03, 0xe8, 0x81, 0];
-        let (used, closed) = consume(&close, 0, &mut out, &mut latency, &mut received).unwrap();
-        assert_eq!((used, closed), (4, true));
-        assert_eq!(out[0], 0x80 | OP_CLOSE);
-    }
-
-    #[test]
-    fn stamped_templates_are_masked_text_frames_with_the_send_time() {
-        for size in [16, 100, 200] {
-            let (mut frame, at) = message_template(size);
-            frame[at..at + 16].copy_from_slice(&masked_stamp(0x1234_5678_9abc));
-            // What a server sees: unmask the payload.
-            assert_eq!(frame[0], 0x80 | OP_TEXT);
-            let mut payload = frame[at..].to_vec();
-            apply_mask(&mut payload, MASK, 0);
-            assert_eq!(&frame[at - 4..at], &MASK);
-            assert_eq!(payload.len(), size);
-            assert_eq!(read_hex16(&payload), Some(0x1234_5678_9abc));
-            assert!(payload[16..].iter().all(|&b| b == b'x'));
+    fn turns_spread_each_tick_over_the_clients() {
+        let mut turns = Turns::new(0.05, 4);
+        let mut order = Vec::new();
+        while let Some((i, late)) = turns.next(0.1) {
+            order.push(i);
+            assert!((0.0..=0.1).contains(&late));
         }
+        // Turns at 0, 12.5, 25, 37.5 ms, then again from 50 ms; 100 ms is the next one.
+        assert_eq!(order, [0, 1, 2, 3, 0, 1, 2, 3, 0]);
+        assert_eq!(turns.next(0.1124), None);
+        assert_eq!(turns.next(0.1125).map(|t| t.0), Some(1));
     }
 }

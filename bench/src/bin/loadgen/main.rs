@@ -5,21 +5,27 @@
 //! other clients. Reports offered and delivered deliveries/s, delivered/expected, latency
 //! percentiles, connect time, and the generator's own CPU share over the sending window;
 //! above 70 % the point is marked `generator_saturated` (not a valid ceiling). One thread,
-//! hand-encoded frames, no allocation per message: see `lean.rs`.
+//! hand-encoded frames, no allocation per message: see `lean.rs`. With `--session` every
+//! client opens a session (`session.rs`).
 //!
 //! `cold`: opens N fresh documents one after another; reports connect -> upgraded times.
 //!
 //! `hold`: opens D x C idle connections (from several loopback source addresses), prints
-//! `READY <open> <failed>` and holds them until stdin closes, so that the server's
-//! memory can be measured.
+//! `READY <open> <failed> <sessions>` and holds them until stdin closes, so that the
+//! server's memory can be measured. With `--session` each one opens a session (the
+//! host's hello read; `<sessions>` counts the distinct ids).
 //!
 //! `takeover`: opens D documents (one connection each) on `--url`, prints `READY <open>`,
 //! and when the server ends them (it was killed) opens each document on `--to`, retrying,
 //! until it is served there; reports when each one was lost and served again (Unix ms, so
 //! that the caller can measure from the moment it killed the server).
 
+mod conn;
 mod frame;
 mod lean;
+mod session;
+mod template;
+mod upgrade;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -30,6 +36,9 @@ use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 #[derive(Parser)]
 struct Cli {
@@ -74,6 +83,11 @@ enum Mode {
         /// The server's pid: its CPU share over the sending window is reported too.
         #[arg(long)]
         server_pid: Option<u32>,
+        /// Every client opens a session (`wasmroom.session.v1`, docs/sessions.md): its
+        /// messages are numbered, the host's numbers checked (a gap or a duplicate is an
+        /// error) and acknowledged as `clients/js` does.
+        #[arg(long)]
+        session: bool,
     },
     /// Cold opens of fresh documents.
     Cold {
@@ -92,6 +106,10 @@ enum Mode {
         /// Source addresses 127.0.0.1 .. 127.0.0.N (each has ~28k ephemeral ports).
         #[arg(long, default_value_t = 1)]
         sources: u8,
+        /// Every connection opens a session: a connection counts as open once the host's
+        /// hello of a new session arrived.
+        #[arg(long)]
+        session: bool,
     },
     /// Documents held on one host, then opened on another once the first dies.
     Takeover {
@@ -122,6 +140,7 @@ fn main() -> anyhow::Result<()> {
             poll_us,
             first_doc,
             server_pid,
+            session,
         } => lean::run(
             &cli.url,
             lean::Shape {
@@ -133,6 +152,7 @@ fn main() -> anyhow::Result<()> {
                 tick: Duration::from_secs_f64(tick_ms / 1000.0),
                 poll: Duration::from_micros(poll_us),
                 first_doc,
+                session,
             },
             server_pid,
         )?,
@@ -143,7 +163,8 @@ fn main() -> anyhow::Result<()> {
             docs,
             clients,
             sources,
-        } => runtime(cli.threads)?.block_on(hold(&cli.url, docs, clients, sources))?,
+            session,
+        } => runtime(cli.threads)?.block_on(hold(&cli.url, docs, clients, sources, session))?,
         Mode::Takeover {
             docs,
             to,
@@ -195,6 +216,37 @@ async fn open(url: &str, source: Option<IpAddr>) -> anyhow::Result<Ws> {
     Ok(ws)
 }
 
+/// Opens `url` offering a session and reads the host's hello: the socket and the new
+/// session's id.
+async fn open_session(url: &str, source: Option<IpAddr>) -> anyhow::Result<(Ws, String)> {
+    let addr = address(url)?;
+    let socket = TcpSocket::new_v4()?;
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut request = url.into_client_request()?;
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static(wasmroom_wire::session::SUBPROTOCOL),
+    );
+    let (mut ws, response) = tokio_tungstenite::client_async(request, stream).await?;
+    let accepted = response.headers().get("sec-websocket-protocol");
+    anyhow::ensure!(
+        accepted.is_some_and(|p| p == wasmroom_wire::session::SUBPROTOCOL),
+        "the host did not accept the session subprotocol"
+    );
+    match ws.next().await {
+        Some(Ok(Message::Text(hello))) => {
+            let id = session::new_session_id(hello.as_str())
+                .with_context(|| format!("not a new session's hello: {hello}"))?;
+            Ok((ws, id.to_owned()))
+        }
+        other => anyhow::bail!("no hello: {other:?}"),
+    }
+}
+
 fn percentile_us(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64
 }
@@ -222,6 +274,7 @@ async fn hold(
     docs: usize,
     clients: usize,
     sources: u8,
+    session: bool,
 ) -> anyhow::Result<serde_json::Value> {
     let limit = Arc::new(tokio::sync::Semaphore::new(256));
     let mut tasks = Vec::new();
@@ -234,19 +287,31 @@ async fn hold(
             let limit = limit.clone();
             tasks.push(tokio::spawn(async move {
                 let _permit = limit.acquire_owned().await.ok()?;
-                open(&url, Some(source)).await.ok()
+                if session {
+                    open_session(&url, Some(source))
+                        .await
+                        .ok()
+                        .map(|(ws, id)| (ws, Some(id)))
+                } else {
+                    open(&url, Some(source)).await.ok().map(|ws| (ws, None))
+                }
             }));
         }
     }
     let mut open_sockets = Vec::new();
+    let mut ids = std::collections::HashSet::new();
     let mut failed = 0;
     for t in tasks {
         match t.await? {
-            Some(ws) => open_sockets.push(ws),
+            Some((ws, id)) => {
+                open_sockets.push(ws);
+                ids.extend(id);
+            }
             None => failed += 1,
         }
     }
-    println!("READY {} {failed}", open_sockets.len());
+    // The third figure: distinct sessions the host opened (one per socket, or 0).
+    println!("READY {} {failed} {}", open_sockets.len(), ids.len());
     // Keep answering pings while holding, until stdin closes.
     let held = open_sockets.len();
     let keep = tokio::spawn(async move {
