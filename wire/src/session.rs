@@ -64,6 +64,52 @@ fn number(digits: &str) -> Result<u64, FrameError> {
     digits.parse().map_err(|_| FrameError::Malformed)
 }
 
+/// What goes before a data message's payload: `<seq>:` on a text frame, `seq` as 8 bytes
+/// big-endian on a binary one. On the stack: a host writes it straight before the
+/// payload, without a framed copy per recipient.
+#[derive(Debug, Clone, Copy)]
+pub struct DataPrefix {
+    bytes: [u8; 21],
+    len: u8,
+}
+
+impl DataPrefix {
+    /// The prefix of data message `seq` in a text (or binary) frame.
+    pub fn new(seq: u64, binary: bool) -> DataPrefix {
+        let mut bytes = [0u8; 21];
+        if binary {
+            bytes[..BINARY_PREFIX].copy_from_slice(&seq.to_be_bytes());
+            return DataPrefix {
+                bytes,
+                len: BINARY_PREFIX as u8,
+            };
+        }
+        // Decimal digits, most significant first, then the colon.
+        let mut digits = [0u8; 20];
+        let (mut n, mut at) = (seq, digits.len());
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let len = digits.len() - at;
+        bytes[..len].copy_from_slice(&digits[at..]);
+        bytes[len] = b':';
+        DataPrefix {
+            bytes,
+            len: len as u8 + 1,
+        }
+    }
+
+    /// Its bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
 /// Data message `seq` as a text frame's payload.
 pub fn text_data(seq: u64, text: &str) -> String {
     let mut framed = String::with_capacity(text.len() + 21);
@@ -188,5 +234,21 @@ mod tests {
         assert_eq!(take_resume("session=nothex&last=1").0, None);
         assert_eq!(take_resume(&format!("session={id}")).0, None);
         assert_eq!(take_resume("a=1"), (None, "a=1".to_owned()));
+    }
+
+    #[test]
+    fn data_prefixes_are_what_the_framed_payloads_start_with() {
+        for seq in [0, 1, 9, 10, 12_345, u64::MAX] {
+            let text = text_data(seq, "x");
+            assert_eq!(
+                DataPrefix::new(seq, false).as_bytes(),
+                &text.as_bytes()[..text.len() - 1]
+            );
+            let binary = binary_data(seq, b"x");
+            assert_eq!(
+                DataPrefix::new(seq, true).as_bytes(),
+                &binary[..BINARY_PREFIX]
+            );
+        }
     }
 }

@@ -13,7 +13,7 @@
 //!                              message applied, the floor (a resume from before it fails)
 //!   u64                        when it was carried, Unix milliseconds
 //!   u32, then each:            the messages the client did not acknowledge, oldest first
-//!     u64, u8, u32 + bytes     number, 1 if binary, the frame's payload as sent (framed)
+//!     u64, u8, u32 + bytes     number, 1 if binary, the payload as the consumer sent it
 //! ```
 
 use super::Reader;
@@ -37,7 +37,8 @@ pub struct SavedSession {
     pub replay: Vec<SavedFrame>,
 }
 
-/// A data message of a session's replay buffer, framed as the client receives it.
+/// A data message of a session's replay buffer: its number, and its payload as the
+/// consumer sent it (the number goes in front when it is sent).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SavedFrame {
     pub seq: u64,

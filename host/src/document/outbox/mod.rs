@@ -143,19 +143,20 @@ impl Outbox {
             return self.keep_for_next_host(frame);
         }
         match self.number(frame, batch) {
-            Some(framed) => self.push_raw(&framed, batch, true),
-            None => self.push_raw(frame, batch, true),
+            Some(prefix) => self.push_raw(frame, prefix.as_bytes(), batch, true),
+            None => self.push_raw(frame, &[], batch, true),
         }
     }
 
     /// Queues a session's control frame (an `!ack`, the hello): not numbered, never
     /// resent; behind journal batch `batch` like [`Outbox::push_in`].
     pub fn push_control(&self, text: &str, batch: u64) -> bool {
-        self.push_raw(&Frame::Text(text.into()), batch, true)
+        self.push_raw(&Frame::Text(text.into()), &[], batch, true)
     }
 
-    /// Queues `frame` as it is, checking the bounds if `bounded`.
-    fn push_raw(&self, frame: &Frame, batch: u64, bounded: bool) -> bool {
+    /// Queues `frame`, its payload after `prefix` (a session's number; empty otherwise),
+    /// checking the bounds if `bounded`.
+    fn push_raw(&self, frame: &Frame, prefix: &[u8], batch: u64, bounded: bool) -> bool {
         if *self.ending.borrow() != Ending::Open {
             return false;
         }
@@ -168,12 +169,13 @@ impl Outbox {
             Frame::Close(_) | Frame::Frame(_) => return false,
         };
         let message = op == opcode::TEXT || op == opcode::BINARY;
-        let (header, header_len) = server_header(op, payload.len());
-        let inline = payload.len() <= INLINE_MAX;
+        let length = prefix.len() + payload.len();
+        let (header, header_len) = server_header(op, length);
+        let inline = length <= INLINE_MAX;
         let cost = if inline {
-            header_len + payload.len()
+            header_len + length
         } else {
-            payload.len() + FRAME_OVERHEAD
+            length + FRAME_OVERHEAD
         };
         let (bytes, frames) = (self.queued_bytes.get() + cost, self.queued_frames.get() + 1);
         let (replay_bytes, replay_frames) = self.replay_held();
@@ -189,7 +191,7 @@ impl Outbox {
         let mut queue = self.queue.borrow_mut();
         let was_empty = queue.chunks.is_empty();
         if inline {
-            let encoded = header_len + payload.len();
+            let encoded = header_len + length;
             let room = match queue.chunks.back_mut() {
                 // A chunk the writer started on may still take frames: only its front
                 // bytes are gone. Frames of another journal batch start a chunk of their
@@ -219,17 +221,23 @@ impl Outbox {
                 unreachable!("an inline chunk was just ensured");
             };
             bytes.extend_from_slice(&header[..header_len]);
+            bytes.extend_from_slice(prefix);
             bytes.extend_from_slice(payload);
             *frames += 1;
             if message {
                 *messages += 1;
-                *message_bytes += payload.len() as u64;
+                *message_bytes += length as u64;
             }
         } else {
-            let payload = match frame {
-                Frame::Text(text) => Bytes::from(text.clone()),
-                Frame::Binary(bytes) | Frame::Ping(bytes) | Frame::Pong(bytes) => bytes.clone(),
-                Frame::Close(_) | Frame::Frame(_) => unreachable!("refused above"),
+            let payload = if !prefix.is_empty() {
+                // A session's large message: copied once, with its number in front.
+                Bytes::from([prefix, payload].concat())
+            } else {
+                match frame {
+                    Frame::Text(text) => Bytes::from(text.clone()),
+                    Frame::Binary(bytes) | Frame::Ping(bytes) | Frame::Pong(bytes) => bytes.clone(),
+                    Frame::Close(_) | Frame::Frame(_) => unreachable!("refused above"),
+                }
             };
             queue.chunks.push_back(Chunk::Shared {
                 header,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message as Frame;
-use wasmroom_wire::session;
+use wasmroom_wire::session::DataPrefix;
 
 use crate::config::FRAME_OVERHEAD;
 use crate::document::outbox::{INLINE_MAX, Outbox};
@@ -22,7 +22,8 @@ use crate::store::{SavedFrame, SavedSession};
 #[derive(Debug)]
 struct Sent {
     seq: u64,
-    /// Framed (with its number).
+    /// As the consumer sent it (its number is written in front as it is queued): a
+    /// broadcast's payload is shared by every recipient's replay buffer.
     frame: Frame,
     batch: u64,
     at: Instant,
@@ -129,10 +130,7 @@ impl Outbox {
             .map(|m| SavedFrame {
                 seq: m.seq,
                 binary: matches!(m.frame, Frame::Binary(_)),
-                payload: match &m.frame {
-                    Frame::Binary(b) => b.to_vec(),
-                    other => other.clone().into_data().to_vec(),
-                },
+                payload: m.frame.clone().into_data().to_vec(),
             })
             .collect();
         Some(SavedSession {
@@ -162,7 +160,7 @@ impl Outbox {
                     Err(_) => return false,
                 }
             };
-            let cost = cost(frame.len());
+            let cost = cost(DataPrefix::new(m.seq, m.binary).as_bytes().len() + frame.len());
             replay_bytes += cost;
             replay.push_back(Sent {
                 seq: m.seq,
@@ -207,13 +205,13 @@ impl Outbox {
 
     /// Numbers a consumer's data message for a session and keeps it for a resume;
     /// `None` for a plain connection or a frame that is not data.
-    pub(super) fn number(&self, frame: &Frame, batch: u64) -> Option<Frame> {
+    pub(super) fn number(&self, frame: &Frame, batch: u64) -> Option<DataPrefix> {
         let mut session = self.session.borrow_mut();
         let session = session.as_mut()?;
         let seq = session.sent + 1;
-        let framed = match frame {
-            Frame::Text(text) => Frame::Text(session::text_data(seq, text).into()),
-            Frame::Binary(bytes) => Frame::Binary(Bytes::from(session::binary_data(seq, bytes))),
+        let prefix = match frame {
+            Frame::Text(_) => DataPrefix::new(seq, false),
+            Frame::Binary(_) => DataPrefix::new(seq, true),
             _ => return None,
         };
         session.sent = seq;
@@ -226,16 +224,16 @@ impl Outbox {
             session.replay_bytes -= old.cost;
             session.replay.pop_front();
         }
-        let cost = cost(framed.len());
+        let cost = cost(prefix.as_bytes().len() + frame.len());
         session.replay_bytes += cost;
         session.replay.push_back(Sent {
             seq,
-            frame: framed.clone(),
+            frame: frame.clone(),
             batch,
             at: now,
             cost,
         });
-        Some(framed)
+        Some(prefix)
     }
 
     /// Bytes and frames the replay buffer holds (counted with the queue's).
@@ -305,20 +303,21 @@ impl Outbox {
         self.drop_queue();
         self.task_waits.set(false);
         self.push_control(hello, 0);
-        let again: Vec<(Frame, u64)> = self
+        let again: Vec<(u64, Frame, u64)> = self
             .session
             .borrow()
             .as_ref()
             .map(|s| {
                 s.replay
                     .iter()
-                    .map(|m| (m.frame.clone(), m.batch))
+                    .map(|m| (m.seq, m.frame.clone(), m.batch))
                     .collect()
             })
             .unwrap_or_default();
-        for (frame, batch) in again {
+        for (seq, frame, batch) in again {
+            let prefix = DataPrefix::new(seq, matches!(frame, Frame::Binary(_)));
             // Counted already: in the replay buffer.
-            self.push_raw(&frame, batch, false);
+            self.push_raw(&frame, prefix.as_bytes(), batch, false);
         }
     }
 }
