@@ -299,3 +299,66 @@ async fn js_sessions_behind_nginx_survive_a_sigterm_and_the_hand_back() -> anyho
     exchange.finish(EXCHANGED).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn without_a_journal_clients_js_emits_reset_after_kill_9() -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let mut server = Server::start(&["probe"], 1, &[])?;
+    let proxy = FaultProxy::start(server.addr(0))?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut node = std::process::Command::new("node")
+        .arg(root.join("tests/sessions/reset.mjs"))
+        .arg(format!("ws://{}/ws/probe/reset", proxy.addr()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run `node`")?;
+    let stdout = node.stdout.take().context("no stdout")?;
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut next_line = async || -> anyhow::Result<String> {
+        tokio::time::timeout(PATIENCE, lines.recv())
+            .await
+            .context("no line from reset.mjs in time")?
+            .context("reset.mjs ended")
+    };
+    assert_eq!(next_line().await?, "acked");
+    server.kill9()?;
+    let server = server.restart()?;
+    proxy.retarget(server.addr(0));
+    assert_eq!(next_line().await?, "open resumed=false");
+    assert_eq!(next_line().await?, "reset");
+    assert_eq!(next_line().await?, "sent");
+    let _ = node.wait();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journaled_js_sessions_behind_nginx_survive_kill_9_of_the_holder() -> anyhow::Result<()> {
+    use support::cluster::{Cluster, HOST_CONFIG, ONE_AT_A_TIME};
+    let _one = ONE_AT_A_TIME.lock().await;
+    let config = format!("{HOST_CONFIG}{JOURNALED}");
+    let mut cluster = Cluster::start_configured(2, &["probe"], &config)?;
+    let mut exchange = Exchange::start(&cluster.nginx.url("/ws/probe/taken"), EXCHANGED, 0)?;
+    exchange.until("some traffic", |s| s.progress >= 40).await?;
+    // The holder dies: the other host takes the document once its lease expires, replays
+    // its journal rows, and the sessions resume there.
+    let holder = cluster.owners()?["taken"].0.clone().context("a holder")?;
+    let h: usize = holder
+        .rsplit('.')
+        .next()
+        .context("an address")?
+        .parse::<usize>()?
+        - 1;
+    cluster.hosts[h].as_mut().context("it runs")?.kill9()?;
+    exchange.finish(EXCHANGED).await?;
+    let (owner, _) = cluster.owners()?["taken"].clone();
+    assert_ne!(owner.as_deref(), Some(holder.as_str()));
+    Ok(())
+}
