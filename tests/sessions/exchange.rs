@@ -126,3 +126,17 @@ impl Drop for Exchange {
         let _ = self.node.wait();
     }
 }
+
+/// What the probe relays to both rooms to end an exchange started with one "other"
+/// message to wait for: it then cannot end before what the test does first (a move).
+#[allow(dead_code)] // tests/sessions.rs drives exchanges that end on their own
+pub(crate) const DONE: &str = "relay done";
+
+/// Sends [`DONE`] over a plain socket at `url` (retrying while the document moves).
+#[allow(dead_code)]
+pub(crate) async fn say_done(url: &str) -> anyhow::Result<()> {
+    let mut ws = crate::support::cluster::connect_retrying(url).await?;
+    crate::support::send_text(&mut ws, DONE).await?;
+    ws.close(None).await?;
+    Ok(())
+}

@@ -61,6 +61,7 @@ impl Document {
         let mut sessions: Vec<SavedSession> = self
             .outboxes
             .iter()
+            .filter(|(_, outbox)| travels(outbox))
             .filter_map(|(id, outbox)| outbox.saved_session(*id, now_ms))
             .collect();
         sessions.sort_by_key(|s| s.connection);
@@ -72,7 +73,7 @@ impl Document {
     pub(super) fn sessions_unsaved(&self) -> bool {
         self.leaving
             && !self.persistence.sessions_written
-            && self.outboxes.values().any(|o| o.is_session())
+            && self.outboxes.values().any(|o| o.is_session() && travels(o))
     }
 
     /// The document stays after all: its carried sessions end as the host closed them
@@ -147,4 +148,10 @@ impl Document {
         let bounds = self.limits.sessions;
         Outbox::new(bounds.max_bytes, bounds.max_frames)
     }
+}
+
+/// Whether a connection's session goes on after this host (a snapshot carries it): not one
+/// the consumer (or a broken bound) closed, which ends here.
+fn travels(outbox: &Outbox) -> bool {
+    outbox.is_open() || outbox.closed_by_leaving()
 }
