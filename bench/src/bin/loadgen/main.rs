@@ -9,9 +9,10 @@
 //!
 //! `cold`: opens N fresh documents one after another; reports connect -> upgraded times.
 //!
-//! `hold`: opens D x C idle connections (from several loopback source addresses), prints
-//! `READY <open> <failed>` and holds them until stdin closes, so that the server's
-//! memory can be measured.
+//! `hold`: opens D x C idle connections (from several loopback source addresses, at most
+//! `--concurrency` handshakes at a time; as many as there are connections for a burst),
+//! prints `READY <open> <failed> <seconds>` and holds them until stdin closes, so that
+//! the server's memory can be measured.
 //!
 //! `takeover`: opens D documents (one connection each) on `--url`, prints `READY <open>`,
 //! and when the server ends them (it was killed) opens each document on `--to`, retrying,
@@ -92,6 +93,9 @@ enum Mode {
         /// Source addresses 127.0.0.1 .. 127.0.0.N (each has ~28k ephemeral ports).
         #[arg(long, default_value_t = 1)]
         sources: u8,
+        /// Connections being opened at once (a burst: all of them).
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
     },
     /// Documents held on one host, then opened on another once the first dies.
     Takeover {
@@ -143,7 +147,8 @@ fn main() -> anyhow::Result<()> {
             docs,
             clients,
             sources,
-        } => runtime(cli.threads)?.block_on(hold(&cli.url, docs, clients, sources))?,
+            concurrency,
+        } => runtime(cli.threads)?.block_on(hold(&cli.url, docs, clients, sources, concurrency))?,
         Mode::Takeover {
             docs,
             to,
@@ -222,8 +227,10 @@ async fn hold(
     docs: usize,
     clients: usize,
     sources: u8,
+    concurrency: usize,
 ) -> anyhow::Result<serde_json::Value> {
-    let limit = Arc::new(tokio::sync::Semaphore::new(256));
+    let started = Instant::now();
+    let limit = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut tasks = Vec::new();
     let mut n = 0usize;
     for d in 0..docs {
@@ -246,7 +253,8 @@ async fn hold(
             None => failed += 1,
         }
     }
-    println!("READY {} {failed}", open_sockets.len());
+    let seconds = started.elapsed().as_secs_f64();
+    println!("READY {} {failed} {seconds:.3}", open_sockets.len());
     // Keep answering pings while holding, until stdin closes.
     let held = open_sockets.len();
     let keep = tokio::spawn(async move {
@@ -266,7 +274,7 @@ async fn hold(
     })
     .await?;
     keep.abort();
-    Ok(serde_json::json!({"held": held, "failed": failed}))
+    Ok(serde_json::json!({"held": held, "failed": failed, "open_seconds": seconds}))
 }
 
 fn unix_ms() -> f64 {
