@@ -2,10 +2,13 @@
 //! find the plugin, open the document, let the consumer decide, answer `101`, then serve
 //! the socket ([`crate::lane::socket`]).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -26,8 +29,8 @@ use crate::net::http::{self, RequestHead};
 use crate::net::websocket::frame::{close_payload, encode, opcode};
 use wasmroom_wire::session::{self as session_frames, Resume, SUBPROTOCOL, take_resume};
 
-/// Upgrades a `/ws/{plugin}/{document}` request on the document's owner lane, then
-/// serves the socket in a task of its own until either side closes it.
+/// Upgrades a `/ws/{plugin}/{document}` request on the document's owner lane. Returns
+/// the socket to serve, or `None` when the client was answered otherwise.
 pub async fn serve(
     lane: Rc<Lane>,
     stream: TcpStream,
@@ -36,13 +39,8 @@ pub async fn serve(
     plugin: &str,
     document: &str,
     guard: ConnectionGuard,
-) {
-    // Not boxed: this task ends once the socket is up (the live socket moves to a task of
-    // its own below), so the upgrade's steps are freed with it.
-    let upgraded = upgrade(&lane, stream, peer, head, plugin, document).await;
-    let Some(upgraded) = upgraded else {
-        return;
-    };
+) -> Option<Live> {
+    let upgraded = upgrade(&lane, stream, peer, head, plugin, document).await?;
     // A resumed session is the connection it was: counted and announced once.
     if !upgraded.resumed {
         lane.metrics.websockets.inc();
@@ -54,17 +52,50 @@ pub async fn serve(
             None,
         );
     }
-    // A live socket gets a task of its own: an idle connection then holds only what
-    // serving it needs, not the futures of the accept, the request and the upgrade
-    // around it (together they were as large again).
-    let health = lane.services.health.clone();
-    let live = live(lane, upgraded, peer, guard);
-    crate::lane::task::spawn(&health, "socket", live);
+    Some(Live {
+        lane,
+        upgraded,
+        peer,
+        guard,
+    })
+}
+
+/// An upgraded socket, about to be served by its connection's task.
+pub struct Live {
+    lane: Rc<Lane>,
+    upgraded: Upgraded,
+    peer: SocketAddr,
+    guard: ConnectionGuard,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("id", &self.upgraded.id)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Live {
+    /// Serves the socket to its end (see [`live`]).
+    pub fn serve(self) -> impl Future<Output = ()> {
+        live(self.lane, self.upgraded, self.peer, self.guard)
+    }
 }
 
 /// Serves an upgraded socket to its end; a session's socket that broke parks the
 /// session instead (the connection ends only if no resume comes).
-async fn live(lane: Rc<Lane>, upgraded: Upgraded, peer: SocketAddr, guard: ConnectionGuard) {
+///
+/// Built of combinators around [`socket::serve`](crate::lane::socket::serve), not as an
+/// `async fn`: every idle socket's task is mostly this future, and an `async fn` would
+/// keep its arguments beside the serving future (which holds them already).
+fn live(
+    lane: Rc<Lane>,
+    upgraded: Upgraded,
+    peer: SocketAddr,
+    guard: ConnectionGuard,
+) -> impl Future<Output = ()> {
     let Upgraded {
         stream,
         rest,
@@ -80,25 +111,49 @@ async fn live(lane: Rc<Lane>, upgraded: Upgraded, peer: SocketAddr, guard: Conne
         already: rest,
         peer,
     };
-    let code =
-        crate::lane::socket::serve(&lane, &doc, id, socket, &outbox, session.as_deref()).await;
-    match session {
-        // No close frame either way, and the host did not close it: the client vanished.
-        Some(session) if code == 1006 && outbox.is_open() => {
-            let end = |code| ended(&lane, &doc, id, &outbox, code);
-            let grace = lane.services.config.session_grace();
-            sessions::park(&lane.sessions, grace, session, (address, guard), end).await;
+    let served = crate::lane::socket::serve(
+        lane.clone(),
+        doc.clone(),
+        id,
+        socket,
+        outbox.clone(),
+        session.clone(),
+    );
+    served.then(move |code| {
+        let slots = (address, guard);
+        match session {
+            // No close frame either way, and the host did not close it: the client vanished.
+            Some(session) if code == 1006 && outbox.is_open() => {
+                Either::Left(parked(lane, doc, id, outbox, session, slots))
+            }
+            Some(session) => {
+                session.ended(&lane.sessions);
+                ended(&lane, &doc, id, &outbox, code);
+                drop(slots);
+                Either::Right(std::future::ready(()))
+            }
+            None => {
+                ended(&lane, &doc, id, &outbox, code);
+                drop(slots);
+                Either::Right(std::future::ready(()))
+            }
         }
-        Some(session) => {
-            session.ended(&lane.sessions);
-            ended(&lane, &doc, id, &outbox, code);
-            drop((address, guard));
-        }
-        None => {
-            ended(&lane, &doc, id, &outbox, code);
-            drop((address, guard));
-        }
-    }
+    })
+}
+
+/// A session's socket broke: the session waits for a resume, holding its connection's
+/// `slots`; without one, the connection ends.
+async fn parked(
+    lane: Rc<Lane>,
+    doc: DocumentCell,
+    id: u64,
+    outbox: Rc<Outbox>,
+    session: Rc<Session>,
+    slots: (AddressSlot, ConnectionGuard),
+) {
+    let end = |code| ended(&lane, &doc, id, &outbox, code);
+    let grace = lane.services.config.session_grace();
+    sessions::park(&lane.sessions, grace, session, slots, end).await;
 }
 
 /// Connection `id` is over (its socket gone, and its session's grace if it had one).
@@ -464,4 +519,40 @@ async fn refuse_after_upgrade(mut stream: TcpStream, accept_key: &str, code: u16
         Ok::<_, std::io::Error>(())
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::lane::task::future_size::FutureSize;
+
+    /// What an idle WebSocket costs the process is mostly its task: a connection's whole
+    /// task (request, upgrade, the live socket) is this future plus tokio's header. It was
+    /// 1,552 bytes for the live socket alone, in a task of its own (twice that with the
+    /// panic guard's `async` block), beside the accept's task of 2,816.
+    const MAX_TASK_FUTURE: usize = 768;
+
+    #[test]
+    fn a_connections_task_is_as_small_as_its_idle_socket() {
+        let connection = crate::lane::connection::serve.future_size();
+        let adopted = crate::lane::connection::serve_adopted.future_size();
+        let live = super::live.future_size();
+        assert!(
+            live <= MAX_TASK_FUTURE,
+            "an idle socket's future: {live} bytes"
+        );
+        assert!(
+            connection <= MAX_TASK_FUTURE,
+            "a connection's future: {connection} bytes"
+        );
+        assert!(
+            adopted <= MAX_TASK_FUTURE,
+            "an adopted connection's: {adopted} bytes"
+        );
+        // The handshake is boxed: it does not make every idle socket's task larger.
+        let upgrade = super::serve.future_size();
+        assert!(
+            upgrade > connection,
+            "the upgrade ({upgrade} bytes) is boxed"
+        );
+    }
 }
