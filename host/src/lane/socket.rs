@@ -38,7 +38,7 @@ use crate::net::budget::Charge;
 use crate::net::token_bucket::TokenBucket;
 use crate::net::websocket::Decoder;
 use crate::net::websocket::frame::close_payload;
-use crate::store::{Lease, LeaseClock};
+use crate::store::Lease;
 use wasmroom_wire::session as session_frames;
 
 mod incoming;
@@ -64,8 +64,8 @@ struct Connection {
     fail: bool,
     /// The incomplete message's bytes, held in the lane's budget.
     charge: Charge,
-    /// With a shared store: messages are applied only while the lease holds.
-    clock: Option<std::sync::Arc<LeaseClock>>,
+    /// With a shared store: messages are applied only while this lease holds (the
+    /// store's clock says; `lane.services.storage.leases()`).
     lease: Lease,
     awaiting_pong: bool,
     ping_at: Instant,
@@ -102,8 +102,7 @@ enum Wait {
     Timer,
 }
 
-/// Serves the connection until it ends; the future returns its close code (the server's
-/// when the server started the close, else the client's; 1006 without a close frame).
+/// Serves the connection until its socket is done ([`Served`]).
 ///
 /// The connection is set up here and the future only keeps it: an `async fn` would keep
 /// its arguments twice (as taken and as used), and a `select!` its branches' futures
@@ -116,7 +115,7 @@ pub fn serve(
     socket: Socket,
     outbox: Rc<Outbox>,
     session: Option<Rc<Session>>,
-) -> impl Future<Output = u16> + 'static {
+) -> impl Future<Output = Served> + 'static {
     let Socket {
         stream,
         mut already,
@@ -139,7 +138,6 @@ pub fn serve(
     outbox.attach(Rc::new(move |slices| writer.try_write_vectored(slices)));
     let mut conn = Connection {
         charge: lane.charge(),
-        clock: lane.services.storage.leases().cloned(),
         lease,
         ping_at: now + limits.ping_interval(),
         messages: TokenBucket::full(rate.messages.0, rate.messages.1, now),
@@ -159,11 +157,13 @@ pub fn serve(
         ack_due: false,
         bound,
     };
+    if !already.is_empty() {
+        // The start of its frames came with the request: handled before the future is,
+        // so that no idle socket keeps room for them.
+        conn.receive(&mut decoder, &mut already);
+    }
+    drop(already);
     async move {
-        if !already.is_empty() {
-            conn.receive(&mut decoder, &mut already);
-            drop(std::mem::take(&mut already));
-        }
         let timer = tokio::time::sleep_until(conn.ping_at.into());
         tokio::pin!(timer);
         loop {
@@ -210,8 +210,37 @@ pub fn serve(
         if let Ending::Close(server_code, _) = conn.outbox.ending() {
             code = server_code;
         }
-        code
+        Served {
+            code,
+            lane: conn.lane.clone(),
+            doc: conn.doc.clone(),
+            id: conn.id,
+            outbox: conn.outbox.clone(),
+            session: conn.session.clone(),
+        }
+        // `conn` goes here: the socket is closed and handed back from the flusher.
     }
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served")
+            .field("code", &self.code)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection whose socket is done, and what it ended with.
+pub struct Served {
+    /// The server's close code when the server started the close, else the client's;
+    /// 1006 without a close frame.
+    pub code: u16,
+    pub lane: Rc<Lane>,
+    pub doc: DocumentCell,
+    pub id: u64,
+    pub outbox: Rc<Outbox>,
+    pub session: Option<Rc<Session>>,
 }
 
 /// The socket goes back from the lane's flusher however the connection ends, its future

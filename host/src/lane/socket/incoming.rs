@@ -192,7 +192,7 @@ impl Connection {
                 return Some(Unapplied::Moved);
             }
         }
-        if let Some(clock) = &self.clock
+        if let Some(clock) = self.lane.services.storage.leases()
             && !clock.holds(self.lease)
         {
             // This host may not serve the document any more (its lease lapsed, or it
