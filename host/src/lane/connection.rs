@@ -14,7 +14,7 @@ use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use crate::lane::upgrade::Live;
+use crate::lane::live::Live;
 use crate::lane::{ConnectionGuard, HandOverError, Handover, Lane};
 use crate::metrics::Rejection;
 use crate::net::http::{self, HeadError, RequestHead};
@@ -52,29 +52,27 @@ pub fn serve(
 
 /// The socket, once it has bytes to read (or its stream ended or broke), or `deadline`
 /// passed; the request's reading tells which.
-fn arrival(stream: TcpStream, deadline: Instant) -> impl Future<Output = TcpStream> {
-    async move {
-        let arrived = async {
-            loop {
-                if stream.readable().await.is_err() {
-                    return;
-                }
-                // Readiness is not the bytes: in a burst of new connections, tokio reported
-                // two in five readable with nothing to read yet. Peeking one byte makes sure
-                // (and clears the readiness when there is nothing).
-                let peeked = stream.try_io(Interest::READABLE, || {
-                    let mut byte = [MaybeUninit::uninit()];
-                    SockRef::from(&stream).peek(&mut byte)
-                });
-                match peeked {
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    _ => return,
-                }
+async fn arrival(stream: TcpStream, deadline: Instant) -> TcpStream {
+    let arrived = async {
+        loop {
+            if stream.readable().await.is_err() {
+                return;
             }
-        };
-        let _ = tokio::time::timeout_at(deadline.into(), arrived).await;
-        stream
-    }
+            // Readiness is not the bytes: in a burst of new connections, tokio reported
+            // two in five readable with nothing to read yet. Peeking one byte makes sure
+            // (and clears the readiness when there is nothing).
+            let peeked = stream.try_io(Interest::READABLE, || {
+                let mut byte = [MaybeUninit::uninit()];
+                SockRef::from(&stream).peek(&mut byte)
+            });
+            match peeked {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout_at(deadline.into(), arrived).await;
+    stream
 }
 
 /// Serves a connection another lane read the request of and handed to this one, the
@@ -339,5 +337,43 @@ async fn misrouted(
     lane.metrics.rejected(reason);
     if let Ok(mut stream) = TcpStream::from_std(back.stream) {
         let _ = http::write_text(&mut stream, 503, text).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::lane::task::future_size::FutureSize;
+
+    /// What an idle WebSocket costs the process is mostly its task: a connection's whole
+    /// task (request, upgrade, the live socket) is this future, the panic guard's 24
+    /// bytes and tokio's 96 (header, scheduler and id, trailer) in a cell that tokio
+    /// aligns to 128 bytes: up to 640 bytes of future it is 768 bytes, above that 896.
+    /// It was 1,552 bytes for the live socket alone, in a task of its own (twice that
+    /// with the panic guard's `async` block), beside the accept's task of 2,816.
+    const MAX_TASK_FUTURE: usize = 640;
+
+    #[test]
+    fn a_connections_task_is_as_small_as_its_idle_socket() {
+        let connection = super::serve.future_size();
+        let adopted = super::serve_adopted.future_size();
+        let live = crate::lane::live::Live::serve.future_size();
+        assert!(
+            live <= MAX_TASK_FUTURE,
+            "an idle socket's future: {live} bytes"
+        );
+        assert!(
+            connection <= MAX_TASK_FUTURE,
+            "a connection's future: {connection} bytes"
+        );
+        assert!(
+            adopted <= MAX_TASK_FUTURE,
+            "an adopted connection's: {adopted} bytes"
+        );
+        // The handshake is boxed: it does not make every idle socket's task larger.
+        let upgrade = crate::lane::upgrade::serve.future_size();
+        assert!(
+            upgrade > connection,
+            "the upgrade ({upgrade} bytes) is boxed"
+        );
     }
 }

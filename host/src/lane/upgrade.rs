@@ -2,13 +2,10 @@
 //! find the plugin, open the document, let the consumer decide, answer `101`, then serve
 //! the socket ([`crate::lane::socket`]).
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use futures_util::FutureExt;
-use futures_util::future::Either;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -17,11 +14,10 @@ use crate::document::outbox::{CLOSE_TIMEOUT, Outbox};
 use crate::document::{ClientAnswer, DocumentCell, DocumentError};
 use crate::guest::plugin::Plugin;
 use crate::guest::{ConnectInfo, Decision};
-use crate::lane::address_limit::AddressSlot;
 use crate::lane::admission::{admit_address, origin_allowed, token_checked};
+use crate::lane::live::{Live, Upgraded};
 use crate::lane::lookup::{answer_document_error, find_plugin, refuse_document, rejection};
 use crate::lane::sessions::{self, Session};
-use crate::lane::socket::{Served, Socket};
 use crate::lane::{ConnectionGuard, Lane};
 use crate::metrics::Rejection;
 use crate::net::access_token::{Admitted, TOKEN_SUBPROTOCOL};
@@ -52,147 +48,7 @@ pub async fn serve(
             None,
         );
     }
-    Some(Live {
-        lane,
-        upgraded,
-        peer,
-        guard,
-    })
-}
-
-/// An upgraded socket, about to be served by its connection's task.
-pub struct Live {
-    lane: Rc<Lane>,
-    upgraded: Upgraded,
-    peer: SocketAddr,
-    guard: ConnectionGuard,
-}
-
-impl std::fmt::Debug for Live {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Live")
-            .field("id", &self.upgraded.id)
-            .field("peer", &self.peer)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Live {
-    /// Serves the socket to its end (see [`live`]).
-    pub fn serve(self) -> impl Future<Output = ()> {
-        live(self.lane, self.upgraded, self.peer, self.guard)
-    }
-}
-
-/// Serves an upgraded socket to its end; a session's socket that broke parks the
-/// session instead (the connection ends only if no resume comes).
-///
-/// Built of combinators around [`socket::serve`](crate::lane::socket::serve), not as an
-/// `async fn`: every idle socket's task is mostly this future, and an `async fn` would
-/// keep its arguments beside the serving future (which holds them already).
-fn live(
-    lane: Rc<Lane>,
-    upgraded: Upgraded,
-    peer: SocketAddr,
-    guard: ConnectionGuard,
-) -> impl Future<Output = ()> {
-    let Upgraded {
-        stream,
-        rest,
-        doc,
-        id,
-        outbox,
-        address,
-        session,
-        resumed: _,
-    } = upgraded;
-    let socket = Socket {
-        stream,
-        already: rest,
-        peer,
-    };
-    let served = crate::lane::socket::serve(lane, doc, id, socket, outbox, session);
-    // The handles come back with the code: kept once, by the socket's future, meanwhile.
-    served.then(move |served| {
-        let Served {
-            code,
-            lane,
-            doc,
-            id,
-            outbox,
-            session,
-        } = served;
-        let slots = (address, guard);
-        match session {
-            // No close frame either way, and the host did not close it: the client vanished.
-            Some(session) if code == 1006 && outbox.is_open() => {
-                Either::Left(parked(lane, doc, id, outbox, session, slots))
-            }
-            Some(session) => {
-                session.ended(&lane.sessions);
-                ended(&lane, &doc, id, &outbox, code);
-                drop(slots);
-                Either::Right(std::future::ready(()))
-            }
-            None => {
-                ended(&lane, &doc, id, &outbox, code);
-                drop(slots);
-                Either::Right(std::future::ready(()))
-            }
-        }
-    })
-}
-
-/// A session's socket broke: the session waits for a resume, holding its connection's
-/// `slots`; without one, the connection ends.
-async fn parked(
-    lane: Rc<Lane>,
-    doc: DocumentCell,
-    id: u64,
-    outbox: Rc<Outbox>,
-    session: Rc<Session>,
-    slots: (AddressSlot, ConnectionGuard),
-) {
-    let end = |code| ended(&lane, &doc, id, &outbox, code);
-    let grace = lane.services.config.session_grace();
-    sessions::park(&lane.sessions, grace, session, slots, end).await;
-}
-
-/// Connection `id` is over (its socket gone, and its session's grace if it had one).
-fn ended(lane: &Lane, doc: &DocumentCell, id: u64, outbox: &Outbox, code: u16) {
-    outbox.finish();
-    lane.metrics.websockets.dec();
-    lane.metrics.closed(code);
-    doc.borrow_mut().disconnect(id, code);
-    let (plugin, document) = {
-        let doc = doc.borrow();
-        (doc.plugin().name.clone(), doc.id().to_owned())
-    };
-    let batch = doc.borrow().last_batch();
-    lane.webhook_after(
-        batch,
-        &plugin,
-        WebhookEvent::Disconnected,
-        &document,
-        Some(id),
-        Some(code),
-    );
-}
-
-/// A connection the consumer accepted, its `101` written.
-struct Upgraded {
-    stream: TcpStream,
-    /// Bytes the client sent after its request head: the start of its frames.
-    rest: Vec<u8>,
-    doc: DocumentCell,
-    id: u64,
-    outbox: Rc<Outbox>,
-    /// Counts the socket toward its address's `max_connections_per_address`.
-    address: AddressSlot,
-    /// Its session, if the client asked for one.
-    session: Option<Rc<Session>>,
-    /// The session was resumed: the consumer knows this connection already.
-    resumed: bool,
+    Some(Live::new(lane, upgraded, peer, guard))
 }
 
 /// Everything before the upgrade: checks, plugin, document, the consumer's decision, the
@@ -521,42 +377,4 @@ async fn refuse_after_upgrade(mut stream: TcpStream, accept_key: &str, code: u16
         Ok::<_, std::io::Error>(())
     })
     .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::lane::task::future_size::FutureSize;
-
-    /// What an idle WebSocket costs the process is mostly its task: a connection's whole
-    /// task (request, upgrade, the live socket) is this future, the panic guard's 24
-    /// bytes and tokio's 96 (header, scheduler and id, trailer) in a cell that tokio
-    /// aligns to 128 bytes: up to 640 bytes of future it is 768 bytes, above that 896.
-    /// It was 1,552 bytes for the live socket alone, in a task of its own (twice that
-    /// with the panic guard's `async` block), beside the accept's task of 2,816.
-    const MAX_TASK_FUTURE: usize = 640;
-
-    #[test]
-    fn a_connections_task_is_as_small_as_its_idle_socket() {
-        let connection = crate::lane::connection::serve.future_size();
-        let adopted = crate::lane::connection::serve_adopted.future_size();
-        let live = super::live.future_size();
-        assert!(
-            live <= MAX_TASK_FUTURE,
-            "an idle socket's future: {live} bytes"
-        );
-        assert!(
-            connection <= MAX_TASK_FUTURE,
-            "a connection's future: {connection} bytes"
-        );
-        assert!(
-            adopted <= MAX_TASK_FUTURE,
-            "an adopted connection's: {adopted} bytes"
-        );
-        // The handshake is boxed: it does not make every idle socket's task larger.
-        let upgrade = super::serve.future_size();
-        assert!(
-            upgrade > connection,
-            "the upgrade ({upgrade} bytes) is boxed"
-        );
-    }
 }
