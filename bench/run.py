@@ -9,6 +9,7 @@
     python3 bench/run.py --only pgjournal # chat in journal mode on PostgreSQL, results/pg-journal.md
     python3 bench/run.py --only relay   # the native floor and wasmroom's relay sweep only, results/relay.md
     python3 bench/run.py --only sessions # the relay with plain and session clients, results/sessions.md
+    python3 bench/run.py --only idle    # what an idle connection costs, bench method and bursts, results/idle.md
 
 Peers, each started here and pinned to core 0 (the load generator runs on core 1):
   wasmroom   one lane, the relay plugin
@@ -183,15 +184,18 @@ def loadgen(url, *args, stdin=None):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def hold(url, docs, clients, sources):
-    """Opens idle connections; returns (process, opened)."""
+def hold(url, docs, clients, sources, concurrency=256):
+    """Opens idle connections, `concurrency` handshakes at a time; returns (process,
+    (opened, failed, seconds it took))."""
     cmd = ["taskset", "-c", GENERATOR_CPU, ROOT / "target" / "release" / "loadgen", "--url", url,
-           "hold", "--docs", str(docs), "--clients", str(clients), "--sources", str(sources)]
+           "hold", "--docs", str(docs), "--clients", str(clients), "--sources", str(sources),
+           "--concurrency", str(concurrency)]
     proc = subprocess.Popen([str(c) for c in cmd], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline().split()
     if not line or line[0] != "READY":
         raise RuntimeError(f"hold failed: {line}")
-    return proc, int(line[1])
+    # READY <open> <failed> <sessions> <seconds>
+    return proc, (int(line[1]), int(line[2]), float(line[4]))
 
 
 def settle_rss(peer):
@@ -229,7 +233,7 @@ def held_rss(name, plugins_dir, docs, clients):
     try:
         base = settle_rss(peer)
         kernel_before = kernel_kib()
-        gen, opened = hold(peer.url, docs, clients, 4)
+        gen, (opened, _, _) = hold(peer.url, docs, clients, 4)
         grown = settle_rss(peer) - base
         kernel_after = kernel_kib()
         gen.stdin.close()
@@ -818,11 +822,20 @@ def main():
     parser.add_argument("--peers", default="wasmroom,native,node-ws,daphne")
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="redo the table and plot from results.json")
+    parser.add_argument("--label", help="`--only idle`: the name of this run in results/idle.json "
+                                        "[default: the commit, +dirty when host/ or wire/ changed]")
     parser.add_argument("--only", choices=["lanes", "reload", "handover", "tokens", "store", "journal", "pgjournal",
-                                           "relay", "sessions"],
+                                           "relay", "sessions", "idle"],
                         help="run one wasmroom section and update results/ (store: the PostgreSQL store, "
                              "results/store.md)")
     args = parser.parse_args()
+    if args.only == "idle":
+        # The standard library is all it needs: no virtualenv.
+        if not args.no_build:
+            build()
+        import idle
+        idle.main(quick=args.quick, label=args.label)
+        return
     ensure_venv()
     if args.only == "store":
         if not args.no_build:

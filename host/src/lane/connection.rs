@@ -2,11 +2,19 @@
 //! lane), then a plain HTTP answer, a request to a document ([`crate::lane::requests`]) or
 //! a WebSocket ([`crate::lane::upgrade`]).
 
+use std::future::{Future, Ready, ready};
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Instant;
 
+use futures_util::FutureExt;
+use futures_util::future::Either;
+use socket2::SockRef;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use crate::lane::live::Live;
 use crate::lane::{ConnectionGuard, HandOverError, Handover, Lane};
 use crate::metrics::Rejection;
 use crate::net::http::{self, HeadError, RequestHead};
@@ -20,43 +28,101 @@ pub async fn refuse(mut stream: TcpStream, status: u16, text: &'static str) {
 }
 
 /// Serves one accepted connection to the end.
-pub async fn serve(
+///
+/// One task per connection, as small as an idle WebSocket's needs ([`Live`]): until the
+/// client's first bytes arrive, the task holds the socket and its handshake deadline
+/// only, so a burst of connections whose requests have not arrived yet holds no buffers;
+/// reading the request, routing and the upgrade are boxed, allocated once those bytes
+/// are there and freed when the socket is up, most often within the same turn of the
+/// lane, so that the next connection's handshake reuses the same memory. (Handshakes
+/// all waiting at once, each with its buffers and futures, left holes between the live
+/// sockets that glibc could not give back: after a burst, they cost more than the
+/// sockets themselves.)
+pub fn serve(
     lane: Rc<Lane>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     guard: ConnectionGuard,
-) {
-    let limits = &lane.services.config.limits;
-    let head = match http::read_head(&mut stream, limits.handshake_timeout()).await {
-        Ok(head) => head,
-        Err(HeadError::TooLarge) => {
-            lane.metrics.rejected(Rejection::BadRequest);
-            let _ = http::write_text(&mut stream, 431, "request head too large").await;
-            return;
-        }
-        Err(HeadError::Malformed(why)) => {
-            lane.metrics.rejected(Rejection::BadRequest);
-            let _ = http::write_text(&mut stream, 400, &format!("malformed request: {why}")).await;
-            return;
-        }
-        Err(e) => {
-            tracing::debug!(lane = lane.index, %peer, "dropped before a request: {e}");
-            return;
+) -> impl Future<Output = ()> {
+    let deadline = Instant::now() + lane.services.config.limits.handshake_timeout();
+    arrival(stream, deadline)
+        .then(move |stream| Box::pin(request(lane, stream, peer, guard, deadline)))
+        .then(live)
+}
+
+/// The socket, once it has bytes to read (or its stream ended or broke), or `deadline`
+/// passed; the request's reading tells which.
+async fn arrival(stream: TcpStream, deadline: Instant) -> TcpStream {
+    let arrived = async {
+        loop {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            // Readiness is not the bytes: in a burst of new connections, tokio reported
+            // two in five readable with nothing to read yet. Peeking one byte makes sure
+            // (and clears the readiness when there is nothing).
+            let peeked = stream.try_io(Interest::READABLE, || {
+                let mut byte = [MaybeUninit::uninit()];
+                SockRef::from(&stream).peek(&mut byte)
+            });
+            match peeked {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => return,
+            }
         }
     };
-    dispatch(lane, stream, peer, head, false, guard).await;
+    let _ = tokio::time::timeout_at(deadline.into(), arrived).await;
+    stream
 }
 
 /// Serves a connection another lane read the request of and handed to this one, the
-/// owner of its document.
-pub async fn serve_adopted(
+/// owner of its document (as [`serve`] does).
+pub fn serve_adopted(
     lane: Rc<Lane>,
     stream: TcpStream,
     peer: SocketAddr,
     head: RequestHead,
     guard: ConnectionGuard,
-) {
-    dispatch(lane, stream, peer, head, true, guard).await;
+) -> impl Future<Output = ()> {
+    Box::pin(dispatch(lane, stream, peer, head, true, guard)).then(live)
+}
+
+/// The socket's life after its handshake, if it became a WebSocket.
+fn live(upgraded: Option<Live>) -> Either<impl Future<Output = ()>, Ready<()>> {
+    match upgraded {
+        Some(live) => Either::Left(live.serve()),
+        None => Either::Right(ready(())),
+    }
+}
+
+/// Reads the request head (by `deadline`) and answers it; returns the WebSocket to serve,
+/// if it is one.
+async fn request(
+    lane: Rc<Lane>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    guard: ConnectionGuard,
+    deadline: Instant,
+) -> Option<Live> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let head = match http::read_head(&mut stream, left).await {
+        Ok(head) => head,
+        Err(HeadError::TooLarge) => {
+            lane.metrics.rejected(Rejection::BadRequest);
+            let _ = http::write_text(&mut stream, 431, "request head too large").await;
+            return None;
+        }
+        Err(HeadError::Malformed(why)) => {
+            lane.metrics.rejected(Rejection::BadRequest);
+            let _ = http::write_text(&mut stream, 400, &format!("malformed request: {why}")).await;
+            return None;
+        }
+        Err(e) => {
+            tracing::debug!(lane = lane.index, %peer, "dropped before a request: {e}");
+            return None;
+        }
+    };
+    dispatch(lane, stream, peer, head, false, guard).await
 }
 
 /// The path a request must have for the lane to panic, for the tests of what a panic in
@@ -76,7 +142,7 @@ async fn dispatch(
     head: RequestHead,
     adopted: bool,
     guard: ConnectionGuard,
-) {
+) -> Option<Live> {
     if test_panic_path().is_some_and(|p| p == head.path) {
         panic!("the test asked this lane to panic ({})", head.path);
     }
@@ -84,11 +150,18 @@ async fn dispatch(
     if let Ok(Route::Socket { plugin, document }) = &routed
         && (adopted || lane.services.lanes.owner(plugin, document) == lane.index)
     {
-        crate::lane::upgrade::serve(lane.clone(), stream, peer, head, plugin, document, guard)
-            .await;
-        return;
+        return crate::lane::upgrade::serve(
+            lane.clone(),
+            stream,
+            peer,
+            head,
+            plugin,
+            document,
+            guard,
+        )
+        .await;
     }
-    Box::pin(answer(lane, stream, peer, head, routed, adopted, guard)).await;
+    Box::pin(answer(lane, stream, peer, head, routed, adopted, guard)).await
 }
 
 /// Answers a request that is not a WebSocket of this lane.
@@ -100,23 +173,23 @@ async fn answer(
     routed: Result<Route, RouteError>,
     adopted: bool,
     guard: ConnectionGuard,
-) {
+) -> Option<Live> {
     let route = match routed {
         Ok(route) => route,
         Err(e @ RouteError::BadDocument(_)) => {
             lane.metrics.rejected(Rejection::BadRequest);
             let _ = http::write_text(&mut stream, 400, &e.to_string()).await;
-            return;
+            return None;
         }
         Err(RouteError::NotFound) if lane.services.config.static_dir.is_some() => {
             let root = lane.services.config.static_dir.as_deref().expect("checked");
             crate::net::static_files::serve(&mut stream, root, &head, lane.charge()).await;
-            return;
+            return None;
         }
         Err(e) => {
             lane.metrics.rejected(Rejection::NotFound);
             let _ = http::write_text(&mut stream, 404, &e.to_string()).await;
-            return;
+            return None;
         }
     };
     if let Route::Socket { plugin, document } | Route::Document { plugin, document } = &route {
@@ -127,7 +200,7 @@ async fn answer(
                 &lane, stream, peer, head, owner, plugin, document,
             ))
             .await;
-            return;
+            return None;
         }
     }
     match route {
@@ -151,7 +224,7 @@ async fn answer(
                     .await;
             let Ok(body) = rendered else {
                 let _ = http::write_text(&mut stream, 500, "cannot render the metrics").await;
-                return;
+                return None;
             };
             let headers = [(
                 "content-type".to_owned(),
@@ -194,7 +267,10 @@ async fn answer(
             let _ = http::write_response(&mut stream, 200, &headers, body.as_bytes()).await;
         }
         Route::Socket { plugin, document } => {
-            crate::lane::upgrade::serve(lane, stream, peer, head, &plugin, &document, guard).await;
+            return crate::lane::upgrade::serve(
+                lane, stream, peer, head, &plugin, &document, guard,
+            )
+            .await;
         }
         Route::Document { plugin, document } => {
             Box::pin(crate::lane::requests::serve(
@@ -203,6 +279,7 @@ async fn answer(
             .await;
         }
     }
+    None
 }
 
 /// A request for a document lane `owner` serves: move the socket there, or answer 421.
@@ -260,5 +337,43 @@ async fn misrouted(
     lane.metrics.rejected(reason);
     if let Ok(mut stream) = TcpStream::from_std(back.stream) {
         let _ = http::write_text(&mut stream, 503, text).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::lane::task::future_size::FutureSize;
+
+    /// What an idle WebSocket costs the process is mostly its task: a connection's whole
+    /// task (request, upgrade, the live socket) is this future, the panic guard's 24
+    /// bytes and tokio's 96 (header, scheduler and id, trailer) in a cell that tokio
+    /// aligns to 128 bytes: up to 640 bytes of future it is 768 bytes, above that 896.
+    /// It was 1,552 bytes for the live socket alone, in a task of its own (twice that
+    /// with the panic guard's `async` block), beside the accept's task of 2,816.
+    const MAX_TASK_FUTURE: usize = 640;
+
+    #[test]
+    fn a_connections_task_is_as_small_as_its_idle_socket() {
+        let connection = super::serve.future_size();
+        let adopted = super::serve_adopted.future_size();
+        let live = crate::lane::live::Live::serve.future_size();
+        assert!(
+            live <= MAX_TASK_FUTURE,
+            "an idle socket's future: {live} bytes"
+        );
+        assert!(
+            connection <= MAX_TASK_FUTURE,
+            "a connection's future: {connection} bytes"
+        );
+        assert!(
+            adopted <= MAX_TASK_FUTURE,
+            "an adopted connection's: {adopted} bytes"
+        );
+        // The handshake is boxed: it does not make every idle socket's task larger.
+        let upgrade = crate::lane::upgrade::serve.future_size();
+        assert!(
+            upgrade > connection,
+            "the upgrade ({upgrade} bytes) is boxed"
+        );
     }
 }

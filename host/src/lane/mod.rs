@@ -31,6 +31,7 @@ pub mod flusher;
 pub mod handback;
 pub mod housekeeping;
 pub mod journal;
+pub mod live;
 pub mod lookup;
 pub mod migrate;
 pub mod open;

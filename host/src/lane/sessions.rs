@@ -32,9 +32,9 @@ pub struct Session {
     served: Cell<bool>,
     /// A new socket is taking it over.
     claimed: Cell<bool>,
-    /// The socket serving it must stop: a new one resumes it ([`Session::stopped`]).
+    /// The socket serving it must stop: a new one resumes it (its task is woken through
+    /// the outbox's [`Wake`](crate::document::outbox::Wake) and checks this).
     superseded: Cell<bool>,
-    stop: Notify,
     /// Whether it is served or claimed changed.
     changed: Notify,
 }
@@ -73,7 +73,6 @@ impl Sessions {
             served: Cell::new(true),
             claimed: Cell::new(false),
             superseded: Cell::new(false),
-            stop: Notify::new(),
             changed: Notify::new(),
         });
         self.table.borrow_mut().insert(id, session.clone());
@@ -108,7 +107,7 @@ impl Sessions {
         if session.served.get() {
             // Its socket did not notice the cut yet: it stops and parks the session.
             session.superseded.set(true);
-            session.stop.notify_waiters();
+            session.outbox.wake.notify_one();
         }
         Some(session)
     }
@@ -123,11 +122,6 @@ impl Session {
     /// Whether the socket serving it must stop (checked before each wait).
     pub fn is_superseded(&self) -> bool {
         self.superseded.get()
-    }
-
-    /// Completes when the socket serving it must stop (see [`Session::is_superseded`]).
-    pub async fn stopped(&self) {
-        self.stop.notified().await
     }
 
     /// Waits until no socket serves this claimed session (its old one parked it).

@@ -14,15 +14,19 @@
 //! The same task keeps the connection's timer (keepalive, the deadline of an incomplete
 //! message, the close handshake's), answers pings and carries out the close handshake.
 
-use std::net::SocketAddr;
-use std::rc::Rc;
-use std::time::Instant;
-
+use std::future::{Future, poll_fn};
 use std::io::Read;
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 use crate::document::DocumentCell;
@@ -34,19 +38,21 @@ use crate::net::budget::Charge;
 use crate::net::token_bucket::TokenBucket;
 use crate::net::websocket::Decoder;
 use crate::net::websocket::frame::close_payload;
-use crate::store::{Lease, LeaseClock};
+use crate::store::Lease;
 use wasmroom_wire::session as session_frames;
 
 mod incoming;
 
-/// One connection's state, beside the decoder.
-struct Connection<'a> {
-    lane: &'a Lane,
-    doc: &'a DocumentCell,
+/// One connection's state while its socket is served, beside the decoder. It owns what
+/// it uses (the lane's, the document's and the session's handles too), so that the task
+/// serving it keeps it once, in place: an idle connection is mostly this.
+struct Connection {
+    lane: Rc<Lane>,
+    doc: DocumentCell,
     id: u64,
     /// Shared with the lane's flusher while the connection is served.
     stream: Rc<TcpStream>,
-    outbox: &'a Outbox,
+    outbox: Rc<Outbox>,
     peer: SocketAddr,
     /// The client's close code, once its close frame arrived (1005 without a code).
     client_closed: Option<u16>,
@@ -58,8 +64,8 @@ struct Connection<'a> {
     fail: bool,
     /// The incomplete message's bytes, held in the lane's budget.
     charge: Charge,
-    /// With a shared store: messages are applied only while the lease holds.
-    clock: Option<std::sync::Arc<LeaseClock>>,
+    /// With a shared store: messages are applied only while this lease holds (the
+    /// store's clock says; `lane.services.storage.leases()`).
     lease: Lease,
     awaiting_pong: bool,
     ping_at: Instant,
@@ -68,7 +74,7 @@ struct Connection<'a> {
     /// Message bytes the client may still send now.
     bytes: TokenBucket,
     /// The connection's session, if its client asked for one (docs/sessions.md).
-    session: Option<&'a Session>,
+    session: Option<Rc<Session>>,
     /// A client data message was applied (or resent) in this read: acknowledge it.
     ack_due: bool,
     /// How many messages of a read may go to the consumer in one call.
@@ -84,26 +90,41 @@ pub struct Socket {
     pub peer: SocketAddr,
 }
 
-/// Serves the connection until it ends; returns its close code (the server's when the
-/// server started the close, else the client's; 1006 without a close frame).
-pub async fn serve(
-    lane: &Lane,
-    doc: &DocumentCell,
+/// What woke a waiting connection.
+enum Wait {
+    /// The socket has bytes (or an error) to read.
+    Readable(std::io::Result<()>),
+    /// Its outbox woke it: frames to write, the connection ending, a session superseded.
+    Woken,
+    /// The socket takes bytes again (or broke).
+    Writable(std::io::Result<()>),
+    /// The keepalive, the message deadline or the close's deadline is due.
+    Timer,
+}
+
+/// Serves the connection until its socket is done ([`Served`]).
+///
+/// The connection is set up here and the future only keeps it: an `async fn` would keep
+/// its arguments twice (as taken and as used), and a `select!` its branches' futures
+/// (readiness, `Notified`: 472 bytes); the wait polls the socket, the outbox and the
+/// timer instead ([`Connection::poll_wait`]), which keep their wakers themselves.
+pub fn serve(
+    lane: Rc<Lane>,
+    doc: DocumentCell,
     id: u64,
     socket: Socket,
-    outbox: &Outbox,
-    session: Option<&Session>,
-) -> u16 {
+    outbox: Rc<Outbox>,
+    session: Option<Rc<Session>>,
+) -> impl Future<Output = Served> + 'static {
     let Socket {
         stream,
-        already,
+        mut already,
         peer,
     } = socket;
     let limits = &lane.services.config.limits;
-    let (ping_interval, ping_timeout) = (limits.ping_interval(), limits.ping_timeout());
-    let message_timeout = limits.message_timeout();
     let mut decoder = Decoder::new(limits.max_message_bytes);
     let now = Instant::now();
+    let lease = doc.borrow().persistence.lease;
     let (rate, bound) = {
         let doc = doc.borrow();
         let config = &lane.services.config;
@@ -115,8 +136,12 @@ pub async fn serve(
     let stream = Rc::new(stream);
     let writer = stream.clone();
     outbox.attach(Rc::new(move |slices| writer.try_write_vectored(slices)));
-    let _attached = Attached(outbox);
     let mut conn = Connection {
+        charge: lane.charge(),
+        lease,
+        ping_at: now + limits.ping_interval(),
+        messages: TokenBucket::full(rate.messages.0, rate.messages.1, now),
+        bytes: TokenBucket::full(rate.bytes.0, rate.bytes.1, now),
         lane,
         doc,
         id,
@@ -127,127 +152,183 @@ pub async fn serve(
         close_sent: false,
         read_done: false,
         fail: false,
-        charge: lane.charge(),
-        clock: lane.services.storage.leases().cloned(),
-        lease: doc.borrow().persistence.lease,
         awaiting_pong: false,
-        ping_at: now + ping_interval,
-        messages: TokenBucket::full(rate.messages.0, rate.messages.1, now),
-        bytes: TokenBucket::full(rate.bytes.0, rate.bytes.1, now),
         session,
         ack_due: false,
         bound,
     };
     if !already.is_empty() {
-        let mut already = already;
+        // The start of its frames came with the request: handled before the future is,
+        // so that no idle socket keeps room for them.
         conn.receive(&mut decoder, &mut already);
     }
-    let mut timer_at = conn.ping_at;
-    let timer = tokio::time::sleep_until(timer_at.into());
-    tokio::pin!(timer);
-    loop {
-        if session.is_some_and(|s| s.is_superseded()) {
-            // Another socket resumes the session: this one is let go without a word.
-            break;
-        }
-        if conn.flush().is_err() {
-            break;
-        }
-        if conn.done() {
-            break;
-        }
-        let message_due = decoder
-            .incomplete_since()
-            .map(|since| since + message_timeout);
-        let due = [Some(conn.ping_at), message_due, outbox.give_up_at()]
-            .into_iter()
-            .flatten()
-            .min()
-            .expect("the keepalive is always due");
-        if due != timer_at {
-            timer.as_mut().reset(due.into());
-            timer_at = due;
-        }
-        // Waiting for room only when this task writes: the flusher's queues wait on no one.
-        // (A queue whose front waits for its journal batch is not written: its release
-        // schedules it again.)
-        let writing = outbox.has_writable() && (conn.read_done || !outbox.flusher_writes());
-        tokio::select! {
-            biased;
-            readable = conn.stream.readable(), if !conn.read_done => {
-                if readable.is_err() {
-                    conn.read_done = true;
-                    continue;
-                }
-                conn.read(&mut decoder);
-                // Fairness between the lane's connections: a client that keeps its socket
-                // full yields like any other task.
-                tokio::task::consume_budget().await;
+    drop(already);
+    async move {
+        let timer = tokio::time::sleep_until(conn.ping_at.into());
+        tokio::pin!(timer);
+        loop {
+            if conn.session.as_ref().is_some_and(|s| s.is_superseded()) {
+                // Another socket resumes the session: this one is let go without a word.
+                break;
             }
-            _ = outbox.wake.notified() => {}
-            _ = superseded(session) => {}
-            writable = conn.stream.writable(), if writing => {
-                if writable.is_err() {
-                    break;
-                }
+            if conn.flush().is_err() {
+                break;
             }
-            _ = &mut timer => {
-                let now = Instant::now();
-                if outbox.give_up_at().is_some_and(|at| now >= at) {
-                    break;
+            if conn.done() {
+                break;
+            }
+            let due = conn.due(&decoder);
+            if due != timer.deadline().into_std() {
+                timer.as_mut().reset(due.into());
+            }
+            // Waiting for room only when this task writes: the flusher's queues wait on
+            // no one. (A queue whose front waits for its journal batch is not written:
+            // its release schedules it again.)
+            let writing =
+                conn.outbox.has_writable() && (conn.read_done || !conn.outbox.flusher_writes());
+            match poll_fn(|cx| conn.poll_wait(cx, timer.as_mut(), writing)).await {
+                Wait::Readable(Err(_)) => conn.read_done = true,
+                Wait::Readable(Ok(())) => {
+                    conn.read(&mut decoder);
+                    // Fairness between the lane's connections: a client that keeps its
+                    // socket full yields like any other task.
+                    tokio::task::consume_budget().await;
                 }
-                if message_due.is_some_and(|at| now >= at) {
-                    tracing::debug!(lane = lane.index, peer = %conn.peer, "message not complete within {message_timeout:?}: closing");
-                    conn.fail_with(1008, "message not completed in time");
-                } else if now >= conn.ping_at {
-                    if conn.awaiting_pong && session.is_some() {
-                        // A silent socket of a session is a broken one: the session waits
-                        // for its client to resume it.
-                        tracing::debug!(lane = lane.index, peer = %conn.peer, "no answer to a ping within {ping_timeout:?}: parking the session");
+                Wait::Woken | Wait::Writable(Ok(())) => {}
+                Wait::Writable(Err(_)) => break,
+                Wait::Timer => {
+                    if conn.timer_fired(&decoder).is_break() {
                         break;
-                    } else if conn.awaiting_pong {
-                        tracing::debug!(lane = lane.index, peer = %conn.peer, "no answer to a ping within {ping_timeout:?}: closing");
-                        conn.fail_with(1001, "ping timeout");
-                    } else {
-                        outbox.push(&Frame::Ping(Default::default()));
-                        conn.awaiting_pong = true;
-                        conn.ping_at = now + ping_timeout;
                     }
                 }
             }
         }
+        let mut code = conn.client_closed.unwrap_or(1006);
+        // A close the server started ends the connection with its code, whether or not
+        // the client answered it (a slow client that never reads still counts as 1008,
+        // not 1006).
+        if let Ending::Close(server_code, _) = conn.outbox.ending() {
+            code = server_code;
+        }
+        Served {
+            code,
+            lane: conn.lane.clone(),
+            doc: conn.doc.clone(),
+            id: conn.id,
+            outbox: conn.outbox.clone(),
+            session: conn.session.clone(),
+        }
+        // `conn` goes here: the socket is closed and handed back from the flusher.
     }
-    let mut code = conn.client_closed.unwrap_or(1006);
-    // A close the server started ends the connection with its code, whether or not the
-    // client answered it (a slow client that never reads still counts as 1008, not 1006).
-    if let Ending::Close(server_code, _) = outbox.ending() {
-        code = server_code;
-    }
-    code
 }
 
-/// Completes when the socket of `session` must stop; never for a plain connection.
-async fn superseded(session: Option<&Session>) {
-    match session {
-        Some(s) => s.stopped().await,
-        None => std::future::pending().await,
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served")
+            .field("code", &self.code)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
-/// Takes the socket back from the lane's flusher however [`serve`] ends, its future
+/// A connection whose socket is done, and what it ended with.
+pub struct Served {
+    /// The server's close code when the server started the close, else the client's;
+    /// 1006 without a close frame.
+    pub code: u16,
+    pub lane: Rc<Lane>,
+    pub doc: DocumentCell,
+    pub id: u64,
+    pub outbox: Rc<Outbox>,
+    pub session: Option<Rc<Session>>,
+}
+
+/// The socket goes back from the lane's flusher however the connection ends, its future
 /// dropped included: the outbox outlives the socket.
-struct Attached<'a>(&'a Outbox);
-
-impl Drop for Attached<'_> {
+impl Drop for Connection {
     fn drop(&mut self) {
-        self.0.detach();
+        self.outbox.detach();
     }
 }
 
-impl Connection<'_> {
+impl Connection {
+    /// When the connection's timer is due next: the keepalive, the deadline of an
+    /// incomplete message, or the moment a close gives up on a client that does not read.
+    fn due(&self, decoder: &Decoder) -> Instant {
+        let message_due = decoder
+            .incomplete_since()
+            .map(|since| since + self.message_timeout());
+        [Some(self.ping_at), message_due, self.outbox.give_up_at()]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("the keepalive is always due")
+    }
+
+    fn message_timeout(&self) -> std::time::Duration {
+        self.lane.services.config.limits.message_timeout()
+    }
+
+    /// Waits for the first of: the socket readable (unless reading is done), the outbox's
+    /// wake-up, the socket writable (if `writing`), the timer; in that order, as the
+    /// biased `select!` this replaces did.
+    fn poll_wait(&self, cx: &mut Context<'_>, timer: Pin<&mut Sleep>, writing: bool) -> Poll<Wait> {
+        if !self.read_done
+            && let Poll::Ready(ready) = self.stream.poll_read_ready(cx)
+        {
+            return Poll::Ready(Wait::Readable(ready));
+        }
+        if self.outbox.wake.poll_woken(cx).is_ready() {
+            return Poll::Ready(Wait::Woken);
+        }
+        if writing && let Poll::Ready(ready) = self.stream.poll_write_ready(cx) {
+            return Poll::Ready(Wait::Writable(ready));
+        }
+        if timer.poll(cx).is_ready() {
+            return Poll::Ready(Wait::Timer);
+        }
+        Poll::Pending
+    }
+
+    /// The connection's timer fired: give up on a close the client does not take, close
+    /// an incomplete message that is late, ping, or give up on a silent client.
+    fn timer_fired(&mut self, decoder: &Decoder) -> ControlFlow<()> {
+        let now = Instant::now();
+        if self.outbox.give_up_at().is_some_and(|at| now >= at) {
+            return ControlFlow::Break(());
+        }
+        let lane = self.lane.index;
+        let limits = &self.lane.services.config.limits;
+        let message_timeout = limits.message_timeout();
+        let ping_timeout = limits.ping_timeout();
+        let message_due = decoder
+            .incomplete_since()
+            .map(|since| since + message_timeout);
+        if message_due.is_some_and(|at| now >= at) {
+            tracing::debug!(lane, peer = %self.peer, "message not complete within {message_timeout:?}: closing");
+            self.fail_with(1008, "message not completed in time");
+        } else if now >= self.ping_at {
+            if self.awaiting_pong && self.session.is_some() {
+                // A silent socket of a session is a broken one: the session waits for its
+                // client to resume it.
+                tracing::debug!(lane, peer = %self.peer, "no answer to a ping within {ping_timeout:?}: parking the session");
+                return ControlFlow::Break(());
+            } else if self.awaiting_pong {
+                tracing::debug!(lane, peer = %self.peer, "no answer to a ping within {ping_timeout:?}: closing");
+                self.fail_with(1001, "ping timeout");
+            } else {
+                self.outbox.push(&Frame::Ping(Default::default()));
+                self.awaiting_pong = true;
+                self.ping_at = now + ping_timeout;
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
     /// Reads what the socket has into the lane's read buffer and handles it.
     fn read(&mut self, decoder: &mut Decoder) {
-        let lane = self.lane;
+        // Its own handle: the buffers it lends stay borrowed while `self` changes.
+        let lane = self.lane.clone();
         let mut buffer = lane.read_buffer();
         // A read shorter than the buffer has emptied the socket (epoll(7) on stream
         // sockets): its readiness is cleared at once, instead of by one more read that
@@ -282,7 +363,8 @@ impl Connection<'_> {
         // The clock is read once per read and once after each guest call: a batch of
         // messages is handled at the time the call before it finished.
         let mut clock = now;
-        let lane = self.lane;
+        // Its own handle: the buffers it lends stay borrowed while `self` changes.
+        let lane = self.lane.clone();
         let mut buffer = lane.batch_buffer();
         // A hot reload between two reads may have changed whether the consumer takes
         // batches (none happens within a read: it runs on this thread, between events).
@@ -354,7 +436,7 @@ impl Connection<'_> {
                 .write_with(|slices| stream.try_write_vectored(slices))
             {
                 Ok(Some(written)) => {
-                    crate::lane::flusher::count(self.lane, &written);
+                    crate::lane::flusher::count(&self.lane, &written);
                     if written.bytes == 0 {
                         return Ok(());
                     }

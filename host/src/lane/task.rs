@@ -20,9 +20,18 @@ pub fn spawn<F>(health: &Arc<Health>, what: &'static str, task: F) -> JoinHandle
 where
     F: Future<Output = ()> + 'static,
 {
-    let health = health.clone();
-    tokio::task::spawn_local(async move {
-        if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
+    tokio::task::spawn_local(fatal_on_panic(health.clone(), what, task))
+}
+
+/// `task`, reporting a panic in it to `health` as fatal. A combinator, not an `async`
+/// block: a block would keep `task` as its capture beside the future it became, so
+/// every task (an idle socket's too) would take its memory twice.
+fn fatal_on_panic<F>(health: Arc<Health>, what: &'static str, task: F) -> impl Future<Output = ()>
+where
+    F: Future<Output = ()>,
+{
+    AssertUnwindSafe(task).catch_unwind().map(move |ended| {
+        if let Err(panic) = ended {
             health.fail(format!(
                 "a lane's {what} task panicked: {}",
                 message(&*panic)
@@ -38,4 +47,59 @@ pub fn message(panic: &(dyn Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_panic_guard_adds_a_pointer_not_a_copy_of_the_task() {
+        let held = [7u8; 1024];
+        let task = async move {
+            tokio::task::yield_now().await;
+            assert_eq!(held[1023], 7);
+        };
+        let alone = std::mem::size_of_val(&task);
+        let guarded = fatal_on_panic(Arc::new(Health::default()), "test", task);
+        assert!(alone >= 1024);
+        assert!(
+            std::mem::size_of_val(&guarded) <= alone + 32,
+            "{} for {alone}",
+            std::mem::size_of_val(&guarded)
+        );
+    }
+}
+
+/// The size of the future an `async fn` (or a function returning a future) makes, from
+/// the function alone: `future_size(socket::serve)` without a socket to serve.
+#[cfg(test)]
+pub mod future_size {
+    use std::future::Future;
+
+    pub trait FutureSize<Arguments> {
+        /// `size_of` the future it returns.
+        fn future_size(&self) -> usize;
+    }
+
+    macro_rules! future_size {
+        ($($argument:ident),*) => {
+            impl<F, Made: Future, $($argument),*> FutureSize<($($argument,)*)> for F
+            where
+                F: Fn($($argument),*) -> Made,
+            {
+                fn future_size(&self) -> usize {
+                    std::mem::size_of::<Made>()
+                }
+            }
+        };
+    }
+
+    future_size!(A);
+    future_size!(A, B);
+    future_size!(A, B, C);
+    future_size!(A, B, C, D);
+    future_size!(A, B, C, D, E);
+    future_size!(A, B, C, D, E, G);
+    future_size!(A, B, C, D, E, G, H);
 }

@@ -14,12 +14,10 @@ use crate::document::outbox::{CLOSE_TIMEOUT, Outbox};
 use crate::document::{ClientAnswer, DocumentCell, DocumentError};
 use crate::guest::plugin::Plugin;
 use crate::guest::{ConnectInfo, Decision};
-use crate::lane::address_limit::AddressSlot;
 use crate::lane::admission::{admit_address, origin_allowed, token_checked};
-use crate::lane::departure::over;
+use crate::lane::live::{Live, Upgraded};
 use crate::lane::lookup::{answer_document_error, find_plugin, refuse_document, rejection};
 use crate::lane::sessions::{self, Session};
-use crate::lane::socket::Socket;
 use crate::lane::{ConnectionGuard, Lane};
 use crate::metrics::Rejection;
 use crate::net::access_token::{Admitted, TOKEN_SUBPROTOCOL};
@@ -27,8 +25,8 @@ use crate::net::http::{self, RequestHead};
 use crate::net::websocket::frame::{close_payload, encode, opcode};
 use wasmroom_wire::session::{self as session_frames, Resume, SUBPROTOCOL, take_resume};
 
-/// Upgrades a `/ws/{plugin}/{document}` request on the document's owner lane, then
-/// serves the socket in a task of its own until either side closes it.
+/// Upgrades a `/ws/{plugin}/{document}` request on the document's owner lane. Returns
+/// the socket to serve, or `None` when the client was answered otherwise.
 pub async fn serve(
     lane: Rc<Lane>,
     stream: TcpStream,
@@ -37,13 +35,8 @@ pub async fn serve(
     plugin: &str,
     document: &str,
     guard: ConnectionGuard,
-) {
-    // Not boxed: this task ends once the socket is up (the live socket moves to a task of
-    // its own below), so the upgrade's steps are freed with it.
-    let upgraded = upgrade(&lane, stream, peer, head, plugin, document).await;
-    let Some(upgraded) = upgraded else {
-        return;
-    };
+) -> Option<Live> {
+    let upgraded = upgrade(&lane, stream, peer, head, plugin, document).await?;
     // A resumed session is the connection it was: counted and announced once.
     if !upgraded.resumed {
         lane.metrics.websockets.inc();
@@ -55,67 +48,7 @@ pub async fn serve(
             None,
         );
     }
-    // A live socket gets a task of its own: an idle connection then holds only what
-    // serving it needs, not the futures of the accept, the request and the upgrade
-    // around it (together they were as large again).
-    let health = lane.services.health.clone();
-    let live = live(lane, upgraded, peer, guard);
-    crate::lane::task::spawn(&health, "socket", live);
-}
-
-/// Serves an upgraded socket to its end; a session's socket that broke parks the
-/// session instead (the connection ends only if no resume comes).
-async fn live(lane: Rc<Lane>, upgraded: Upgraded, peer: SocketAddr, guard: ConnectionGuard) {
-    let Upgraded {
-        stream,
-        rest,
-        doc,
-        id,
-        outbox,
-        address,
-        session,
-        resumed: _,
-    } = upgraded;
-    let socket = Socket {
-        stream,
-        already: rest,
-        peer,
-    };
-    let code =
-        crate::lane::socket::serve(&lane, &doc, id, socket, &outbox, session.as_deref()).await;
-    match session {
-        // No close frame either way, and the host did not close it: the client vanished.
-        Some(session) if code == 1006 && outbox.is_open() => {
-            let end = |code| over(&lane, &doc, id, &outbox, code);
-            let grace = lane.services.config.session_grace();
-            sessions::park(&lane.sessions, grace, session, (address, guard), end).await;
-        }
-        Some(session) => {
-            session.ended(&lane.sessions);
-            over(&lane, &doc, id, &outbox, code);
-            drop((address, guard));
-        }
-        None => {
-            over(&lane, &doc, id, &outbox, code);
-            drop((address, guard));
-        }
-    }
-}
-
-/// A connection the consumer accepted, its `101` written.
-struct Upgraded {
-    stream: TcpStream,
-    /// Bytes the client sent after its request head: the start of its frames.
-    rest: Vec<u8>,
-    doc: DocumentCell,
-    id: u64,
-    outbox: Rc<Outbox>,
-    /// Counts the socket toward its address's `max_connections_per_address`.
-    address: AddressSlot,
-    /// Its session, if the client asked for one.
-    session: Option<Rc<Session>>,
-    /// The session was resumed: the consumer knows this connection already.
-    resumed: bool,
+    Some(Live::new(lane, upgraded, peer, guard))
 }
 
 /// Everything before the upgrade: checks, plugin, document, the consumer's decision, the

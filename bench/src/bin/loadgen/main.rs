@@ -10,10 +10,11 @@
 //!
 //! `cold`: opens N fresh documents one after another; reports connect -> upgraded times.
 //!
-//! `hold`: opens D x C idle connections (from several loopback source addresses), prints
-//! `READY <open> <failed> <sessions>` and holds them until stdin closes, so that the
-//! server's memory can be measured. With `--session` each one opens a session (the
-//! host's hello read; `<sessions>` counts the distinct ids).
+//! `hold`: opens D x C idle connections (from several loopback source addresses, at most
+//! `--concurrency` handshakes at a time; as many as there are connections for a burst),
+//! prints `READY <open> <failed> <sessions> <seconds>` and holds them until stdin closes,
+//! so that the server's memory can be measured. With `--session` each one opens a session
+//! (the host's hello read; `<sessions>` counts the distinct ids).
 //!
 //! `takeover`: opens D documents (one connection each) on `--url`, prints `READY <open>`,
 //! and when the server ends them (it was killed) opens each document on `--to`, retrying,
@@ -110,6 +111,9 @@ enum Mode {
         /// hello of a new session arrived.
         #[arg(long)]
         session: bool,
+        /// Connections being opened at once (a burst: all of them).
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
     },
     /// Documents held on one host, then opened on another once the first dies.
     Takeover {
@@ -164,7 +168,15 @@ fn main() -> anyhow::Result<()> {
             clients,
             sources,
             session,
-        } => runtime(cli.threads)?.block_on(hold(&cli.url, docs, clients, sources, session))?,
+            concurrency,
+        } => runtime(cli.threads)?.block_on(hold(
+            &cli.url,
+            docs,
+            clients,
+            sources,
+            session,
+            concurrency,
+        ))?,
         Mode::Takeover {
             docs,
             to,
@@ -275,8 +287,10 @@ async fn hold(
     clients: usize,
     sources: u8,
     session: bool,
+    concurrency: usize,
 ) -> anyhow::Result<serde_json::Value> {
-    let limit = Arc::new(tokio::sync::Semaphore::new(256));
+    let started = Instant::now();
+    let limit = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut tasks = Vec::new();
     let mut n = 0usize;
     for d in 0..docs {
@@ -311,7 +325,12 @@ async fn hold(
         }
     }
     // The third figure: distinct sessions the host opened (one per socket, or 0).
-    println!("READY {} {failed} {}", open_sockets.len(), ids.len());
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "READY {} {failed} {} {seconds:.3}",
+        open_sockets.len(),
+        ids.len()
+    );
     // Keep answering pings while holding, until stdin closes.
     let held = open_sockets.len();
     let keep = tokio::spawn(async move {
@@ -331,7 +350,7 @@ async fn hold(
     })
     .await?;
     keep.abort();
-    Ok(serde_json::json!({"held": held, "failed": failed}))
+    Ok(serde_json::json!({"held": held, "failed": failed, "open_seconds": seconds}))
 }
 
 fn unix_ms() -> f64 {

@@ -22,7 +22,6 @@ use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 use crate::config::FRAME_OVERHEAD;
@@ -33,11 +32,13 @@ mod chunks;
 pub mod flush;
 mod gate;
 mod session;
+mod wake;
 
 use chunks::{Chunk, INLINE_CHUNK, MAX_SLICES, MIN_CHUNK, Queue};
 pub use chunks::{INLINE_MAX, Written};
 pub use flush::{WriteFn, pending_wake, take_pending};
 pub use session::Incoming;
+pub use wake::Wake;
 
 /// What the connection should do once the queue is empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +83,7 @@ pub struct Outbox {
     socketless: Cell<bool>,
     /// Wakes the connection's task: the connection is ending, or frames were queued and
     /// the lane's flusher does not write them ([`flush`]).
-    pub wake: Notify,
+    pub wake: Wake,
     give_up_at: Cell<Option<Instant>>,
     /// The lane's flusher's handle on the socket.
     writer: flush::Writer,
@@ -115,7 +116,7 @@ impl Outbox {
             leaving: Cell::new(false),
             moving: Cell::new(false),
             socketless: Cell::new(false),
-            wake: Notify::new(),
+            wake: Wake::default(),
             give_up_at: Cell::new(None),
             writer: flush::Writer::default(),
             me: me.clone(),

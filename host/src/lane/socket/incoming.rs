@@ -24,7 +24,7 @@ use crate::lane::sessions::{Unframed, unframe};
 use crate::metrics::{RateLimit, Unapplied};
 use crate::net::websocket::Event;
 
-impl Connection<'_> {
+impl Connection {
     /// Handles one event from the client that arrived by `now`, its messages gathered in
     /// `pending`; returns the clock's reading after it (later than `now` if the guest
     /// was called).
@@ -82,7 +82,7 @@ impl Connection<'_> {
         };
         let (message, seq) = match self.session {
             None => (message, None),
-            Some(_) => match unframe(self.outbox, message, pending.waiting_seqs()) {
+            Some(_) => match unframe(&self.outbox, message, pending.waiting_seqs()) {
                 Unframed::Apply(message, seq) => (message, Some(seq)),
                 Unframed::Control => return now,
                 Unframed::Duplicate => {
@@ -192,7 +192,7 @@ impl Connection<'_> {
                 return Some(Unapplied::Moved);
             }
         }
-        if let Some(clock) = &self.clock
+        if let Some(clock) = self.lane.services.storage.leases()
             && !clock.holds(self.lease)
         {
             // This host may not serve the document any more (its lease lapsed, or it
@@ -201,7 +201,7 @@ impl Connection<'_> {
                 let d = self.doc.borrow();
                 (d.plugin().name.clone(), d.id().to_owned())
             };
-            self.lane.retire(&key, self.doc, "lapsed");
+            self.lane.retire(&key, &self.doc, "lapsed");
             return Some(Unapplied::Moved);
         }
         None
