@@ -172,16 +172,19 @@ impl Session {
 /// session ends: `end` runs with the code to report (1006, or the host's close code when
 /// the connection was closed meanwhile: the consumer's close, a crash, the document
 /// leaving, the queue overflowing).
-pub async fn park<T>(
+///
+/// Not an `async fn`: it would keep its arguments beside the future it awaits, and this
+/// future is part of every idle socket's task.
+pub fn park<T>(
     sessions: &Sessions,
     grace: Duration,
     session: Rc<Session>,
     slots: T,
     end: impl FnOnce(u16),
-) {
+) -> impl Future<Output = ()> {
     session.served.set(false);
     session.changed.notify_waiters();
-    wait_parked(sessions, grace, session, slots, end).await
+    wait_parked(sessions, grace, session, slots, end)
 }
 
 /// [`park`] for a session parked already ([`Sessions::start_parked`]): a resume may
