@@ -10,6 +10,7 @@
     python3 bench/run.py --only relay   # the native floor and wasmroom's relay sweep only, results/relay.md
     python3 bench/run.py --only sessions # the relay with plain and session clients, results/sessions.md
     python3 bench/run.py --only idle    # what an idle connection costs, bench method and bursts, results/idle.md
+    python3 bench/run.py --only scale   # as many idle connections as the machine allows, then one broadcast, results/scale.md
 
 Peers, each started here and pinned to core 0 (the load generator runs on core 1):
   wasmroom   one lane, the relay plugin
@@ -825,7 +826,7 @@ def main():
     parser.add_argument("--label", help="`--only idle`: the name of this run in results/idle.json "
                                         "[default: the commit, +dirty when host/ or wire/ changed]")
     parser.add_argument("--only", choices=["lanes", "reload", "handover", "tokens", "store", "journal", "pgjournal",
-                                           "relay", "sessions", "idle"],
+                                           "relay", "sessions", "idle", "scale"],
                         help="run one wasmroom section and update results/ (store: the PostgreSQL store, "
                              "results/store.md)")
     args = parser.parse_args()
@@ -835,6 +836,12 @@ def main():
             build()
         import idle
         idle.main(quick=args.quick, label=args.label)
+        return
+    if args.only == "scale":
+        if not args.no_build:
+            build()
+        import scale
+        scale.main()
         return
     ensure_venv()
     if args.only == "store":

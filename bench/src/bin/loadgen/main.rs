@@ -14,7 +14,9 @@
 //! `--concurrency` handshakes at a time; as many as there are connections for a burst),
 //! prints `READY <open> <failed> <sessions> <seconds>` and holds them until stdin closes,
 //! so that the server's memory can be measured. With `--session` each one opens a session
-//! (the host's hello read; `<sessions>` counts the distinct ids).
+//! (the host's hello read; `<sessions>` counts the distinct ids). A `broadcast` line on
+//! stdin sends one message from the first socket and prints `BROADCAST <received> <ms>`
+//! once the others have it (the relay sends it to every other connection).
 //!
 //! `takeover`: opens D documents (one connection each) on `--url`, prints `READY <open>`,
 //! and when the server ends them (it was killed) opens each document on `--to`, retrying,
@@ -331,26 +333,66 @@ async fn hold(
         open_sockets.len(),
         ids.len()
     );
-    // Keep answering pings while holding, until stdin closes.
+    // Keep answering pings while holding, until stdin closes; count the text messages
+    // the sockets receive (a `broadcast` line on stdin sends one from the first socket).
     let held = open_sockets.len();
+    let (mut sinks, streams): (Vec<_>, Vec<_>) =
+        open_sockets.into_iter().map(|ws| ws.split()).unzip();
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = received.clone();
     let keep = tokio::spawn(async move {
-        let mut all =
-            futures_util::stream::select_all(open_sockets.into_iter().map(|ws| ws.split().1));
-        while all.next().await.is_some() {}
-    });
-    tokio::task::spawn_blocking(|| {
-        let mut line = String::new();
-        while std::io::stdin()
-            .read_line(&mut line)
-            .map(|n| n > 0)
-            .unwrap_or(false)
-        {
-            line.clear();
+        let mut all = futures_util::stream::select_all(streams);
+        while let Some(message) = all.next().await {
+            if matches!(message, Ok(Message::Text(_) | Message::Binary(_))) {
+                counting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
-    })
-    .await?;
+    });
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::stdin().lock()).map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(line) = lines.recv().await {
+        if line.trim() == "broadcast" {
+            broadcast(&mut sinks, &received, held).await?;
+        }
+    }
     keep.abort();
     Ok(serde_json::json!({"held": held, "failed": failed, "open_seconds": seconds}))
+}
+
+/// Sends one message from the first held socket and waits (at most a minute) until the
+/// others received it (the relay sends it to every other connection of its document);
+/// prints `BROADCAST <received> <milliseconds>`.
+async fn broadcast(
+    sinks: &mut [futures_util::stream::SplitSink<Ws, Message>],
+    received: &std::sync::atomic::AtomicUsize,
+    held: usize,
+) -> anyhow::Result<()> {
+    use futures_util::SinkExt;
+    let before = received.load(std::sync::atomic::Ordering::Relaxed);
+    let others = held.saturating_sub(1);
+    let first = sinks.first_mut().context("no socket held")?;
+    let started = Instant::now();
+    first.send(Message::text("fan out")).await?;
+    let deadline = started + Duration::from_secs(60);
+    let mut got = 0;
+    while Instant::now() < deadline {
+        got = received.load(std::sync::atomic::Ordering::Relaxed) - before;
+        if got >= others {
+            break;
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    println!(
+        "BROADCAST {got} {:.1}",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    Ok(())
 }
 
 fn unix_ms() -> f64 {
