@@ -14,7 +14,7 @@
 use arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest, Sha256};
-use wasmroom_wire::snapshot::{Continuity, Snapshot, decode, encode};
+use wasmroom_wire::snapshot::{Continuity, SavedFrame, SavedSession, Snapshot, decode, encode};
 
 /// The plugin and document a file names (`decode` refuses others), or any names.
 fn names(file: &[u8]) -> (String, String) {
@@ -37,23 +37,62 @@ fn check_decode(file: &[u8]) {
     }
 }
 
+/// Carried sessions as a writer makes them: the floor at most what was sent, and the
+/// saved messages numbered after the floor, up to what was sent.
+fn sessions(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<SavedSession>> {
+    type Raw = (u64, String, u64, u64, u64, u64, Vec<(bool, Vec<u8>)>);
+    Ok(u.arbitrary::<Vec<Raw>>()?
+        .into_iter()
+        .map(
+            |(connection, session, sent, applied, floor, parked_at_ms, frames)| {
+                let floor = floor.min(sent);
+                let room = (sent - floor).min(frames.len() as u64) as usize;
+                let replay = frames
+                    .into_iter()
+                    .take(room)
+                    .zip((floor..=sent).skip(1))
+                    .map(|((binary, payload), seq)| SavedFrame {
+                        seq,
+                        binary,
+                        payload,
+                    })
+                    .collect();
+                SavedSession {
+                    connection,
+                    session,
+                    sent,
+                    applied,
+                    floor,
+                    parked_at_ms,
+                    replay,
+                }
+            },
+        )
+        .collect())
+}
+
 fn built(u: &mut Unstructured<'_>) -> arbitrary::Result<(Snapshot, String, String, usize, u8)> {
     let mut snapshot = Snapshot {
         plugin_version: u.arbitrary()?,
         saved_at_ms: u.arbitrary()?,
         timers: u.arbitrary()?,
         state: u.arbitrary()?,
-        continuity: u
-            .arbitrary::<Option<([u8; 32], u64, u64)>>()?
-            .map(|(seed, next_connection_id, inputs)| Continuity {
+        continuity: u.arbitrary::<Option<([u8; 32], u64, u64)>>()?.map(
+            |(seed, next_connection_id, inputs)| Continuity {
                 seed,
                 next_connection_id,
                 inputs,
-            }),
+            },
+        ),
         connections: u.arbitrary()?,
+        sessions: sessions(u)?,
     };
-    // Open connections are kept by version 3 only, which a count of inputs selects.
-    if snapshot.continuity.is_none_or(|c| c.inputs == 0) {
+    // Open connections are kept by versions 3 and 4 only, which a count of inputs or
+    // carried sessions select; sessions by version 4, which needs a continuity.
+    if snapshot.continuity.is_none() {
+        snapshot.sessions.clear();
+    }
+    if snapshot.continuity.is_none_or(|c| c.inputs == 0) && snapshot.sessions.is_empty() {
         snapshot.connections.clear();
     }
     Ok((
