@@ -119,24 +119,37 @@ async fn a_carried_session_not_resumed_ends_and_the_consumer_hears_it() -> anyho
 
 #[tokio::test]
 async fn two_js_clients_lose_and_repeat_nothing_across_a_restart() -> anyhow::Result<()> {
-    let mut server = Server::start(&["probe"], 1, &[])?;
+    let server = Server::start(&["probe"], 1, &[])?;
+    let server = exchange_across(server, "restarted", |s| s.terminate().map(drop)).await?;
+    // The restarted host's consumer saw no connection but `say_done`'s and this
+    // question's: both sessions came with the document and resumed.
+    assert_eq!(ask(&server, "restarted", "connects").await?, "2");
+    Ok(())
+}
+
+/// Two `clients/js` rooms exchange numbered messages in `document` through the fault
+/// proxy while `stop` ends `server` (SIGTERM, `kill -9`), which then restarts on new
+/// ports: every message arrives once, in order, and no session is lost. Returns the
+/// restarted server.
+async fn exchange_across(
+    mut server: Server,
+    document: &str,
+    stop: impl FnOnce(&mut Server) -> anyhow::Result<()>,
+) -> anyhow::Result<Server> {
     let proxy = FaultProxy::start(server.addr(0))?;
-    let url = format!("ws://{}/ws/probe/restarted", proxy.addr());
+    let url = format!("ws://{}/ws/probe/{document}", proxy.addr());
     let mut exchange = Exchange::start(&url, EXCHANGED, 1)?;
     exchange.until("some traffic", |s| s.progress >= 60).await?;
-    server.terminate()?;
+    stop(&mut server)?;
     let server = server.restart()?;
     proxy.retarget(server.addr(0));
     exchange
         .until("traffic after the restart", |s| s.progress >= 120)
         .await?;
     cut_mid_stream(&proxy)?;
-    say_done(&server.url(0, "/ws/probe/restarted")).await?;
+    say_done(&server.url(0, &format!("/ws/probe/{document}"))).await?;
     exchange.finish(EXCHANGED).await?;
-    // The restarted host's consumer saw no connection but `say_done`'s and this
-    // question's: both sessions came with the document and resumed.
-    assert_eq!(ask(&server, "restarted", "connects").await?, "2");
-    Ok(())
+    Ok(server)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,19 +260,8 @@ async fn without_a_journal_a_session_cut_by_kill_9_starts_anew() -> anyhow::Resu
 #[tokio::test]
 async fn two_js_clients_lose_and_repeat_nothing_across_kill_9_in_journal_mode() -> anyhow::Result<()>
 {
-    let mut server = Server::start_with_config(&["probe"], 1, JOURNALED)?;
-    let proxy = FaultProxy::start(server.addr(0))?;
-    let url = format!("ws://{}/ws/probe/killed", proxy.addr());
-    let mut exchange = Exchange::start(&url, EXCHANGED, 1)?;
-    exchange.until("some traffic", |s| s.progress >= 60).await?;
-    server.kill9()?;
-    let server = server.restart()?;
-    proxy.retarget(server.addr(0));
-    exchange
-        .until("traffic after the crash", |s| s.progress >= 120)
-        .await?;
-    say_done(&server.url(0, "/ws/probe/killed")).await?;
-    exchange.finish(EXCHANGED).await?;
+    let server = Server::start_with_config(&["probe"], 1, JOURNALED)?;
+    exchange_across(server, "killed", Server::kill9).await?;
     Ok(())
 }
 
