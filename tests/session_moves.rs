@@ -41,9 +41,14 @@ async fn a_journaled_session_resumes_on_the_restarted_host_after_a_sigterm() -> 
     resumes_across_two_restarts(Server::start_with_config(&["probe"], 1, config)?).await
 }
 
-/// A session on `server`'s probe, carried across two SIGTERMs and restarts.
-async fn resumes_across_two_restarts(server: Server) -> anyhow::Result<()> {
-    let mut ws = session_socket(&server, "/ws/probe/moved").await?;
+/// A new session at `path` of `server` that asked for its connection id (its data
+/// message 1) and had two messages echoed ("a" as 2, "b" as 3), all acknowledged;
+/// returns its socket, its session id and its connection id.
+async fn session_with_two_echoes(
+    server: &Server,
+    path: &str,
+) -> anyhow::Result<(Ws, String, String)> {
+    let mut ws = session_socket(server, path).await?;
     let (id, _) = hello(&mut ws).await?;
     send_data(&mut ws, 1, "id").await?;
     let connection = until_ack(&mut ws, 1).await?[0].1.clone();
@@ -53,6 +58,12 @@ async fn resumes_across_two_restarts(server: Server) -> anyhow::Result<()> {
         until_ack(&mut ws, 3).await?,
         [(2, "a".to_owned()), (3, "b".to_owned())]
     );
+    Ok((ws, id, connection))
+}
+
+/// A session on `server`'s probe, carried across two SIGTERMs and restarts.
+async fn resumes_across_two_restarts(server: Server) -> anyhow::Result<()> {
+    let (ws, id, connection) = session_with_two_echoes(&server, "/ws/probe/moved").await?;
     let (code, server) = terminated(server, ws).await?;
     // The socket was closed with 1012 ("reconnect"), and nothing the consumer sent it was
     // lost: the session travelled with the document's last snapshot.
@@ -204,16 +215,8 @@ async fn a_journaled_session_resumes_after_kill_9() -> anyhow::Result<()> {
     // The document opens, and its first checkpoint is written, before the session joins.
     let _plain = server.connect(0, "/ws/probe/crashed").await?;
     server.wait_for_log("saved with")?;
-    let mut ws = session_socket(&server, "/ws/probe/crashed").await?;
-    let (id, _) = hello(&mut ws).await?;
-    send_data(&mut ws, 1, "id").await?;
-    let connection = until_ack(&mut ws, 1).await?[0].1.clone();
-    send_data(&mut ws, 2, "echo a").await?;
-    send_data(&mut ws, 3, "echo b").await?;
-    assert_eq!(
-        until_ack(&mut ws, 3).await?,
-        [(2, "a".to_owned()), (3, "b".to_owned())]
-    );
+    // Held open until the kill.
+    let (_ws, id, connection) = session_with_two_echoes(&server, "/ws/probe/crashed").await?;
     // Killed before a checkpoint: the journal alone says it was a session's.
     server.kill9()?;
     let server = server.restart()?;
