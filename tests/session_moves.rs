@@ -61,6 +61,27 @@ async fn session_with_two_echoes(
     Ok((ws, id, connection))
 }
 
+/// Resumes at `path` of `server` the session `id` that [`session_with_two_echoes`]
+/// opened, as a client that received only message 1: it must be resumed, get the two
+/// echoes again with their numbers, have its resend of message 3 applied no second time,
+/// and still be connection `connection`. Returns the socket (the host sent 4 messages,
+/// the client 4).
+async fn resumed_after_two_echoes(
+    server: &Server,
+    path: &str,
+    id: &str,
+    connection: &str,
+) -> anyhow::Result<Ws> {
+    let mut ws = session_socket(server, &format!("{path}?session={id}&last=1")).await?;
+    assert_eq!(hello(&mut ws).await?, (id.to_owned(), true), "resumed");
+    assert_eq!(next(&mut ws).await?, FromHost::Data(2, "a".to_owned()));
+    assert_eq!(next(&mut ws).await?, FromHost::Data(3, "b".to_owned()));
+    send_data(&mut ws, 3, "echo b").await?;
+    send_data(&mut ws, 4, "id").await?;
+    assert_eq!(until_ack(&mut ws, 4).await?, [(4, connection.to_owned())]);
+    Ok(ws)
+}
+
 /// A session on `server`'s probe, carried across two SIGTERMs and restarts.
 async fn resumes_across_two_restarts(server: Server) -> anyhow::Result<()> {
     let (ws, id, connection) = session_with_two_echoes(&server, "/ws/probe/moved").await?;
@@ -69,14 +90,7 @@ async fn resumes_across_two_restarts(server: Server) -> anyhow::Result<()> {
     // lost: the session travelled with the document's last snapshot.
     assert_eq!(code, 1012);
     let server = server.restart()?;
-    let mut ws = session_socket(&server, &format!("/ws/probe/moved?session={id}&last=1")).await?;
-    assert_eq!(hello(&mut ws).await?, (id.clone(), true), "resumed");
-    assert_eq!(next(&mut ws).await?, FromHost::Data(2, "a".to_owned()));
-    assert_eq!(next(&mut ws).await?, FromHost::Data(3, "b".to_owned()));
-    // A resend of what was applied before the move is applied no second time.
-    send_data(&mut ws, 3, "echo b").await?;
-    send_data(&mut ws, 4, "id").await?;
-    assert_eq!(until_ack(&mut ws, 4).await?, [(4, connection.clone())]);
+    let mut ws = resumed_after_two_echoes(&server, "/ws/probe/moved", &id, &connection).await?;
     // The consumer here saw no new connection: the session is the connection it carried.
     send_data(&mut ws, 5, "connects").await?;
     send_data(&mut ws, 6, "count").await?;
@@ -220,14 +234,8 @@ async fn a_journaled_session_resumes_after_kill_9() -> anyhow::Result<()> {
     // Killed before a checkpoint: the journal alone says it was a session's.
     server.kill9()?;
     let server = server.restart()?;
-    let mut ws = session_socket(&server, &format!("/ws/probe/crashed?session={id}&last=1")).await?;
-    assert_eq!(hello(&mut ws).await?, (id.clone(), true), "resumed");
     // What it missed, numbered as it was: the replay sent it again.
-    assert_eq!(next(&mut ws).await?, FromHost::Data(2, "a".to_owned()));
-    assert_eq!(next(&mut ws).await?, FromHost::Data(3, "b".to_owned()));
-    send_data(&mut ws, 3, "echo b").await?;
-    send_data(&mut ws, 4, "id").await?;
-    assert_eq!(until_ack(&mut ws, 4).await?, [(4, connection.clone())]);
+    let mut ws = resumed_after_two_echoes(&server, "/ws/probe/crashed", &id, &connection).await?;
     // Once more after a checkpoint: it carries the session, and the journal goes on.
     let mut server = server;
     server.wait_for_log("saved with")?;
