@@ -50,11 +50,15 @@ fn payload(u: &mut Unstructured<'_>) -> arbitrary::Result<Payload> {
 }
 
 fn record(u: &mut Unstructured<'_>) -> arbitrary::Result<Record> {
-    Ok(match u.int_in_range(0..=8u8)? {
+    Ok(match u.int_in_range(0..=9u8)? {
         0 => Record::Open {
             seed: u.arbitrary()?,
             next_connection_id: u.arbitrary()?,
             settings: u.arbitrary()?,
+            version: u.arbitrary()?,
+        },
+        9 => Record::Version {
+            version: u.arbitrary()?,
         },
         1 => Record::Settings {
             settings: u.arbitrary()?,

@@ -9,10 +9,11 @@ use std::thread::JoinHandle;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Durability};
 use crate::guest::engine::{self, EngineError, EpochTicker};
 use crate::guest::plugin;
 use crate::guest::registry::Registry;
+use crate::guest::versions::VersionStore;
 use crate::lane::services::RecoveredEntries;
 use crate::lane::{self, Health, LaneAddress, Lanes, Services};
 use crate::metrics::Metrics;
@@ -363,12 +364,24 @@ fn load_plugins(
     let runtimes =
         plugin::Runtimes::new(engines.clone()).map_err(|e| StartError::Link(format!("{e:#}")))?;
     let cache = Some(config.data.join(".compiled"));
-    let registry = Registry::load_dir(runtimes, &config.plugins, cache, metrics.clone()).map_err(
-        |source| StartError::Plugins {
-            path: config.plugins.clone(),
-            source,
-        },
-    )?;
+    let journaled = config
+        .plugin
+        .iter()
+        .filter(|(name, _)| config.durability_for(name) == Durability::Journal)
+        .map(|(name, _)| name.clone())
+        .collect();
+    let versions = VersionStore::new(&config.data.join("versions"), journaled);
+    let registry = Registry::load_dir(
+        runtimes,
+        &config.plugins,
+        cache,
+        Some(versions),
+        metrics.clone(),
+    )
+    .map_err(|source| StartError::Plugins {
+        path: config.plugins.clone(),
+        source,
+    })?;
     Ok((engines, Arc::new(registry)))
 }
 

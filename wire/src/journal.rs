@@ -23,11 +23,13 @@
 //!   u32            body length
 //!   u32            CRC-32 (crc32fast, IEEE) of the body
 //!   body:
-//!     u8           record format version: 3 for a `Connect` of a session (its session
-//!                  id follows the other fields), 2 for a `Messages` entry, 1 for the
-//!                  others (a body of another version, or a kind in another version, is
-//!                  refused: one encoding per entry, and a build that reads only version 1
-//!                  reads every journal without batches or sessions)
+//!     u8           record format version: 4 for a `Version` entry and an `Open` that
+//!                  names its plugin version (the version follows the other fields), 3
+//!                  for a `Connect` of a session (its session id follows the other
+//!                  fields), 2 for a `Messages` entry, 1 for the others (a body of another
+//!                  version, or a kind in another version, is refused: one encoding per
+//!                  entry, and a build that reads only version 1 reads every journal
+//!                  without batches, sessions or plugin versions)
 //!     str          plugin            (str: u32 length + UTF-8)
 //!     str          document
 //!     u64          incarnation
@@ -38,13 +40,16 @@
 //!                   option: u8 0|1 + value; seed and hash: 32 bytes): 1 Open,
 //!                  2 Settings, 3 Connect, 4 Message, 5 Disconnect, 6 Timer, 7 Request,
 //!                  8 Checkpoint, 9 Messages (a list of at least one payload: bool text,
-//!                  bytes data)
+//!                  bytes data), 10 Version (str: the plugin version)
 //! ```
 
-/// The newest version of a frame body this build writes and reads: version 3 added the
-/// session of a [`Record::Connect`], the only records written as version 3 (see
-/// [`Record::version`]).
-pub const RECORD_VERSION: u8 = 3;
+/// The newest version of a frame body this build writes and reads: version 4 added
+/// [`Record::Version`] and the plugin version of a [`Record::Open`], the only records
+/// written as version 4 (see [`Record::version`]).
+pub const RECORD_VERSION: u8 = 4;
+/// The version that added the session of a [`Record::Connect`], the only records
+/// written as version 3.
+pub const RECORD_VERSION_3: u8 = 3;
 /// The version that added [`Record::Messages`], the only kind written as version 2.
 pub const RECORD_VERSION_2: u8 = 2;
 /// The version of every other record's body.
@@ -92,6 +97,10 @@ pub enum Record {
         next_connection_id: u64,
         /// The plugin's settings (`[plugin.NAME.settings]`) it started with.
         settings: Vec<(String, String)>,
+        /// The plugin version that opened it, and makes its inputs until a
+        /// [`Record::Version`] (`None` in journals written before versions were named:
+        /// replayed by the version there is).
+        version: Option<String>,
     },
     /// The plugin's settings changed between two calls (SIGHUP, another host): what
     /// `setting` returns from the next call on.
@@ -167,6 +176,15 @@ pub enum Record {
         /// The verified claims of the request's token, if any.
         claims: Option<String>,
     },
+    /// A hot reload moved the document to another version of its plugin here: its state
+    /// went from the version before (`snapshot`) to this one (`open`, `restore`), which
+    /// makes the inputs from here on. A replay does the same move, so that every input
+    /// is replayed by the version that made it (the versions are kept in the data
+    /// directory's version store).
+    Version {
+        /// The plugin version (the first 16 hex digits of its file's SHA-256).
+        version: String,
+    },
     /// A snapshot was taken here: the hash of what it holds (`Snapshot::content_hash`;
     /// a replay through this entry compares it).
     Checkpoint {
@@ -189,9 +207,13 @@ impl Record {
     /// that journals without batches stay readable by builds that predate them.
     pub fn version(&self) -> u8 {
         match self {
+            Record::Version { .. }
+            | Record::Open {
+                version: Some(_), ..
+            } => RECORD_VERSION,
             Record::Connect {
                 session: Some(_), ..
-            } => RECORD_VERSION,
+            } => RECORD_VERSION_3,
             Record::Messages { .. } => RECORD_VERSION_2,
             _ => RECORD_VERSION_1,
         }
@@ -208,7 +230,7 @@ pub enum FrameError {
     #[error("checksum mismatch")]
     Checksum,
     /// A body or header of a version this build does not read.
-    #[error("format version {0}; this build reads versions 1 and 2")]
+    #[error("format version {0}; this build reads versions 1 to 4")]
     Version(u8),
     /// The body passed its CRC but is not an entry.
     #[error("invalid entry: {0}")]

@@ -22,7 +22,11 @@ const EXAMPLES: &[&str] = &["relay", "chat", "textdoc", "yjs"];
 const TEST_PLUGINS: &[&str] = &["probe"];
 /// Variants the hot-reload tests swap in: (package, feature), built into
 /// `target/wasm32-wasip2/plugin/variants/{package}-{feature}.wasm`.
-const VARIANTS: &[(&str, &str)] = &[("relay", "tag"), ("chat", "broken-restore")];
+const VARIANTS: &[(&str, &str)] = &[
+    ("relay", "tag"),
+    ("chat", "broken-restore"),
+    ("chat", "tag"),
+];
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -103,6 +103,26 @@ impl Lineage {
         }
     }
 
+    /// A call that is no input, made again at the clock `clock_ms` it was first made at
+    /// (a journaled hot reload's calls, replayed).
+    pub fn aside_replayed(&mut self, clock_ms: u64, purpose: Purpose) -> CallStart {
+        CallStart {
+            clock_ms: self.clock.replayed(clock_ms),
+            stream: stream_id(self.inputs, purpose),
+        }
+    }
+
+    /// An entry that makes no guest call of its own (a hot reload's move, whose calls
+    /// drew from the streams after the last input): it takes the next number, at the
+    /// clock `clock_ms` those calls had.
+    pub fn moved(&mut self, clock_ms: u64) -> CallStart {
+        self.inputs += 1;
+        CallStart {
+            clock_ms: self.clock.replayed(clock_ms),
+            stream: stream_id(self.inputs, Purpose::Input),
+        }
+    }
+
     /// The id of the document's next connection (each id once, in order).
     pub fn next_connection_id(&mut self) -> u64 {
         let id = self.next_connection_id;

@@ -30,6 +30,7 @@ use crate::document::lineage::Lineage;
 use crate::document::outbox::Outbox;
 
 use crate::document::trap::Trap;
+use crate::document::versions::ReplayVersions;
 
 use crate::guest::plugin::Plugin;
 use crate::guest::random::Purpose;
@@ -99,6 +100,9 @@ pub struct Document {
     /// Journal mode: its last checkpoint (the snapshot it opened from or last wrote),
     /// which its tail goes on from: a trap rebuilds it from these two.
     pub(super) base: Option<Arc<Snapshot>>,
+    /// The plugin versions its tail's inputs were made by, if other than its own (it
+    /// was opened by replaying a journal through hot reloads): a rebuild replays on them.
+    pub(super) versions: Rc<ReplayVersions>,
     /// When it was rebuilt after a trap lately (bounded: see `document::rebuild`).
     pub(super) rebuilds: Vec<Instant>,
 }

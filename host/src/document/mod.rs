@@ -4,7 +4,7 @@
 //! leaving), [`carried_sessions`] (sessions that travel with a document to its next host), [`lineage`] (its clock, random seed and connection-id counter: what each
 //! call starts from), [`instance`] (its consumer instance and the deadline), [`outbox`]
 //! (a connection's bounded queue of frames), [`state`] (snapshot, restore, migration to
-//! a new plugin version), [`recording`] and [`replay`] (writing its journal, rebuilding it from there), [`rebuild`] (a trap in journal mode: the document rebuilt in place without the input), [`leaving`] (draining its sockets before it leaves this host,
+//! a new plugin version), [`recording`] and [`replay`] (writing its journal, rebuilding it from there), [`versions`] (the plugin version each replayed input runs on), [`rebuild`] (a trap in journal mode: the document rebuilt in place without the input), [`leaving`] (draining its sockets before it leaves this host,
 //! or retiring it at once), [`trap`] (what a trap reports, to the log and to `/plugins`)
 //! and [`error`] (why a document cannot open or serve, and the one answer a client gets
 //! for it).
@@ -27,6 +27,7 @@ pub mod recording;
 pub mod replay;
 pub mod state;
 pub mod trap;
+pub mod versions;
 
 pub use error::{ClientAnswer, DocumentError};
 pub use info::DocumentInfo;

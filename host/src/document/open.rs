@@ -17,6 +17,7 @@ use crate::document::instance::{DocumentConfig, Instance, Opening};
 use crate::document::journal::Tail;
 use crate::document::lineage::Lineage;
 use crate::document::live::{Document, Persistence};
+use crate::document::versions::ReplayVersions;
 use crate::guest::engine::Slot;
 use crate::guest::plugin::Plugin;
 use crate::guest::random::Purpose;
@@ -72,6 +73,7 @@ impl Document {
             outboxes: HashMap::new(),
             deadline_ticks: limits.deadline_ticks,
             base: None,
+            versions: Rc::new(ReplayVersions::none()),
             rebuilds: Vec::new(),
             idle_since: Some(Instant::now()),
             had_sockets: false,
@@ -108,10 +110,12 @@ impl Document {
                 inputs: 0,
                 ..doc.lineage.continuity()
             };
+            let version = doc.plugin.version.clone();
             doc.journal(start, || Record::Open {
                 seed: continuity.seed,
                 next_connection_id: continuity.next_connection_id,
                 settings: Vec::new(),
+                version: Some(version),
             });
         }
         Ok(doc)

@@ -20,6 +20,7 @@
 //! cannot be replayed.
 
 use std::collections::HashSet;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 use crate::document::error::{DocumentError, NOT_APPLIED};
 use crate::document::live::Document;
 use crate::document::trap::Trap;
+use crate::document::versions::{ReplayVersions, needed};
 use crate::guest::engine::Slot;
 use crate::store::Snapshot;
 
@@ -39,7 +41,19 @@ pub const REBUILD_WINDOW: Duration = Duration::from_secs(60);
 impl Document {
     /// Records `base` as the checkpoint the document's journal tail goes on from.
     pub fn set_base(&mut self, base: Option<Arc<Snapshot>>) {
+        if base
+            .as_ref()
+            .is_some_and(|b| b.plugin_version == self.plugin.version)
+        {
+            // Every input after it is this version's: a rebuild needs no other.
+            self.versions = Rc::new(ReplayVersions::none());
+        }
         self.base = base;
+    }
+
+    /// Keeps the plugin versions its tail's inputs were made by, for a rebuild.
+    pub fn set_versions(&mut self, versions: Rc<ReplayVersions>) {
+        self.versions = versions;
     }
 
     /// Whether a trap in `what` rebuilds the document rather than crashing it.
@@ -105,8 +119,18 @@ impl Document {
     /// that trapped; returns how many inputs were replayed.
     fn rebuilt(&mut self, slot: Slot) -> Result<usize, DocumentError> {
         let base = self.base.clone();
+        let tail = self
+            .tail
+            .clone()
+            .expect("only journaled documents are rebuilt");
+        // The version that made the first input after the base (it is another only for
+        // a document opened by replaying through hot reloads, until its next checkpoint).
+        let first = needed(base.as_deref(), tail.borrow().entries())
+            .first()
+            .and_then(|v| self.versions.get(v).cloned())
+            .unwrap_or_else(|| self.plugin.clone());
         let mut fresh = Document::open(
-            self.plugin.clone(),
+            first,
             &self.id,
             self.limits.clone(),
             self.metrics.clone(),
@@ -118,9 +142,17 @@ impl Document {
         if let Some(base) = &base {
             fresh.restore(base)?;
         }
-        let replayed = fresh.replay_until(None)?;
+        let replayed = fresh.replay_until(None, &self.versions)?;
+        if fresh.plugin.version != self.plugin.version {
+            return Err(DocumentError::Unreplayable(format!(
+                "the replay ended on version {}, not {}",
+                fresh.plugin.version, self.plugin.version
+            )));
+        }
         let next_id = self.lineage.continuity().next_connection_id;
         self.instance = fresh.instance.take();
+        // The instance counts as live on the plugin it was made of.
+        self.plugin = fresh.plugin.clone();
         std::mem::swap(&mut self.lineage, &mut fresh.lineage);
         // Ids given to connections whose joining was never journaled (the one that
         // trapped) are not given again: their sockets may still be closing.

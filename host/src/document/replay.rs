@@ -20,6 +20,7 @@ use wasmroom_wire::journal::{Entry, Record};
 
 use crate::document::error::DocumentError;
 use crate::document::live::Document;
+use crate::document::versions::ReplayVersions;
 use crate::guest::{ConnectInfo, Decision, HttpRequest, Message};
 
 /// What a connection cut without a close frame is reported with (RFC 6455's "abnormal
@@ -28,10 +29,11 @@ const CUT: u16 = 1006;
 
 impl Document {
     /// Replays the journal entries after the document's last input (its snapshot's, or
-    /// its journaled `open`), then tells the consumer that the connections still open in
-    /// them are gone. Returns how many inputs were replayed.
-    pub fn replay(&mut self) -> Result<usize, DocumentError> {
-        let replayed = self.replay_until(None)?;
+    /// its journaled `open`), moving it to the plugin versions its hot reloads moved it
+    /// to (`versions`), then tells the consumer that the connections still open in them
+    /// are gone. Returns how many inputs were replayed.
+    pub fn replay(&mut self, versions: &ReplayVersions) -> Result<usize, DocumentError> {
+        let replayed = self.replay_until(None, versions)?;
         if self.tail.is_some() {
             // Sessions (carried here, or joined in the journal) stay open: their clients
             // resume them.
@@ -47,7 +49,11 @@ impl Document {
     /// as far as the consumer knows (a rebuild after a trap keeps their sockets;
     /// `wasmroom replay` looks at the document at that point). Returns how many inputs
     /// were replayed.
-    pub fn replay_until(&mut self, until: Option<u64>) -> Result<usize, DocumentError> {
+    pub fn replay_until(
+        &mut self,
+        until: Option<u64>,
+        versions: &ReplayVersions,
+    ) -> Result<usize, DocumentError> {
         let Some(tail) = self.tail.clone() else {
             return Ok(0);
         };
@@ -59,14 +65,20 @@ impl Document {
             .collect();
         self.replaying = true;
         self.mute(true);
-        let replayed = entries.iter().try_for_each(|entry| self.replay_one(entry));
+        let replayed = entries
+            .iter()
+            .try_for_each(|entry| self.replay_one(entry, versions));
         self.mute(false);
         self.replaying = false;
         replayed?;
         Ok(entries.len())
     }
 
-    fn replay_one(&mut self, entry: &Entry) -> Result<(), DocumentError> {
+    fn replay_one(
+        &mut self,
+        entry: &Entry,
+        versions: &ReplayVersions,
+    ) -> Result<(), DocumentError> {
         tracing::debug!(doc = %self.id, seq = entry.seq, "replaying {:?}", entry.record);
         let expected = self.lineage.inputs() + 1;
         if entry.seq != expected {
@@ -74,6 +86,10 @@ impl Document {
                 "input {expected} is missing from its journal (the next is {})",
                 entry.seq
             )));
+        }
+        if let Record::Version { version } = &entry.record {
+            // Its calls drew from the streams after the input before it.
+            return self.replay_move(entry, version, versions);
         }
         let start = self.lineage.replayed(entry.seq, entry.clock_ms);
         let no_record = None::<fn(&()) -> Record>;
@@ -289,6 +305,44 @@ impl Document {
                     .call_on_disconnect(store, id, CUT)
             });
         }
+    }
+}
+
+impl Document {
+    /// Replays a journaled move to `version` (input `entry`): the same calls as the hot
+    /// reload made, at the clock it made them.
+    pub(super) fn replay_move(
+        &mut self,
+        entry: &Entry,
+        version: &str,
+        versions: &ReplayVersions,
+    ) -> Result<(), DocumentError> {
+        if self.plugin.version != version {
+            let plugin = versions.get(version).cloned().ok_or_else(|| {
+                DocumentError::Unreplayable(format!(
+                    "input {} moved it to version {version} of its plugin, which this replay does not have",
+                    entry.seq
+                ))
+            })?;
+            let slot = versions.slot().ok_or_else(|| {
+                DocumentError::PoolExhausted(
+                    "no slot for a replayed hot reload: the pool and its reserve are in use".into(),
+                )
+            })?;
+            let limits = self.limits.clone();
+            let (_, _, said) = self
+                .move_to(plugin, &limits, slot, Some(entry.clock_ms))
+                .map_err(|e| {
+                    DocumentError::Unreplayable(format!(
+                        "input {} (the move to version {version}) failed again: {e}",
+                        entry.seq
+                    ))
+                })?;
+            // To the sessions' outboxes, numbered as they were the first time.
+            self.apply_all(said);
+        }
+        self.lineage.replayed(entry.seq, entry.clock_ms);
+        Ok(())
     }
 }
 

@@ -14,13 +14,14 @@ use crate::document::error::DocumentError;
 use crate::document::instance::{DocumentConfig, Instance, Opening};
 use crate::document::live::Document;
 use crate::document::trap::Trap;
-use crate::guest::HttpRequest;
 use crate::guest::clock::unix_ms;
 use crate::guest::engine::Slot;
 use crate::guest::plugin::Plugin;
 use crate::guest::random::Purpose;
+use crate::guest::{CallStart, Effect, HttpRequest};
 use crate::net::webhook::Export;
 use crate::store::Snapshot;
+use wasmroom_wire::journal::Record;
 
 impl Document {
     /// Hands a saved state to the fresh instance (`restore`) and re-arms its timers. A
@@ -89,10 +90,20 @@ impl Document {
     /// connection-id counter, and its clock. Returns it with the change count it
     /// reflects, for [`Document::mark_saved`].
     pub fn snapshot(&mut self) -> Result<(Snapshot, u64), DocumentError> {
+        let start = self.lineage.aside(Instant::now(), Purpose::Snapshot);
+        self.snapshot_at(start)
+    }
+
+    /// [`Document::snapshot`] with the call starting at `start`.
+    fn snapshot_at(&mut self, start: CallStart) -> Result<(Snapshot, u64), DocumentError> {
         let generation = self.changes;
-        let state = self.call_aside("snapshot", Purpose::Snapshot, |room, store| {
-            room.wasmroom_consumer_consumer().call_snapshot(store)
-        })?;
+        let state = self.run(
+            "snapshot",
+            Instant::now(),
+            start,
+            None::<fn(&Vec<u8>) -> Record>,
+            |room, store| room.wasmroom_consumer_consumer().call_snapshot(store),
+        )?;
         let now = Instant::now();
         let now_ms = unix_ms();
         let timers = self
@@ -130,7 +141,9 @@ impl Document {
     /// The sockets notice nothing. If anything fails on the new side, the document stays
     /// on the old version, unharmed, and the error is returned. (If the *old* version
     /// traps while taking its snapshot, that is a trap like any other: the document
-    /// crashes.)
+    /// crashes.) In journal mode the move is journaled ([`Record::Version`]): a replay
+    /// runs the inputs before it on the old version, makes the same move, and the inputs
+    /// after on the new one.
     pub fn migrate(
         &mut self,
         plugin: Arc<Plugin>,
@@ -140,9 +153,41 @@ impl Document {
         if self.instance.is_none() || Arc::ptr_eq(&self.plugin, &plugin) {
             return Ok(());
         }
-        let (snapshot, _) = self.snapshot()?;
-        let now = Instant::now();
-        let start = self.lineage.aside(now, Purpose::ReloadOpen);
+        let (mut snapshot, clock_ms, said) = self.move_to(plugin, limits, slot, None)?;
+        if self.tail.is_some() {
+            let start = self.lineage.moved(clock_ms);
+            let version = self.plugin.version.clone();
+            self.journal(start, || Record::Version { version });
+            // A rebuild after a trap starts from the state the new version restored
+            // (the move just journaled is then no move), never from the old version's
+            // entries; the next checkpoint writes it.
+            snapshot.plugin_version = self.plugin.version.clone();
+            self.set_base(Some(Arc::new(snapshot)));
+            self.changes += 1;
+        }
+        self.apply_all(said);
+        Ok(())
+    }
+
+    /// [`Document::migrate`]'s move, with its calls at the clock `replayed_ms` if it is
+    /// a journaled move replayed (else now). Returns the old version's snapshot it moved,
+    /// the clock its calls had, and what the new version said while restoring (for
+    /// [`Document::apply_all`]).
+    pub(super) fn move_to(
+        &mut self,
+        plugin: Arc<Plugin>,
+        limits: &DocumentConfig,
+        slot: Slot,
+        replayed_ms: Option<u64>,
+    ) -> Result<(Snapshot, u64, Vec<Effect>), DocumentError> {
+        // One clock for the three calls, so that a replay gives them the same.
+        let snapshot_start = match replayed_ms {
+            Some(ms) => self.lineage.aside_replayed(ms, Purpose::Snapshot),
+            None => self.lineage.aside(Instant::now(), Purpose::Snapshot),
+        };
+        let clock_ms = snapshot_start.clock_ms;
+        let (snapshot, _) = self.snapshot_at(snapshot_start)?;
+        let start = self.lineage.aside_replayed(clock_ms, Purpose::ReloadOpen);
         let opening = Opening {
             seed: self.lineage.seed(),
             start,
@@ -151,7 +196,9 @@ impl Document {
             count_traps: false,
         };
         let mut fresh = Instance::create(&plugin, &self.id, limits, &self.metrics, slot, opening)?;
-        let restoring = self.lineage.aside(now, Purpose::ReloadRestore);
+        let restoring = self
+            .lineage
+            .aside_replayed(clock_ms, Purpose::ReloadRestore);
         // The new version sees the document's connections while it restores (it may
         // rebuild presence from `connections()` or greet them).
         {
@@ -184,27 +231,26 @@ impl Document {
                 to.timers.set(id, at);
             }
         }
-        // What the new version said while restoring goes out like any call's effects.
-        for effect in to.effects.drain(..) {
-            apply(&self.outboxes, effect, self.last_batch);
-        }
+        // What the new version said while restoring goes out like any call's effects,
+        // once the move is journaled.
+        let said: Vec<Effect> = to.effects.drain(..).collect();
         self.instance = Some(fresh);
         plugin.live.fetch_add(1, Ordering::Relaxed);
         self.plugin.live.fetch_sub(1, Ordering::Relaxed);
         self.plugin = plugin;
         self.deadline_ticks = limits.deadline_ticks;
         self.limits = limits.clone();
-        if self.tail.is_some() {
-            // Journal mode: the old version's entries are not replayed by the new one.
-            // A rebuild starts from the state the new version restored, and the next
-            // checkpoint, due now, lets them go on disk too.
-            self.base = Some(Arc::new(snapshot));
-            self.persistence.next_save = now;
-            self.changes += 1;
-        }
         self.sync_memory();
         self.wake.notify_one();
-        Ok(())
+        Ok((snapshot, clock_ms, said))
+    }
+
+    /// Carries out what the new version said while restoring, tagged with the journal
+    /// batch of the move.
+    pub(super) fn apply_all(&mut self, said: Vec<Effect>) {
+        for effect in said {
+            apply(&self.outboxes, effect, self.last_batch);
+        }
     }
 
     /// The consumer's own export of the document for a `saved` webhook: its answer to

@@ -1,6 +1,6 @@
 //! The Wasm side of a document: the shared engines ([`engine`]; which one compiles a
 //! plugin: [`initial_memory`]), plugins compiled and checked ([`plugin`]; `wasmroom check`'s trial run: [`trial`]) and their
-//! current versions ([`registry`]), the bindings generated from `wit/` ([`bindings`]),
+//! current versions ([`registry`]) and the versions journals name ([`versions`]), the bindings generated from `wit/` ([`bindings`]),
 //! the state each document's store carries ([`state`]), the host functions a consumer
 //! calls ([`host`], [`context`]), pending timers ([`timers`]), WASI ([`wasi`]), what
 //! consumers write to stdout and stderr ([`output`]), and what makes a call depend on its
@@ -25,6 +25,7 @@ pub mod registry;
 pub mod state;
 pub mod timers;
 pub mod trial;
+pub mod versions;
 pub mod wasi;
 
 pub use bindings::{

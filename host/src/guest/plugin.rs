@@ -55,6 +55,31 @@ pub enum PluginError {
         /// What is wrong.
         reason: String,
     },
+    /// A journaled plugin's version could not be kept in the version store, so a replay
+    /// could not find it: it is not served. Free or fix the data directory's disk.
+    #[error("cannot keep {plugin} version {version} in the version store: {source}")]
+    NotKept {
+        /// The plugin.
+        plugin: String,
+        /// The version.
+        version: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A journal names a version of the plugin that is neither loaded nor in the
+    /// version store (never kept, or pruned since): what it recorded cannot be replayed.
+    #[error(
+        "{plugin} version {version} is neither loaded nor in the version store ({}): the inputs it made cannot be replayed",
+        store.display()
+    )]
+    VersionGone {
+        /// The plugin.
+        plugin: String,
+        /// The version.
+        version: String,
+        /// Where it was looked for.
+        store: PathBuf,
+    },
 }
 
 /// One loaded version of a plugin.
@@ -217,19 +242,8 @@ const MAX_PLUGIN_BYTES: u64 = 256 << 20;
 
 /// Compiles (or loads from `cache`) and checks one component file.
 pub fn load(runtimes: &Runtimes, path: &Path, cache: Option<&Path>) -> Result<Plugin, PluginError> {
-    let loaded = load_if_changed(runtimes, path, cache, None)?;
+    let loaded = load_with(runtimes, path, cache, None, CacheWrite::Aside)?;
     Ok(loaded.expect("no current version to compare with"))
-}
-
-/// Like [`load`], but `Ok(None)` without compiling when the file is the `current`
-/// version already (a reload of an unchanged file reads and hashes it, nothing more).
-pub fn load_if_changed(
-    runtimes: &Runtimes,
-    path: &Path,
-    cache: Option<&Path>,
-    current: Option<&str>,
-) -> Result<Option<Plugin>, PluginError> {
-    load_with(runtimes, path, cache, current, CacheWrite::Aside)
 }
 
 /// How a fresh compilation reaches the cache: aside (a server: documents waiting for the
@@ -237,9 +251,12 @@ pub fn load_if_changed(
 /// which exits right after), or not at all (`wasmroom replay`, which only reads the data
 /// directory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CacheWrite {
+pub enum CacheWrite {
+    /// On a thread of its own.
     Aside,
+    /// Before the load returns.
     Before,
+    /// Not at all.
     Never,
 }
 
@@ -250,58 +267,112 @@ pub(crate) fn load_with(
     current: Option<&str>,
     write: CacheWrite,
 ) -> Result<Option<Plugin>, PluginError> {
-    let name = plugin_name(path).ok_or_else(|| PluginError::BadName(path.to_owned()))?;
-    let read_error = |source| PluginError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    // Only regular files of a sane size: a FIFO would block the reader forever, a link to
-    // /dev/zero would never end.
-    let meta = std::fs::metadata(path).map_err(read_error)?;
-    if !meta.is_file() || meta.len() > MAX_PLUGIN_BYTES {
-        return Err(read_error(std::io::Error::other(format!(
-            "not a regular file of at most {} MiB",
-            MAX_PLUGIN_BYTES >> 20
-        ))));
-    }
-    let bytes = std::fs::read(path).map_err(read_error)?;
-    let digest = Sha256::digest(&bytes);
-    let version = version_of_digest(&digest);
-    if current == Some(version.as_str()) {
+    let file = PluginFile::read(path)?;
+    if current == Some(file.version.as_str()) {
         return Ok(None);
     }
-    let setup = MemorySetup::for_component(&bytes);
-    let (engine, linker) = runtimes.get(setup);
-    let component = match cache {
-        Some(dir) => compile_cached(engine, setup, (&name, &bytes), &digest, dir, write),
-        None => {
-            compiling(&name, &bytes);
-            Component::new(engine, &bytes)
-        }
+    file.compile(runtimes, cache, write).map(Some)
+}
+
+/// A plugin file's bytes, read once: what is compiled is what is hashed (and kept in
+/// the version store).
+pub struct PluginFile {
+    /// Where it was read.
+    pub path: PathBuf,
+    /// The plugin's name.
+    pub name: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Its version ([`version_of`]).
+    pub version: String,
+    digest: Vec<u8>,
+}
+
+impl std::fmt::Debug for PluginFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginFile")
+            .field("path", &self.path)
+            .field("version", &self.version)
+            .field("bytes", &self.bytes.len())
+            .finish_non_exhaustive()
     }
-    .map_err(|e| PluginError::Invalid {
-        path: path.to_owned(),
-        reason: format!("{e:#}"),
-    })?;
-    let contract = |e: wasmtime::Error| PluginError::Contract {
-        path: path.to_owned(),
-        reason: format!("{e:#}"),
-    };
-    let pre = linker.instantiate_pre(&component).map_err(contract)?;
-    let indices = RoomIndices::new(&pre).map_err(contract)?;
-    let batch = batch_export(&pre).map_err(contract)?;
-    let pre = RoomPre::new(pre).map_err(contract)?;
-    Ok(Some(Plugin {
-        name,
-        version,
-        loaded_at: SystemTime::now(),
-        pre,
-        indices,
-        batch,
-        live: AtomicUsize::new(0),
-        memory: setup,
-        last_error: Arc::default(),
-    }))
+}
+
+impl PluginFile {
+    /// Reads `path`, named by its file name.
+    pub fn read(path: &Path) -> Result<PluginFile, PluginError> {
+        let name = plugin_name(path).ok_or_else(|| PluginError::BadName(path.to_owned()))?;
+        PluginFile::read_as(path, &name)
+    }
+
+    /// Reads `path` as plugin `name` (a file of the version store is named by its plugin,
+    /// in a directory named by its version).
+    pub fn read_as(path: &Path, name: &str) -> Result<PluginFile, PluginError> {
+        let read_error = |source| PluginError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        // Only regular files of a sane size: a FIFO would block the reader forever, a
+        // link to /dev/zero would never end.
+        let meta = std::fs::metadata(path).map_err(read_error)?;
+        if !meta.is_file() || meta.len() > MAX_PLUGIN_BYTES {
+            return Err(read_error(std::io::Error::other(format!(
+                "not a regular file of at most {} MiB",
+                MAX_PLUGIN_BYTES >> 20
+            ))));
+        }
+        let bytes = std::fs::read(path).map_err(read_error)?;
+        let digest = Sha256::digest(&bytes).to_vec();
+        Ok(PluginFile {
+            path: path.to_owned(),
+            name: name.to_owned(),
+            version: version_of_digest(&digest),
+            bytes,
+            digest,
+        })
+    }
+
+    /// Compiles (or loads from `cache`) and checks it against the contract.
+    pub fn compile(
+        &self,
+        runtimes: &Runtimes,
+        cache: Option<&Path>,
+        write: CacheWrite,
+    ) -> Result<Plugin, PluginError> {
+        let (path, name, bytes) = (&self.path, &self.name, &self.bytes);
+        let setup = MemorySetup::for_component(bytes);
+        let (engine, linker) = runtimes.get(setup);
+        let component = match cache {
+            Some(dir) => compile_cached(engine, setup, (name, bytes), &self.digest, dir, write),
+            None => {
+                compiling(name, bytes);
+                Component::new(engine, bytes)
+            }
+        }
+        .map_err(|e| PluginError::Invalid {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+        let contract = |e: wasmtime::Error| PluginError::Contract {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        let pre = linker.instantiate_pre(&component).map_err(contract)?;
+        let indices = RoomIndices::new(&pre).map_err(contract)?;
+        let batch = batch_export(&pre).map_err(contract)?;
+        let pre = RoomPre::new(pre).map_err(contract)?;
+        Ok(Plugin {
+            name: name.clone(),
+            version: self.version.clone(),
+            loaded_at: SystemTime::now(),
+            pre,
+            indices,
+            batch,
+            live: AtomicUsize::new(0),
+            memory: setup,
+            last_error: Arc::default(),
+        })
+    }
 }
 
 /// The version of a plugin file: the first 16 hex digits of its SHA-256. The same bytes

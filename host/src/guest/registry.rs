@@ -12,7 +12,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::UNIX_EPOCH;
 
-use crate::guest::plugin::{LastError, Plugin, Runtimes, load_if_changed, plugin_name};
+use crate::guest::plugin::{
+    CacheWrite, LastError, Plugin, PluginError, PluginFile, Runtimes, plugin_name,
+};
+use crate::guest::versions::VersionStore;
 use crate::metrics::Metrics;
 
 /// What a lane finds when it looks up a plugin.
@@ -42,6 +45,8 @@ pub struct Registry {
     dir: PathBuf,
     cache: Option<PathBuf>,
     runtimes: Runtimes,
+    /// Where journaled plugins' versions are kept for replays.
+    versions: Option<VersionStore>,
     plugins: RwLock<BTreeMap<String, Entry>>,
     /// One reload at a time (watcher and SIGHUP): otherwise a slow load of older bytes
     /// could finish last and win.
@@ -58,19 +63,22 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// Loads every `*.wasm` of `dir`, keeping compiled artifacts in `cache`. A plugin that
-    /// fails to load is logged and answered with 503 and the reason; the others serve. A
-    /// missing directory is an error.
+    /// Loads every `*.wasm` of `dir`, keeping compiled artifacts in `cache` and the
+    /// versions of journaled plugins in `versions`. A plugin that fails to load is logged
+    /// and answered with 503 and the reason; the others serve. A missing directory is an
+    /// error.
     pub fn load_dir(
         runtimes: Runtimes,
         dir: &Path,
         cache: Option<PathBuf>,
+        versions: Option<VersionStore>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Registry> {
         let registry = Registry {
             dir: dir.to_owned(),
             cache,
             runtimes,
+            versions,
             plugins: RwLock::new(BTreeMap::new()),
             reloading: std::sync::Mutex::new(()),
             metrics,
@@ -123,12 +131,14 @@ impl Registry {
             .unwrap_or_else(|e| e.into_inner())
             .get(&name)
             .and_then(|e| e.current.clone());
-        let loaded = load_if_changed(
-            &self.runtimes,
-            path,
-            self.cache.as_deref(),
-            current.as_ref().map(|c| c.version.as_str()),
-        );
+        let loaded = PluginFile::read(path).and_then(|file| {
+            if current.as_ref().is_some_and(|c| c.version == file.version) {
+                return Ok(None);
+            }
+            let plugin = file.compile(&self.runtimes, self.cache.as_deref(), CacheWrite::Aside)?;
+            self.keep(&file)?;
+            Ok(Some(plugin))
+        });
         let mut plugins = self.write();
         let entry = plugins.entry(name.clone()).or_default();
         match loaded {
@@ -155,6 +165,90 @@ impl Registry {
                 None
             }
         }
+    }
+
+    /// Keeps a journaled plugin's new version in the version store before it serves.
+    fn keep(&self, file: &PluginFile) -> Result<(), PluginError> {
+        let Some(store) = self.versions.as_ref().filter(|s| s.keeps(&file.name)) else {
+            return Ok(());
+        };
+        let in_use = self.loaded_versions(&file.name);
+        store
+            .keep(&file.name, &file.version, &file.bytes, &in_use)
+            .map_err(|source| PluginError::NotKept {
+                plugin: file.name.clone(),
+                version: file.version.clone(),
+                source,
+            })
+    }
+
+    /// The versions of `name` loaded now (current and earlier ones still running).
+    fn loaded_versions(&self, name: &str) -> Vec<String> {
+        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = plugins.get(name) else {
+            return Vec::new();
+        };
+        entry
+            .current
+            .iter()
+            .cloned()
+            .chain(entry.previous.iter().filter_map(Weak::upgrade))
+            .map(|p| p.version.clone())
+            .collect()
+    }
+
+    /// Version `version` of plugin `name`, for a replay of the inputs it made: the one
+    /// loaded, or else compiled from the version store (seconds for a large component
+    /// that is not in the compiled cache: call it off the lanes). It is listed among the
+    /// plugin's versions while documents run on it.
+    pub fn version(&self, name: &str, version: &str) -> Result<Arc<Plugin>, PluginError> {
+        let loaded = |plugins: &BTreeMap<String, Entry>| {
+            let entry = plugins.get(name)?;
+            entry
+                .current
+                .iter()
+                .cloned()
+                .chain(entry.previous.iter().filter_map(Weak::upgrade))
+                .find(|p| p.version == version)
+        };
+        if let Some(plugin) = loaded(&self.plugins.read().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(plugin);
+        }
+        let gone = |store: PathBuf| PluginError::VersionGone {
+            plugin: name.to_owned(),
+            version: version.to_owned(),
+            store,
+        };
+        let store = self
+            .versions
+            .as_ref()
+            .ok_or_else(|| gone(self.dir.join("(no data directory)")))?;
+        let path = store.path(name, version);
+        if !path.is_file() {
+            return Err(gone(path));
+        }
+        let file = PluginFile::read_as(&path, name)?;
+        if file.version != version {
+            return Err(PluginError::Invalid {
+                path,
+                reason: format!("its content is version {}, not {version}", file.version),
+            });
+        }
+        let plugin = file.compile(&self.runtimes, self.cache.as_deref(), CacheWrite::Aside)?;
+        let mut plugins = self.write();
+        // Another replay may have loaded it meanwhile: one copy.
+        if let Some(plugin) = loaded(&plugins) {
+            return Ok(plugin);
+        }
+        let entry = plugins.entry(name.to_owned()).or_default();
+        let plugin = Arc::new(Plugin {
+            last_error: entry.last_error.clone(),
+            ..plugin
+        });
+        entry.previous.retain(|p| p.strong_count() > 0);
+        entry.previous.push(Arc::downgrade(&plugin));
+        tracing::info!(plugin = %name, %version, "loaded version {version} from the version store to replay the inputs it made");
+        Ok(plugin)
     }
 
     /// Records a failure that is not a load error (documents that could not migrate).
@@ -266,7 +360,7 @@ mod tests {
         // An empty component: valid, but it exports nothing.
         std::fs::write(dir.path().join("empty.wasm"), b"\0asm\x0d\0\x01\0").unwrap();
         let metrics = Arc::new(Metrics::new());
-        let registry = Registry::load_dir(runtimes, dir.path(), None, metrics).unwrap();
+        let registry = Registry::load_dir(runtimes, dir.path(), None, None, metrics).unwrap();
         assert!(matches!(registry.get("junk"), Lookup::Failed(_)));
         let Lookup::Failed(why) = registry.get("empty") else {
             panic!("empty loaded")

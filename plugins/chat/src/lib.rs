@@ -123,6 +123,11 @@ impl Consumer for Chat {
             return;
         };
         let name = self.names.get(&from).cloned().unwrap_or_default();
+        let text = if cfg!(feature = "tag") {
+            format!("[v2] {text}")
+        } else {
+            text
+        };
         self.add(
             Line {
                 name,

@@ -1,7 +1,9 @@
 //! The bytes of an entry's body: little-endian, every field in declaration order (the
 //! layout is in the parent module's documentation).
 
-use super::{Entry, FrameError, Payload, RECORD_VERSION, RECORD_VERSION_1, Record};
+use super::{
+    Entry, FrameError, Payload, RECORD_VERSION, RECORD_VERSION_1, RECORD_VERSION_3, Record,
+};
 
 const OPEN: u8 = 1;
 const SETTINGS: u8 = 2;
@@ -12,6 +14,7 @@ const TIMER: u8 = 6;
 const REQUEST: u8 = 7;
 const CHECKPOINT: u8 = 8;
 const MESSAGES: u8 = 9;
+const VERSION: u8 = 10;
 
 /// Encodes an entry's body (without the frame's length and CRC).
 pub fn encode(entry: &Entry) -> Vec<u8> {
@@ -27,11 +30,20 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
             seed,
             next_connection_id,
             settings,
+            version,
         } => {
             w.u8(OPEN);
             w.0.extend_from_slice(seed);
             w.u64(*next_connection_id);
             w.pairs(settings);
+            // Version 4 only: present, so not an option.
+            if let Some(version) = version {
+                w.str(version);
+            }
+        }
+        Record::Version { version } => {
+            w.u8(VERSION);
+            w.str(version);
         }
         Record::Settings { settings } => {
             w.u8(SETTINGS);
@@ -137,7 +149,13 @@ pub fn decode(body: &[u8]) -> Result<Entry, FrameError> {
             seed: r.array()?,
             next_connection_id: r.u64()?,
             settings: r.pairs()?,
+            version: if version == RECORD_VERSION {
+                Some(r.str()?)
+            } else {
+                None
+            },
         },
+        VERSION => Record::Version { version: r.str()? },
         SETTINGS => Record::Settings {
             settings: r.pairs()?,
         },
@@ -150,7 +168,7 @@ pub fn decode(body: &[u8]) -> Result<Entry, FrameError> {
             remote_address: r.str()?,
             claims: r.option()?,
             accepted: r.bool()?,
-            session: if version == RECORD_VERSION {
+            session: if version == RECORD_VERSION_3 {
                 Some(r.str()?)
             } else {
                 None

@@ -22,6 +22,16 @@ fn every_kind() -> Vec<Entry> {
             seed: [9; 32],
             next_connection_id: 1,
             settings: vec![("greeting".into(), "héllo".into())],
+            version: None,
+        },
+        Record::Open {
+            seed: [7; 32],
+            next_connection_id: 3,
+            settings: Vec::new(),
+            version: Some("0123456789abcdef".into()),
+        },
+        Record::Version {
+            version: "fedcba9876543210".into(),
         },
         Record::Settings {
             settings: Vec::new(),
@@ -156,7 +166,10 @@ fn a_flipped_bit_anywhere_is_detected() {
 
 #[test]
 fn bodies_are_canonical_and_versioned() {
-    let e = &every_kind()[4];
+    let e = &every_kind()
+        .into_iter()
+        .find(|e| matches!(e.record, Record::Message { .. }))
+        .expect("every kind has a message");
     let body = encode(e);
     let mut future = body.clone();
     future[0] = RECORD_VERSION + 1;
@@ -267,6 +280,11 @@ fn a_batch_of_messages_is_version_2_and_never_empty() {
             .filter(|e| !matches!(
                 e.record,
                 Record::Messages { .. }
+                    | Record::Version { .. }
+                    | Record::Open {
+                        version: Some(_),
+                        ..
+                    }
                     | Record::Connect {
                         session: Some(_),
                         ..
@@ -338,7 +356,7 @@ fn a_sessions_connect_is_version_3_and_only_it() {
         .collect();
     let (session, plain) = (&connects[0], &connects[1]);
     let body = encode(session);
-    assert_eq!(body[0], RECORD_VERSION);
+    assert_eq!(body[0], RECORD_VERSION_3);
     assert_eq!(decode(&body).as_ref(), Ok(session));
     // Read as version 1, the session id is trailing bytes; a plain connect as version 3
     // lacks it.
@@ -347,6 +365,34 @@ fn a_sessions_connect_is_version_3_and_only_it() {
     assert!(matches!(decode(&old), Err(FrameError::Invalid(_))));
     let mut plain_body = encode(plain);
     assert_eq!(plain_body[0], RECORD_VERSION_1);
-    plain_body[0] = RECORD_VERSION;
+    plain_body[0] = RECORD_VERSION_3;
     assert!(decode(&plain_body).is_err());
+}
+
+#[test]
+fn plugin_versions_are_version_4_and_only_they() {
+    let named: Vec<Entry> = every_kind()
+        .into_iter()
+        .filter(|e| e.record.version() == RECORD_VERSION)
+        .collect();
+    assert_eq!(named.len(), 2, "a versioned open and a version switch");
+    for entry in &named {
+        let body = encode(entry);
+        assert_eq!(decode(&body).as_ref(), Ok(entry));
+        // Read as an older version, the version is trailing bytes or an unknown kind.
+        for older in [RECORD_VERSION_1, RECORD_VERSION_3] {
+            let mut old = body.clone();
+            old[0] = older;
+            assert!(matches!(decode(&old), Err(FrameError::Invalid(_))));
+        }
+    }
+    // An open without a version, read as version 4, lacks it.
+    let unnamed = every_kind()
+        .into_iter()
+        .find(|e| matches!(e.record, Record::Open { version: None, .. }))
+        .expect("every kind has an unnamed open");
+    let mut body = encode(&unnamed);
+    assert_eq!(body[0], RECORD_VERSION_1);
+    body[0] = RECORD_VERSION;
+    assert!(decode(&body).is_err());
 }

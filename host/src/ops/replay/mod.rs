@@ -12,12 +12,13 @@
 //! ([`FileJournal::read_only`]: no lock, no fsync, nothing cut or trimmed) and the
 //! compiled-plugin cache, so it runs beside a server that serves the document; or, with
 //! a shared store, the document's row and journal rows in one read-only transaction,
-//! without taking its lease. What it
-//! cannot do: replay with the version that recorded the entries (there is no version
-//! store yet; it uses the plugin file on disk now), or go back past the document's
+//! without taking its lease. Every input is replayed on the plugin version that made it:
+//! the file in the plugins directory, or a version the data directory's version store
+//! kept (`crate::guest::versions`). What it cannot do: go back past the document's
 //! snapshot (a checkpoint lets the journal before it go).
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -27,10 +28,12 @@ use wasmroom_wire::journal::Entry;
 
 use crate::config::Config;
 use crate::document::journal::Tail;
+use crate::document::versions::{ReplayVersions, needed};
 use crate::document::{Document, DocumentConfig, DocumentError};
 use crate::guest::context::SettingsTable;
 use crate::guest::engine::{Engines, EpochTicker, Slots};
-use crate::guest::plugin::{CacheWrite, Runtimes, load_with};
+use crate::guest::plugin::{CacheWrite, PluginError, PluginFile, Runtimes, load_with};
+use crate::guest::versions::VersionStore;
 use crate::metrics::Metrics;
 use crate::net::route::valid_plugin_name;
 use crate::net::webhook::Export;
@@ -111,7 +114,7 @@ pub struct Replayed {
     pub at: u64,
     /// The document's last input on disk.
     pub last: u64,
-    /// The plugin version that replayed them (the file on disk now).
+    /// The plugin version the document was on at the input shown (the one that made it).
     pub version: String,
     /// The plugin is in checkpoint mode and the journal holds nothing of the document.
     pub checkpoint_only: bool,
@@ -127,7 +130,7 @@ impl Replayed {
             None => "no snapshot".to_owned(),
         };
         let mut line = format!(
-            "{plugin}/{document}: {snapshot}, {} journal entries replayed, shown at input {} (the last is {}), plugin version {} (the file on disk now)",
+            "{plugin}/{document}: {snapshot}, {} journal entries replayed, shown at input {} (the last is {}), plugin version {}",
             self.replayed, self.at, self.last, self.version
         );
         if self.checkpoint_only {
@@ -252,6 +255,36 @@ fn rebuild(
     let cache = config.data.join(".compiled");
     let loaded = load_with(&runtimes, file, Some(&cache), None, CacheWrite::Never)?
         .expect("no current version to compare with");
+    let loaded = Arc::new(loaded);
+    // Every input on the version that made it: those the journal names, from the
+    // version store.
+    let store = VersionStore::new(&config.data.join("versions"), BTreeSet::new());
+    let mut plugins = vec![loaded.clone()];
+    let needed = needed(snapshot.as_ref(), entries.iter());
+    for version in &needed {
+        if plugins.iter().any(|p| p.version == *version) {
+            continue;
+        }
+        let path = store.path(plugin, version);
+        if !path.is_file() {
+            return Err(ReplayError::Plugin(PluginError::VersionGone {
+                plugin: plugin.to_owned(),
+                version: version.clone(),
+                store: path,
+            }));
+        }
+        let kept = PluginFile::read_as(&path, plugin)?;
+        plugins.push(Arc::new(kept.compile(
+            &runtimes,
+            Some(&cache),
+            CacheWrite::Never,
+        )?));
+    }
+    let opener = needed
+        .first()
+        .and_then(|v| plugins.iter().find(|p| p.version == *v))
+        .unwrap_or(&loaded)
+        .clone();
     // A guest call's deadline needs the epoch to move.
     let _ticker = EpochTicker::start(engines).map_err(|e| engine_error(&e))?;
     let settings = SettingsTable::load(&config)?.for_plugin(plugin);
@@ -261,9 +294,9 @@ fn rebuild(
         ..DocumentConfig::of(&config, plugin, settings)
     };
     let metrics = Metrics::new().plugin(plugin, 0);
-    let slot = Slots::new(&config)
-        .for_document()
-        .expect("a pool of one has a slot");
+    let slots = Slots::new(&config);
+    let slot = slots.for_document().expect("a pool of one has a slot");
+    let versions = ReplayVersions::new(plugins, slots.clone());
     let mut tail = Tail::default();
     tail.put_first(entries);
     let failed = |source: DocumentError| ReplayError::Document {
@@ -271,9 +304,8 @@ fn rebuild(
         document: document.to_owned(),
         source,
     };
-    let loaded = Arc::new(loaded);
     let mut doc = Document::open(
-        loaded.clone(),
+        opener,
         document,
         limits,
         metrics,
@@ -287,7 +319,7 @@ fn rebuild(
     if let Some(snapshot) = &snapshot {
         doc.restore(snapshot).map_err(failed)?;
     }
-    doc.replay_until(Some(at)).map_err(failed)?;
+    doc.replay_until(Some(at), &versions).map_err(failed)?;
     if doc.inputs() != at {
         return Err(failed(DocumentError::Unreplayable(format!(
             "its journal ends at input {} before input {at}",
@@ -303,7 +335,7 @@ fn rebuild(
         snapshot: snapshot.map(|s| (covered, s.plugin_version)),
         at,
         last: span.last,
-        version: loaded.version.clone(),
+        version: doc.plugin().version.clone(),
         checkpoint_only: span.checkpoint_only,
     })
 }

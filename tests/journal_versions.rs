@@ -1,0 +1,161 @@
+//! Journal mode and new plugin builds: every input is replayed by the plugin version that
+//! made it, whether the new build came by hot reload or by a restart, and `wasmroom
+//! replay` does the same. The `tag` build of chat stores every line as `[v2] TEXT`: a
+//! line replayed by the wrong version shows it.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+/// Chat in journal mode, checkpoints an hour apart: only the journal keeps the lines.
+fn journaled_chat() -> anyhow::Result<Server> {
+    Server::start_with_config(
+        &["chat"],
+        1,
+        "checkpoint_secs = 3600\n[plugin.chat]\ndurability = \"journal\"\n",
+    )
+}
+
+fn tagged_chat() -> anyhow::Result<Vec<u8>> {
+    Ok(std::fs::read(
+        built_plugins_dir().join("variants").join("chat-tag.wasm"),
+    )?)
+}
+
+/// Says `lines` on `doc` and waits until another client saw each (so each is durable).
+async fn say(server: &Server, doc: &str, lines: &[&str]) -> anyhow::Result<()> {
+    let mut writer = server.connect(0, &format!("/ws/chat/{doc}?name=w")).await?;
+    assert_eq!(recv_json(&mut writer).await?["type"], "history");
+    let mut reader = server.connect(0, &format!("/ws/chat/{doc}?name=r")).await?;
+    assert_eq!(recv_json(&mut reader).await?["type"], "history");
+    for line in lines {
+        send_text(&mut writer, line).await?;
+        loop {
+            let m = recv_json(&mut reader).await?;
+            if m["type"] == "message" {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The document's lines, as its export (`GET /docs/chat/{doc}`) holds them.
+async fn lines(server: &Server, doc: &str) -> anyhow::Result<Vec<String>> {
+    let (status, body) = http(server.addr(0), "GET", &format!("/docs/chat/{doc}"), b"").await?;
+    anyhow::ensure!(status == 200, "GET: {status} {body}");
+    support::streaming::chat_texts(&body)
+}
+
+async fn version(server: &Server) -> anyhow::Result<String> {
+    Ok(plugin_entry(server, "chat").await?["current"]["version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+#[tokio::test]
+async fn a_restart_with_a_new_build_replays_the_journal_on_the_version_that_made_it()
+-> anyhow::Result<()> {
+    let mut server = journaled_chat()?;
+    let v1 = version(&server).await?;
+    say(&server, "doc", &["one", "two"]).await?;
+    server.kill9()?;
+    // A deploy while the host was down.
+    deploy(&server, "chat", &tagged_chat()?)?;
+    let server = server.restart()?;
+    let v2 = version(&server).await?;
+    assert_ne!(v1, v2);
+    assert!(
+        server
+            .data
+            .path()
+            .join("versions")
+            .join(&v1)
+            .join("chat.wasm")
+            .is_file(),
+        "the version store keeps the old build"
+    );
+    assert_eq!(
+        lines(&server, "doc").await?,
+        ["one", "two"],
+        "replayed by v1"
+    );
+    // The document moved on to the new build, which makes the next lines.
+    say(&server, "doc", &["three"]).await?;
+    assert_eq!(lines(&server, "doc").await?, ["one", "two", "[v2] three"]);
+    assert_eq!(
+        plugin_entry(&server, "chat").await?["current"]["live_documents"],
+        1
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_crash_after_a_hot_reload_replays_each_side_on_its_version() -> anyhow::Result<()> {
+    let mut server = journaled_chat()?;
+    let v1 = version(&server).await?;
+    say(&server, "doc", &["one"]).await?;
+    deploy(&server, "chat", &tagged_chat()?)?;
+    wait_for_new_version(&server, "chat", &v1.clone().into(), 1).await?;
+    say(&server, "doc", &["two"]).await?;
+    assert_eq!(lines(&server, "doc").await?, ["one", "[v2] two"]);
+    server.kill9()?;
+    // `wasmroom replay` reads the same journal, on the same versions.
+    let config = tempfile::NamedTempFile::new()?;
+    std::fs::write(config.path(), "[plugin.chat]\ndurability = \"journal\"\n")?;
+    let replay = |until: Option<&str>| -> anyhow::Result<(Vec<String>, String)> {
+        let out = Command::new(env!("CARGO_BIN_EXE_wasmroom"))
+            .arg("replay")
+            .arg("--config")
+            .arg(config.path())
+            .arg("--data")
+            .arg(server.data.path())
+            .arg("--plugins")
+            .arg(server.plugins.path())
+            .args(["chat", "doc"])
+            .args(until.map(|u| vec!["--until", u]).unwrap_or_default())
+            .env_remove("WASMROOM_STORE")
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        anyhow::ensure!(out.status.success(), "replay failed: {stderr}");
+        let body = String::from_utf8(out.stdout)?;
+        Ok((support::streaming::chat_texts(&body)?, stderr))
+    };
+    let (replayed, summary) = replay(None)?;
+    assert_eq!(replayed, ["one", "[v2] two"], "{summary}");
+    // Input 1 opened it, 2 and 3 the connections, 4 the first line: still on v1.
+    let (early, summary) = replay(Some("4"))?;
+    assert_eq!(early, ["one"]);
+    assert!(
+        summary.contains(&format!("plugin version {v1}")),
+        "{summary}"
+    );
+    let server = server.restart()?;
+    assert_eq!(lines(&server, "doc").await?, ["one", "[v2] two"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_journal_whose_version_is_gone_refuses_to_open() -> anyhow::Result<()> {
+    let mut server = journaled_chat()?;
+    let v1 = version(&server).await?;
+    say(&server, "doc", &["one"]).await?;
+    server.kill9()?;
+    deploy(&server, "chat", &tagged_chat()?)?;
+    std::fs::remove_dir_all(server.data.path().join("versions").join(&v1))?;
+    let server = server.restart()?;
+    // Replaying "one" on the new build would show a line nobody sent: refused instead.
+    let (status, body) = http(server.addr(0), "GET", "/docs/chat/doc", b"").await?;
+    assert_ne!(status, 200, "{body}");
+    assert!(
+        server.log_lines().iter().any(|l| l.contains(&format!(
+            "version {v1} is neither loaded nor in the version store"
+        ))),
+        "{:?}",
+        server.log_lines()
+    );
+    Ok(())
+}
