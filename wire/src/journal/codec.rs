@@ -1,7 +1,10 @@
 //! The bytes of an entry's body: little-endian, every field in declaration order (the
 //! layout is in the parent module's documentation).
 
-use super::{Entry, FrameError, Payload, RECORD_VERSION, RECORD_VERSION_1, Record};
+use super::{
+    Entry, FrameError, Payload, RECORD_VERSION_1, RECORD_VERSION_2, RECORD_VERSION_3,
+    RECORD_VERSION_5, Record,
+};
 
 const OPEN: u8 = 1;
 const SETTINGS: u8 = 2;
@@ -12,6 +15,16 @@ const TIMER: u8 = 6;
 const REQUEST: u8 = 7;
 const CHECKPOINT: u8 = 8;
 const MESSAGES: u8 = 9;
+const TIMER_DROPPED: u8 = 11;
+const DETACH: u8 = 12;
+
+/// The body versions this build reads: each kind's (see [`Record::version`]).
+const VERSIONS: [u8; 4] = [
+    RECORD_VERSION_1,
+    RECORD_VERSION_2,
+    RECORD_VERSION_3,
+    RECORD_VERSION_5,
+];
 
 /// Encodes an entry's body (without the frame's length and CRC).
 pub fn encode(entry: &Entry) -> Vec<u8> {
@@ -116,6 +129,15 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
             w.u8(CHECKPOINT);
             w.0.extend_from_slice(hash);
         }
+        Record::TimerDropped { id } => {
+            w.u8(TIMER_DROPPED);
+            w.u64(*id);
+        }
+        Record::Detach { connection, code } => {
+            w.u8(DETACH);
+            w.u64(*connection);
+            w.0.extend_from_slice(&code.to_le_bytes());
+        }
     }
     w.0
 }
@@ -124,7 +146,7 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
 pub fn decode(body: &[u8]) -> Result<Entry, FrameError> {
     let mut r = Reader(body);
     let version = r.u8()?;
-    if !(RECORD_VERSION_1..=RECORD_VERSION).contains(&version) {
+    if !VERSIONS.contains(&version) {
         return Err(FrameError::Version(version));
     }
     let plugin = r.str()?;
@@ -150,7 +172,7 @@ pub fn decode(body: &[u8]) -> Result<Entry, FrameError> {
             remote_address: r.str()?,
             claims: r.option()?,
             accepted: r.bool()?,
-            session: if version == RECORD_VERSION {
+            session: if version == RECORD_VERSION_3 {
                 Some(r.str()?)
             } else {
                 None
@@ -190,6 +212,11 @@ pub fn decode(body: &[u8]) -> Result<Entry, FrameError> {
             claims: r.option()?,
         },
         CHECKPOINT => Record::Checkpoint { hash: r.array()? },
+        TIMER_DROPPED => Record::TimerDropped { id: r.u64()? },
+        DETACH => Record::Detach {
+            connection: r.u64()?,
+            code: u16::from_le_bytes(r.array()?),
+        },
         _ => return Err(FrameError::Invalid("unknown record kind")),
     };
     if version != record.version() {
