@@ -50,14 +50,14 @@ fn payload(u: &mut Unstructured<'_>) -> arbitrary::Result<Payload> {
 }
 
 fn record(u: &mut Unstructured<'_>) -> arbitrary::Result<Record> {
-    Ok(match u.int_in_range(0..=9u8)? {
+    Ok(match u.int_in_range(0..=11u8)? {
         0 => Record::Open {
             seed: u.arbitrary()?,
             next_connection_id: u.arbitrary()?,
             settings: u.arbitrary()?,
             version: u.arbitrary()?,
         },
-        9 => Record::Version {
+        10 => Record::Version {
             version: u.arbitrary()?,
         },
         1 => Record::Settings {
@@ -105,6 +105,11 @@ fn record(u: &mut Unstructured<'_>) -> arbitrary::Result<Record> {
             headers: u.arbitrary()?,
             body: u.arbitrary()?,
             claims: u.arbitrary()?,
+        },
+        8 => Record::TimerDropped { id: u.arbitrary()? },
+        9 => Record::Detach {
+            connection: u.arbitrary()?,
+            code: u.arbitrary()?,
         },
         _ => Record::Checkpoint {
             hash: u.arbitrary()?,

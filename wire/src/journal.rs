@@ -23,13 +23,14 @@
 //!   u32            body length
 //!   u32            CRC-32 (crc32fast, IEEE) of the body
 //!   body:
-//!     u8           record format version: 4 for a `Version` entry and an `Open` that
-//!                  names its plugin version (the version follows the other fields), 3
-//!                  for a `Connect` of a session (its session id follows the other
-//!                  fields), 2 for a `Messages` entry, 1 for the others (a body of another
-//!                  version, or a kind in another version, is refused: one encoding per
-//!                  entry, and a build that reads only version 1 reads every journal
-//!                  without batches, sessions or plugin versions)
+//!     u8           record format version: 5 for a `TimerDropped` or a `Detach`, 4 for a
+//!                  `Version` entry and an `Open` that names its plugin version (the
+//!                  version follows the other fields), 3 for a `Connect` of a session (its
+//!                  session id follows the other fields), 2 for a `Messages` entry, 1 for
+//!                  the others (a body of another version, or a kind in another version,
+//!                  is refused: one encoding per entry, and a build that reads only
+//!                  version 1 reads every journal without batches, sessions, plugin
+//!                  versions or dropped inputs)
 //!     str          plugin            (str: u32 length + UTF-8)
 //!     str          document
 //!     u64          incarnation
@@ -40,15 +41,21 @@
 //!                   option: u8 0|1 + value; seed and hash: 32 bytes): 1 Open,
 //!                  2 Settings, 3 Connect, 4 Message, 5 Disconnect, 6 Timer, 7 Request,
 //!                  8 Checkpoint, 9 Messages (a list of at least one payload: bool text,
-//!                  bytes data), 10 Version (str: the plugin version)
+//!                  bytes data), 10 Version (str: the plugin version), 11 TimerDropped
+//!                  (u64 id), 12 Detach (u64 connection, u16 code)
 //! ```
 
-/// The newest version of a frame body this build writes and reads: version 4 added
-/// [`Record::Version`] and the plugin version of a [`Record::Open`], the only records
-/// written as version 4 (see [`Record::version`]).
-pub const RECORD_VERSION: u8 = 4;
-/// The version that added the session of a [`Record::Connect`], the only records
-/// written as version 3.
+/// The newest version of a frame body this build writes and reads (see
+/// [`Record::version`]).
+pub const RECORD_VERSION: u8 = RECORD_VERSION_5;
+/// The version that added [`Record::TimerDropped`] and [`Record::Detach`], the only kinds
+/// written as version 5.
+pub const RECORD_VERSION_5: u8 = 5;
+/// The version that added [`Record::Version`] and the plugin version of a
+/// [`Record::Open`], the only records written as version 4.
+pub const RECORD_VERSION_4: u8 = 4;
+/// The version that added the session of a [`Record::Connect`], the only records written
+/// as version 3.
 pub const RECORD_VERSION_3: u8 = 3;
 /// The version that added [`Record::Messages`], the only kind written as version 2.
 pub const RECORD_VERSION_2: u8 = 2;
@@ -191,6 +198,22 @@ pub enum Record {
         /// The snapshot's content hash.
         hash: [u8; 32],
     },
+    /// Timer `id` fired and its `on-timer` call trapped: the timer is over without its
+    /// call (a replay cancels it and calls nothing), so that it does not fire, and trap,
+    /// again at every rebuild or reopen.
+    TimerDropped {
+        /// The timer.
+        id: u64,
+    },
+    /// Connection `connection` left with `code` and its `on-disconnect` call trapped: it
+    /// is gone without its call (a replay removes it from the connections the consumer
+    /// sees and calls nothing).
+    Detach {
+        /// The connection.
+        connection: u64,
+        /// Its close code.
+        code: u16,
+    },
 }
 
 /// One message of a [`Record::Messages`].
@@ -204,13 +227,15 @@ pub struct Payload {
 
 impl Record {
     /// The body version this record is written in: the oldest that holds its kind, so
-    /// that journals without batches stay readable by builds that predate them.
+    /// that journals without batches stay readable by builds that predate them, and a
+    /// build that predates a kind refuses it as a version it does not read.
     pub fn version(&self) -> u8 {
         match self {
             Record::Version { .. }
             | Record::Open {
                 version: Some(_), ..
-            } => RECORD_VERSION,
+            } => RECORD_VERSION_4,
+            Record::TimerDropped { .. } | Record::Detach { .. } => RECORD_VERSION_5,
             Record::Connect {
                 session: Some(_), ..
             } => RECORD_VERSION_3,
@@ -230,7 +255,7 @@ pub enum FrameError {
     #[error("checksum mismatch")]
     Checksum,
     /// A body or header of a version this build does not read.
-    #[error("format version {0}; this build reads versions 1 to 4")]
+    #[error("format version {0}; this build reads versions 1 to 5")]
     Version(u8),
     /// The body passed its CRC but is not an entry.
     #[error("invalid entry: {0}")]

@@ -97,6 +97,7 @@ impl Document {
             Instant::now(),
             start,
             no_record,
+            None,
             |room, store| match &batch {
                 Some(batch) => batch.call_on_messages(store, connection, &msgs).map(drop),
                 None => {

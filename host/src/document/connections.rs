@@ -120,14 +120,25 @@ impl Document {
     /// Connection `id` left with `code`.
     pub fn disconnect(&mut self, id: u64, code: u16) {
         if self.detach(id) && self.instance.is_some() {
-            let record = |_: &()| Record::Disconnect {
-                connection: id,
-                code,
-            };
-            let _ = self.call("on-disconnect", record, |room, store| {
-                room.wasmroom_consumer_consumer()
-                    .call_on_disconnect(store, id, code)
-            });
+            self.departed(id, code);
         }
+    }
+
+    /// The consumer hears that connection `id`, no longer among its connections, left
+    /// with `code`: an input, which a trap drops in journal mode (the connection was
+    /// leaving anyway; [`crate::document::dropped`]).
+    pub(super) fn departed(&mut self, id: u64, code: u16) {
+        let record = |_: &()| Record::Disconnect {
+            connection: id,
+            code,
+        };
+        let dropped = Record::Detach {
+            connection: id,
+            code,
+        };
+        let _ = self.call_droppable("on-disconnect", record, dropped, |room, store| {
+            room.wasmroom_consumer_consumer()
+                .call_on_disconnect(store, id, code)
+        });
     }
 }

@@ -9,7 +9,8 @@
 //! instance is dropped at once, its clients are closed with 1011 "consumer crashed"
 //! (never the trap's text), the [trap](crate::document::trap) is logged and becomes the
 //! plugin's last error, and the lane forgets the document, so the next connection opens
-//! a fresh instance.
+//! a fresh instance. In journal mode most traps end even less: the document is rebuilt
+//! without the input ([`crate::document::rebuild`]).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -226,7 +227,7 @@ impl Document {
         f: impl FnOnce(&Room, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, DocumentError> {
         let start = self.lineage.input(started);
-        self.run(what, started, start, Some(record), f)
+        self.run(what, started, start, Some(record), None, f)
     }
 
     /// A guest call that is no input of the document (`purpose`: a snapshot, the export
@@ -239,15 +240,20 @@ impl Document {
     ) -> Result<R, DocumentError> {
         let started = Instant::now();
         let start = self.lineage.aside(started, purpose);
-        self.run(what, started, start, None::<fn(&R) -> Record>, f)
+        self.run(what, started, start, None::<fn(&R) -> Record>, None, f)
     }
 
+    /// Runs one guest call from `start`. `record` journals it once it returns (an input;
+    /// none for a call aside or a replayed input); `dropped` is what the journal records
+    /// instead if it traps and the document is rebuilt without it (an input nobody can
+    /// be refused: [`crate::document::dropped`]).
     pub(super) fn run<R>(
         &mut self,
         what: &'static str,
         started: Instant,
         start: CallStart,
         record: Option<impl FnOnce(&R) -> Record>,
+        dropped: Option<Record>,
         f: impl FnOnce(&Room, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, DocumentError> {
         let Some(instance) = self.instance.as_mut() else {
@@ -295,16 +301,13 @@ impl Document {
             Err(e) => {
                 self.metrics.trapped(&e);
                 let trap = Trap::new(what, &e, instance.store.data().stderr_tail());
-                if self.may_rebuild(what) {
-                    return Err(self.rebuild(trap));
-                }
-                Err(self.crash(trap))
+                Err(self.trapped(trap, start, dropped))
             }
         }
     }
 
     /// Reports the trap, drops the instance and closes every connection with 1011.
-    fn crash(&mut self, trap: Trap) -> DocumentError {
+    pub(super) fn crash(&mut self, trap: Trap) -> DocumentError {
         let connections = self.outboxes.len();
         let error = trap.report(
             &self.plugin,
@@ -426,10 +429,12 @@ impl Document {
             let Some(timer) = instance.store.data_mut().timers.pop_due(now) else {
                 return;
             };
+            // A timer that traps is dropped in journal mode: nobody can be refused it.
             if self
-                .call(
+                .call_droppable(
                     "on-timer",
                     |_: &()| Record::Timer { id: timer },
+                    Record::TimerDropped { id: timer },
                     |room, store| {
                         room.wasmroom_consumer_consumer()
                             .call_on_timer(store, timer)

@@ -4,7 +4,7 @@
 //! leaving), [`carried_sessions`] (sessions that travel with a document to its next host), [`lineage`] (its clock, random seed and connection-id counter: what each
 //! call starts from), [`instance`] (its consumer instance and the deadline), [`outbox`]
 //! (a connection's bounded queue of frames), [`state`] (snapshot, restore, migration to
-//! a new plugin version), [`recording`] and [`replay`] (writing its journal, rebuilding it from there), [`versions`] (the plugin version each replayed input runs on), [`rebuild`] (a trap in journal mode: the document rebuilt in place without the input), [`leaving`] (draining its sockets before it leaves this host,
+//! a new plugin version), [`recording`] and [`replay`] (writing its journal, rebuilding it from there), [`versions`] (the plugin version each replayed input runs on), [`rebuild`] (a trap in journal mode: the document rebuilt in place without the input), [`dropped`] (a timer or a departure whose call trapped, journaled as dropped before that rebuild), [`leaving`] (draining its sockets before it leaves this host,
 //! or retiring it at once), [`trap`] (what a trap reports, to the log and to `/plugins`)
 //! and [`error`] (why a document cannot open or serve, and the one answer a client gets
 //! for it).
@@ -12,6 +12,7 @@
 pub mod batch;
 pub mod carried_sessions;
 pub mod connections;
+pub mod dropped;
 pub mod effects;
 pub mod error;
 pub mod info;

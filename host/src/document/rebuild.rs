@@ -1,5 +1,6 @@
-//! Journal mode: a consumer that traps on a message, a connection or a request keeps its
-//! document and every other socket (ARCHITECTURE.md, "Recovery, reopening, traps").
+//! Journal mode: a consumer that traps on a message, a connection, a request, a timer or
+//! a departure keeps its document and every other socket (ARCHITECTURE.md, "Recovery,
+//! reopening, traps").
 //!
 //! A record is journaled only after its call returned, so the document's last checkpoint
 //! (`base`, kept since it was written) plus its tail is its state just before the input
@@ -8,16 +9,17 @@
 //! the host to send was still among its effects and goes with the old instance (earlier
 //! inputs' output, already queued, stays behind the output gate as before). The input
 //! is refused: its caller answers it ([`DocumentError::InputRefused`]: the sender closed
-//! with 1011, a connection or a request refused with 500).
+//! with 1011, a connection or a request refused with 500). A timer or a departure has
+//! nobody to refuse: it is dropped instead, journaled as such first (`TimerDropped`,
+//! `Detach`) so that the rebuild, and every replay after, leaves it out without calling
+//! it ([`crate::document::dropped`]).
 //!
 //! It runs on the lane like an open (instantiate, restore, replay: at most a checkpoint
 //! interval of inputs, each under the guest deadline). It is not tried, and the document
-//! crashes as in checkpoint mode, for a trap in a timer or a departure (the journal has
-//! no way to refuse those yet: the timer would fire again, the departed connection
-//! would stay), during a replay, or beyond [`MAX_REBUILDS`] in [`REBUILD_WINDOW`] (one
-//! client repeating a poison message costs a replay each time); nor does it survive a
-//! rebuild that traps or diverges: that is a crash too, and the reopen refuses what
-//! cannot be replayed.
+//! crashes as in checkpoint mode, during a replay, or beyond [`MAX_REBUILDS`] in
+//! [`REBUILD_WINDOW`] (one client repeating a poison message costs a replay each time);
+//! nor does it survive a rebuild that traps or diverges: that is a crash too, and the
+//! reopen refuses what cannot be replayed.
 
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -25,10 +27,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use wasmroom_wire::journal::Record;
+
 use crate::document::error::{DocumentError, NOT_APPLIED};
 use crate::document::live::Document;
 use crate::document::trap::Trap;
 use crate::document::versions::{ReplayVersions, needed};
+use crate::guest::CallStart;
 use crate::guest::engine::Slot;
 use crate::store::Snapshot;
 
@@ -56,29 +61,51 @@ impl Document {
         self.versions = versions;
     }
 
-    /// Whether a trap in `what` rebuilds the document rather than crashing it.
-    pub(super) fn may_rebuild(&mut self, what: &str) -> bool {
+    /// A call from `start` trapped (`trap`): the document is rebuilt without it if it
+    /// may be, else it crashes. `dropped` is what the journal records of an input nobody
+    /// can be refused (a timer, a departure), which may be rebuilt without only so.
+    /// Returns the error the call's caller answers with.
+    pub(super) fn trapped(
+        &mut self,
+        trap: Trap,
+        start: CallStart,
+        dropped: Option<Record>,
+    ) -> DocumentError {
+        if !self.may_rebuild(trap.what(), dropped.is_some()) {
+            return self.crash(trap);
+        }
+        let without = match dropped {
+            Some(dropped) => self.drop_input(start, dropped),
+            None => "that input".to_owned(),
+        };
+        self.rebuild(trap, &without)
+    }
+
+    /// Whether a trap in `what` rebuilds the document rather than crashing it; an input
+    /// nobody can be refused (`droppable`) only if it can be journaled as dropped.
+    fn may_rebuild(&mut self, what: &str, droppable: bool) -> bool {
         let now = Instant::now();
         self.rebuilds
             .retain(|at| now.saturating_duration_since(*at) < REBUILD_WINDOW);
+        let refusable = matches!(
+            what,
+            "on-message" | "on-messages" | "on-connect" | "on-request"
+        );
         self.journaled
             && self.tail.is_some()
             && !self.replaying
             && !self.retired
-            && matches!(
-                what,
-                "on-message" | "on-messages" | "on-connect" | "on-request"
-            )
+            && (refusable || droppable)
             && self.rebuilds.len() < MAX_REBUILDS
     }
 
-    /// Rebuilds the document without the input whose call trapped (`trap`); if that
+    /// Rebuilds the document `without` the input whose call trapped (`trap`); if that
     /// fails, it crashes. Returns the error the input's caller answers with.
-    pub(super) fn rebuild(&mut self, trap: Trap) -> DocumentError {
+    fn rebuild(&mut self, trap: Trap, without: &str) -> DocumentError {
         let summary = match trap.report(
             &self.plugin,
             &self.id,
-            "rebuilding the document from its journal without that input",
+            format_args!("rebuilding the document from its journal without {without}"),
         ) {
             DocumentError::Crashed(summary) => summary,
             other => other.to_string(),
@@ -159,6 +186,12 @@ impl Document {
         self.lineage.connection_seen(next_id.saturating_sub(1));
         self.sync_memory();
         self.reconcile_connections();
+        if self.instance.is_none() {
+            // A departure reconciled there crashed it (past the rebuilds allowed).
+            return Err(DocumentError::Crashed(
+                "a departure trapped during the rebuild".into(),
+            ));
+        }
         // Its timers are the rebuilt instance's now.
         self.wake.notify_one();
         Ok(replayed)

@@ -8,6 +8,9 @@
 //! cannot: the document refuses to open ([`DocumentError::Unreplayable`]) rather than
 //! serve a state nobody saw.
 //!
+//! A timer or a departure whose call trapped (`TimerDropped`, `Detach`) is over without
+//! a call: the timer cancelled, the connection gone from those the consumer sees.
+//!
 //! The connections open when the journal ends were cut by the crash or the restart: the
 //! consumer hears of each (`on-disconnect` with 1006), as journaled inputs of its own;
 //! but a session's (carried in the snapshot or joined in the journal) stays, its messages
@@ -139,6 +142,7 @@ impl Document {
                         Instant::now(),
                         start,
                         None::<fn(&Decision) -> Record>,
+                        None,
                         |room, store| {
                             room.wasmroom_consumer_consumer()
                                 .call_on_connect(store, &info)
@@ -178,6 +182,7 @@ impl Document {
                     Instant::now(),
                     start,
                     no_record,
+                    None,
                     |room, store| {
                         room.wasmroom_consumer_consumer()
                             .call_on_message(store, *connection, &msg)
@@ -201,6 +206,7 @@ impl Document {
                     Instant::now(),
                     start,
                     no_record,
+                    None,
                     |room, store| {
                         room.wasmroom_consumer_consumer().call_on_disconnect(
                             store,
@@ -220,6 +226,7 @@ impl Document {
                     Instant::now(),
                     start,
                     no_record,
+                    None,
                     |room, store| room.wasmroom_consumer_consumer().call_on_timer(store, *id),
                 )
                 .map_err(diverged)?;
@@ -244,12 +251,25 @@ impl Document {
                     Instant::now(),
                     start,
                     None::<fn(&crate::guest::HttpResponse) -> Record>,
+                    None,
                     |room, store| {
                         room.wasmroom_consumer_consumer()
                             .call_on_request(store, &req)
                     },
                 )
                 .map_err(diverged)?;
+            }
+            Record::TimerDropped { id } => {
+                // It fired and its call trapped: over, without a call.
+                if let Some(instance) = self.instance.as_mut() {
+                    instance.store.data_mut().timers.cancel(*id);
+                }
+                self.changes += 1;
+            }
+            Record::Detach { connection, .. } => {
+                // It left and its `on-disconnect` trapped: gone, without a call.
+                self.forget_connection(*connection);
+                self.changes += 1;
             }
             other => {
                 return Err(DocumentError::Unreplayable(format!(
@@ -291,19 +311,16 @@ impl Document {
 
     /// Connections the consumer knows of but that have no socket any more (the journal
     /// left them open, and the crash cut them): each leaves with 1006, an input journaled
-    /// like any departure.
+    /// like any departure (and dropped like one if its call traps).
     pub(super) fn cut_connections(&mut self, open: Vec<u64>) {
         tracing::debug!(doc = %self.id, "cut by the crash: {open:?}");
         for id in open {
+            // A departure that trapped rebuilt the document, which cut the others.
+            if !self.guest_connections().contains(&id) {
+                continue;
+            }
             self.forget_connection(id);
-            let record = |_: &()| Record::Disconnect {
-                connection: id,
-                code: CUT,
-            };
-            let _ = self.call("on-disconnect", record, |room, store| {
-                room.wasmroom_consumer_consumer()
-                    .call_on_disconnect(store, id, CUT)
-            });
+            self.departed(id, CUT);
         }
     }
 }

@@ -102,6 +102,7 @@ impl Document {
             Instant::now(),
             start,
             None::<fn(&Vec<u8>) -> Record>,
+            None,
             |room, store| room.wasmroom_consumer_consumer().call_snapshot(store),
         )?;
         let now = Instant::now();

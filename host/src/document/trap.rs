@@ -48,6 +48,11 @@ impl Trap {
         }
     }
 
+    /// The guest call that trapped.
+    pub fn what(&self) -> &'static str {
+        self.what
+    }
+
     /// The short text: the call, the trap's message and the guest's stderr lines.
     pub fn summary(&self) -> String {
         let mut text = format!("trapped in {}: {}", self.what, self.message);

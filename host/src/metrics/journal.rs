@@ -1,6 +1,7 @@
 //! The metrics of the input journal, per lane: commits by outcome, records committed,
 //! how long a commit takes (which is what a journaled message's output waits), inputs
-//! replayed when documents reopen, and documents whose journal could not be replayed.
+//! replayed when documents reopen, documents whose journal could not be replayed; per
+//! plugin, rebuilds after a trap and the timers and departures dropped by one.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -22,6 +23,12 @@ pub(super) struct PluginOutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct PluginInputLabels {
+    plugin: String,
+    input: &'static str,
+}
+
 fn commit_histogram() -> Histogram {
     // 50 µs .. 1 s: a memory sink answers at once, a disk's fsync takes 0.1-10 ms.
     Histogram::new([
@@ -39,6 +46,7 @@ pub(super) struct JournalFamilies {
     replayed: Family<LaneLabels, Counter>,
     unreplayable: Family<LaneLabels, Counter>,
     rebuilds: Family<PluginOutcomeLabels, Counter>,
+    dropped: Family<PluginInputLabels, Counter>,
 }
 
 impl Default for JournalFamilies {
@@ -50,6 +58,7 @@ impl Default for JournalFamilies {
             replayed: Family::default(),
             unreplayable: Family::default(),
             rebuilds: Family::default(),
+            dropped: Family::default(),
         }
     }
 }
@@ -86,6 +95,11 @@ impl JournalFamilies {
             "Documents rebuilt in place from their journal after a trap refused one input, per plugin and outcome (kept: the document and its other sockets went on; failed: it crashed after all)",
             self.rebuilds.clone(),
         );
+        r.register(
+            "journal_dropped_inputs",
+            "Timers and departures whose call trapped, journaled as dropped (never called again) before the rebuild, per plugin and input (timer, departure)",
+            self.dropped.clone(),
+        );
     }
 
     /// A plugin's rebuild counters: (kept, failed).
@@ -94,6 +108,16 @@ impl JournalFamilies {
             self.rebuilds.get_or_create_owned(&PluginOutcomeLabels {
                 plugin: plugin.to_owned(),
                 outcome,
+            })
+        })
+    }
+
+    /// A plugin's counters of dropped inputs: (timer, departure).
+    pub(super) fn dropped(&self, plugin: &str) -> [Counter; 2] {
+        ["timer", "departure"].map(|input| {
+            self.dropped.get_or_create_owned(&PluginInputLabels {
+                plugin: plugin.to_owned(),
+                input,
             })
         })
     }

@@ -26,7 +26,7 @@ use labels::{
     VersionLabels, call_histogram, code_label, save_histogram,
 };
 pub use labels::{RateLimit, Rejection, Unapplied, trap_kind};
-pub use plugin::PluginMetrics;
+pub use plugin::{Dropped, PluginMetrics};
 pub use store::StoreMetrics;
 pub use webhook::WebhookMetrics;
 
@@ -295,6 +295,7 @@ impl Metrics {
             }),
             traps: self.traps.clone(),
             rebuilds: self.journal.rebuilds(plugin),
+            dropped: self.journal.dropped(plugin),
             memory: self.memory.get_or_create_owned(&label),
             memory_largest: self.memory_largest.get_or_create_owned(&label),
             sizes,

@@ -1,5 +1,6 @@
 //! The metric handles of one plugin's documents: guest call durations, traps, memory
-//! (the sum and the largest document), snapshot writes, rebuilds after a trap.
+//! (the sum and the largest document), snapshot writes, rebuilds after a trap, the
+//! timers and departures a trap dropped.
 
 use std::time::Duration;
 
@@ -24,12 +25,27 @@ pub struct PluginMetrics {
     pub(super) save_failures: Counter,
     pub(super) save_seconds: Histogram,
     pub(super) rebuilds: [Counter; 2],
+    pub(super) dropped: [Counter; 2],
+}
+
+/// An input nobody can be refused, which a trap dropped (journal mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// A timer fired and its `on-timer` trapped.
+    Timer,
+    /// A connection left and its `on-disconnect` trapped.
+    Departure,
 }
 
 impl PluginMetrics {
     /// Counts a document rebuilt in place after a trap: `kept`, or it crashed after all.
     pub fn rebuilt(&self, kept: bool) {
         self.rebuilds[usize::from(!kept)].inc();
+    }
+
+    /// Counts an input a trap dropped.
+    pub fn dropped(&self, input: Dropped) {
+        self.dropped[input as usize].inc();
     }
 
     /// Records a guest call of `export` that took `took`.

@@ -2,7 +2,8 @@
 //! layout is in the parent module's documentation).
 
 use super::{
-    Entry, FrameError, Payload, RECORD_VERSION, RECORD_VERSION_1, RECORD_VERSION_3, Record,
+    Entry, FrameError, Payload, RECORD_VERSION_1, RECORD_VERSION_2, RECORD_VERSION_3,
+    RECORD_VERSION_4, RECORD_VERSION_5, Record,
 };
 
 const OPEN: u8 = 1;
@@ -15,6 +16,17 @@ const REQUEST: u8 = 7;
 const CHECKPOINT: u8 = 8;
 const MESSAGES: u8 = 9;
 const VERSION: u8 = 10;
+const TIMER_DROPPED: u8 = 11;
+const DETACH: u8 = 12;
+
+/// The body versions this build reads: each kind's (see [`Record::version`]).
+const VERSIONS: [u8; 5] = [
+    RECORD_VERSION_1,
+    RECORD_VERSION_2,
+    RECORD_VERSION_3,
+    RECORD_VERSION_4,
+    RECORD_VERSION_5,
+];
 
 /// Encodes an entry's body (without the frame's length and CRC).
 pub fn encode(entry: &Entry) -> Vec<u8> {
@@ -128,6 +140,15 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
             w.u8(CHECKPOINT);
             w.0.extend_from_slice(hash);
         }
+        Record::TimerDropped { id } => {
+            w.u8(TIMER_DROPPED);
+            w.u64(*id);
+        }
+        Record::Detach { connection, code } => {
+            w.u8(DETACH);
+            w.u64(*connection);
+            w.0.extend_from_slice(&code.to_le_bytes());
+        }
     }
     w.0
 }
@@ -136,7 +157,7 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
 pub fn decode(body: &[u8]) -> Result<Entry, FrameError> {
     let mut r = Reader(body);
     let version = r.u8()?;
-    if !(RECORD_VERSION_1..=RECORD_VERSION).contains(&version) {
+    if !VERSIONS.contains(&version) {
         return Err(FrameError::Version(version));
     }
     let plugin = r.str()?;
@@ -149,7 +170,7 @@ pub fn decode(body: &[u8]) -> Result<Entry, FrameError> {
             seed: r.array()?,
             next_connection_id: r.u64()?,
             settings: r.pairs()?,
-            version: if version == RECORD_VERSION {
+            version: if version == RECORD_VERSION_4 {
                 Some(r.str()?)
             } else {
                 None
@@ -208,6 +229,11 @@ pub fn decode(body: &[u8]) -> Result<Entry, FrameError> {
             claims: r.option()?,
         },
         CHECKPOINT => Record::Checkpoint { hash: r.array()? },
+        TIMER_DROPPED => Record::TimerDropped { id: r.u64()? },
+        DETACH => Record::Detach {
+            connection: r.u64()?,
+            code: u16::from_le_bytes(r.array()?),
+        },
         _ => return Err(FrameError::Invalid("unknown record kind")),
     };
     if version != record.version() {

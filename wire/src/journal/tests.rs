@@ -95,6 +95,11 @@ fn every_kind() -> Vec<Entry> {
             claims: None,
         },
         Record::Checkpoint { hash: [0xab; 32] },
+        Record::TimerDropped { id: 13 },
+        Record::Detach {
+            connection: 7,
+            code: 1001,
+        },
     ]
     .into_iter()
     .enumerate()
@@ -285,6 +290,8 @@ fn a_batch_of_messages_is_version_2_and_never_empty() {
                         version: Some(_),
                         ..
                     }
+                    | Record::TimerDropped { .. }
+                    | Record::Detach { .. }
                     | Record::Connect {
                         session: Some(_),
                         ..
@@ -373,7 +380,7 @@ fn a_sessions_connect_is_version_3_and_only_it() {
 fn plugin_versions_are_version_4_and_only_they() {
     let named: Vec<Entry> = every_kind()
         .into_iter()
-        .filter(|e| e.record.version() == RECORD_VERSION)
+        .filter(|e| e.record.version() == RECORD_VERSION_4)
         .collect();
     assert_eq!(named.len(), 2, "a versioned open and a version switch");
     for entry in &named {
@@ -393,6 +400,83 @@ fn plugin_versions_are_version_4_and_only_they() {
         .expect("every kind has an unnamed open");
     let mut body = encode(&unnamed);
     assert_eq!(body[0], RECORD_VERSION_1);
-    body[0] = RECORD_VERSION;
+    body[0] = RECORD_VERSION_4;
     assert!(decode(&body).is_err());
+}
+
+#[test]
+fn a_dropped_timer_or_departure_is_version_5_and_only_they() {
+    let dropped: Vec<Entry> = every_kind()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e.record,
+                Record::TimerDropped { .. } | Record::Detach { .. }
+            )
+        })
+        .collect();
+    assert_eq!(dropped.len(), 2);
+    for e in &dropped {
+        let body = encode(e);
+        assert_eq!(body[0], RECORD_VERSION_5);
+        assert_eq!(decode(&body).as_ref(), Ok(e));
+        // In an older body version, the kind is not that version's: refused.
+        for older in [RECORD_VERSION_1, RECORD_VERSION_2, RECORD_VERSION_3] {
+            let mut old = body.clone();
+            old[0] = older;
+            assert!(
+                matches!(decode(&old), Err(FrameError::Invalid(_))),
+                "{:?} as version {older}",
+                e.record
+            );
+        }
+        // Version 4 is plugin versions': not this kind's, refused.
+        let mut four = body.clone();
+        four[0] = RECORD_VERSION_4;
+        assert!(matches!(decode(&four), Err(FrameError::Invalid(_))));
+        let mut trailing = body.clone();
+        trailing.push(0);
+        assert!(matches!(decode(&trailing), Err(FrameError::Invalid(_))));
+        assert!(matches!(
+            decode(&body[..body.len() - 1]),
+            Err(FrameError::Invalid(_))
+        ));
+    }
+    // No other kind is written as version 5.
+    assert!(
+        every_kind()
+            .iter()
+            .filter(|e| !dropped.contains(e))
+            .all(|e| encode(e)[0] < RECORD_VERSION_5)
+    );
+}
+
+#[test]
+fn dropped_inputs_written_from_the_documented_layout_read() {
+    // Written by a Python script from the module's documentation, like `every_kind`.
+    let bytes = include_bytes!("../../../fuzz/corpus/journal/dropped");
+    let mut frames = Frames::new(bytes);
+    let read: Vec<Entry> = frames.by_ref().collect();
+    assert_eq!(frames.stop(), Some(&Stop::End));
+    let at = |seq: u64, record| Entry {
+        plugin: "probe".into(),
+        document: "room".into(),
+        incarnation: 2,
+        seq,
+        clock_ms: 1_700_000_000_000 + seq,
+        record,
+    };
+    assert_eq!(
+        read,
+        [
+            at(6, Record::TimerDropped { id: 13 }),
+            at(
+                7,
+                Record::Detach {
+                    connection: 2,
+                    code: 1000
+                }
+            ),
+        ]
+    );
 }

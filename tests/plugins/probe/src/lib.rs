@@ -11,7 +11,9 @@
 //!   this connection), `connects` (how many connections `on-connect` accepted, ever),
 //!   `relay TEXT` (TEXT to every other connection, no answer), `departed`
 //!   (`id:code` of every connection gone, as `on-disconnect` reported them), `spin`
-//!   (never returns), `grow` (allocates without end), `panic`;
+//!   (never returns), `grow` (allocates without end), `panic`, `poison-timer MS` (timer
+//!   13 in MS ms, whose `on-timer` panics), `poison-leave` (this connection's
+//!   `on-disconnect` panics);
 //! - messages that arrive together come in one `on-messages` call (WIT 0.1.2): `batch`
 //!   answers how many its call held (1 through `on-message`); a batch holding
 //!   `drop-rest` is handled up to it and said to be, without closing the connection (a
@@ -55,7 +57,12 @@ struct Probe {
     connects: u64,
     /// How many messages the current call holds.
     batch: usize,
+    /// Connections whose `on-disconnect` panics.
+    poisoned: Vec<ConnectionId>,
 }
+
+/// The timer `poison-timer` sets: its `on-timer` panics.
+const POISONED_TIMER: u64 = 13;
 
 impl Consumer for Probe {
     fn open(document: &str) -> Self {
@@ -72,6 +79,7 @@ impl Consumer for Probe {
             hoard: Vec::new(),
             connects: 0,
             batch: 1,
+            poisoned: Vec::new(),
         }
     }
 
@@ -140,6 +148,17 @@ impl Consumer for Probe {
                 self.hoard.push(vec![1u8; 1 << 20]);
             },
             "panic" => panic!("probe was asked to panic"),
+            "poison-leave" => {
+                self.poisoned.push(from);
+                "leaving will trap".to_owned()
+            }
+            other if other.starts_with("poison-timer ") => {
+                let ms = other["poison-timer ".len()..].parse().unwrap_or(50);
+                match set_timer(POISONED_TIMER, Duration::from_millis(ms)) {
+                    Ok(()) => "poisoned timer set".to_owned(),
+                    Err(e) => e.to_string(),
+                }
+            }
             "notes" => self.notes.join(","),
             "departed" => self
                 .departed
@@ -230,11 +249,17 @@ impl Consumer for Probe {
     }
 
     fn on_disconnect(&mut self, conn: ConnectionId, code: u16) {
+        if self.poisoned.contains(&conn) {
+            panic!("probe's connection {conn} was poisoned to trap as it left");
+        }
         self.remote.retain(|(id, _)| *id != conn);
         self.departed.push((conn, code));
     }
 
     fn on_timer(&mut self, id: u64) {
+        if id == POISONED_TIMER {
+            panic!("probe's poisoned timer fired");
+        }
         let _ = broadcast(format!("timer {id}"), &[]);
     }
 
