@@ -395,3 +395,59 @@ async fn a_batch_of_messages_is_one_record_and_replays_as_one_call() -> anyhow::
     assert_eq!(replayed, 1.0, "replayed as one call");
     Ok(())
 }
+
+/// A journal file cut in the middle of its last record (a write the process died in)
+/// recovers to the last whole record: the document opens with every input before it,
+/// the log says how many bytes were ignored, and what the document journals next lands
+/// after the cut, where a second restart finds it.
+#[tokio::test]
+async fn a_torn_journal_tail_recovers_to_the_last_whole_record() -> anyhow::Result<()> {
+    let mut server = file_journaled(&["chat"], "chat", "")?;
+    let mut writer = server.connect(0, "/ws/chat/torn?name=w").await?;
+    assert_eq!(recv_json(&mut writer).await?["type"], "history");
+    let mut reader = server.connect(0, "/ws/chat/torn?name=r").await?;
+    assert_eq!(recv_json(&mut reader).await?["type"], "history");
+    for line in ["one", "two", "three"] {
+        send_text(&mut writer, line).await?;
+        assert_eq!(recv_json(&mut reader).await?["text"], line);
+    }
+    server.kill9()?;
+    // The lane's last segment ends with the record of "three": cut 5 bytes into it.
+    let lane = server.data.path().join("journal").join("lane-0");
+    let mut segments: Vec<_> = std::fs::read_dir(&lane)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    segments.sort();
+    let last = segments.last().expect("a segment");
+    let len = std::fs::metadata(last)?.len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(last)?
+        .set_len(len - 5)?;
+
+    let mut server = server.restart()?;
+    let torn = server
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("torn write") && l.contains("bytes ignored"));
+    assert!(torn, "{:?}", server.log_lines());
+    let (status, body) = http(server.addr(0), "GET", "/docs/chat/torn", b"").await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(support::streaming::chat_texts(&body)?, ["one", "two"]);
+    // The journal goes on after the cut.
+    let mut writer = server.connect(0, "/ws/chat/torn?name=w").await?;
+    assert_eq!(recv_json(&mut writer).await?["type"], "history");
+    let mut reader = server.connect(0, "/ws/chat/torn?name=r").await?;
+    assert_eq!(recv_json(&mut reader).await?["type"], "history");
+    send_text(&mut writer, "four").await?;
+    assert_eq!(recv_json(&mut reader).await?["text"], "four");
+    server.kill9()?;
+    let server = server.restart()?;
+    let (_, body) = http(server.addr(0), "GET", "/docs/chat/torn", b"").await?;
+    assert_eq!(
+        support::streaming::chat_texts(&body)?,
+        ["one", "two", "four"]
+    );
+    Ok(())
+}
