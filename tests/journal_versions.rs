@@ -159,3 +159,67 @@ async fn a_journal_whose_version_is_gone_refuses_to_open() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+/// On a shared store: host A runs chat v1 in journal mode and dies; host B, which only
+/// ever had the new build, takes the document over and replays A's journal rows on v1,
+/// fetched from the store's half of the version store.
+#[tokio::test]
+async fn a_host_that_never_loaded_a_version_replays_it_from_the_shared_store() -> anyhow::Result<()>
+{
+    let pg = support::postgres::Postgres::start()?;
+    let config = tempfile::Builder::new().suffix(".toml").tempfile()?;
+    std::fs::write(
+        config.path(),
+        "checkpoint_secs = 3600\n[store]\nlease_ttl_ms = 1000\n[plugin.chat]\ndurability = \"journal\"\n",
+    )?;
+    let args = |config: &std::path::Path| {
+        vec![
+            "--config".to_owned(),
+            config.to_str().expect("UTF-8").to_owned(),
+            "--store".to_owned(),
+            pg.url.clone(),
+        ]
+    };
+    let args = args(config.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut a = Server::start(&["chat"], 1, &args)?;
+    let v1 = version(&a).await?;
+    say(&a, "doc", &["one", "two"]).await?;
+    a.kill9()?;
+
+    let dir = Server::plugins_dir(&[])?;
+    std::fs::write(dir.path().join("chat.wasm"), tagged_chat()?)?;
+    let b = Server::start_in(dir, 1, &args)?;
+    assert_ne!(version(&b).await?, v1);
+    // B takes the document once A's lease has run out.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let body = loop {
+        let (status, body) = http(b.addr(0), "GET", "/docs/chat/doc", b"").await?;
+        if status == 200 {
+            break body;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "never taken over: {status} {body}; {:?}",
+            b.log_lines()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        support::streaming::chat_texts(&body)?,
+        ["one", "two"],
+        "replayed on v1"
+    );
+    assert!(
+        b.data
+            .path()
+            .join("versions")
+            .join(&v1)
+            .join("chat.wasm")
+            .is_file(),
+        "fetched into B's own store"
+    );
+    say(&b, "doc", &["three"]).await?;
+    assert_eq!(lines(&b, "doc").await?, ["one", "two", "[v2] three"]);
+    Ok(())
+}

@@ -13,7 +13,7 @@ use crate::config::{Config, ConfigError, Durability};
 use crate::guest::engine::{self, EngineError, EpochTicker};
 use crate::guest::plugin;
 use crate::guest::registry::Registry;
-use crate::guest::versions::VersionStore;
+use crate::guest::versions::{SharedVersions, VersionStore};
 use crate::lane::services::RecoveredEntries;
 use crate::lane::{self, Health, LaneAddress, Lanes, Services};
 use crate::metrics::Metrics;
@@ -150,7 +150,10 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         // The shared store first: it may bring newer plugin versions for the registry.
         let shared = crate::cluster::start(&config, &metrics)?;
-        let (engines, registry) = load_plugins(&config, &metrics)?;
+        let versions_shared = shared
+            .as_ref()
+            .map(|s| s.store.clone() as Arc<dyn SharedVersions>);
+        let (engines, registry) = load_plugins(&config, &metrics, versions_shared)?;
         let ticker = EpochTicker::start(engines).map_err(StartError::Thread)?;
         let storage: Arc<dyn Storage> = match &shared {
             Some(shared) => shared.store.clone(),
@@ -359,6 +362,7 @@ impl Server {
 fn load_plugins(
     config: &Config,
     metrics: &Arc<Metrics>,
+    shared: Option<Arc<dyn SharedVersions>>,
 ) -> Result<(engine::Engines, Arc<Registry>), StartError> {
     let engines = engine::Engines::new(config)?;
     let runtimes =
@@ -370,7 +374,10 @@ fn load_plugins(
         .filter(|(name, _)| config.durability_for(name) == Durability::Journal)
         .map(|(name, _)| name.clone())
         .collect();
-    let versions = VersionStore::new(&config.data.join("versions"), journaled);
+    let mut versions = VersionStore::new(&config.data.join("versions"), journaled);
+    if let Some(shared) = shared {
+        versions = versions.shared_with(shared);
+    }
     let registry = Registry::load_dir(
         runtimes,
         &config.plugins,

@@ -322,14 +322,19 @@ impl PluginFile {
             ))));
         }
         let bytes = std::fs::read(path).map_err(read_error)?;
+        Ok(PluginFile::of_bytes(path, name, bytes))
+    }
+
+    /// `bytes` as plugin `name`, from `path` (named in errors).
+    pub fn of_bytes(path: &Path, name: &str, bytes: Vec<u8>) -> PluginFile {
         let digest = Sha256::digest(&bytes).to_vec();
-        Ok(PluginFile {
+        PluginFile {
             path: path.to_owned(),
             name: name.to_owned(),
             version: version_of_digest(&digest),
             bytes,
             digest,
-        })
+        }
     }
 
     /// Compiles (or loads from `cache`) and checks it against the contract.

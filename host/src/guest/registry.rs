@@ -223,10 +223,16 @@ impl Registry {
             .versions
             .as_ref()
             .ok_or_else(|| gone(self.dir.join("(no data directory)")))?;
-        let path = store.path(name, version);
-        if !path.is_file() {
-            return Err(gone(path));
-        }
+        let path = match store.find(name, version) {
+            Ok(Some(path)) => path,
+            Ok(None) => return Err(gone(store.path(name, version))),
+            Err(source) => {
+                return Err(PluginError::Read {
+                    path: store.path(name, version),
+                    source,
+                });
+            }
+        };
         let file = PluginFile::read_as(&path, name)?;
         if file.version != version {
             return Err(PluginError::Invalid {

@@ -9,14 +9,28 @@
 //! [`KEEP`] most recently loaded versions and every version still in use; a journal that
 //! names a version pruned since (a document that crashed and was not opened again through
 //! that many deploys) refuses to open, with a message naming it.
+//!
+//! With a shared store, every version kept is kept there too ([`SharedVersions`]), by the
+//! same rule, so a host that takes a document over replays it on versions it never loaded
+//! itself: they are fetched into its own store first.
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// How many versions of each plugin the store keeps beside those still in use.
 pub const KEEP: usize = 8;
+
+/// Where hosts share their versions (the shared store). Blocking: called off the lanes.
+pub trait SharedVersions: Send + Sync + std::fmt::Debug {
+    /// Keeps `bytes` as `plugin`'s `version` (or marks it loaded now), and forgets the
+    /// plugin's versions beyond the [`KEEP`] most recently kept.
+    fn keep(&self, plugin: &str, version: &str, bytes: &[u8]) -> Result<(), String>;
+    /// `plugin`'s `version`, if some host kept it.
+    fn fetch(&self, plugin: &str, version: &str) -> Result<Option<Vec<u8>>, String>;
+}
 
 /// The plugin files of the journaled plugins' versions, by version.
 #[derive(Debug, Clone)]
@@ -24,6 +38,7 @@ pub struct VersionStore {
     dir: PathBuf,
     /// The plugins whose versions are kept (those in journal mode).
     plugins: BTreeSet<String>,
+    shared: Option<Arc<dyn SharedVersions>>,
 }
 
 impl VersionStore {
@@ -32,7 +47,38 @@ impl VersionStore {
         VersionStore {
             dir: dir.to_owned(),
             plugins,
+            shared: None,
         }
+    }
+
+    /// The same, also keeping every version in `shared` and finding there those it
+    /// lacks.
+    pub fn shared_with(self, shared: Arc<dyn SharedVersions>) -> VersionStore {
+        VersionStore {
+            shared: Some(shared),
+            ..self
+        }
+    }
+
+    /// Where `plugin`'s `version` is on this host: kept here, or fetched from the shared
+    /// store into this one first. `None` if no host kept it.
+    pub fn find(&self, plugin: &str, version: &str) -> std::io::Result<Option<PathBuf>> {
+        let path = self.path(plugin, version);
+        if path.is_file() {
+            return Ok(Some(path));
+        }
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        let Some(bytes) = shared
+            .fetch(plugin, version)
+            .map_err(std::io::Error::other)?
+        else {
+            return Ok(None);
+        };
+        self.write(&path, &bytes)?;
+        tracing::info!(plugin = %plugin, %version, "version store: fetched version {version} from the shared store");
+        Ok(Some(path))
     }
 
     /// Where `plugin`'s `version` is (or would be) kept.
@@ -62,18 +108,29 @@ impl VersionStore {
                 .open(&path)?
                 .set_modified(SystemTime::now())?;
         } else {
-            let dir = path.parent().expect("a version's file has a directory");
-            std::fs::create_dir_all(dir)?;
-            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-            tmp.write_all(bytes)?;
-            tmp.as_file().sync_all()?;
-            tmp.persist(&path).map_err(|e| e.error)?;
-            // The new name and the new directory survive a power cut too.
-            sync_dir(dir)?;
-            sync_dir(&self.dir)?;
+            self.write(&path, bytes)?;
+        }
+        if let Some(shared) = &self.shared {
+            shared
+                .keep(plugin, version, bytes)
+                .map_err(|e| std::io::Error::other(format!("in the shared store: {e}")))?;
         }
         self.prune(plugin, version, in_use);
         Ok(())
+    }
+
+    /// Writes a version's file durably: synced, renamed into place, its directories
+    /// synced.
+    fn write(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let dir = path.parent().expect("a version's file has a directory");
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        tmp.write_all(bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        // The new name and the new directory survive a power cut too.
+        sync_dir(dir)?;
+        sync_dir(&self.dir)
     }
 
     /// Removes `plugin`'s versions beyond the [`KEEP`] most recently loaded, never `kept`

@@ -211,6 +211,18 @@ fn shared_document(
     Ok((entries, snapshot))
 }
 
+/// Version `version` of `plugin` in the shared store at `url`, if a host kept it.
+fn shared_version(url: &str, plugin: &str, version: &str) -> Result<Option<Vec<u8>>, ReplayError> {
+    let target = crate::store::postgres::Target::parse(url)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ReplayError::Engine(format!("no runtime for the store: {e}")))?;
+    Ok(runtime.block_on(crate::store::postgres::read_version(
+        &target, plugin, version,
+    ))?)
+}
+
 /// The document's entries in the journal under `{data}/journal/`.
 fn journal_entries(
     config: &Config,
@@ -266,14 +278,26 @@ fn rebuild(
             continue;
         }
         let path = store.path(plugin, version);
-        if !path.is_file() {
-            return Err(ReplayError::Plugin(PluginError::VersionGone {
-                plugin: plugin.to_owned(),
-                version: version.clone(),
-                store: path,
-            }));
-        }
-        let kept = PluginFile::read_as(&path, plugin)?;
+        let kept = match (path.is_file(), &config.store.url) {
+            (true, _) => PluginFile::read_as(&path, plugin)?,
+            (false, Some(url)) => {
+                let bytes = shared_version(url, plugin, version)?.ok_or_else(|| {
+                    PluginError::VersionGone {
+                        plugin: plugin.to_owned(),
+                        version: version.clone(),
+                        store: path.clone(),
+                    }
+                })?;
+                PluginFile::of_bytes(&path, plugin, bytes)
+            }
+            (false, None) => {
+                return Err(ReplayError::Plugin(PluginError::VersionGone {
+                    plugin: plugin.to_owned(),
+                    version: version.clone(),
+                    store: path,
+                }));
+            }
+        };
         plugins.push(Arc::new(kept.compile(
             &runtimes,
             Some(&cache),

@@ -36,9 +36,11 @@ mod listen;
 pub mod schema;
 mod sql;
 mod storage;
+mod versions;
 
 pub use journal::read_document;
 pub use sql::{DeployedPlugin, ListedDocument};
+pub use versions::read_version;
 
 /// How long one statement may take before the store counts as unreachable for it.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);

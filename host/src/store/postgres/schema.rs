@@ -50,6 +50,16 @@ const STEPS: &[&str] = &[
         records bytea NOT NULL,
         PRIMARY KEY (plugin, doc, first_seq)
     );",
+    // 3: the version store shared by every host (journal mode): the plugin files whose
+    // versions made journal rows, so that a host that never loaded one can still replay
+    // what it made when it takes a document over.
+    "CREATE TABLE wasmroom.plugin_versions (
+        name text NOT NULL,
+        version text NOT NULL,
+        bytes bytea NOT NULL,
+        kept_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (name, version)
+    );",
 ];
 
 /// The schema version this build creates and understands.
