@@ -183,6 +183,7 @@ async fn connection_ids_are_the_documents_own_and_never_given_twice() -> anyhow:
         continuity: None,
         connections: Vec::new(),
         sessions: Vec::new(),
+        settings: None,
     };
     std::fs::write(
         snapshot_file(server.data.path(), "old"),
@@ -195,5 +196,55 @@ async fn connection_ids_are_the_documents_own_and_never_given_twice() -> anyhow:
     assert_eq!(id_of(&mut x5).await?, 5);
     assert_eq!(id_of(&mut y2).await?, 2);
     assert_eq!(id_of(&mut old).await?, 1 << 32, "still below 2^53");
+    Ok(())
+}
+
+/// In journal mode the settings a call saw are part of its input: a replay after
+/// `kill -9` sees the settings each input saw (the snapshot's, then each change a SIGHUP
+/// made, as journaled), not the config's when it runs; after it the config's apply.
+#[tokio::test]
+async fn a_replay_sees_the_settings_each_input_saw() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("wasmroom.toml");
+    let write = |greeting: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "checkpoint_secs = 3600\n[plugin.probe]\ndurability = \"journal\"\n[plugin.probe.settings]\ngreeting = \"{greeting}\"\n"
+            ),
+        )
+    };
+    write("one")?;
+    let path = config.to_str().expect("UTF-8").to_owned();
+    let mut server = Server::start(&["probe"], 1, &["--config", &path])?;
+    let mut ws = server.connect(0, "/ws/probe/settings").await?;
+    send_text(&mut ws, "note-setting greeting").await?;
+    write("two")?;
+    server.signal("HUP")?;
+    // A call sees the new settings once the server has read them.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        send_text(&mut ws, "setting greeting").await?;
+        if recv_text(&mut ws).await? == "two" {
+            break;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "SIGHUP not read");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    send_text(&mut ws, "note-setting greeting").await?;
+    send_text(&mut ws, "notes").await?;
+    assert_eq!(recv_text(&mut ws).await?, "one,two");
+    server.kill9()?;
+
+    write("three")?;
+    let server = server.restart()?;
+    let mut ws = server.connect(0, "/ws/probe/settings").await?;
+    send_text(&mut ws, "note-setting greeting").await?;
+    send_text(&mut ws, "notes").await?;
+    assert_eq!(
+        recv_text(&mut ws).await?,
+        "one,two,three",
+        "each input replayed with the settings it saw, then the config's"
+    );
     Ok(())
 }

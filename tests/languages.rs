@@ -193,6 +193,7 @@ async fn restores_what_serde_reads(server: &Server, p: &str) -> anyhow::Result<(
             continuity: None,
             connections: Vec::new(),
             sessions: Vec::new(),
+            settings: None,
         };
         std::fs::write(
             dir.join(format!("{document}.snap")),
@@ -712,6 +713,7 @@ async fn kit_defaults(p: &str) -> anyhow::Result<()> {
             continuity: None,
             connections: Vec::new(),
             sessions: Vec::new(),
+            settings: None,
         };
         std::fs::write(
             dir.join(format!("{document}.snap")),

@@ -35,6 +35,7 @@ fn snapshot(text: &str) -> Snapshot {
         }),
         connections: Vec::new(),
         sessions: Vec::new(),
+        settings: None,
     }
 }
 

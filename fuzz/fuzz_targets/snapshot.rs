@@ -86,13 +86,20 @@ fn built(u: &mut Unstructured<'_>) -> arbitrary::Result<(Snapshot, String, Strin
         ),
         connections: u.arbitrary()?,
         sessions: sessions(u)?,
+        settings: u.arbitrary::<Option<std::collections::BTreeMap<String, String>>>()?
+            .map(|s| s.into_iter().collect()),
     };
-    // Open connections are kept by versions 3 and 4 only, which a count of inputs or
-    // carried sessions select; sessions by version 4, which needs a continuity.
+    // Open connections are kept by versions 3 to 5 only, which a count of inputs,
+    // carried sessions or recorded settings select; sessions by versions 4 and 5 and
+    // settings by version 5, which need a continuity.
     if snapshot.continuity.is_none() {
         snapshot.sessions.clear();
+        snapshot.settings = None;
     }
-    if snapshot.continuity.is_none_or(|c| c.inputs == 0) && snapshot.sessions.is_empty() {
+    if snapshot.continuity.is_none_or(|c| c.inputs == 0)
+        && snapshot.sessions.is_empty()
+        && snapshot.settings.is_none()
+    {
         snapshot.connections.clear();
     }
     Ok((

@@ -35,7 +35,7 @@ impl Document {
         f: impl FnOnce(&Room, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, DocumentError> {
         let started = Instant::now();
-        let start = self.lineage.input(started);
+        let start = self.next_input(started);
         self.run(what, started, start, Some(record), Some(dropped), f)
     }
 

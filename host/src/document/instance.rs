@@ -121,6 +121,9 @@ impl Instance {
                 opening.seed,
             ),
         );
+        if limits.journaled {
+            store.data_mut().settings.journal();
+        }
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(limits.deadline_ticks);

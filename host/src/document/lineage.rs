@@ -113,9 +113,9 @@ impl Lineage {
     }
 
     /// An entry that makes no guest call of its own (a hot reload's move, whose calls
-    /// drew from the streams after the last input): it takes the next number, at the
-    /// clock `clock_ms` those calls had.
-    pub fn moved(&mut self, clock_ms: u64) -> CallStart {
+    /// drew from the streams after the last input; a settings change): it takes the
+    /// next number, at the clock `clock_ms`.
+    pub fn entry(&mut self, clock_ms: u64) -> CallStart {
         self.inputs += 1;
         CallStart {
             clock_ms: self.clock.replayed(clock_ms),
@@ -163,6 +163,7 @@ mod tests {
             continuity,
             connections: Vec::new(),
             sessions: Vec::new(),
+            settings: None,
         }
     }
 

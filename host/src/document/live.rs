@@ -226,7 +226,7 @@ impl Document {
         record: impl FnOnce(&R) -> Record,
         f: impl FnOnce(&Room, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, DocumentError> {
-        let start = self.lineage.input(started);
+        let start = self.next_input(started);
         self.run(what, started, start, Some(record), None, f)
     }
 

@@ -47,6 +47,7 @@ impl Document {
             (None, Some(tail)) => recorded_open(&tail.borrow())?,
             _ => None,
         };
+        let recorded_settings = recorded_settings(tail.as_ref(), saved);
         let mut lineage = Lineage::of(saved, recorded_open.map(|(c, _)| c))?;
         let saved_ids = lineage.continuity().next_connection_id;
         let now = Instant::now();
@@ -111,14 +112,39 @@ impl Document {
                 ..doc.lineage.continuity()
             };
             let version = doc.plugin.version.clone();
+            let settings = doc.settings_now();
             doc.journal(start, || Record::Open {
                 seed: continuity.seed,
                 next_connection_id: continuity.next_connection_id,
-                settings: Vec::new(),
+                settings,
                 version: Some(version),
             });
         }
+        if let Some(recorded) = recorded_settings {
+            // Its journal's `open` named them (a build that did not wrote none).
+            doc.pin_settings(&recorded);
+        }
         Ok(doc)
+    }
+}
+
+/// The settings a document without a snapshot was opened with, if its journal's `open`
+/// recorded them (it names its version: written by a build that records both).
+fn recorded_settings(
+    tail: Option<&Rc<RefCell<Tail>>>,
+    saved: Option<&Snapshot>,
+) -> Option<Vec<(String, String)>> {
+    if saved.is_some() {
+        return None;
+    }
+    let tail = tail?.borrow();
+    match &tail.entries().next()?.record {
+        Record::Open {
+            settings,
+            version: Some(_),
+            ..
+        } => Some(settings.clone()),
+        _ => None,
     }
 }
 

@@ -170,6 +170,7 @@ impl Document {
             fresh.restore(base)?;
         }
         let replayed = fresh.replay_until(None, &self.versions)?;
+        fresh.replay_done();
         if fresh.plugin.version != self.plugin.version {
             return Err(DocumentError::Unreplayable(format!(
                 "the replay ended on version {}, not {}",

@@ -37,6 +37,7 @@ impl Document {
     /// are gone. Returns how many inputs were replayed.
     pub fn replay(&mut self, versions: &ReplayVersions) -> Result<usize, DocumentError> {
         let replayed = self.replay_until(None, versions)?;
+        self.replay_done();
         if self.tail.is_some() {
             // Sessions (carried here, or joined in the journal) stay open: their clients
             // resume them.
@@ -93,6 +94,11 @@ impl Document {
         if let Record::Version { version } = &entry.record {
             // Its calls drew from the streams after the input before it.
             return self.replay_move(entry, version, versions);
+        }
+        if let Record::Settings { settings } = &entry.record {
+            self.pin_settings(settings);
+            self.lineage.replayed(entry.seq, entry.clock_ms);
+            return Ok(());
         }
         let start = self.lineage.replayed(entry.seq, entry.clock_ms);
         let no_record = None::<fn(&()) -> Record>;

@@ -32,6 +32,12 @@ impl Document {
             room.wasmroom_consumer_consumer().call_restore(store, state)
         })?;
         restored.map_err(|e| DocumentError::Refused(format!("restore failed: {e}")))?;
+        if self.tail.is_some()
+            && let Some(recorded) = &snapshot.settings
+        {
+            // The journal after it was made with these.
+            self.pin_settings(recorded);
+        }
         if let Some(instance) = self.instance.as_mut() {
             let now = Instant::now();
             let now_ms = unix_ms();
@@ -131,6 +137,7 @@ impl Document {
                 continuity: Some(self.lineage.continuity()),
                 connections: self.open_connections(),
                 sessions: self.sessions_to_carry(),
+                settings: self.journaled.then(|| self.settings_now()),
             },
             generation,
         ))
@@ -156,7 +163,7 @@ impl Document {
         }
         let (mut snapshot, clock_ms, said) = self.move_to(plugin, limits, slot, None)?;
         if self.tail.is_some() {
-            let start = self.lineage.moved(clock_ms);
+            let start = self.lineage.entry(clock_ms);
             let version = self.plugin.version.clone();
             self.journal(start, || Record::Version { version });
             // A rebuild after a trap starts from the state the new version restored

@@ -150,6 +150,7 @@ mod tests {
             }),
             connections: Vec::new(),
             sessions: Vec::new(),
+            settings: None,
         };
         assert_eq!(needed(Some(&saved(3)), journal.iter()), ["b", "c"]);
         // A snapshot that covers the whole journal needs no version of its own.

@@ -41,12 +41,23 @@ impl PluginSettings {
 }
 
 /// A document's copy of its plugin's settings, refreshed between calls only.
+///
+/// In journal mode the copy changes only where the journal says: before an input, when
+/// the document journals the new settings ([`DocumentSettings::changed`]), and during a
+/// replay, to what the snapshot or a journal entry recorded ([`DocumentSettings::pin`]).
 #[derive(Debug)]
 pub struct DocumentSettings {
     cell: Arc<PluginSettings>,
     generation: u64,
     values: Values,
+    /// Journal mode: never refreshed behind the journal's back.
+    journaled: bool,
+    /// A replay: the recorded settings, whatever the cell says.
+    pinned: bool,
 }
+
+/// A generation no cell has: the next look at the cell compares values.
+const UNSEEN: u64 = u64::MAX;
 
 impl DocumentSettings {
     /// A copy of `cell` as it is now.
@@ -56,15 +67,61 @@ impl DocumentSettings {
             cell,
             generation,
             values,
+            journaled: false,
+            pinned: false,
         }
     }
 
+    /// Journal mode: the copy changes only through [`Self::changed`] and [`Self::pin`].
+    pub fn journal(&mut self) {
+        self.journaled = true;
+    }
+
     /// Takes the plugin's settings again if they changed (before a call: never during
-    /// one).
+    /// one), unless the journal decides when.
     pub fn refresh(&mut self) {
+        if self.journaled || self.pinned {
+            return;
+        }
         if self.cell.generation.load(Ordering::Acquire) != self.generation {
             (self.generation, self.values) = self.cell.current();
         }
+    }
+
+    /// Journal mode, before an input: the plugin's settings, taken as this copy, if they
+    /// differ from it (for the journal to record before the input).
+    pub fn changed(&mut self) -> Option<Vec<(String, String)>> {
+        if self.pinned || self.cell.generation.load(Ordering::Acquire) == self.generation {
+            return None;
+        }
+        let (generation, values) = self.cell.current();
+        self.generation = generation;
+        if values == self.values {
+            return None;
+        }
+        self.values = values;
+        Some(self.list())
+    }
+
+    /// A replay: the settings `recorded` (by a snapshot or a journal entry), until
+    /// [`Self::unpin`].
+    pub fn pin(&mut self, recorded: &[(String, String)]) {
+        self.values = Arc::new(recorded.iter().cloned().collect());
+        self.pinned = true;
+    }
+
+    /// The replay is over: the next [`Self::changed`] compares the copy with the cell.
+    pub fn unpin(&mut self) {
+        self.pinned = false;
+        self.generation = UNSEEN;
+    }
+
+    /// Every setting of this copy, by name.
+    pub fn list(&self) -> Vec<(String, String)> {
+        self.values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// The value of `name` in this copy, if set.

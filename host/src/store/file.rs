@@ -184,6 +184,7 @@ mod tests {
             }),
             connections: Vec::new(),
             sessions: Vec::new(),
+            settings: None,
         }
     }
 

@@ -149,6 +149,7 @@ mod tests {
             }),
             connections: Vec::new(),
             sessions: Vec::new(),
+            settings: None,
         }
     }
 

@@ -196,6 +196,13 @@ impl Consumer for Probe {
                 self.notes.push(clocks());
                 return;
             }
+            other if other.starts_with("note-setting ") => {
+                // What `setting` answered, kept: a replay must see what the call saw.
+                let name = &other["note-setting ".len()..];
+                self.notes
+                    .push(setting(name).unwrap_or_else(|| "none".to_owned()));
+                return;
+            }
             other if other.starts_with("note ") => {
                 self.notes.push(other["note ".len()..].to_owned());
                 return;
