@@ -134,8 +134,7 @@ pub fn serve(
         (incoming::send_rates(config, plugin), bound)
     };
     let stream = Rc::new(stream);
-    let writer = stream.clone();
-    outbox.attach(Rc::new(move |slices| writer.try_write_vectored(slices)));
+    outbox.attach(stream.clone());
     let mut conn = Connection {
         charge: Held::default(),
         lease,
