@@ -40,33 +40,40 @@ pub const FIRST_MESSAGES: usize = 8;
 /// next.
 pub const DEADLINE_SHARE: u32 = 4;
 
-/// How large a connection's next batch may be, kept by its task between reads.
+/// How large a connection's next batch may be, kept by its task between reads (8 bytes:
+/// every idle connection's task holds one).
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {
-    /// Messages (1: the consumer takes one at a time).
-    messages: usize,
+    /// The budget of one batch, the deadline's share, in microseconds (the deadline is
+    /// whole milliseconds).
+    budget_micros: u32,
+    /// Messages (1: the consumer takes one at a time), at most [`MAX_MESSAGES`].
+    messages: u8,
     /// The consumer exports `on-messages`.
     batches: bool,
-    /// The budget of one batch: the deadline's share.
-    budget: Duration,
 }
 
 impl Bound {
     /// The first bound of a connection to a consumer that takes batches (`batches`) or
     /// not, under `deadline`.
     pub fn new(batches: bool, deadline: Duration) -> Bound {
+        let budget = (deadline / DEADLINE_SHARE).as_micros();
         Bound {
-            messages: if batches { FIRST_MESSAGES } else { 1 },
+            budget_micros: u32::try_from(budget).unwrap_or(u32::MAX),
+            messages: if batches { FIRST_MESSAGES as u8 } else { 1 },
             batches,
-            budget: deadline / DEADLINE_SHARE,
         }
+    }
+
+    fn budget(&self) -> Duration {
+        Duration::from_micros(u64::from(self.budget_micros))
     }
 
     /// The consumer may have changed (a hot reload): a consumer that starts taking
     /// batches starts at [`FIRST_MESSAGES`], one that stops gets one message per call.
     pub fn consumer(&mut self, batches: bool) {
         if batches != self.batches {
-            *self = Bound::new(batches, self.budget * DEADLINE_SHARE);
+            *self = Bound::new(batches, self.budget() * DEADLINE_SHARE);
         }
     }
 
@@ -79,16 +86,16 @@ impl Bound {
         }
         let fit = match took.as_nanos() {
             0 => MAX_MESSAGES,
-            nanos => {
-                usize::try_from(self.budget.as_nanos() * n as u128 / nanos).unwrap_or(MAX_MESSAGES)
-            }
+            nanos => usize::try_from(self.budget().as_nanos() * n as u128 / nanos)
+                .unwrap_or(MAX_MESSAGES),
         };
-        self.messages = fit.min(self.messages * 2).clamp(1, MAX_MESSAGES);
+        let messages = fit.min(self.messages() * 2).clamp(1, MAX_MESSAGES);
+        self.messages = u8::try_from(messages).expect("at most MAX_MESSAGES");
     }
 
     /// How many messages the next batch may hold.
     pub fn messages(&self) -> usize {
-        self.messages
+        usize::from(self.messages)
     }
 }
 
@@ -137,7 +144,7 @@ impl<'a> Pending<'a> {
     /// Whether `msg` may join the messages waiting (else they go first).
     pub fn fits(&self, msg: &Message) -> bool {
         self.is_empty()
-            || (self.messages.len() < self.bound.messages && self.bytes + size(msg) <= MAX_BYTES)
+            || (self.messages.len() < self.bound.messages() && self.bytes + size(msg) <= MAX_BYTES)
     }
 
     /// Adds a message (the client's number `seq`, for a session), after [`Self::fits`].
@@ -151,7 +158,7 @@ impl<'a> Pending<'a> {
 
     /// Whether the batch is as large as it may be: hand it over now.
     pub fn is_full(&self) -> bool {
-        self.messages.len() >= self.bound.messages || self.bytes >= MAX_BYTES
+        self.messages.len() >= self.bound.messages() || self.bytes >= MAX_BYTES
     }
 
     /// The payload bytes of the first `n` messages.

@@ -5,10 +5,20 @@
 //! It runs after the tasks that were ready before it, so frames queued by all the reads
 //! of one turn of the lane go out together.
 
+use std::io::IoSlice;
 use std::rc::Rc;
 
-use crate::document::outbox::{self, Written};
+use tokio::net::TcpStream;
+
+use crate::document::outbox::{self, VectoredWrite, Written};
 use crate::lane::Lane;
+
+/// The flusher writes to a connection's socket itself ([`outbox::Outbox::attach`]).
+impl VectoredWrite for TcpStream {
+    fn try_write_vectored(&self, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        TcpStream::try_write_vectored(self, slices)
+    }
+}
 
 /// Queues flushed between two chances for the lane's other tasks to run (or fewer, see
 /// [`YIELD_BYTES`]): about a thousand writes, a few milliseconds. A yield puts the

@@ -4,7 +4,6 @@
 //! ([`crate::lane::sessions::park`]).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::rc::Rc;
 
 use futures_util::FutureExt;
@@ -23,7 +22,6 @@ use crate::lane::{ConnectionGuard, Lane};
 pub struct Live {
     lane: Rc<Lane>,
     upgraded: Upgraded,
-    peer: SocketAddr,
     guard: ConnectionGuard,
 }
 
@@ -31,29 +29,22 @@ impl std::fmt::Debug for Live {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Live")
             .field("id", &self.upgraded.id)
-            .field("peer", &self.peer)
             .finish_non_exhaustive()
     }
 }
 
 impl Live {
-    pub fn new(
-        lane: Rc<Lane>,
-        upgraded: Upgraded,
-        peer: SocketAddr,
-        guard: ConnectionGuard,
-    ) -> Live {
+    pub fn new(lane: Rc<Lane>, upgraded: Upgraded, guard: ConnectionGuard) -> Live {
         Live {
             lane,
             upgraded,
-            peer,
             guard,
         }
     }
 
     /// Serves the socket to its end (see [`live`]).
     pub fn serve(self) -> impl Future<Output = ()> {
-        live(self.lane, self.upgraded, self.peer, self.guard)
+        live(self.lane, self.upgraded, self.guard)
     }
 }
 
@@ -63,12 +54,7 @@ impl Live {
 /// Built of combinators around [`socket::serve`](crate::lane::socket::serve), not as an
 /// `async fn`: every idle socket's task is mostly this future, and an `async fn` would
 /// keep its arguments beside the serving future (which holds them already).
-fn live(
-    lane: Rc<Lane>,
-    upgraded: Upgraded,
-    peer: SocketAddr,
-    guard: ConnectionGuard,
-) -> impl Future<Output = ()> {
+fn live(lane: Rc<Lane>, upgraded: Upgraded, guard: ConnectionGuard) -> impl Future<Output = ()> {
     let Upgraded {
         stream,
         rest,
@@ -82,7 +68,6 @@ fn live(
     let socket = Socket {
         stream,
         already: rest,
-        peer,
     };
     let served = crate::lane::socket::serve(lane, doc, id, socket, outbox, session);
     // The handles come back with the code: kept once, by the socket's future, meanwhile.
@@ -99,7 +84,9 @@ fn live(
         match session {
             // No close frame either way, and the host did not close it: the client vanished.
             Some(session) if code == 1006 && outbox.is_open() => {
-                Either::Left(parked(lane, doc, id, outbox, session, slots))
+                // Boxed: a parked session's wait (its grace's timer among the rest) would
+                // make every socket's task that much larger.
+                Either::Left(Box::pin(parked(lane, doc, id, outbox, session, slots)))
             }
             Some(session) => {
                 session.ended(&lane.sessions);

@@ -16,7 +16,7 @@
 
 use std::future::{Future, poll_fn};
 use std::io::Read;
-use std::net::SocketAddr;
+use std::num::NonZeroU16;
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -34,8 +34,8 @@ use crate::document::outbox::{Ending, Outbox};
 use crate::lane::Lane;
 use crate::lane::batch::{Bound, Pending};
 use crate::lane::sessions::Session;
-use crate::net::budget::Charge;
-use crate::net::token_bucket::TokenBucket;
+use crate::net::budget::Held;
+use crate::net::token_bucket::TokenBuckets;
 use crate::net::websocket::Decoder;
 use crate::net::websocket::frame::close_payload;
 use crate::store::Lease;
@@ -53,26 +53,28 @@ struct Connection {
     /// Shared with the lane's flusher while the connection is served.
     stream: Rc<TcpStream>,
     outbox: Rc<Outbox>,
-    peer: SocketAddr,
-    /// The client's close code, once its close frame arrived (1005 without a code).
-    client_closed: Option<u16>,
+    /// The client's close code, once its close frame arrived (1005 without a code; never
+    /// 0, so the option takes no byte of its own: see [`Connection::client_close`]).
+    client_closed: Option<NonZeroU16>,
     /// Our close frame is encoded (the last thing this connection sends).
     close_sent: bool,
     /// Nothing more is read: the client's stream ended, or it broke the protocol.
     read_done: bool,
+    /// It waits for room in the socket: this task writes its queue (the socket was full,
+    /// or the connection is ending), not the lane's flusher. Set before each wait.
+    writing: bool,
     /// End once our close frame is out, without waiting for the client's.
     fail: bool,
-    /// The incomplete message's bytes, held in the lane's budget.
-    charge: Charge,
+    /// The incomplete message's bytes, held in the lane's budget (given back on drop).
+    charge: Held,
     /// With a shared store: messages are applied only while this lease holds (the
     /// store's clock says; `lane.services.storage.leases()`).
     lease: Lease,
     awaiting_pong: bool,
     ping_at: Instant,
-    /// Messages (and pings) the client may still send now.
-    messages: TokenBucket,
-    /// Message bytes the client may still send now.
-    bytes: TokenBucket,
+    /// Messages (and pings), and message bytes, the client may still send now (at the
+    /// rates of [`Connection::send_rates`]).
+    sends: TokenBuckets<2>,
     /// The connection's session, if its client asked for one (docs/sessions.md).
     session: Option<Rc<Session>>,
     /// A client data message was applied (or resent) in this read: acknowledge it.
@@ -87,7 +89,6 @@ pub struct Socket {
     pub stream: TcpStream,
     /// Bytes the client sent after its request head: the start of its frames.
     pub already: Vec<u8>,
-    pub peer: SocketAddr,
 }
 
 /// What woke a waiting connection.
@@ -119,38 +120,35 @@ pub fn serve(
     let Socket {
         stream,
         mut already,
-        peer,
     } = socket;
     let limits = &lane.services.config.limits;
     let mut decoder = Decoder::new(limits.max_message_bytes);
     let now = Instant::now();
     let lease = doc.borrow().persistence.lease;
-    let (rate, bound) = {
+    let (rates, bound) = {
         let doc = doc.borrow();
         let config = &lane.services.config;
         let plugin = &doc.plugin().name;
         let deadline = config.guest_deadline_for(plugin);
         let bound = Bound::new(doc.takes_batches(), deadline);
-        (config.send_rate_for(plugin), bound)
+        (incoming::send_rates(config, plugin), bound)
     };
     let stream = Rc::new(stream);
-    let writer = stream.clone();
-    outbox.attach(Rc::new(move |slices| writer.try_write_vectored(slices)));
+    outbox.attach(stream.clone());
     let mut conn = Connection {
-        charge: lane.charge(),
+        charge: Held::default(),
         lease,
         ping_at: now + limits.ping_interval(),
-        messages: TokenBucket::full(rate.messages.0, rate.messages.1, now),
-        bytes: TokenBucket::full(rate.bytes.0, rate.bytes.1, now),
+        sends: TokenBuckets::full(&rates, now),
         lane,
         doc,
         id,
         stream,
         outbox,
-        peer,
         client_closed: None,
         close_sent: false,
         read_done: false,
+        writing: false,
         fail: false,
         awaiting_pong: false,
         session,
@@ -184,26 +182,33 @@ pub fn serve(
             // Waiting for room only when this task writes: the flusher's queues wait on
             // no one. (A queue whose front waits for its journal batch is not written:
             // its release schedules it again.)
-            let writing =
+            conn.writing =
                 conn.outbox.has_writable() && (conn.read_done || !conn.outbox.flusher_writes());
-            match poll_fn(|cx| conn.poll_wait(cx, timer.as_mut(), writing)).await {
-                Wait::Readable(Err(_)) => conn.read_done = true,
-                Wait::Readable(Ok(())) => {
-                    conn.read(&mut decoder);
-                    // Fairness between the lane's connections: a client that keeps its
-                    // socket full yields like any other task.
-                    tokio::task::consume_budget().await;
+            // What woke it is handled in this statement, so that it is gone by the next
+            // wait (kept across that wait, it would make every idle socket's task larger).
+            let readable = match poll_fn(|cx| conn.poll_wait(cx, timer.as_mut())).await {
+                Wait::Readable(Err(_)) => {
+                    conn.read_done = true;
+                    false
                 }
-                Wait::Woken | Wait::Writable(Ok(())) => {}
+                Wait::Readable(Ok(())) => true,
+                Wait::Woken | Wait::Writable(Ok(())) => false,
                 Wait::Writable(Err(_)) => break,
                 Wait::Timer => {
                     if conn.timer_fired(&decoder).is_break() {
                         break;
                     }
+                    false
                 }
+            };
+            if readable {
+                conn.read(&mut decoder);
+                // Fairness between the lane's connections: a client that keeps its socket
+                // full yields like any other task.
+                tokio::task::consume_budget().await;
             }
         }
-        let mut code = conn.client_closed.unwrap_or(1006);
+        let mut code = conn.client_close().unwrap_or(1006);
         // A close the server started ends the connection with its code, whether or not
         // the client answered it (a slow client that never reads still counts as 1008,
         // not 1006).
@@ -248,6 +253,7 @@ pub struct Served {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.outbox.detach();
+        self.charge.release(self.lane.incoming());
     }
 }
 
@@ -265,14 +271,27 @@ impl Connection {
             .expect("the keepalive is always due")
     }
 
+    /// The client's close code, once its close frame arrived.
+    fn client_close(&self) -> Option<u16> {
+        self.client_closed.map(NonZeroU16::get)
+    }
+
+    /// The client's address, for a log line: asked of the socket, not kept, since an
+    /// idle connection would hold it for its log lines only.
+    fn peer(&self) -> String {
+        self.stream
+            .peer_addr()
+            .map_or_else(|e| format!("({e})"), |peer| peer.to_string())
+    }
+
     fn message_timeout(&self) -> std::time::Duration {
         self.lane.services.config.limits.message_timeout()
     }
 
     /// Waits for the first of: the socket readable (unless reading is done), the outbox's
-    /// wake-up, the socket writable (if `writing`), the timer; in that order, as the
+    /// wake-up, the socket writable (if it is `writing`), the timer; in that order, as the
     /// biased `select!` this replaces did.
-    fn poll_wait(&self, cx: &mut Context<'_>, timer: Pin<&mut Sleep>, writing: bool) -> Poll<Wait> {
+    fn poll_wait(&self, cx: &mut Context<'_>, timer: Pin<&mut Sleep>) -> Poll<Wait> {
         if !self.read_done
             && let Poll::Ready(ready) = self.stream.poll_read_ready(cx)
         {
@@ -281,7 +300,9 @@ impl Connection {
         if self.outbox.wake.poll_woken(cx).is_ready() {
             return Poll::Ready(Wait::Woken);
         }
-        if writing && let Poll::Ready(ready) = self.stream.poll_write_ready(cx) {
+        if self.writing
+            && let Poll::Ready(ready) = self.stream.poll_write_ready(cx)
+        {
             return Poll::Ready(Wait::Writable(ready));
         }
         if timer.poll(cx).is_ready() {
@@ -305,16 +326,16 @@ impl Connection {
             .incomplete_since()
             .map(|since| since + message_timeout);
         if message_due.is_some_and(|at| now >= at) {
-            tracing::debug!(lane, peer = %self.peer, "message not complete within {message_timeout:?}: closing");
+            tracing::debug!(lane, peer = %self.peer(), "message not complete within {message_timeout:?}: closing");
             self.fail_with(1008, "message not completed in time");
         } else if now >= self.ping_at {
             if self.awaiting_pong && self.session.is_some() {
                 // A silent socket of a session is a broken one: the session waits for its
                 // client to resume it.
-                tracing::debug!(lane, peer = %self.peer, "no answer to a ping within {ping_timeout:?}: parking the session");
+                tracing::debug!(lane, peer = %self.peer(), "no answer to a ping within {ping_timeout:?}: parking the session");
                 return ControlFlow::Break(());
             } else if self.awaiting_pong {
-                tracing::debug!(lane, peer = %self.peer, "no answer to a ping within {ping_timeout:?}: closing");
+                tracing::debug!(lane, peer = %self.peer(), "no answer to a ping within {ping_timeout:?}: closing");
                 self.fail_with(1001, "ping timeout");
             } else {
                 self.outbox.push(&Frame::Ping(Default::default()));
@@ -370,8 +391,9 @@ impl Connection {
         // batches (none happens within a read: it runs on this thread, between events).
         self.bound.consumer(self.doc.borrow().takes_batches());
         let mut pending = Pending::new(&mut buffer, self.bound);
+        let rates = self.send_rates();
         let decoded = decoder.feed(bytes, now, |event| {
-            clock = self.event(event, clock, &mut pending)
+            clock = self.event(event, clock, &rates, &mut pending)
         });
         // The messages before the end of the read, or before a frame that broke the
         // protocol, apply.
@@ -391,8 +413,11 @@ impl Connection {
             let ack = session_frames::ack(self.outbox.last_applied());
             self.outbox.push_control(&ack, batch);
         }
-        if !self.charge.resize(decoder.held_bytes()) {
-            tracing::debug!(lane = self.lane.index, peer = %self.peer, "partial message over the lane's byte budget: closing");
+        if !self
+            .charge
+            .resize(self.lane.incoming(), decoder.held_bytes())
+        {
+            tracing::debug!(lane = self.lane.index, peer = %self.peer(), "partial message over the lane's byte budget: closing");
             self.fail_with(1013, "server busy: too many bytes in flight");
         }
     }
@@ -403,7 +428,7 @@ impl Connection {
         self.outbox.close(code, reason);
         self.read_done = true;
         self.fail = true;
-        self.charge.resize(0);
+        self.charge.release(self.lane.incoming());
     }
 
     /// Writes what is queued, then the close frame when it is due, as long as the socket
@@ -418,7 +443,7 @@ impl Connection {
         }
         loop {
             if self.outbox.is_empty() && !self.close_sent && self.outbox.close_releasable() {
-                let close = match (self.client_closed, self.outbox.ending()) {
+                let close = match (self.client_close(), self.outbox.ending()) {
                     // The client closed: echo its code (none if it gave none).
                     (Some(1005), _) => Some(Vec::new()),
                     (Some(code), _) => Some(close_payload(code, "")),

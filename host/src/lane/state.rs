@@ -142,6 +142,11 @@ impl Lane {
         Charge::new(&self.incoming)
     }
 
+    /// The budget of bytes still arriving, for holders that keep no handle on it.
+    pub fn incoming(&self) -> &ByteBudget {
+        &self.incoming
+    }
+
     /// Documents that could not move to a new plugin version since the lane started.
     pub fn failed_migrations(&self) -> u64 {
         self.failed_migrations.get()

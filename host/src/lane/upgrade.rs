@@ -48,7 +48,7 @@ pub async fn serve(
             None,
         );
     }
-    Some(Live::new(lane, upgraded, peer, guard))
+    Some(Live::new(lane, upgraded, guard))
 }
 
 /// Everything before the upgrade: checks, plugin, document, the consumer's decision, the

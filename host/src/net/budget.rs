@@ -37,7 +37,7 @@ impl ByteBudget {
 #[derive(Debug)]
 pub struct Charge {
     budget: Rc<ByteBudget>,
-    held: usize,
+    held: Held,
 }
 
 impl Charge {
@@ -45,31 +45,52 @@ impl Charge {
     pub fn new(budget: &Rc<ByteBudget>) -> Charge {
         Charge {
             budget: budget.clone(),
-            held: 0,
+            held: Held::default(),
         }
     }
 
     /// Holds `bytes` in all, more or less than before. Returns `false`, holding what it
     /// held, when the budget cannot give that much.
     pub fn resize(&mut self, bytes: usize) -> bool {
-        let others = self.budget.used.get() - self.held;
-        if bytes > self.held && others + bytes > self.budget.limit {
-            return false;
-        }
-        self.budget.used.set(others + bytes);
-        self.held = bytes;
-        true
+        self.held.resize(&self.budget, bytes)
     }
 
     /// Bytes held.
     pub fn held(&self) -> usize {
-        self.held
+        self.held.bytes
     }
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.budget.used.set(self.budget.used.get() - self.held);
+        self.held.release(&self.budget);
+    }
+}
+
+/// A [`Charge`] without its handle on the budget, for a holder that reaches the budget
+/// anyway and gives its bytes back itself ([`Held::release`]): a WebSocket's task (its
+/// lane's budget), where every idle connection would keep the pointer for nothing.
+#[derive(Debug, Default)]
+pub struct Held {
+    bytes: usize,
+}
+
+impl Held {
+    /// Holds `bytes` of `budget` in all, more or less than before. Returns `false`,
+    /// holding what it held, when the budget cannot give that much.
+    pub fn resize(&mut self, budget: &ByteBudget, bytes: usize) -> bool {
+        let others = budget.used.get() - self.bytes;
+        if bytes > self.bytes && others + bytes > budget.limit {
+            return false;
+        }
+        budget.used.set(others + bytes);
+        self.bytes = bytes;
+        true
+    }
+
+    /// Gives everything back to `budget`.
+    pub fn release(&mut self, budget: &ByteBudget) {
+        self.resize(budget, 0);
     }
 }
 
@@ -94,5 +115,18 @@ mod tests {
         assert_eq!(budget.used(), 10);
         drop(a);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn bytes_held_without_a_handle_count_alike() {
+        let budget = ByteBudget::new(100);
+        let mut charge = Charge::new(&budget);
+        let mut held = Held::default();
+        assert!(charge.resize(60));
+        assert!(!held.resize(&budget, 41));
+        assert!(held.resize(&budget, 40));
+        assert_eq!(budget.used(), 100);
+        held.release(&budget);
+        assert_eq!(budget.used(), 60);
     }
 }

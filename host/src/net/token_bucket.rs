@@ -5,47 +5,100 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-/// Tokens refilling at `rate` per second up to `capacity`; starts full.
+/// How fast a bucket refills, in tokens per second, and up to how many (the burst a
+/// quiet client may spend at once).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_sec: f64,
+    pub capacity: f64,
+}
+
+impl From<(f64, f64)> for Rate {
+    /// `(per_sec, capacity)`, as the configuration gives them.
+    fn from((per_sec, capacity): (f64, f64)) -> Rate {
+        Rate { per_sec, capacity }
+    }
+}
+
+/// Tokens refilling at a [`Rate`]; starts full.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenBucket {
-    rate: f64,
-    capacity: f64,
-    tokens: f64,
-    at: Instant,
+    rate: Rate,
+    tokens: TokenBuckets<1>,
 }
 
 impl TokenBucket {
     /// A full bucket at `now`.
     pub fn full(rate: f64, capacity: f64, now: Instant) -> TokenBucket {
+        let rate = Rate::from((rate, capacity));
         TokenBucket {
             rate,
-            capacity,
-            tokens: capacity,
-            at: now,
+            tokens: TokenBuckets::full(&[rate], now),
         }
     }
 
     /// Takes `cost` tokens at `now`, or says how long until they would be there (the
     /// bucket is left as it was).
     pub fn take(&mut self, cost: f64, now: Instant) -> Result<(), Duration> {
-        self.tokens = self.level(now);
-        self.at = now.max(self.at);
-        if self.tokens >= cost {
-            self.tokens -= cost;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((cost - self.tokens) / self.rate))
-        }
+        self.tokens.take(0, cost, &[self.rate], now)
     }
 
     /// Whether the bucket would be full at `now` (nothing to remember about its client).
     pub fn is_full(&self, now: Instant) -> bool {
-        self.level(now) >= self.capacity
+        self.tokens.levels(&[self.rate], now)[0] >= self.rate.capacity
+    }
+}
+
+/// `N` token buckets refilling on one clock, each at its own [`Rate`], which the caller
+/// passes in rather than every bucket keeping it: a connection's rates are its plugin's
+/// configuration, the same for all its connections, so each keeps only its levels and
+/// one time (32 bytes for its two buckets instead of 80). Start full.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenBuckets<const N: usize> {
+    tokens: [f64; N],
+    at: Instant,
+}
+
+impl<const N: usize> TokenBuckets<N> {
+    /// Full buckets at `now`.
+    pub fn full(rates: &[Rate; N], now: Instant) -> TokenBuckets<N> {
+        TokenBuckets {
+            tokens: rates.map(|rate| rate.capacity),
+            at: now,
+        }
     }
 
-    fn level(&self, now: Instant) -> f64 {
+    /// Takes `cost` tokens from bucket `bucket` at `now`, or says how long until they
+    /// would be there (that bucket is left as it was).
+    pub fn take(
+        &mut self,
+        bucket: usize,
+        cost: f64,
+        rates: &[Rate; N],
+        now: Instant,
+    ) -> Result<(), Duration> {
+        // Refilling every bucket to `now` changes none of their levels at any later time
+        // (each is the lesser of its capacity and a straight line), so they share `at`.
+        self.tokens = self.levels(rates, now);
+        self.at = now.max(self.at);
+        let tokens = &mut self.tokens[bucket];
+        if *tokens >= cost {
+            *tokens -= cost;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (cost - *tokens) / rates[bucket].per_sec,
+            ))
+        }
+    }
+
+    fn levels(&self, rates: &[Rate; N], now: Instant) -> [f64; N] {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        (self.tokens + elapsed * self.rate).min(self.capacity)
+        let mut levels = self.tokens;
+        for (level, rate) in levels.iter_mut().zip(rates) {
+            *level = (*level + elapsed * rate.per_sec).min(rate.capacity);
+        }
+        levels
     }
 }
 
@@ -85,6 +138,39 @@ mod tests {
         let mut b = TokenBucket::full(10.0, 5.0, t0);
         assert!(b.take(6.0, t0).is_err());
         assert!(b.take(5.0, t0).is_ok());
+    }
+
+    #[test]
+    fn buckets_on_one_clock_refill_as_buckets_of_their_own() {
+        let rates = [Rate::from((10.0, 3.0)), Rate::from((100.0, 50.0))];
+        let t0 = Instant::now();
+        let mut pair = TokenBuckets::full(&rates, t0);
+        let mut alone = [
+            TokenBucket::full(10.0, 3.0, t0),
+            TokenBucket::full(100.0, 50.0, t0),
+        ];
+        // Takes from one bucket at times the other is not touched: both agree with a
+        // bucket of their own every time.
+        let takes = [
+            (0, 1.0, 0),
+            (1, 40.0, 0),
+            (0, 2.0, 10),
+            (0, 1.0, 20),
+            (1, 20.0, 150),
+        ];
+        for (bucket, cost, ms) in takes {
+            let now = t0 + Duration::from_millis(ms);
+            assert_eq!(
+                pair.take(bucket, cost, &rates, now).is_ok(),
+                alone[bucket].take(cost, now).is_ok(),
+                "{cost} from {bucket} at {ms} ms"
+            );
+        }
+        let wait = pair.take(0, 3.0, &rates, t0 + Duration::from_millis(150));
+        let expected = alone[0].take(3.0, t0 + Duration::from_millis(150));
+        assert_eq!(wait, expected);
+        assert!(wait.is_err());
+        assert!(std::mem::size_of::<TokenBuckets<2>>() <= 32);
     }
 
     #[test]

@@ -30,22 +30,48 @@ struct Pending {
     wake: Rc<Notify>,
 }
 
-/// A non-blocking vectored write to a connection's socket.
-pub type WriteFn = dyn Fn(&[IoSlice<'_>]) -> std::io::Result<usize>;
+/// A connection's socket as the flusher writes to it: a non-blocking vectored write. The
+/// lane's socket implements it, so that the outbox keeps the socket's own handle, not a
+/// closure around it (an allocation per connection).
+pub trait VectoredWrite {
+    fn try_write_vectored(&self, slices: &[IoSlice<'_>]) -> std::io::Result<usize>;
+}
+
+impl<F: Fn(&[IoSlice<'_>]) -> std::io::Result<usize>> VectoredWrite for F {
+    fn try_write_vectored(&self, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        self(slices)
+    }
+}
 
 /// Where an outbox writes without its connection's task.
 #[derive(Default)]
 pub(super) struct Writer {
     /// Writes to the connection's socket while its task serves it.
-    stream: RefCell<Option<Rc<WriteFn>>>,
+    stream: Cell<Option<Rc<dyn VectoredWrite>>>,
     /// On the lane's list already.
     scheduled: Cell<bool>,
+}
+
+impl Writer {
+    /// The socket, while one is attached.
+    fn stream(&self) -> Option<Rc<dyn VectoredWrite>> {
+        let stream = self.stream.take();
+        self.stream.set(stream.clone());
+        stream
+    }
+
+    fn attached(&self) -> bool {
+        let stream = self.stream.take();
+        let attached = stream.is_some();
+        self.stream.set(stream);
+        attached
+    }
 }
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Writer")
-            .field("attached", &self.stream.borrow().is_some())
+            .field("attached", &self.attached())
             .field("scheduled", &self.scheduled.get())
             .finish()
     }
@@ -55,26 +81,26 @@ impl Outbox {
     /// Lets the lane's flusher write with `stream` (a non-blocking write to the socket)
     /// until [`Outbox::detach`]. The connection's task calls it when it starts serving
     /// the socket.
-    pub fn attach(&self, stream: Rc<WriteFn>) {
-        *self.writer.stream.borrow_mut() = Some(stream);
+    pub fn attach(&self, stream: Rc<dyn VectoredWrite>) {
+        self.writer.stream.set(Some(stream));
     }
 
     /// Ends [`Outbox::attach`]: from now on the connection's task is woken for every
     /// frame. Called before the socket closes.
     pub fn detach(&self) {
-        self.writer.stream.borrow_mut().take();
+        self.writer.stream.take();
     }
 
     /// Whether the lane's flusher writes what is queued on its next turn: the socket is
     /// attached, the queue is on the lane's list and the connection is open.
     pub fn flusher_writes(&self) -> bool {
-        self.writer.scheduled.get() && self.writer.stream.borrow().is_some() && self.is_open()
+        self.writer.scheduled.get() && self.writer.attached() && self.is_open()
     }
 
     /// The first frame of an empty queue: the flusher writes it if the socket is
     /// attached, else the connection's task is woken to do so.
     pub(super) fn schedule(&self) {
-        if self.writer.stream.borrow().is_none() {
+        if !self.writer.attached() {
             self.wake.notify_one();
             return;
         }
@@ -96,13 +122,12 @@ impl Outbox {
     /// or gone, or the connection is ending.
     pub fn flush(&self, mut counted: impl FnMut(&Written)) {
         self.writer.scheduled.set(false);
-        let stream = self.writer.stream.borrow().clone();
-        let Some(stream) = stream.filter(|_| self.is_open()) else {
+        let Some(stream) = self.writer.stream().filter(|_| self.is_open()) else {
             self.wake.notify_one();
             return;
         };
         loop {
-            match self.write_with(|slices| stream(slices)) {
+            match self.write_with(|slices| stream.try_write_vectored(slices)) {
                 Ok(None) => return,
                 Ok(Some(written)) => {
                     counted(&written);

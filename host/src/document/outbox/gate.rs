@@ -45,7 +45,7 @@ impl Outbox {
 
     /// Whether part of the queue, or the close, waits for a journal batch.
     pub fn has_gated(&self) -> bool {
-        !journal::is_durable(self.close_batch.get())
+        !journal::is_durable(self.close_batch())
             || self
                 .queue
                 .borrow()
@@ -64,22 +64,18 @@ impl Outbox {
     /// leaves only once that batch is durable (and after the frames queued before it).
     pub fn close_in(&self, code: u16, reason: &str, batch: u64) {
         if self.is_open() && !journal::is_durable(batch) {
-            self.close_batch.set(batch);
             self.wait_for(batch);
+            self.close_after(code, reason, batch);
+        } else {
+            self.close(code, reason);
         }
-        self.close(code, reason);
-    }
-
-    /// Whether the close frame may be sent now (it does not wait for a journal batch).
-    pub fn close_releasable(&self) -> bool {
-        journal::is_durable(self.close_batch.get())
     }
 
     /// Drops everything queued (the document is dropped because its journal could not be
     /// written: what waited for it must never leave), except a frame the socket already
     /// took part of.
     pub fn drop_gated(&self) {
-        self.close_batch.set(0);
+        self.forget_close_batch();
         self.drop_unsent();
     }
 }

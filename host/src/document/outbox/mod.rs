@@ -19,7 +19,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::rc::{Rc, Weak};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message as Frame;
@@ -29,6 +28,7 @@ use crate::document::journal;
 use crate::net::websocket::frame::{opcode, server_frame_end, server_header};
 
 mod chunks;
+mod closing;
 pub mod flush;
 mod gate;
 mod session;
@@ -36,20 +36,10 @@ mod wake;
 
 use chunks::{Chunk, INLINE_CHUNK, MAX_SLICES, MIN_CHUNK, Queue};
 pub use chunks::{INLINE_MAX, Written};
-pub use flush::{WriteFn, pending_wake, take_pending};
+pub use closing::{CLOSE_TIMEOUT, Ending};
+pub use flush::{VectoredWrite, pending_wake, take_pending};
 pub use session::Incoming;
 pub use wake::Wake;
-
-/// What the connection should do once the queue is empty.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ending {
-    /// Keep the connection open.
-    Open,
-    /// Send a close frame with this code and reason, then wait for the client's reply.
-    Close(u16, String),
-    /// The connection is gone; stop.
-    Gone,
-}
 
 /// One connection's outbound queue.
 #[derive(Debug)]
@@ -63,9 +53,8 @@ pub struct Outbox {
     chunk_hint: Cell<u32>,
     max_bytes: usize,
     max_frames: usize,
-    ending: RefCell<Ending>,
-    /// The journal batch the close waits for (0: none).
-    close_batch: Cell<u64>,
+    /// Once it is ending: how, by when, after which journal batch ([`closing`]).
+    closing: RefCell<Option<Box<closing::Closing>>>,
     /// The latest journal batch this queue waits on (it is on that batch's list).
     waits_for: Cell<u64>,
     /// Its task writes it and waits for releases ([`Outbox::wake_on_release`]).
@@ -84,7 +73,6 @@ pub struct Outbox {
     /// Wakes the connection's task: the connection is ending, or frames were queued and
     /// the lane's flusher does not write them ([`flush`]).
     pub wake: Wake,
-    give_up_at: Cell<Option<Instant>>,
     /// The lane's flusher's handle on the socket.
     writer: flush::Writer,
     /// This outbox, for the lane's list of queues to flush.
@@ -93,10 +81,6 @@ pub struct Outbox {
     /// pays one pointer for it).
     session: RefCell<Option<Box<session::Session>>>,
 }
-
-/// How long a closing connection may take to flush, send its close frame and hear the
-/// client's answer before it is dropped.
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Outbox {
     /// An empty queue that holds at most `max_frames` frames and `max_bytes` (see the
@@ -109,15 +93,13 @@ impl Outbox {
             chunk_hint: Cell::new(0),
             max_bytes,
             max_frames,
-            ending: RefCell::new(Ending::Open),
-            close_batch: Cell::new(0),
+            closing: RefCell::new(None),
             waits_for: Cell::new(0),
             task_waits: Cell::new(false),
             leaving: Cell::new(false),
             moving: Cell::new(false),
             socketless: Cell::new(false),
             wake: Wake::default(),
-            give_up_at: Cell::new(None),
             writer: flush::Writer::default(),
             me: me.clone(),
             session: RefCell::new(None),
@@ -136,7 +118,7 @@ impl Outbox {
     /// On a session's connection a data message is numbered and kept until the client
     /// acknowledges it.
     pub fn push_in(&self, frame: &Frame, batch: u64) -> bool {
-        if *self.ending.borrow() != Ending::Open {
+        if !self.is_open() {
             // A session's document leaving the host: kept for the next host to resend.
             return self.moving.get() && self.keep_for_next_host(frame);
         }
@@ -158,7 +140,7 @@ impl Outbox {
     /// Queues `frame`, its payload after `prefix` (a session's number; empty otherwise),
     /// checking the bounds if `bounded`.
     fn push_raw(&self, frame: &Frame, prefix: &[u8], batch: u64, bounded: bool) -> bool {
-        if *self.ending.borrow() != Ending::Open {
+        if !self.is_open() {
             return false;
         }
         let (op, payload): (u8, &[u8]) = match frame {
@@ -371,46 +353,6 @@ impl Outbox {
         self.queued_frames.set(0);
     }
 
-    /// Starts closing: frames already queued are sent, then the close frame. Only the
-    /// first close counts.
-    pub fn close(&self, code: u16, reason: &str) {
-        let mut ending = self.ending.borrow_mut();
-        if *ending == Ending::Open {
-            *ending = Ending::Close(code, reason.to_owned());
-            self.give_up_at.set(Some(Instant::now() + CLOSE_TIMEOUT));
-            self.wake.notify_one();
-        }
-    }
-
-    /// Starts closing because the document leaves this host (hand-back, shutdown): like
-    /// [`Outbox::close`], but the client's messages keep applying until its own close
-    /// frame arrives, since TCP delivers everything it sent before that frame first. A
-    /// connection already closing for another reason stays as it was.
-    pub fn close_leaving(&self, code: u16, reason: &str) {
-        if self.is_open() {
-            self.close(code, reason);
-            self.leaving.set(true);
-            self.moving.set(true);
-        }
-    }
-
-    /// Whether it was closed because its document leaves the host
-    /// ([`Outbox::close_leaving`]).
-    pub fn closed_by_leaving(&self) -> bool {
-        self.moving.get()
-    }
-
-    /// Whether what the client sends now may still change the document: the connection is
-    /// open, or it is closing only because the document leaves ([`Outbox::close_leaving`]).
-    /// Once the consumer (or a broken limit) closed it, nothing it sends applies.
-    pub fn takes_input(&self) -> bool {
-        match *self.ending.borrow() {
-            Ending::Open => true,
-            Ending::Close(..) => self.leaving.get(),
-            Ending::Gone => false,
-        }
-    }
-
     /// Queues the close frame, the last frame of the connection, whatever the bounds
     /// and the ending.
     pub fn push_close(&self, payload: &[u8]) {
@@ -425,28 +367,6 @@ impl Outbox {
             message_bytes: 0,
             batch: 0,
         });
-    }
-
-    /// When a closing connection is dropped whatever the client does.
-    pub fn give_up_at(&self) -> Option<Instant> {
-        self.give_up_at.get()
-    }
-
-    /// The connection is ending: queued frames are dropped (a pending close frame is
-    /// still sent: it tells the client why) and nothing more is accepted.
-    pub fn finish(&self) {
-        if self.give_up_at.get().is_none() {
-            self.give_up_at.set(Some(Instant::now() + CLOSE_TIMEOUT));
-        }
-        {
-            let mut ending = self.ending.borrow_mut();
-            if *ending == Ending::Open {
-                *ending = Ending::Gone;
-            }
-        }
-        self.leaving.set(false);
-        self.drop_unsent();
-        self.wake.notify_one();
     }
 
     /// Drops what is queued, except the rest of a frame the socket already took part of:
@@ -477,16 +397,6 @@ impl Outbox {
         queue.chunks.push_back(front);
         self.queued_bytes.set(bytes);
         self.queued_frames.set(frames);
-    }
-
-    /// Whether the connection accepts more frames.
-    pub fn is_open(&self) -> bool {
-        *self.ending.borrow() == Ending::Open
-    }
-
-    /// What the writer should do after draining the queue.
-    pub fn ending(&self) -> Ending {
-        self.ending.borrow().clone()
     }
 
     /// What the queued frames count against the bounds. A buffer of small frames counts

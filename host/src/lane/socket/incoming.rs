@@ -12,26 +12,47 @@
 //! (WIT `on-messages`); the rest count as unapplied, as anything a closed connection
 //! sends, and later batches of the read do not apply.
 
+use std::num::NonZeroU16;
 use std::time::Instant;
 
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 use super::Connection;
+use crate::config::Config;
 use crate::document::DocumentError;
 use crate::guest::Message;
 use crate::lane::batch::Pending;
 use crate::lane::sessions::{Unframed, unframe};
 use crate::metrics::{RateLimit, Unapplied};
+use crate::net::token_bucket::Rate;
 use crate::net::websocket::Event;
 
+/// The bucket of a connection's messages (pings count too) and that of its message
+/// bytes, in [`Connection::sends`].
+const MESSAGES: usize = 0;
+const BYTES: usize = 1;
+
+/// The rates of a connection's token buckets ([`Connection::sends`]): its plugin's, the
+/// same for all its connections, so none keeps them.
+pub(super) fn send_rates(config: &Config, plugin: &str) -> [Rate; 2] {
+    let rate = config.send_rate_for(plugin);
+    [Rate::from(rate.messages), Rate::from(rate.bytes)]
+}
+
 impl Connection {
+    /// The rates its token buckets refill at, looked up once per read.
+    pub(super) fn send_rates(&self) -> [Rate; 2] {
+        send_rates(&self.lane.services.config, &self.doc.borrow().plugin().name)
+    }
+
     /// Handles one event from the client that arrived by `now`, its messages gathered in
-    /// `pending`; returns the clock's reading after it (later than `now` if the guest
-    /// was called).
+    /// `pending`, its send `rates` those of [`Connection::send_rates`]; returns the
+    /// clock's reading after it (later than `now` if the guest was called).
     pub(super) fn event(
         &mut self,
         event: Event,
         now: Instant,
+        rates: &[Rate; 2],
         pending: &mut Pending<'_>,
     ) -> Instant {
         if self.fail {
@@ -45,9 +66,9 @@ impl Connection {
             Event::Pong | Event::Close(_) => 0,
         };
         if matches!(event, Event::Ping(_) | Event::Text(_) | Event::Binary(_)) {
-            let broken = if self.messages.take(1.0, now).is_err() {
+            let broken = if self.sends.take(MESSAGES, 1.0, rates, now).is_err() {
                 Some(RateLimit::Messages)
-            } else if self.bytes.take(size as f64, now).is_err() {
+            } else if self.sends.take(BYTES, size as f64, rates, now).is_err() {
                 Some(RateLimit::Bytes)
             } else {
                 None
@@ -55,7 +76,7 @@ impl Connection {
             if let Some(limit) = broken {
                 // What came before it applies; it and the rest of the read do not.
                 let now = self.hand_over(pending, now);
-                tracing::debug!(lane = self.lane.index, peer = %self.peer, ?limit, "client sends too fast: closing");
+                tracing::debug!(lane = self.lane.index, peer = %self.peer(), ?limit, "client sends too fast: closing");
                 self.lane.metrics.rate_limited(limit);
                 self.fail_with(1008, "rate limit exceeded");
                 return now;
@@ -73,7 +94,8 @@ impl Connection {
             Event::Pong => return now,
             Event::Close(close) => {
                 let now = self.hand_over(pending, now);
-                self.client_closed = Some(close.map_or(1005, |(code, _)| code));
+                let code = close.map_or(1005, |(code, _)| code);
+                self.client_closed = Some(NonZeroU16::new(code).expect("a close code is never 0"));
                 // The client is leaving: what is still queued for it is dropped, and the
                 // answer to its close is the last frame.
                 self.outbox.finish();

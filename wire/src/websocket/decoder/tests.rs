@@ -53,6 +53,24 @@ fn any_split_of_the_stream_gives_the_same_events() {
 }
 
 #[test]
+fn a_decoder_between_messages_keeps_nothing_but_its_limit() {
+    // Every idle connection's task holds a decoder: the state of a frame cut by a read
+    // is boxed while it is there, not kept inline.
+    assert!(
+        std::mem::size_of::<Decoder>() <= 24,
+        "{} bytes",
+        std::mem::size_of::<Decoder>()
+    );
+    let mut d = Decoder::new(1 << 20);
+    let frame = client_frame(true, opcode::TEXT, b"cut in two", MASK);
+    feed_all(&mut d, &frame[..4], Instant::now()).unwrap();
+    assert!(d.held.is_some(), "a cut frame's header is held");
+    let events = feed_all(&mut d, &frame[4..], Instant::now()).unwrap();
+    assert_eq!(events, [Event::Text("cut in two".into())]);
+    assert!(d.held.is_none(), "nothing is held once the frame is whole");
+}
+
+#[test]
 fn incomplete_messages_say_since_when_and_how_big() {
     let mut d = Decoder::new(1 << 20);
     let t0 = Instant::now();
