@@ -9,7 +9,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use support::*;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -30,17 +30,7 @@ fn journaled_probe(dir: &Path) -> anyhow::Result<(Server, PathBuf)> {
 
 /// `wasmroom replay probe DOCUMENT` on `server`'s directories (read only).
 fn replay(server: &Server, config: &Path, document: &str) -> anyhow::Result<Output> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_wasmroom"))
-        .arg("replay")
-        .arg("--config")
-        .arg(config)
-        .arg("--data")
-        .arg(server.data.path())
-        .arg("--plugins")
-        .arg(server.plugins.path())
-        .args(["probe", document])
-        .env_remove("WASMROOM_STORE")
-        .output()?)
+    support::replay::replay(server, config, &["probe", document])
 }
 
 /// The probe's counter `name` (summed over its labels) matching `labels`.

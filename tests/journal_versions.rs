@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::process::Command;
-
 use support::*;
 
 /// Chat in journal mode, checkpoints an hour apart: only the journal keeps the lines.
@@ -107,18 +105,9 @@ async fn a_crash_after_a_hot_reload_replays_each_side_on_its_version() -> anyhow
     let config = tempfile::NamedTempFile::new()?;
     std::fs::write(config.path(), "[plugin.chat]\ndurability = \"journal\"\n")?;
     let replay = |until: Option<&str>| -> anyhow::Result<(Vec<String>, String)> {
-        let out = Command::new(env!("CARGO_BIN_EXE_wasmroom"))
-            .arg("replay")
-            .arg("--config")
-            .arg(config.path())
-            .arg("--data")
-            .arg(server.data.path())
-            .arg("--plugins")
-            .arg(server.plugins.path())
-            .args(["chat", "doc"])
-            .args(until.map(|u| vec!["--until", u]).unwrap_or_default())
-            .env_remove("WASMROOM_STORE")
-            .output()?;
+        let mut args = vec!["chat", "doc"];
+        args.extend(until.map(|u| ["--until", u]).into_iter().flatten());
+        let out = support::replay::replay(&server, config.path(), &args)?;
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         anyhow::ensure!(out.status.success(), "replay failed: {stderr}");
         let body = String::from_utf8(out.stdout)?;

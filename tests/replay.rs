@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use support::replay::replay;
 use support::*;
 
 /// A config file (kept until the test ends) holding `text`.
@@ -15,21 +16,6 @@ fn config_file(dir: &Path, text: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join("wasmroom.toml");
     std::fs::write(&path, text)?;
     Ok(path)
-}
-
-/// `wasmroom replay` on `server`'s directories with `config` and `args`.
-fn replay(server: &Server, config: &Path, args: &[&str]) -> anyhow::Result<Output> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_wasmroom"))
-        .arg("replay")
-        .arg("--config")
-        .arg(config)
-        .arg("--data")
-        .arg(server.data.path())
-        .arg("--plugins")
-        .arg(server.plugins.path())
-        .args(args)
-        .env_remove("WASMROOM_STORE")
-        .output()?)
 }
 
 /// The chat lines of a replay's export, and its summary line.

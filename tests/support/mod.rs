@@ -8,6 +8,7 @@ pub mod fault_proxy;
 pub mod nginx;
 pub mod postgres;
 pub mod receiver;
+pub mod replay;
 pub mod session_client;
 pub mod streaming;
 pub mod tokens;

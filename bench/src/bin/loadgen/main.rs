@@ -340,14 +340,18 @@ async fn hold(
         open_sockets.into_iter().map(|ws| ws.split()).unzip();
     let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counting = received.clone();
-    let keep = tokio::spawn(async move {
+    // Unconstrained by tokio's cooperative budget: once the budget of a poll runs out,
+    // every other ready socket of the `select_all` answers `Pending` and is polled again
+    // on the next poll, so a broadcast to tens of thousands cost the generator seconds
+    // of CPU (quadratic), and the figure measured the generator, not the server.
+    let keep = tokio::spawn(tokio::task::unconstrained(async move {
         let mut all = futures_util::stream::select_all(streams);
         while let Some(message) = all.next().await {
             if matches!(message, Ok(Message::Text(_) | Message::Binary(_))) {
                 counting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
-    });
+    }));
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for line in std::io::BufRead::lines(std::io::stdin().lock()).map_while(Result::ok) {

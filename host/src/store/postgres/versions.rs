@@ -57,14 +57,7 @@ impl SharedVersions for PostgresStore {
                 .client()
                 .await
                 .map_err(|e| StoreError::Query(e.to_string()))?;
-            let row = client
-                .query_opt(
-                    "SELECT bytes FROM wasmroom.plugin_versions WHERE name = $1 AND version = $2",
-                    &[&plugin, &version],
-                )
-                .await
-                .map_err(StoreError::query)?;
-            Ok(row.map(|r| r.get(0)))
+            select(&client, &plugin, &version).await
         })
         .map_err(|e| e.to_string())
     }
@@ -79,6 +72,15 @@ pub async fn read_version(
 ) -> Result<Option<Vec<u8>>, StoreError> {
     let mut client = target.connect().await?;
     crate::store::postgres::schema::migrate(&mut client).await?;
+    select(&client, plugin, version).await
+}
+
+/// The bytes of `plugin`'s `version`, if kept.
+async fn select(
+    client: &tokio_postgres::Client,
+    plugin: &str,
+    version: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
     let row = client
         .query_opt(
             "SELECT bytes FROM wasmroom.plugin_versions WHERE name = $1 AND version = $2",
