@@ -34,18 +34,44 @@ impl Document {
     /// Replays the journal entries after the document's last input (its snapshot's, or
     /// its journaled `open`), moving it to the plugin versions its hot reloads moved it
     /// to (`versions`), then tells the consumer that the connections still open in them
-    /// are gone. Returns how many inputs were replayed.
+    /// are gone. Returns how many inputs were replayed. (A lane replays in slices
+    /// instead: [`Self::replay_some`], then [`Self::replay_finished`].)
     pub fn replay(&mut self, versions: &ReplayVersions) -> Result<usize, DocumentError> {
         let replayed = self.replay_until(None, versions)?;
+        self.replay_finished();
+        Ok(replayed)
+    }
+
+    /// Replays at most `max` of the journal entries after the document's last input;
+    /// returns how many (0: the journal is replayed).
+    pub fn replay_some(
+        &mut self,
+        max: usize,
+        versions: &ReplayVersions,
+    ) -> Result<usize, DocumentError> {
+        let Some(tail) = self.tail.clone() else {
+            return Ok(0);
+        };
+        let entries: Vec<Entry> = tail
+            .borrow()
+            .entries()
+            .filter(|e| e.seq > self.lineage.inputs())
+            .take(max)
+            .cloned()
+            .collect();
+        self.replay_entries(&entries, versions)
+    }
+
+    /// The journal is replayed: the config's settings apply again, and the connections
+    /// it leaves open are reported gone, but sessions' (carried here, or joined in the
+    /// journal), whose clients resume them.
+    pub fn replay_finished(&mut self) {
         self.replay_done();
         if self.tail.is_some() {
-            // Sessions (carried here, or joined in the journal) stay open: their clients
-            // resume them.
             let mut open = self.guest_connections();
             open.retain(|id| !self.outboxes.get(id).is_some_and(|o| o.is_open()));
             self.cut_connections(open);
         }
-        Ok(replayed)
     }
 
     /// Replays the journal entries after the document's last input up to input `until`
@@ -67,6 +93,15 @@ impl Document {
             .filter(|e| e.seq > self.lineage.inputs() && until.is_none_or(|u| e.seq <= u))
             .cloned()
             .collect();
+        self.replay_entries(&entries, versions)
+    }
+
+    /// Replays `entries`, in order, outputs and logs muted, nothing journaled again.
+    fn replay_entries(
+        &mut self,
+        entries: &[Entry],
+        versions: &ReplayVersions,
+    ) -> Result<usize, DocumentError> {
         self.replaying = true;
         self.mute(true);
         let replayed = entries

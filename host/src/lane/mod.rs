@@ -15,7 +15,7 @@
 //! decision), [`socket`] (a WebSocket after the upgrade), [`batch`] (its messages of one
 //! read grouped into guest calls), [`sessions`] (sessions that
 //! outlive a socket); [`open`] (the document
-//! table; the plugin versions a replay runs on: [`replay_versions`]), [`housekeeping`] (timers, checkpoints, idle documents), [`crash_loop`],
+//! table; a journaled document's replay as it opens: [`replay`]), [`housekeeping`] (timers, checkpoints, idle documents), [`crash_loop`],
 //! [`migrate`] (hot reload), [`admin`] (the admin API's requests), [`shutdown`].
 
 pub mod address_limit;
@@ -37,7 +37,7 @@ pub mod migrate;
 pub mod open;
 pub mod open_limit;
 pub mod recovery;
-pub mod replay_versions;
+pub mod replay;
 pub mod requests;
 pub mod run;
 pub mod services;

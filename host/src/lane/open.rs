@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::config::WebhookEvent;
-use crate::document::{Document, DocumentCell, DocumentConfig, DocumentError, DocumentKey};
+use crate::document::{Document, DocumentCell, DocumentError, DocumentKey};
 use crate::guest::plugin::Plugin;
 use crate::lane::Lane;
 use crate::store::{Lease, Opened, StorageError};
@@ -180,7 +180,7 @@ impl Lane {
         let versions = self
             .replay_versions(plugin, snapshot.as_ref(), tail.as_ref())
             .await;
-        let opened = versions.and_then(|(opener, versions)| {
+        let created = versions.and_then(|(opener, versions)| {
             let slot = self.services.slots.for_document().ok_or_else(|| {
                 DocumentError::PoolExhausted(format!(
                     "{} documents are live",
@@ -206,23 +206,32 @@ impl Lane {
                     doc.set_base(Some(Arc::new(snapshot)));
                 }
             }
-            doc.mark_opened()?;
             // After `mark_opened`: what the replay changes is saved at the next
             // checkpoint, which lets the journal go.
-            let replayed = doc.replay(&versions).inspect_err(|e| {
-                self.metrics.journal.unreplayable();
-                tracing::error!(lane = self.index, plugin = %plugin.name, doc = %document, "refusing to open: {e}");
-            })?;
-            if replayed > 0 {
-                self.metrics.journal.replayed(replayed);
-                tracing::info!(lane = self.index, plugin = %plugin.name, doc = %document, "replayed {replayed} input(s) from the journal");
-            }
-            doc.set_versions(versions);
-            self.move_replayed_to(&mut doc, plugin, &limits);
-            doc.persistence.lease = lease;
-            let carried = doc.socketless_sessions();
-            Ok((doc, carried))
+            doc.mark_opened()?;
+            Ok((doc, versions))
         });
+        let opened = match created {
+            Ok((mut doc, versions)) => match self.replay(&mut doc, &versions).await {
+                Ok(replayed) => {
+                    if replayed > 0 {
+                        self.metrics.journal.replayed(replayed);
+                        tracing::info!(lane = self.index, plugin = %plugin.name, doc = %document, "replayed {replayed} input(s) from the journal");
+                    }
+                    doc.set_versions(versions);
+                    self.move_replayed_to(&mut doc, plugin, &limits);
+                    doc.persistence.lease = lease;
+                    let carried = doc.socketless_sessions();
+                    Ok((doc, carried))
+                }
+                Err(e) => {
+                    self.metrics.journal.unreplayable();
+                    tracing::error!(lane = self.index, plugin = %plugin.name, doc = %document, "refusing to open: {e}");
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e),
+        };
         let (doc, carried) = match opened {
             Ok(opened) => opened,
             Err(e) => {
@@ -254,31 +263,6 @@ impl Lane {
             crate::lane::housekeeping::drive(self.clone(), key.clone(), Rc::downgrade(&cell), wake),
         );
         Ok(cell)
-    }
-
-    /// Moves a document its journal left on an older version (replayed on the versions
-    /// that made its inputs) to `plugin`, the version there is now, as a hot reload
-    /// would; if the new version refuses, it stays where it is, as after a failed reload.
-    fn move_replayed_to(&self, doc: &mut Document, plugin: &Arc<Plugin>, limits: &DocumentConfig) {
-        if doc.plugin().version == plugin.version {
-            return;
-        }
-        let moved = match self.services.slots.for_migration() {
-            Some(slot) => doc.migrate(plugin.clone(), limits, slot),
-            None => Err(DocumentError::PoolExhausted(
-                "no slot for a migration: the pool and its reserve are in use".into(),
-            )),
-        };
-        if let Err(e) = moved {
-            let error = format!(
-                "{}/{} stays on version {} after its replay: {e}",
-                plugin.name,
-                doc.id(),
-                doc.plugin().version
-            );
-            tracing::error!(lane = self.index, "{error}");
-            self.services.registry.record_error(&plugin.name, error);
-        }
     }
 
     /// Takes the document's lease and reads its snapshot. A document another live host
