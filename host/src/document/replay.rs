@@ -49,16 +49,7 @@ impl Document {
         max: usize,
         versions: &ReplayVersions,
     ) -> Result<usize, DocumentError> {
-        let Some(tail) = self.tail.clone() else {
-            return Ok(0);
-        };
-        let entries: Vec<Entry> = tail
-            .borrow()
-            .entries()
-            .filter(|e| e.seq > self.lineage.inputs())
-            .take(max)
-            .cloned()
-            .collect();
+        let entries = self.pending(None, max);
         self.replay_entries(&entries, versions)
     }
 
@@ -84,16 +75,23 @@ impl Document {
         until: Option<u64>,
         versions: &ReplayVersions,
     ) -> Result<usize, DocumentError> {
-        let Some(tail) = self.tail.clone() else {
-            return Ok(0);
-        };
-        let entries: Vec<Entry> = tail
-            .borrow()
-            .entries()
-            .filter(|e| e.seq > self.lineage.inputs() && until.is_none_or(|u| e.seq <= u))
-            .cloned()
-            .collect();
+        let entries = self.pending(until, usize::MAX);
         self.replay_entries(&entries, versions)
+    }
+
+    /// At most `max` of the journal entries after the document's last input, up to input
+    /// `until` (inclusive; `None`: all).
+    fn pending(&self, until: Option<u64>, max: usize) -> Vec<Entry> {
+        let Some(tail) = &self.tail else {
+            return Vec::new();
+        };
+        let after = self.lineage.inputs();
+        tail.borrow()
+            .entries()
+            .filter(|e| e.seq > after && until.is_none_or(|u| e.seq <= u))
+            .take(max)
+            .cloned()
+            .collect()
     }
 
     /// Replays `entries`, in order, outputs and logs muted, nothing journaled again.
