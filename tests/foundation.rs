@@ -364,7 +364,7 @@ async fn check_says_whether_a_file_is_a_consumer() -> anyhow::Result<()> {
 /// where `serve --data DIR` looks, so the server loads it without compiling.
 #[tokio::test]
 async fn check_fills_the_compiled_cache_serve_reads() -> anyhow::Result<()> {
-    let server = Server::start(&[], 1, &[])?;
+    let mut server = Server::start(&[], 1, &[])?;
     let relay = built_plugins_dir().join("relay.wasm");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmroom"))
         .arg("check")
@@ -377,13 +377,11 @@ async fn check_fills_the_compiled_cache_serve_reads() -> anyhow::Result<()> {
     assert!(stderr.contains("compiling relay ("), "{stderr}");
     deploy(&server, "relay", &std::fs::read(&relay)?)?;
     wait_for_new_version(&server, "relay", &serde_json::Value::Null, 0).await?;
+    // The server logged it before `/plugins` showed it; the test reads its log on a
+    // thread of its own, which may not have got there yet.
+    let loaded = server.wait_for_log("relay.wasm in")?;
+    assert!(loaded.contains("loaded"), "{loaded}");
     let lines = server.log_lines();
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("loaded") && l.contains("relay.wasm")),
-        "{lines:#?}"
-    );
     assert!(
         !lines.iter().any(|l| l.contains("compiling relay")),
         "{lines:#?}"
