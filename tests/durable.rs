@@ -202,7 +202,7 @@ async fn failing_saves_keep_the_document_until_they_succeed() -> anyhow::Result<
     server
         .wait_for_stats(0, |s| s["failed_saves"].as_u64() >= Some(2))
         .await?;
-    assert!(server.log_lines().iter().any(|l| l.contains("save failed")));
+    server.wait_for_log("save failed")?;
     // Idle for longer than its grace, but unsaved: still in memory, history intact.
     assert_eq!(server.wait_for_stats(0, |_| true).await?["documents"], 1);
     assert_eq!(history(&server, "stubborn").await?, lines(5));
